@@ -1,0 +1,13 @@
+//! spikenas host library: datasets, the spiking network in candle, training, board
+//! profiles, the memory model, the SpikeNAS search, quantization and export.
+//!
+//! The `spikenas-host` binary is a thin layer over these modules.
+
+pub mod arch;
+pub mod boards;
+pub mod data;
+pub mod kernels;
+pub mod memory;
+pub mod rng;
+pub mod snn;
+pub mod train;

@@ -1,0 +1,1 @@
+//! The spiking network in candle (in progress)
