@@ -86,7 +86,9 @@ pub struct Edge {
 
 impl Cell {
     /// A cell with only zero ops.
-    pub const EMPTY: Cell = Cell { ops: [[Op::Zero; NODES]; NODES] };
+    pub const EMPTY: Cell = Cell {
+        ops: [[Op::Zero; NODES]; NODES],
+    };
 
     /// A forward-only cell from SNASNet's six forward edges in the order
     /// `01, 02, 12, 03, 13, 23`.
@@ -103,12 +105,22 @@ impl Cell {
         let mut out = Vec::new();
         for &(i, j) in FORWARD_PAIRS.iter() {
             if self.ops[i][j] != Op::Zero {
-                out.push(Edge { from: i, to: j, op: self.ops[i][j], backward: false });
+                out.push(Edge {
+                    from: i,
+                    to: j,
+                    op: self.ops[i][j],
+                    backward: false,
+                });
             }
         }
         for &(i, j) in FORWARD_PAIRS.iter() {
             if self.ops[j][i] != Op::Zero {
-                out.push(Edge { from: j, to: i, op: self.ops[j][i], backward: true });
+                out.push(Edge {
+                    from: j,
+                    to: i,
+                    op: self.ops[j][i],
+                    backward: true,
+                });
             }
         }
         out
@@ -124,7 +136,9 @@ impl Cell {
     pub fn validated(&self) -> Result<Cell, ArchError> {
         for i in 0..NODES {
             if self.ops[i][i] != Op::Zero {
-                return Err(ArchError::Invalid(format!("diagonal entry [{i}][{i}] must be 0")));
+                return Err(ArchError::Invalid(format!(
+                    "diagonal entry [{i}][{i}] must be 0"
+                )));
             }
         }
         for j in 1..NODES {
@@ -142,7 +156,9 @@ impl Cell {
             }
         }
         if self.ops[0][3] == Op::Zero {
-            return Err(ArchError::Invalid("op03 (input -> output) must not be zero".into()));
+            return Err(ArchError::Invalid(
+                "op03 (input -> output) must not be zero".into(),
+            ));
         }
         // Forward reachability from the input and co-reachability to the output,
         // over forward edges (backward edges carry last step's values and cannot
@@ -213,13 +229,21 @@ pub enum ArchError {
 }
 
 /// A valid example encoding, shown in errors and docs.
-pub const EXAMPLE: &str = "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=4,pool=1,cluster=1,bits=8";
+pub const EXAMPLE: &str =
+    "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=4,pool=1,cluster=1,bits=8";
 
 impl Default for Arch {
     /// A small network that trains well on 28x28 and 8x8 images.
     fn default() -> Self {
         Arch {
-            cell: Cell::forward([Op::Conv3x3, Op::Zero, Op::Zero, Op::Skip, Op::Conv3x3, Op::Zero]),
+            cell: Cell::forward([
+                Op::Conv3x3,
+                Op::Zero,
+                Op::Zero,
+                Op::Skip,
+                Op::Conv3x3,
+                Op::Zero,
+            ]),
             channels: 16,
             stages: 2,
             fc: 128,
@@ -235,16 +259,37 @@ impl Arch {
     /// Check every rule and normalise the cell (dead nodes zeroed).
     pub fn validated(mut self) -> Result<Arch, ArchError> {
         self.cell = self.cell.validated()?;
-        let check = |ok: bool, why: String| if ok { Ok(()) } else { Err(ArchError::Invalid(why)) };
-        check(self.channels >= 1 && self.channels <= 1024, format!("ch={} must be in 1..=1024", self.channels))?;
-        check(self.stages >= 1 && self.stages <= 4, format!("stages={} must be in 1..=4", self.stages))?;
-        check(self.fc <= 8192, format!("fc={} must be at most 8192", self.fc))?;
-        check(self.timesteps >= 1 && self.timesteps <= 32, format!("t={} must be in 1..=32", self.timesteps))?;
+        let check = |ok: bool, why: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ArchError::Invalid(why))
+            }
+        };
+        check(
+            self.channels >= 1 && self.channels <= 1024,
+            format!("ch={} must be in 1..=1024", self.channels),
+        )?;
+        check(
+            self.stages >= 1 && self.stages <= 4,
+            format!("stages={} must be in 1..=4", self.stages),
+        )?;
+        check(
+            self.fc <= 8192,
+            format!("fc={} must be at most 8192", self.fc),
+        )?;
+        check(
+            self.timesteps >= 1 && self.timesteps <= 32,
+            format!("t={} must be in 1..=32", self.timesteps),
+        )?;
         check(
             matches!(self.input_pool, 1 | 2 | 4),
             format!("pool={} must be 1, 2 or 4", self.input_pool),
         )?;
-        check(self.cluster >= 1 && self.cluster <= 32, format!("cluster={} must be in 1..=32", self.cluster))?;
+        check(
+            self.cluster >= 1 && self.cluster <= 32,
+            format!("cluster={} must be in 1..=32", self.cluster),
+        )?;
         check(
             matches!(self.weight_bits, 4 | 8),
             format!("bits={} must be 8 or 4", self.weight_bits),
@@ -277,7 +322,10 @@ impl FromStr for Cell {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let rows: Vec<&str> = s.split('.').collect();
         if rows.len() != NODES {
-            return Err(format!("cell `{s}` needs {NODES} rows separated by `.`, found {}", rows.len()));
+            return Err(format!(
+                "cell `{s}` needs {NODES} rows separated by `.`, found {}",
+                rows.len()
+            ));
         }
         let mut cell = Cell::EMPTY;
         for (i, row) in rows.iter().enumerate() {
@@ -286,10 +334,9 @@ impl FromStr for Cell {
                 return Err(format!("cell row {i} `{row}` needs {NODES} digits"));
             }
             for (j, b) in bytes.iter().enumerate() {
-                let op = b
-                    .checked_sub(b'0')
-                    .and_then(Op::from_code)
-                    .ok_or_else(|| format!("cell entry [{i}][{j}] `{}` is not an op 0-4", *b as char))?;
+                let op = b.checked_sub(b'0').and_then(Op::from_code).ok_or_else(|| {
+                    format!("cell entry [{i}][{j}] `{}` is not an op 0-4", *b as char)
+                })?;
                 cell.ops[i][j] = op;
             }
         }
@@ -319,12 +366,21 @@ impl FromStr for Arch {
 
     /// Parse an encoding; keys not given keep the default's value.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |why: String| ArchError::Parse { encoding: s.to_string(), why, example: EXAMPLE };
+        let err = |why: String| ArchError::Parse {
+            encoding: s.to_string(),
+            why,
+            example: EXAMPLE,
+        };
         let mut arch = Arch::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) =
-                part.split_once('=').ok_or_else(|| err(format!("`{part}` is not key=value")))?;
-            let num = || value.parse::<usize>().map_err(|_| err(format!("`{key}={value}` is not a number")));
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| err(format!("`{part}` is not key=value")))?;
+            let num = || {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| err(format!("`{key}={value}` is not a number")))
+            };
             match key {
                 "cell" => arch.cell = value.parse().map_err(err)?,
                 "ch" => arch.channels = num()?,
@@ -334,11 +390,9 @@ impl FromStr for Arch {
                 "pool" => arch.input_pool = num()?,
                 "cluster" => arch.cluster = num()?,
                 "bits" => arch.weight_bits = num()? as u8,
-                other => {
-                    return Err(err(format!(
-                        "unknown key `{other}` (known: cell, ch, stages, fc, t, pool, cluster, bits)"
-                    )))
-                }
+                other => return Err(err(format!(
+                    "unknown key `{other}` (known: cell, ch, stages, fc, t, pool, cluster, bits)"
+                ))),
             }
         }
         arch.validated()
@@ -369,14 +423,18 @@ mod tests {
         assert!("cell=0303.0000.0000.0200".parse::<Arch>().is_ok());
         assert!("cell=0303.0000.0000.2000".parse::<Arch>().is_err());
         assert!("cell=0333.0013.0100.0000".parse::<Arch>().is_err());
-        assert!("cell=0333.0003.0100.0000".parse::<Arch>().unwrap().cell.has_backward());
+        assert!("cell=0333.0003.0103.0000"
+            .parse::<Arch>()
+            .unwrap()
+            .cell
+            .has_backward());
     }
 
     #[test]
     fn dead_nodes_are_zeroed() {
-        // Node 2 has no input: its edge 2->3 is removed.
+        // Node 2 has no input and node 1 no way out: both are removed.
         let a: Arch = "cell=0303.0000.0003.0000".parse().unwrap();
-        assert_eq!(a.cell.to_string(), "0303.0000.0000.0000");
+        assert_eq!(a.cell.to_string(), "0003.0000.0000.0000");
         // Node 1 reaches nowhere: 0->1 removed.
         let a: Arch = "cell=0301.0000.0000.0000".parse().unwrap();
         assert_eq!(a.cell.to_string(), "0001.0000.0000.0000");
@@ -388,7 +446,10 @@ mod tests {
         assert!(e.contains("ch=abc"), "{e}");
         let e = "foo=1".parse::<Arch>().unwrap_err().to_string();
         assert!(e.contains("unknown key `foo`"), "{e}");
-        let e = "cell=0319.0000.0000.0000".parse::<Arch>().unwrap_err().to_string();
+        let e = "cell=0319.0000.0000.0000"
+            .parse::<Arch>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[0][3]"), "{e}");
     }
 }

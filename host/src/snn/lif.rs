@@ -1,0 +1,165 @@
+//! Leaky integrate-and-fire neurons with surrogate gradients (spikingjelly's
+//! `LIFNode` semantics, `decay_input = True`, `v_reset = 0`).
+//!
+//! Per step: `h = v + (I - v) / tau`; `s = H(h - threshold)`; then a hard reset
+//! `v = h (1 - s)` or a subtractive reset `v = h - s * threshold`. The reset is
+//! detached (no gradient through it), as spikingjelly's `detach_reset=True`.
+//! The Heaviside step has the derivative of the chosen surrogate in the
+//! backward pass, written with standard tensor ops so it runs on every device:
+//! `s = H(x) + x*c - (x*c).detach()` with `c = surrogate'(x)` detached, whose
+//! value is exactly `H(x)` and whose gradient is exactly `c`.
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What happens to the membrane after a spike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reset {
+    /// Back to zero.
+    Hard,
+    /// Threshold subtracted.
+    Subtract,
+}
+
+/// The derivative that stands in for the Heaviside step's in the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Surrogate {
+    /// spikingjelly's ATan: `alpha/2 / (1 + (pi/2 * alpha * x)^2)`.
+    ATan {
+        /// Sharpness; spikingjelly's default is 2.
+        alpha: f32,
+    },
+    /// Fast sigmoid (SuperSpike): `1 / (1 + k|x|)^2`.
+    FastSigmoid {
+        /// Sharpness.
+        k: f32,
+    },
+}
+
+/// Parameters of a LIF layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LifConfig {
+    /// Membrane time constant; 4/3 gives `v = 0.25 v + 0.75 I`.
+    pub tau: f32,
+    /// Firing threshold.
+    pub threshold: f32,
+    /// Reset rule.
+    pub reset: Reset,
+    /// Surrogate gradient.
+    pub surrogate: Surrogate,
+}
+
+impl Default for LifConfig {
+    /// SNASNet's neuron: tau 4/3, threshold 1, hard reset, ATan(alpha = 2).
+    fn default() -> Self {
+        LifConfig {
+            tau: 4.0 / 3.0,
+            threshold: 1.0,
+            reset: Reset::Hard,
+            surrogate: Surrogate::ATan { alpha: 2.0 },
+        }
+    }
+}
+
+impl LifConfig {
+    /// The factor that multiplies the previous membrane value each step (`1 - 1/tau`).
+    pub fn decay(&self) -> f32 {
+        1.0 - 1.0 / self.tau
+    }
+}
+
+/// Heaviside step of `x` with the surrogate's derivative as its gradient.
+pub fn spike(x: &Tensor, surrogate: Surrogate) -> Result<Tensor> {
+    let heaviside = x.ge(0f32)?.to_dtype(x.dtype())?;
+    let slope = surrogate_grad(&x.detach(), surrogate)?;
+    let xc = (x * &slope)?;
+    heaviside + (&xc - xc.detach())?
+}
+
+/// The surrogate derivative evaluated at `x` (no gradient).
+pub fn surrogate_grad(x: &Tensor, surrogate: Surrogate) -> Result<Tensor> {
+    match surrogate {
+        Surrogate::ATan { alpha } => {
+            let a = (std::f64::consts::FRAC_PI_2 * alpha as f64) as f64;
+            ((x * a)?.sqr()? + 1.0)?.recip()? * (alpha as f64 / 2.0)
+        }
+        Surrogate::FastSigmoid { k } => ((x.abs()? * k as f64)? + 1.0)?.sqr()?.recip(),
+    }
+}
+
+/// One LIF step: returns `(spikes, new_membrane)`. `v` is `None` at t = 0 (zeros).
+pub fn step(current: &Tensor, v: Option<&Tensor>, cfg: &LifConfig) -> Result<(Tensor, Tensor)> {
+    let inv_tau = 1.0 / cfg.tau as f64;
+    let h = match v {
+        Some(v) => (v + ((current - v)? * inv_tau)?)?,
+        None => (current * inv_tau)?,
+    };
+    let s = spike(&(&h - cfg.threshold as f64)?, cfg.surrogate)?;
+    let sd = s.detach();
+    let v_next = match cfg.reset {
+        Reset::Hard => (&h * (sd.ones_like()? - &sd)?)?,
+        Reset::Subtract => (&h - (sd * cfg.threshold as f64)?)?,
+    };
+    Ok((s, v_next))
+}
+
+/// LIF over all timesteps: `currents` is `(T * B, ...)` in time-major order
+/// (all of step 0's batch first); returns spikes of the same shape.
+pub fn multistep(currents: &Tensor, timesteps: usize, cfg: &LifConfig) -> Result<Tensor> {
+    let n = currents.dim(0)?;
+    if timesteps == 0 || n % timesteps != 0 {
+        candle_core::bail!("LIF input has {n} rows, not a multiple of T = {timesteps}");
+    }
+    let b = n / timesteps;
+    let mut v: Option<Tensor> = None;
+    let mut out = Vec::with_capacity(timesteps);
+    for t in 0..timesteps {
+        let (s, v_next) = step(&currents.narrow(0, t * b, b)?, v.as_ref(), cfg)?;
+        out.push(s);
+        v = Some(v_next);
+    }
+    Tensor::cat(&out, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fires_at_threshold_and_resets() -> Result<()> {
+        let dev = Device::Cpu;
+        // Constant current 1.0 with tau 4/3: h = 0.75, then 0.25*0.75+0.75 = 0.9375,
+        // then 0.984..., never reaching 1.0 exactly; current 2.0 fires at step 1.
+        let cfg = LifConfig::default();
+        let i = Tensor::new(&[[1.0f32], [1.0], [1.0], [2.0], [2.0]], &dev)?;
+        let s = multistep(&i, 5, &cfg)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(s, vec![0.0, 0.0, 0.0, 1.0, 1.0]);
+        let mut sub = cfg;
+        sub.reset = Reset::Subtract;
+        let (s, v) = step(&Tensor::new(&[2.0f32], &dev)?, None, &sub)?;
+        assert_eq!(s.to_vec1::<f32>()?, vec![1.0]);
+        assert!((v.to_vec1::<f32>()?[0] - 0.5).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn surrogate_gradient_values() -> Result<()> {
+        let dev = Device::Cpu;
+        for (sur, expect) in [
+            (
+                Surrogate::ATan { alpha: 2.0 },
+                1.0f32 / (1.0 + (std::f32::consts::PI * 0.1).powi(2)),
+            ),
+            (Surrogate::FastSigmoid { k: 10.0 }, 1.0 / 4.0),
+        ] {
+            let x = Var::new(&[0.1f32], &dev)?;
+            let s = spike(x.as_tensor(), sur)?;
+            assert_eq!(s.to_vec1::<f32>()?, vec![1.0]);
+            let g = s.sum_all()?.backward()?;
+            let gx = g.get(x.as_tensor()).unwrap().to_vec1::<f32>()?[0];
+            assert!((gx - expect).abs() < 1e-5, "{sur:?}: {gx} vs {expect}");
+        }
+        Ok(())
+    }
+}
