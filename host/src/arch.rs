@@ -390,9 +390,11 @@ impl FromStr for Arch {
                 "pool" => arch.input_pool = num()?,
                 "cluster" => arch.cluster = num()?,
                 "bits" => arch.weight_bits = num()? as u8,
-                other => return Err(err(format!(
+                other => {
+                    return Err(err(format!(
                     "unknown key `{other}` (known: cell, ch, stages, fc, t, pool, cluster, bits)"
-                ))),
+                )))
+                }
             }
         }
         arch.validated()

@@ -5,9 +5,12 @@
 
 pub mod arch;
 pub mod boards;
+pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod kernels;
 pub mod memory;
+pub mod output;
 pub mod rng;
 pub mod snn;
-pub mod train;
+// pub mod train; (enabled once the datasets land)
