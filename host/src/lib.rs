@@ -12,5 +12,6 @@ pub mod kernels;
 pub mod memory;
 pub mod output;
 pub mod rng;
+pub mod score;
 pub mod snn;
 // pub mod train; (enabled once the datasets land)
