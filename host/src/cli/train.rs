@@ -1,0 +1,97 @@
+//! `spikenas-host train`: train one architecture on a dataset and write a checkpoint.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use spikenas_host::arch::Arch;
+use spikenas_host::data::{self, Source};
+use spikenas_host::device::DeviceChoice;
+use spikenas_host::kernels::ConvBackend;
+use spikenas_host::session::{self, TrainJob};
+use spikenas_host::train::{OptimizerKind, TrainConfig};
+
+/// Train an architecture (default: a small network that suits 8x8 to 32x32 images).
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Architecture encoding, as printed in a search report.
+    #[arg(long, default_value_t = Arch::default())]
+    arch: Arch,
+    /// Dataset: fashion-mnist, digits, idx:DIR or cifar10:DIR.
+    #[arg(long, default_value = "digits")]
+    dataset: Source,
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate (cosine schedule).
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    optimizer: OptimizerKind,
+    /// Seed for splits, initialisation and batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu, or cuda (needs a build with --features cuda).
+    #[arg(long, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Convolution implementation on the CPU.
+    #[arg(long, default_value_t = ConvBackend::default())]
+    conv: ConvBackend,
+    /// Use at most this many training images (quick runs).
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Stop training after this many seconds.
+    #[arg(long)]
+    time_budget: Option<u64>,
+    /// Output directory (checkpoint.safetensors, train.json).
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Run `train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let device = args.device.open()?;
+    let opts = data::LoadOptions { seed: args.seed, max_train: args.max_train, ..Default::default() };
+    let job = TrainJob {
+        arch: args.arch,
+        source: args.dataset,
+        load: opts,
+        config: TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            optimizer: args.optimizer,
+            seed: args.seed,
+            conv: args.conv,
+            max_steps_per_epoch: None,
+            time_budget: args.time_budget.map(Duration::from_secs),
+            progress: !args.quiet,
+        },
+        seed: args.seed,
+    };
+    let out = session::train_to_dir(&job, &device, &args.out, args.force).context("training failed")?;
+    println!(
+        "test accuracy {:.2}% after {} epochs ({:.1} s of training); checkpoint {}",
+        100.0 * out.report.test_accuracy,
+        out.report.epochs.len(),
+        out.report.train_seconds,
+        out.dir.join("checkpoint.safetensors").display()
+    );
+    Ok(())
+}
