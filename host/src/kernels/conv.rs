@@ -1,0 +1,509 @@
+//! The fast CPU 2-D convolution: im2col + GEMM (the `gemm` crate), batched over the
+//! samples with rayon, as a candle custom op with its own backward pass.
+//!
+//! Forward, per sample n: `Y_n (Cout x P) = W (Cout x K) . col(X_n) (K x P)` where
+//! `K = Cin*k*k` and `P = Ho*Wo`. Backward: `dW = sum_n dY_n . col(X_n)^T` and
+//! `dX_n = col2im(W^T . dY_n)`. A 1x1 kernel with stride 1 and no padding skips
+//! im2col/col2im altogether (`col(X_n) = X_n`).
+//!
+//! Each sample's GEMM runs single-threaded; the parallelism is across samples
+//! (N = T*batch is large in SNN training), which keeps every thread's im2col buffer in
+//! its own L2 cache.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{cpu_f32, KernelError};
+
+/// Shape of one convolution: everything the kernels need, derived from the layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geom {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geom {
+    /// Checks the shapes of `x` (N, Cin, H, W) and `w` (Cout, Cin, k, k).
+    pub fn new(
+        x_dims: &[usize],
+        w_dims: &[usize],
+        pad: usize,
+        stride: usize,
+    ) -> Result<Self, KernelError> {
+        let (&[n, cin, h, w], &[cout, wcin, kh, kw]) = (x_dims, w_dims) else {
+            return Err(KernelError::ConvRank {
+                x: x_dims.to_vec(),
+                w: w_dims.to_vec(),
+            });
+        };
+        if wcin != cin {
+            return Err(KernelError::ConvChannels {
+                x_cin: cin,
+                w_cin: wcin,
+            });
+        }
+        if kh != kw {
+            return Err(KernelError::ConvKernelNotSquare { kh, kw });
+        }
+        if stride == 0 {
+            return Err(KernelError::ConvStride);
+        }
+        let k = kh;
+        if k == 0 || h + 2 * pad < k || w + 2 * pad < k {
+            return Err(KernelError::ConvKernelTooLarge { h, w, k, pad });
+        }
+        let ho = (h + 2 * pad - k) / stride + 1;
+        let wo = (w + 2 * pad - k) / stride + 1;
+        Ok(Self {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad,
+            ho,
+            wo,
+        })
+    }
+
+    /// Rows of the im2col matrix: `Cin*k*k`.
+    pub fn kdim(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// Output pixels per channel: `Ho*Wo`.
+    pub fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// True when im2col is the identity (1x1 kernel, stride 1, no padding).
+    pub fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Multiply-adds of the forward pass, times two (FLOP).
+    pub fn forward_flop(&self) -> f64 {
+        2.0 * (self.n * self.cout * self.kdim() * self.p()) as f64
+    }
+
+    /// The output columns `ox` whose input column `ox*stride + kx - pad` lies inside
+    /// `0..w`, as a half-open range.
+    fn valid_ox(&self, kx: usize) -> (usize, usize) {
+        let (s, pad, w) = (self.stride as isize, self.pad as isize, self.w as isize);
+        let off = kx as isize - pad;
+        // ox*s + off >= 0  and  ox*s + off <= w-1
+        let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+        let hi_incl = w - 1 - off;
+        let hi = if hi_incl < 0 { 0 } else { hi_incl / s + 1 };
+        let hi = hi.min(self.wo as isize).max(lo);
+        (lo as usize, hi as usize)
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)` through `gemm`, single-threaded,
+/// with explicit row/column strides; bounds are checked here so the call is sound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        last(m, n, dst_rs, dst_cs) < dst.len(),
+        "matmul: dst too small"
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_rs + j * dst_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    assert!(
+        last(m, k, lhs_rs, lhs_cs) < lhs.len(),
+        "matmul: lhs too small"
+    );
+    assert!(
+        last(k, n, rhs_rs, rhs_cs) < rhs.len(),
+        "matmul: rhs too small"
+    );
+    // SAFETY: every index the GEMM touches, (rows-1)*rs + (cols-1)*cs at most, was
+    // checked against the slice lengths above; dst is borrowed mutably, so it cannot
+    // alias lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Writes the im2col matrix (K x P, row-major) of one sample `x` (Cin x H x W).
+pub(crate) fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
+    let (p, k, s) = (g.p(), g.k, g.stride);
+    let plane = g.h * g.w;
+    for ci in 0..g.cin {
+        let xc = &x[ci * plane..(ci + 1) * plane];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row_idx = (ci * k + ky) * k + kx;
+                let row = &mut col[row_idx * p..(row_idx + 1) * p];
+                let (lo, hi) = g.valid_ox(kx);
+                for oy in 0..g.ho {
+                    let dst = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    let iy = (oy * s + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let ix0 = lo * s + kx - g.pad;
+                    if s == 1 {
+                        dst[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    } else {
+                        for (d, sv) in dst[lo..hi].iter_mut().zip(src[ix0..].iter().step_by(s)) {
+                            *d = *sv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the im2col-shaped matrix `col` (K x P) back into one sample `dx` (Cin x H x W),
+/// which must be zeroed (or hold values to add to).
+pub(crate) fn col2im(col: &[f32], g: &Geom, dx: &mut [f32]) {
+    let (p, k, s) = (g.p(), g.k, g.stride);
+    let plane = g.h * g.w;
+    for ci in 0..g.cin {
+        let dxc = &mut dx[ci * plane..(ci + 1) * plane];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row_idx = (ci * k + ky) * k + kx;
+                let row = &col[row_idx * p..(row_idx + 1) * p];
+                let (lo, hi) = g.valid_ox(kx);
+                if lo >= hi {
+                    continue;
+                }
+                for oy in 0..g.ho {
+                    let iy = (oy * s + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &row[oy * g.wo + lo..oy * g.wo + hi];
+                    let dst = &mut dxc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let ix0 = lo * s + kx - g.pad;
+                    if s == 1 {
+                        for (d, sv) in dst[ix0..ix0 + (hi - lo)].iter_mut().zip(src) {
+                            *d += *sv;
+                        }
+                    } else {
+                        for (d, sv) in dst[ix0..].iter_mut().step_by(s).zip(src) {
+                            *d += *sv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward convolution of the whole batch: returns `Y` (N, Cout, Ho, Wo), contiguous.
+pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    let (kd, p) = (g.kdim(), g.p());
+    let x_len = g.cin * g.h * g.w;
+    let mut y = vec![0.0f32; g.n * g.cout * p];
+    if y.is_empty() {
+        return y;
+    }
+    let pointwise = g.is_pointwise();
+    y.par_chunks_mut(g.cout * p).enumerate().for_each_init(
+        || Vec::<f32>::new(),
+        |col, (n, yn)| {
+            let xn = &x[n * x_len..(n + 1) * x_len];
+            let rhs: &[f32] = if pointwise {
+                xn
+            } else {
+                col.resize(kd * p, 0.0);
+                im2col(xn, g, col);
+                col
+            };
+            matmul((g.cout, p, kd), yn, (p, 1), false, w, (kd, 1), rhs, (p, 1));
+        },
+    );
+    y
+}
+
+/// Weight gradient `dW (Cout x K) = sum_n dY_n . col(X_n)^T`.
+pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    let (kd, p) = (g.kdim(), g.p());
+    let x_len = g.cin * g.h * g.w;
+    let y_len = g.cout * p;
+    let pointwise = g.is_pointwise();
+    (0..g.n)
+        .into_par_iter()
+        .fold(
+            || (vec![0.0f32; g.cout * kd], Vec::<f32>::new()),
+            |(mut dw, mut col), n| {
+                let xn = &x[n * x_len..(n + 1) * x_len];
+                let rhs: &[f32] = if pointwise {
+                    xn
+                } else {
+                    col.resize(kd * p, 0.0);
+                    im2col(xn, g, &mut col);
+                    &col
+                };
+                let dyn_ = &dy[n * y_len..(n + 1) * y_len];
+                // rhs^T (P x K): element (q, r) = rhs[r*P + q].
+                matmul(
+                    (g.cout, kd, p),
+                    &mut dw,
+                    (kd, 1),
+                    true,
+                    dyn_,
+                    (p, 1),
+                    rhs,
+                    (1, p),
+                );
+                (dw, col)
+            },
+        )
+        .map(|(dw, _)| dw)
+        .reduce(
+            || vec![0.0f32; g.cout * kd],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x += *y;
+                }
+                a
+            },
+        )
+}
+
+/// Input gradient `dX_n = col2im(W^T . dY_n)`, returned as (N, Cin, H, W).
+pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    let (kd, p) = (g.kdim(), g.p());
+    let x_len = g.cin * g.h * g.w;
+    let y_len = g.cout * p;
+    let mut dx = vec![0.0f32; g.n * x_len];
+    if dx.is_empty() {
+        return dx;
+    }
+    let pointwise = g.is_pointwise();
+    dx.par_chunks_mut(x_len).enumerate().for_each_init(
+        || Vec::<f32>::new(),
+        |dcol, (n, dxn)| {
+            let dyn_ = &dy[n * y_len..(n + 1) * y_len];
+            // W^T (K x Cout): element (r, c) = w[c*K + r].
+            if pointwise {
+                matmul(
+                    (kd, p, g.cout),
+                    dxn,
+                    (p, 1),
+                    false,
+                    w,
+                    (1, kd),
+                    dyn_,
+                    (p, 1),
+                );
+            } else {
+                dcol.resize(kd * p, 0.0);
+                matmul(
+                    (kd, p, g.cout),
+                    dcol,
+                    (p, 1),
+                    false,
+                    w,
+                    (1, kd),
+                    dyn_,
+                    (p, 1),
+                );
+                col2im(dcol, g, dxn);
+            }
+        },
+    );
+    dx
+}
+
+/// The forward custom op: `conv2d(x, w)` with the fast backward below.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv2dOp {
+    pub padding: usize,
+    pub stride: usize,
+    pub input_grad: bool,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "spikenas-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.padding, self.stride)?;
+        let x = cpu_f32(self.name(), "x", s1, l1)?;
+        let w = cpu_f32(self.name(), "w", s2, l2)?;
+        let y = forward(x, w, &g);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = grad_res.contiguous()?;
+        let dw = x.apply_op2_no_bwd(
+            &dy,
+            &WeightGradOp {
+                op: *self,
+                w_shape: w.dims4()?,
+            },
+        )?;
+        // An input that no gradient can reach (the image of the first layer) gets none.
+        let dx = if self.input_grad && x.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &InputGradOp {
+                    op: *self,
+                    x_shape: x.dims4()?,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dx, Some(dw)))
+    }
+}
+
+/// `dW` from `(x, dY)`.
+#[derive(Debug, Clone, Copy)]
+struct WeightGradOp {
+    op: Conv2dOp,
+    w_shape: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for WeightGradOp {
+    fn name(&self) -> &'static str {
+        "spikenas-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (co, ci, kh, kw) = self.w_shape;
+        let g = Geom::new(
+            l1.dims(),
+            &[co, ci, kh, kw],
+            self.op.padding,
+            self.op.stride,
+        )?;
+        let expect = [g.n, g.cout, g.ho, g.wo];
+        if l2.dims() != expect {
+            return Err(KernelError::GradShape {
+                op: self.name(),
+                got: l2.dims().to_vec(),
+                expected: expect.to_vec(),
+            }
+            .into());
+        }
+        let x = cpu_f32(self.name(), "x", s1, l1)?;
+        let dy = cpu_f32(self.name(), "dy", s2, l2)?;
+        Ok((
+            CpuStorage::F32(weight_grad(x, dy, &g)),
+            Shape::from(self.w_shape),
+        ))
+    }
+}
+
+/// `dX` from `(dY, w)`.
+#[derive(Debug, Clone, Copy)]
+struct InputGradOp {
+    op: Conv2dOp,
+    x_shape: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for InputGradOp {
+    fn name(&self) -> &'static str {
+        "spikenas-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.x_shape;
+        let g = Geom::new(&[n, c, h, w], l2.dims(), self.op.padding, self.op.stride)?;
+        let expect = [g.n, g.cout, g.ho, g.wo];
+        if l1.dims() != expect {
+            return Err(KernelError::GradShape {
+                op: self.name(),
+                got: l1.dims().to_vec(),
+                expected: expect.to_vec(),
+            }
+            .into());
+        }
+        let dy = cpu_f32(self.name(), "dy", s1, l1)?;
+        let wt = cpu_f32(self.name(), "w", s2, l2)?;
+        Ok((
+            CpuStorage::F32(input_grad(dy, wt, &g)),
+            Shape::from(self.x_shape),
+        ))
+    }
+}

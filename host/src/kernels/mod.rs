@@ -1,0 +1,214 @@
+//! Training kernels that make SNN training fast on a CPU: a 2-D convolution with its
+//! own forward and backward (im2col + GEMM, parallel across samples) and a fused
+//! multi-step LIF neuron with a surrogate-gradient backward (BPTT through the membrane).
+//!
+//! Each kernel has a plain path built from candle's own ops (`ConvBackend::Candle`,
+//! [`lif_multistep_reference`]) and a fast path (`ConvBackend::Fast`, [`lif_multistep`]);
+//! the tests check one against the other, forward and gradients. The fast paths run on
+//! the CPU with f32; on any other device or dtype they fall back to the candle path.
+
+mod conv;
+mod lif;
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Tensor};
+
+pub use lif::{lif_multistep, lif_multistep_reference, LifParams, Reset, Surrogate};
+
+/// Errors of the kernels; each message names the tensor or field and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// A backend name that is neither "candle" nor "fast".
+    #[error("unknown convolution backend {0:?}: use \"candle\" or \"fast\"")]
+    UnknownBackend(String),
+    /// `x` or `w` of a convolution is not 4-D.
+    #[error("conv2d expects x as (N, Cin, H, W) and w as (Cout, Cin, k, k); got x {x:?}, w {w:?}")]
+    ConvRank {
+        /// Dimensions of `x`.
+        x: Vec<usize>,
+        /// Dimensions of `w`.
+        w: Vec<usize>,
+    },
+    /// Input channels of `x` and `w` differ.
+    #[error(
+        "conv2d: x has {x_cin} input channels but w expects {w_cin}; make w (Cout, {x_cin}, k, k)"
+    )]
+    ConvChannels {
+        /// Channels of `x` (dim 1).
+        x_cin: usize,
+        /// Channels of `w` (dim 1).
+        w_cin: usize,
+    },
+    /// The kernel is not square.
+    #[error("conv2d: kernel is {kh}x{kw}; only square kernels are supported")]
+    ConvKernelNotSquare {
+        /// Kernel height.
+        kh: usize,
+        /// Kernel width.
+        kw: usize,
+    },
+    /// Stride 0.
+    #[error("conv2d: stride must be at least 1, got 0")]
+    ConvStride,
+    /// The (padded) input is smaller than the kernel.
+    #[error("conv2d: input {h}x{w} with padding {pad} is smaller than the {k}x{k} kernel; pad more or use a smaller kernel")]
+    ConvKernelTooLarge {
+        /// Input height.
+        h: usize,
+        /// Input width.
+        w: usize,
+        /// Kernel size.
+        k: usize,
+        /// Padding.
+        pad: usize,
+    },
+    /// A gradient tensor has the wrong shape.
+    #[error("{op}: gradient has shape {got:?}, expected {expected:?}")]
+    GradShape {
+        /// The op.
+        op: &'static str,
+        /// Shape received.
+        got: Vec<usize>,
+        /// Shape expected.
+        expected: Vec<usize>,
+    },
+    /// A fast kernel got a tensor that is not f32.
+    #[error("{op}: {which} has dtype {dtype:?}; the fast kernel takes f32 (convert with to_dtype(DType::F32))")]
+    DType {
+        /// The op.
+        op: &'static str,
+        /// Which argument.
+        which: &'static str,
+        /// Its dtype.
+        dtype: DType,
+    },
+    /// A fast kernel got a non-contiguous tensor (the public wrappers make it contiguous).
+    #[error("{op}: {which} is not contiguous; call .contiguous() first")]
+    NotContiguous {
+        /// The op.
+        op: &'static str,
+        /// Which argument.
+        which: &'static str,
+    },
+    /// LIF input without a time dimension.
+    #[error("lif: currents must be (T, B, ...) with at least 2 dims, got {0:?}")]
+    LifRank(Vec<usize>),
+    /// A LIF parameter out of range.
+    #[error("lif: {field} = {value} is invalid: {fix}")]
+    LifParam {
+        /// The field of `LifParams`.
+        field: &'static str,
+        /// Its value.
+        value: f32,
+        /// What it must be.
+        fix: &'static str,
+    },
+}
+
+impl From<KernelError> for candle_core::Error {
+    fn from(e: KernelError) -> Self {
+        candle_core::Error::wrap(e)
+    }
+}
+
+/// The contiguous f32 data of a CPU storage, or a typed error naming the argument.
+pub(crate) fn cpu_f32<'a>(
+    op: &'static str,
+    which: &'static str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<&'a [f32], KernelError> {
+    let CpuStorage::F32(v) = s else {
+        return Err(KernelError::DType {
+            op,
+            which,
+            dtype: s.dtype(),
+        });
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => Err(KernelError::NotContiguous { op, which }),
+    }
+}
+
+/// Which convolution implementation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ConvBackend {
+    /// candle's own `conv2d` (and its autograd backward, `conv_transpose2d`).
+    Candle,
+    /// The im2col + GEMM custom op of this module (CPU f32; other devices fall back to
+    /// candle).
+    #[default]
+    Fast,
+}
+
+impl FromStr for ConvBackend {
+    type Err = KernelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "candle" => Ok(Self::Candle),
+            "fast" => Ok(Self::Fast),
+            other => Err(KernelError::UnknownBackend(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for ConvBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Candle => "candle",
+            Self::Fast => "fast",
+        })
+    }
+}
+
+/// 2-D convolution without bias: `x` (N, Cin, H, W), `w` (Cout, Cin, k, k) ->
+/// (N, Cout, Ho, Wo), with the same padding on all sides and the same stride in both
+/// directions (dilation 1, one group).
+///
+/// With `ConvBackend::Fast` on the CPU (f32), the backward pass computes the weight
+/// gradient and, when `input_grad` is true and `x` is tracked by autograd, the input
+/// gradient; pass `input_grad = false` for a first layer whose input needs none.
+/// `ConvBackend::Candle`, other devices and other dtypes use candle's `conv2d`
+/// (which ignores `input_grad`).
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    backend: ConvBackend,
+    input_grad: bool,
+) -> candle_core::Result<Tensor> {
+    let fast_ok = x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    match backend {
+        ConvBackend::Fast if fast_ok => {
+            // Validate before launching so the error names the shapes.
+            conv::Geom::new(x.dims(), w.dims(), padding, stride)?;
+            let op = conv::Conv2dOp {
+                padding,
+                stride,
+                input_grad,
+            };
+            x.contiguous()?.apply_op2(&w.contiguous()?, op)
+        }
+        _ => x.conv2d(w, padding, stride, 1, 1),
+    }
+}
+
+/// FLOP of one forward convolution (2 per multiply-add); the weight-gradient and the
+/// input-gradient passes each cost the same.
+pub fn conv2d_flop(
+    x_dims: &[usize],
+    w_dims: &[usize],
+    padding: usize,
+    stride: usize,
+) -> Result<f64, KernelError> {
+    Ok(conv::Geom::new(x_dims, w_dims, padding, stride)?.forward_flop())
+}
+
+#[cfg(test)]
+mod tests;
