@@ -10,7 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::arch::Arch;
-use crate::snn::lif::LifConfig;
+use crate::snn::lif::LifParams;
 use crate::snn::{InputShape, Network};
 
 /// Metadata key prefix.
@@ -229,7 +229,7 @@ pub fn load(
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = Network::new(arch, input, LifConfig::default(), vb).map_err(|e| {
+    let net = Network::new(arch, input, LifParams::default(), vb).map_err(|e| {
         CheckpointError::Mismatch {
             path: path.to_path_buf(),
             problem: e.to_string(),
@@ -279,7 +279,7 @@ mod tests {
             width: 8,
             classes: 3,
         };
-        let (net, varmap) = Network::init(arch, input, LifConfig::default(), &dev, 9).unwrap();
+        let (net, varmap) = Network::init(arch, input, LifParams::default(), &dev, 9).unwrap();
         let info = CheckpointInfo {
             arch,
             input,

@@ -14,7 +14,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::kernels::ConvBackend;
-use crate::snn::lif::LifConfig;
+use crate::snn::lif::LifParams;
 use crate::snn::{Ctx, Network};
 
 /// Accumulates the spike Hamming kernel over hooks.
@@ -119,7 +119,7 @@ pub fn log_abs_det(mut a: Vec<f64>, n: usize) -> f64 {
 pub fn score_network(
     net: &Network,
     batches: &[Tensor],
-    lif: LifConfig,
+    lif: LifParams,
     conv: ConvBackend,
 ) -> candle_core::Result<f64> {
     let mut total = 0.0;

@@ -9,7 +9,7 @@ use crate::arch::Arch;
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{self, Dataset, LoadOptions, Source};
 use crate::output::Staged;
-use crate::snn::lif::LifConfig;
+use crate::snn::lif::LifParams;
 use crate::snn::{InputShape, Network};
 use crate::train::{self, TrainConfig, TrainReport};
 
@@ -84,7 +84,7 @@ pub fn train_to_dir(job: &TrainJob, device: &Device, out: &Path, force: bool) ->
     let staged = Staged::new(out, force)?;
     let data = data::load(&job.source, &job.load)?;
     let input = input_shape(&data);
-    let (net, varmap) = Network::init(job.arch, input, LifConfig::default(), device, job.seed)?;
+    let (net, varmap) = Network::init(job.arch, input, LifParams::default(), device, job.seed)?;
     let report = train::train(&net, &varmap, &data, device, &job.config)?;
     let info = CheckpointInfo {
         arch: job.arch,

@@ -66,7 +66,11 @@ pub struct TrainArgs {
 /// Run `train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let opts = data::LoadOptions { seed: args.seed, max_train: args.max_train, ..Default::default() };
+    let opts = data::LoadOptions {
+        seed: args.seed,
+        max_train: args.max_train,
+        ..Default::default()
+    };
     let job = TrainJob {
         arch: args.arch,
         source: args.dataset,
@@ -85,7 +89,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
         seed: args.seed,
     };
-    let out = session::train_to_dir(&job, &device, &args.out, args.force).context("training failed")?;
+    let out =
+        session::train_to_dir(&job, &device, &args.out, args.force).context("training failed")?;
     println!(
         "test accuracy {:.2}% after {} epochs ({:.1} s of training); checkpoint {}",
         100.0 * out.report.test_accuracy,

@@ -124,7 +124,7 @@ impl CellNet {
                     .as_ref()
                     .expect("nodes are computed in order");
                 let spikes = match op.conv {
-                    Some(_) => Some(lif::multistep(input, ctx.timesteps, &ctx.lif)?),
+                    Some(_) => Some(lif::multistep(input, ctx.timesteps, &ctx.lif, ctx.conv)?),
                     None => None,
                 };
                 let y = op.apply(input, spikes.as_ref(), ctx)?;

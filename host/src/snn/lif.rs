@@ -10,63 +10,9 @@
 //! value is exactly `H(x)` and whose gradient is exactly `c`.
 
 use candle_core::{Result, Tensor};
-use serde::{Deserialize, Serialize};
 
-/// What happens to the membrane after a spike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reset {
-    /// Back to zero.
-    Hard,
-    /// Threshold subtracted.
-    Subtract,
-}
-
-/// The derivative that stands in for the Heaviside step's in the backward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Surrogate {
-    /// spikingjelly's ATan: `alpha/2 / (1 + (pi/2 * alpha * x)^2)`.
-    ATan {
-        /// Sharpness; spikingjelly's default is 2.
-        alpha: f32,
-    },
-    /// Fast sigmoid (SuperSpike): `1 / (1 + k|x|)^2`.
-    FastSigmoid {
-        /// Sharpness.
-        k: f32,
-    },
-}
-
-/// Parameters of a LIF layer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LifConfig {
-    /// Membrane time constant; 4/3 gives `v = 0.25 v + 0.75 I`.
-    pub tau: f32,
-    /// Firing threshold.
-    pub threshold: f32,
-    /// Reset rule.
-    pub reset: Reset,
-    /// Surrogate gradient.
-    pub surrogate: Surrogate,
-}
-
-impl Default for LifConfig {
-    /// SNASNet's neuron: tau 4/3, threshold 1, hard reset, ATan(alpha = 2).
-    fn default() -> Self {
-        LifConfig {
-            tau: 4.0 / 3.0,
-            threshold: 1.0,
-            reset: Reset::Hard,
-            surrogate: Surrogate::ATan { alpha: 2.0 },
-        }
-    }
-}
-
-impl LifConfig {
-    /// The factor that multiplies the previous membrane value each step (`1 - 1/tau`).
-    pub fn decay(&self) -> f32 {
-        1.0 - 1.0 / self.tau
-    }
-}
+use crate::kernels::ConvBackend;
+pub use crate::kernels::{LifParams, Reset, Surrogate};
 
 /// Heaviside step of `x` with the surrogate's derivative as its gradient.
 pub fn spike(x: &Tensor, surrogate: Surrogate) -> Result<Tensor> {
@@ -88,7 +34,7 @@ pub fn surrogate_grad(x: &Tensor, surrogate: Surrogate) -> Result<Tensor> {
 }
 
 /// One LIF step: returns `(spikes, new_membrane)`. `v` is `None` at t = 0 (zeros).
-pub fn step(current: &Tensor, v: Option<&Tensor>, cfg: &LifConfig) -> Result<(Tensor, Tensor)> {
+pub fn step(current: &Tensor, v: Option<&Tensor>, cfg: &LifParams) -> Result<(Tensor, Tensor)> {
     let inv_tau = 1.0 / cfg.tau as f64;
     let h = match v {
         Some(v) => (v + ((current - v)? * inv_tau)?)?,
@@ -104,21 +50,27 @@ pub fn step(current: &Tensor, v: Option<&Tensor>, cfg: &LifConfig) -> Result<(Te
 }
 
 /// LIF over all timesteps: `currents` is `(T * B, ...)` in time-major order
-/// (all of step 0's batch first); returns spikes of the same shape.
-pub fn multistep(currents: &Tensor, timesteps: usize, cfg: &LifConfig) -> Result<Tensor> {
+/// (all of step 0's batch first); returns spikes of the same shape. The fast backend
+/// runs the fused kernel, the candle backend the reference built from tensor ops.
+pub fn multistep(
+    currents: &Tensor,
+    timesteps: usize,
+    cfg: &LifParams,
+    backend: ConvBackend,
+) -> Result<Tensor> {
     let n = currents.dim(0)?;
     if timesteps == 0 || n % timesteps != 0 {
         candle_core::bail!("LIF input has {n} rows, not a multiple of T = {timesteps}");
     }
-    let b = n / timesteps;
-    let mut v: Option<Tensor> = None;
-    let mut out = Vec::with_capacity(timesteps);
-    for t in 0..timesteps {
-        let (s, v_next) = step(&currents.narrow(0, t * b, b)?, v.as_ref(), cfg)?;
-        out.push(s);
-        v = Some(v_next);
-    }
-    Tensor::cat(&out, 0)
+    let dims = currents.dims().to_vec();
+    let mut split = vec![timesteps, n / timesteps];
+    split.extend_from_slice(&dims[1..]);
+    let x = currents.reshape(split)?;
+    let s = match backend {
+        ConvBackend::Fast => crate::kernels::lif_multistep(&x, cfg)?,
+        ConvBackend::Candle => crate::kernels::lif_multistep_reference(&x, cfg)?,
+    };
+    s.reshape(dims)
 }
 
 #[cfg(test)]
@@ -131,9 +83,11 @@ mod tests {
         let dev = Device::Cpu;
         // Constant current 1.0 with tau 4/3: h = 0.75, then 0.25*0.75+0.75 = 0.9375,
         // then 0.984..., never reaching 1.0 exactly; current 2.0 fires at step 1.
-        let cfg = LifConfig::default();
+        let cfg = LifParams::default();
         let i = Tensor::new(&[[1.0f32], [1.0], [1.0], [2.0], [2.0]], &dev)?;
-        let s = multistep(&i, 5, &cfg)?.flatten_all()?.to_vec1::<f32>()?;
+        let s = multistep(&i, 5, &cfg, ConvBackend::Candle)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(s, vec![0.0, 0.0, 0.0, 1.0, 1.0]);
         let mut sub = cfg;
         sub.reset = Reset::Subtract;

@@ -12,7 +12,7 @@ pub mod network;
 pub use network::{InputShape, Network};
 
 use crate::kernels::ConvBackend;
-use lif::LifConfig;
+use lif::LifParams;
 
 /// What a forward pass needs besides the weights.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +22,7 @@ pub struct Ctx {
     /// Training mode (batch statistics in batch-norm).
     pub train: bool,
     /// The neuron model.
-    pub lif: LifConfig,
+    pub lif: LifParams,
     /// Convolution implementation.
     pub conv: ConvBackend,
 }

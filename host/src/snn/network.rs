@@ -13,7 +13,7 @@ use candle_nn::{BatchNorm, Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::cell::{bn_config, CellNet, ConvBn};
-use super::lif::{self, LifConfig};
+use super::lif::{self, LifParams};
 use super::Ctx;
 use crate::arch::Arch;
 use crate::kernels::ConvBackend;
@@ -64,7 +64,7 @@ pub struct Network {
     /// The input it was built for.
     pub input: InputShape,
     /// The neuron model.
-    pub lif: LifConfig,
+    pub lif: LifParams,
     stem: ConvBn,
     stages: Vec<Stage>,
     head_bn: BatchNorm,
@@ -97,7 +97,7 @@ impl Network {
     pub fn new(
         arch: Arch,
         input: InputShape,
-        lif: LifConfig,
+        lif: LifParams,
         vb: VarBuilder,
     ) -> std::result::Result<Self, NetworkError> {
         if input.head_features(&arch) == 0 {
@@ -156,7 +156,7 @@ impl Network {
     pub fn init(
         arch: Arch,
         input: InputShape,
-        lif: LifConfig,
+        lif: LifParams,
         device: &Device,
         seed: u64,
     ) -> std::result::Result<(Self, VarMap), NetworkError> {
@@ -202,17 +202,22 @@ impl Network {
         x = x.reshape(dims)?;
         for (s, stage) in self.stages.iter().enumerate() {
             if let Some((bn, conv)) = &stage.reduce {
-                let spikes = lif::multistep(&bn.forward_t(&x, ctx.train)?, t, &ctx.lif)?;
+                let spikes = lif::multistep(&bn.forward_t(&x, ctx.train)?, t, &ctx.lif, ctx.conv)?;
                 observe(&format!("stage{s}.reduce"), &spikes)?;
                 x = conv.forward(&spikes, ctx, true)?.avg_pool2d(2)?;
             }
             x = stage.cell.forward(&x, ctx)?;
         }
-        let spikes = lif::multistep(&self.head_bn.forward_t(&x, ctx.train)?, t, &ctx.lif)?;
+        let spikes = lif::multistep(
+            &self.head_bn.forward_t(&x, ctx.train)?,
+            t,
+            &ctx.lif,
+            ctx.conv,
+        )?;
         observe("head.lif", &spikes)?;
         let mut h = spikes.avg_pool2d(2)?.flatten_from(1)?;
         if let Some(fc1) = &self.fc1 {
-            h = lif::multistep(&fc1.forward(&h)?, t, &ctx.lif)?;
+            h = lif::multistep(&fc1.forward(&h)?, t, &ctx.lif, ctx.conv)?;
             observe("head.fc1", &h)?;
         }
         let out = self.fc2.forward(&h)?;
@@ -279,8 +284,8 @@ mod tests {
         let arch: Arch = "cell=0303.0003.0000.0000,ch=4,stages=2,fc=16,t=2,cluster=2"
             .parse()
             .unwrap();
-        let (net, _) = Network::init(arch, shape(1, 8), LifConfig::default(), &dev, 1).unwrap();
-        let (net2, _) = Network::init(arch, shape(1, 8), LifConfig::default(), &dev, 1).unwrap();
+        let (net, _) = Network::init(arch, shape(1, 8), LifParams::default(), &dev, 1).unwrap();
+        let (net2, _) = Network::init(arch, shape(1, 8), LifParams::default(), &dev, 1).unwrap();
         let x = Tensor::rand(0f32, 1f32, (3, 1, 8, 8), &dev)?;
         let y = net.forward(&x, false, ConvBackend::default())?;
         assert_eq!(y.dims(), &[3, 10]);
@@ -303,7 +308,7 @@ mod tests {
                 .parse()
                 .unwrap();
             let (net, varmap) =
-                Network::init(arch, shape(1, 8), LifConfig::default(), &dev, 2).unwrap();
+                Network::init(arch, shape(1, 8), LifParams::default(), &dev, 2).unwrap();
             let x = (Tensor::rand(0f32, 1f32, (4, 1, 8, 8), &dev)? * 3.0)?;
             let y = net.forward(&x, true, ConvBackend::default())?;
             let labels = Tensor::new(&[0u32, 1, 2, 3], &dev)?;
@@ -324,9 +329,9 @@ mod tests {
     fn reinit_is_seeded_and_bn_is_identity() -> Result<()> {
         let arch = Arch::default();
         let (_, a) =
-            Network::init(arch, shape(1, 8), LifConfig::default(), &Device::Cpu, 5).unwrap();
+            Network::init(arch, shape(1, 8), LifParams::default(), &Device::Cpu, 5).unwrap();
         let (_, b) =
-            Network::init(arch, shape(1, 8), LifConfig::default(), &Device::Cpu, 6).unwrap();
+            Network::init(arch, shape(1, 8), LifParams::default(), &Device::Cpu, 6).unwrap();
         let da = a.data().lock().unwrap();
         let db = b.data().lock().unwrap();
         assert_eq!(
