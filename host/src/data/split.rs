@@ -1,0 +1,162 @@
+//! A set of labelled images held as raw `u8` pixels (CHW per image), and its
+//! conversion to candle tensors.
+//!
+//! The tensor form is `x = pixel / 255` with no mean subtraction: the firmware
+//! feeds the raw `u8` pixels into the first layer, so the host must see the same
+//! values up to that fixed scale.
+
+use candle_core::{Device, Tensor};
+
+/// Labelled images: `images` holds `len() * channels * height * width` bytes,
+/// image after image, each in CHW order, pixels 0..=255.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Pixels, `N*C*H*W`, CHW per image.
+    pub images: Vec<u8>,
+    /// One label per image, each `< classes`.
+    pub labels: Vec<u8>,
+    /// Channels per image.
+    pub channels: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Number of classes of the dataset (labels are `0..classes`).
+    pub classes: usize,
+}
+
+impl Split {
+    /// Bytes per image, `channels * height * width`.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the split holds no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The pixels of image `i` (CHW). Panics if `i >= len()`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// The images at `indices`, in that order, as a new split.
+    /// Panics if an index is out of range.
+    pub fn select(&self, indices: &[usize]) -> Split {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        Split {
+            images,
+            labels,
+            ..*self
+        }
+    }
+
+    /// Images per class, indexed by label; length `classes`.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes];
+        for &label in &self.labels {
+            counts[label as usize] += 1;
+        }
+        counts
+    }
+
+    /// The images at `indices` as an f32 tensor `(N, C, H, W)` with values
+    /// `pixel / 255` (no mean subtraction), and their labels as a u32 tensor `(N)`.
+    pub fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            candle_core::bail!(
+                "batch index {bad} out of range: the split holds {} images",
+                self.len()
+            );
+        }
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            pixels.extend(self.image(i).iter().map(|&p| p as f32 / 255.0));
+            labels.push(self.labels[i] as u32);
+        }
+        let shape = (indices.len(), self.channels, self.height, self.width);
+        let x = Tensor::from_vec(pixels, shape, device)?;
+        let y = Tensor::from_vec(labels, indices.len(), device)?;
+        Ok((x, y))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Split {
+        // Three 2x1x2 images (C=2, H=1, W=2), pixel values chosen so each image
+        // is recognisable: image k holds 10k, 10k+1, 10k+2, 255.
+        let mut images = Vec::new();
+        for k in 0..3u8 {
+            images.extend_from_slice(&[10 * k, 10 * k + 1, 10 * k + 2, 255]);
+        }
+        Split {
+            images,
+            labels: vec![2, 0, 2],
+            channels: 2,
+            height: 1,
+            width: 2,
+            classes: 3,
+        }
+    }
+
+    #[test]
+    fn image_select_and_counts() {
+        let s = tiny();
+        assert_eq!(s.len(), 3);
+        assert!(!s.is_empty());
+        assert_eq!(s.image_len(), 4);
+        assert_eq!(s.image(1), &[10, 11, 12, 255]);
+        let t = s.select(&[2, 0]);
+        assert_eq!(t.labels, vec![2, 2]);
+        assert_eq!(t.image(0), &[20, 21, 22, 255]);
+        assert_eq!(t.image(1), &[0, 1, 2, 255]);
+        assert_eq!(s.class_counts(), vec![1, 0, 2]);
+        assert_eq!(t.class_counts(), vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn batch_is_pixel_over_255_in_nchw() {
+        let s = tiny();
+        let (x, y) = s.batch(&[1, 2], &Device::Cpu).unwrap();
+        assert_eq!(x.dims(), &[2, 2, 1, 2]);
+        assert_eq!(x.dtype(), candle_core::DType::F32);
+        assert_eq!(y.dtype(), candle_core::DType::U32);
+        assert_eq!(y.to_vec1::<u32>().unwrap(), vec![0, 2]);
+        let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want: Vec<f32> = [10u8, 11, 12, 255, 20, 21, 22, 255]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        assert_eq!(v, want);
+        assert_eq!(v[3], 1.0);
+        // Channel 1 of image 0 is the second pair of bytes.
+        let c1 = x.get(0).unwrap().get(1).unwrap().flatten_all().unwrap();
+        assert_eq!(c1.to_vec1::<f32>().unwrap(), vec![12.0 / 255.0, 1.0]);
+    }
+
+    #[test]
+    fn batch_rejects_out_of_range_index() {
+        let err = tiny().batch(&[0, 3], &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("batch index 3"), "{err}");
+    }
+}
