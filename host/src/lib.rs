@@ -13,6 +13,6 @@ pub mod memory;
 pub mod output;
 pub mod rng;
 pub mod score;
-// pub mod session;
+pub mod session;
 pub mod snn;
-// pub mod train; (enabled once the datasets land)
+pub mod train;
