@@ -13,6 +13,7 @@ pub mod memory;
 pub mod output;
 pub mod rng;
 pub mod score;
+pub mod search;
 pub mod session;
 pub mod snn;
 pub mod train;

@@ -80,7 +80,12 @@ struct TrainJson<'a> {
 
 /// Load the data, train, and write `checkpoint.safetensors` and `train.json` into
 /// `out` (atomically; an existing directory only with `force`).
-pub fn train_to_dir(job: &TrainJob, device: &Device, out: &Path, force: bool) -> Result<TrainOutcome, SessionError> {
+pub fn train_to_dir(
+    job: &TrainJob,
+    device: &Device,
+    out: &Path,
+    force: bool,
+) -> Result<TrainOutcome, SessionError> {
     let staged = Staged::new(out, force)?;
     let data = data::load(&job.source, &job.load)?;
     let input = input_shape(&data);
@@ -94,8 +99,16 @@ pub fn train_to_dir(job: &TrainJob, device: &Device, out: &Path, force: bool) ->
         extra: Default::default(),
     };
     checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
-    let json = TrainJson { arch: job.arch.to_string(), dataset: job.source.to_string(), config: &job.config, report: &report };
-    staged.write("train.json", serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let json = TrainJson {
+        arch: job.arch.to_string(),
+        dataset: job.source.to_string(),
+        config: &job.config,
+        report: &report,
+    };
+    staged.write(
+        "train.json",
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     let dir = staged.commit()?;
     Ok(TrainOutcome { dir, report })
 }

@@ -127,8 +127,15 @@ struct Sgd {
 
 impl Sgd {
     fn new(vars: Vec<Var>, lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
-        let vars = vars.into_iter().map(|v| Ok((v.clone(), v.as_tensor().zeros_like()?))).collect::<candle_core::Result<_>>()?;
-        Ok(Sgd { vars, lr, weight_decay })
+        let vars = vars
+            .into_iter()
+            .map(|v| Ok((v.clone(), v.as_tensor().zeros_like()?)))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Sgd {
+            vars,
+            lr,
+            weight_decay,
+        })
     }
 
     fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
@@ -201,15 +208,24 @@ pub fn train(
     let mut opt = match cfg.optimizer {
         OptimizerKind::Adamw => Opt::Adamw(candle_nn::AdamW::new(
             vars,
-            candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
+            candle_nn::ParamsAdamW {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            },
         )?),
         OptimizerKind::Sgd => Opt::Sgd(Sgd::new(vars, cfg.lr, cfg.weight_decay)?),
     };
     let bar = progress_bar(total_steps as u64, cfg.progress);
     let mut rng = Rng::new(cfg.seed ^ 0x7472_6169_6e);
     let started = Instant::now();
-    let mut report =
-        TrainReport { epochs: Vec::new(), steps: 0, train_seconds: 0.0, test_accuracy: 0.0, stopped_by_time: false };
+    let mut report = TrainReport {
+        epochs: Vec::new(),
+        steps: 0,
+        train_seconds: 0.0,
+        test_accuracy: 0.0,
+        stopped_by_time: false,
+    };
     'epochs: for epoch in 1..=cfg.epochs {
         let mut order: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut order);
@@ -222,7 +238,10 @@ pub fn train(
             let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
             let loss_value = loss.to_scalar::<f32>()?;
             if !loss_value.is_finite() {
-                return Err(TrainError::Diverged { step: report.steps, loss: loss_value });
+                return Err(TrainError::Diverged {
+                    step: report.steps,
+                    loss: loss_value,
+                });
             }
             let grads = loss.backward()?;
             opt.step(&grads)?;
@@ -247,8 +266,11 @@ pub fn train(
             }
         }
         let seconds = epoch_start.elapsed().as_secs_f64();
-        let val_accuracy =
-            if data.val.len() > 0 { Some(evaluate(net, &data.val, device, cfg.conv)?) } else { None };
+        let val_accuracy = if data.val.len() > 0 {
+            Some(evaluate(net, &data.val, device, cfg.conv)?)
+        } else {
+            None
+        };
         let stats = EpochStats {
             epoch,
             loss: (loss_sum / seen.max(1) as f64) as f32,
@@ -258,7 +280,7 @@ pub fn train(
             images_per_second: seen as f64 / seconds.max(1e-9),
         };
         if cfg.progress {
-            bar.println(format!(
+            let line = format!(
                 "epoch {:>3}: loss {:.4}  train {:.2}%  val {}  {:.1} s  {:.0} img/s",
                 epoch,
                 stats.loss,
@@ -266,7 +288,8 @@ pub fn train(
                 val_accuracy.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v)),
                 seconds,
                 stats.images_per_second
-            ));
+            );
+            bar.suspend(|| eprintln!("{line}"));
         }
         report.epochs.push(stats);
         if report.stopped_by_time {
@@ -281,27 +304,49 @@ pub fn train(
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
     let pred = logits.argmax(1)?;
-    Ok(pred.eq(labels)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
+    Ok(pred
+        .eq(labels)?
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
 }
 
 /// Predicted class of every image of `split` (float network, inference mode).
-pub fn predict(net: &Network, split: &Split, device: &Device, conv: ConvBackend) -> candle_core::Result<Vec<u32>> {
+pub fn predict(
+    net: &Network,
+    split: &Split,
+    device: &Device,
+    conv: ConvBackend,
+) -> candle_core::Result<Vec<u32>> {
     let mut out = Vec::with_capacity(split.len());
     let idx: Vec<usize> = (0..split.len()).collect();
     for batch in idx.chunks(256) {
         let (images, _) = split.batch(batch, device)?;
-        out.extend(net.forward(&images, false, conv)?.argmax(1)?.to_vec1::<u32>()?);
+        out.extend(
+            net.forward(&images, false, conv)?
+                .argmax(1)?
+                .to_vec1::<u32>()?,
+        );
     }
     Ok(out)
 }
 
 /// Accuracy of the float network on `split` (0 for an empty split).
-pub fn evaluate(net: &Network, split: &Split, device: &Device, conv: ConvBackend) -> candle_core::Result<f32> {
+pub fn evaluate(
+    net: &Network,
+    split: &Split,
+    device: &Device,
+    conv: ConvBackend,
+) -> candle_core::Result<f32> {
     if split.len() == 0 {
         return Ok(0.0);
     }
     let pred = predict(net, split, device, conv)?;
-    let correct = pred.iter().zip(&split.labels).filter(|(p, l)| **p == **l as u32).count();
+    let correct = pred
+        .iter()
+        .zip(&split.labels)
+        .filter(|(p, l)| **p == **l as u32)
+        .count();
     Ok(correct as f32 / split.len() as f32)
 }
 
@@ -311,8 +356,10 @@ fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("static template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("static template"),
     );
     bar
 }

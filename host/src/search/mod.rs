@@ -1,0 +1,613 @@
+//! The architecture search: SpikeNAS's fast memory-aware search, and SNASNet's
+//! random-sampling baseline for comparison on the same data, seed and machine.
+//!
+//! SpikeNAS (ours, following the paper's steps; see ARCHITECTURE.md):
+//! 1. the op set and macro choices come from the operation analysis
+//!    ([`space::SearchSpace`], written by `analyze-ops`);
+//! 2. every canonical cell ([`cells::enumerate`]) is paired with the largest macro
+//!    configuration that the memory model says fits the board: candidates that cannot
+//!    fit are rejected before any tensor exists;
+//! 3. feasible candidates are scored largest-first with the training-free score, each
+//!    architecture at most once (cache), until the best score has not improved for
+//!    `patience` candidates or the time budget ends.
+//!
+//! SNASNet: score `samples` random cells at one fixed macro configuration, ignoring
+//! memory, then keep the best-scoring one that fits.
+
+pub mod cells;
+pub mod space;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Arch, Cell, Op, FORWARD_PAIRS};
+use crate::kernels::ConvBackend;
+use crate::rng::Rng;
+use crate::snn::lif::LifParams;
+use crate::snn::{InputShape, Network};
+use space::{macs, SearchSpace};
+
+/// The memory verdict on one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    /// True if every region fits.
+    pub fits: bool,
+    /// Flash (or, on Linux boards, model RAM) bytes.
+    pub flash_bytes: u64,
+    /// RAM bytes over all RAM regions.
+    pub ram_bytes: u64,
+    /// Largest used/capacity ratio over the regions.
+    pub worst_ratio: f64,
+    /// The first region over budget and by how much, if any.
+    pub overflow: Option<String>,
+}
+
+/// Decides whether a candidate fits the board (the memory model, in microseconds).
+pub trait MemoryCheck {
+    /// The verdict for `arch`.
+    fn check(&self, arch: &Arch) -> Fit;
+}
+
+impl<F: Fn(&Arch) -> Fit> MemoryCheck for F {
+    fn check(&self, arch: &Arch) -> Fit {
+        self(arch)
+    }
+}
+
+/// Which search to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Strategy {
+    /// SpikeNAS: memory-aware, canonical cells, largest feasible first, early stop.
+    Spikenas,
+    /// SNASNet: N random candidates scored without memory awareness, best that fits kept.
+    Snasnet,
+}
+
+/// How to search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Stop after this long (scoring stops; the best so far wins).
+    pub time_budget: Duration,
+    /// SpikeNAS: stop when the best score has not improved for this many candidates.
+    pub patience: usize,
+    /// SNASNet: number of random candidates scored.
+    pub samples: usize,
+    /// SNASNet: the fixed macro configuration its cells are scored in.
+    pub baseline_macro: Arch,
+    /// Images per score batch.
+    pub score_batch: usize,
+    /// Score batches averaged (SNASNet uses 2).
+    pub score_repeats: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Convolution implementation.
+    #[serde(skip)]
+    pub conv: ConvBackend,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            strategy: Strategy::Spikenas,
+            time_budget: Duration::from_secs(300),
+            patience: 40,
+            samples: 5000,
+            baseline_macro: Arch::default(),
+            score_batch: 64,
+            score_repeats: 2,
+            seed: 0,
+            conv: ConvBackend::default(),
+            progress: true,
+        }
+    }
+}
+
+/// One candidate as the search saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    /// The encoding.
+    pub arch: String,
+    /// Multiply-accumulates per timestep.
+    pub macs: u64,
+    /// The memory verdict.
+    pub fit: Fit,
+    /// The training-free score (None if not scored).
+    pub score: Option<f64>,
+}
+
+/// What a search found and what it cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchOutcome {
+    /// The strategy that ran.
+    pub strategy: Strategy,
+    /// The chosen architecture.
+    pub best: Arch,
+    /// Its score.
+    pub best_score: f64,
+    /// Its memory verdict.
+    pub best_fit: Fit,
+    /// Distinct canonical cells in the space (SpikeNAS) or distinct cells sampled (SNASNet).
+    pub canonical_cells: usize,
+    /// (cell, macro) candidates generated.
+    pub generated: usize,
+    /// Candidates rejected by the memory model.
+    pub pruned_by_memory: usize,
+    /// Candidates scored (network forward passes).
+    pub scored: usize,
+    /// Score evaluations saved by the cache.
+    pub cache_hits: usize,
+    /// Wall time of the search.
+    pub seconds: f64,
+    /// Why it stopped.
+    pub stopped_by: String,
+    /// Every scored or feasible candidate considered.
+    pub candidates: Vec<CandidateRecord>,
+}
+
+/// Errors from the search.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// Nothing fits.
+    #[error("no architecture in the search space fits board `{board}`: the smallest candidate {smallest} needs {needs}; choose a larger board, a smaller dataset input, or widen the search space (smaller channels, input pooling, 4-bit weights)")]
+    NothingFits {
+        /// Board name.
+        board: String,
+        /// The smallest candidate's encoding.
+        smallest: String,
+        /// What it needs and where.
+        needs: String,
+    },
+    /// No candidate could be scored (e.g. all singular kernels).
+    #[error(
+        "no candidate could be scored within the time budget of {0:?}; give a larger --time-budget"
+    )]
+    NothingScored(Duration),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Building a candidate network failed.
+    #[error(transparent)]
+    Network(#[from] crate::snn::network::NetworkError),
+}
+
+/// Scores architectures on fixed batches, each at most once.
+#[derive(Debug)]
+pub struct Scorer<'a> {
+    batches: &'a [Tensor],
+    input: InputShape,
+    device: Device,
+    seed: u64,
+    conv: ConvBackend,
+    cache: HashMap<Arch, f64>,
+    /// Score evaluations answered from the cache.
+    pub hits: usize,
+}
+
+impl<'a> Scorer<'a> {
+    /// A scorer over `batches` of images `(B, C, H, W)`.
+    pub fn new(
+        batches: &'a [Tensor],
+        input: InputShape,
+        device: Device,
+        seed: u64,
+        conv: ConvBackend,
+    ) -> Self {
+        Scorer {
+            batches,
+            input,
+            device,
+            seed,
+            conv,
+            cache: HashMap::new(),
+            hits: 0,
+        }
+    }
+
+    /// The score of `arch` at random initialisation (seeded by the architecture, so a
+    /// candidate's score does not depend on the order of the search).
+    pub fn score(&mut self, arch: &Arch) -> Result<f64, SearchError> {
+        if let Some(s) = self.cache.get(arch) {
+            self.hits += 1;
+            return Ok(*s);
+        }
+        let s = self.evaluate(arch)?;
+        self.cache.insert(*arch, s);
+        Ok(s)
+    }
+
+    /// Score `arch` without the cache.
+    pub fn evaluate(&self, arch: &Arch) -> Result<f64, SearchError> {
+        let salt = arch
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+        let (net, _vars) = Network::init(
+            *arch,
+            self.input,
+            LifParams::default(),
+            &self.device,
+            self.seed ^ salt,
+        )?;
+        Ok(crate::score::score_network(
+            &net,
+            self.batches,
+            LifParams::default(),
+            self.conv,
+        )?)
+    }
+
+    /// Number of distinct architectures scored through the cache.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+fn progress(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}] {{msg}}"
+        ))
+        .expect("static template"),
+    );
+    bar
+}
+
+/// Run the configured search.
+pub fn search(
+    space: &SearchSpace,
+    input: &InputShape,
+    board: &str,
+    memory: &dyn MemoryCheck,
+    scorer: &mut Scorer<'_>,
+    cfg: &SearchConfig,
+) -> Result<SearchOutcome, SearchError> {
+    match cfg.strategy {
+        Strategy::Spikenas => spikenas(space, input, board, memory, scorer, cfg),
+        Strategy::Snasnet => snasnet(input, board, memory, scorer, cfg),
+    }
+}
+
+fn nothing_fits(board: &str, smallest: Option<(Arch, Fit)>) -> SearchError {
+    match smallest {
+        Some((arch, fit)) => SearchError::NothingFits {
+            board: board.into(),
+            smallest: arch.to_string(),
+            needs: fit
+                .overflow
+                .unwrap_or_else(|| format!("{} B flash, {} B RAM", fit.flash_bytes, fit.ram_bytes)),
+        },
+        None => SearchError::NothingFits {
+            board: board.into(),
+            smallest: "-".into(),
+            needs: "an empty search space".into(),
+        },
+    }
+}
+
+/// SpikeNAS's fast memory-aware search.
+pub fn spikenas(
+    space: &SearchSpace,
+    input: &InputShape,
+    board: &str,
+    memory: &dyn MemoryCheck,
+    scorer: &mut Scorer<'_>,
+    cfg: &SearchConfig,
+) -> Result<SearchOutcome, SearchError> {
+    let started = Instant::now();
+    let cells = cells::enumerate(&space.ops, space.backward);
+    let (mut generated, mut pruned) = (0usize, 0usize);
+    let mut smallest: Option<(Arch, Fit)> = None;
+    // Step 2: each cell with its largest feasible macro configuration.
+    let mut feasible: Vec<(Arch, u64, Fit)> = Vec::new();
+    for cell in &cells {
+        let mut archs: Vec<(Arch, u64)> = space
+            .macro_archs(*cell)
+            .into_iter()
+            .filter(|a| input.head_features(a) > 0)
+            .map(|a| (a, macs(&a, input)))
+            .collect();
+        generated += archs.len();
+        // Largest first; among equal sizes prefer 8-bit weights (more accurate).
+        archs.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.weight_bits.cmp(&a.0.weight_bits)));
+        let mut found = false;
+        for (arch, m) in archs.iter() {
+            let fit = memory.check(arch);
+            if fit.fits {
+                feasible.push((*arch, *m, fit));
+                found = true;
+                break;
+            }
+            pruned += 1;
+            if smallest
+                .as_ref()
+                .is_none_or(|(_, f)| fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes)
+            {
+                smallest = Some((*arch, fit));
+            }
+        }
+        // Once one fits, the cell's smaller configurations are dominated: never visited.
+        let _ = found;
+    }
+    if feasible.is_empty() {
+        return Err(nothing_fits(board, smallest));
+    }
+    // Step 3: score largest-first, stop on patience or time.
+    feasible.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cell.cmp(&b.0.cell)));
+    let bar = progress(feasible.len() as u64, cfg.progress, "search");
+    let mut best: Option<(usize, f64)> = None;
+    let mut since_best = 0usize;
+    let mut records = Vec::new();
+    let mut stopped_by = "all feasible candidates scored".to_string();
+    for (i, (arch, m, fit)) in feasible.iter().enumerate() {
+        if started.elapsed() >= cfg.time_budget {
+            stopped_by = format!("time budget ({:?})", cfg.time_budget);
+            break;
+        }
+        if since_best >= cfg.patience {
+            stopped_by = format!("no improvement for {} candidates", cfg.patience);
+            break;
+        }
+        let s = scorer.score(arch)?;
+        records.push(CandidateRecord {
+            arch: arch.to_string(),
+            macs: *m,
+            fit: fit.clone(),
+            score: Some(s),
+        });
+        if s.is_finite() && best.is_none_or(|(_, b)| s > b) {
+            best = Some((i, s));
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        bar.set_message(format!("best {:.2}", best.map_or(f64::NAN, |b| b.1)));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let (bi, bs) = best.ok_or(SearchError::NothingScored(cfg.time_budget))?;
+    Ok(SearchOutcome {
+        strategy: Strategy::Spikenas,
+        best: feasible[bi].0,
+        best_score: bs,
+        best_fit: feasible[bi].2.clone(),
+        canonical_cells: cells.len(),
+        generated,
+        pruned_by_memory: pruned,
+        scored: records.len(),
+        cache_hits: scorer.hits,
+        seconds: started.elapsed().as_secs_f64(),
+        stopped_by,
+        candidates: records,
+    })
+}
+
+/// A uniformly random valid forward cell (SNASNet samples op indices per edge and
+/// re-draws invalid ones).
+pub fn random_cell(rng: &mut Rng) -> Cell {
+    loop {
+        let mut ops = [Op::Zero; 6];
+        for op in ops.iter_mut() {
+            *op = Op::ALL[rng.below(Op::ALL.len())];
+        }
+        if let Ok(c) = Cell::forward(ops).validated() {
+            debug_assert_eq!(FORWARD_PAIRS.len(), 6);
+            return c;
+        }
+    }
+}
+
+/// SNASNet's baseline: score `samples` random cells at the fixed macro
+/// configuration, then keep the best-scoring one that fits.
+pub fn snasnet(
+    input: &InputShape,
+    board: &str,
+    memory: &dyn MemoryCheck,
+    scorer: &mut Scorer<'_>,
+    cfg: &SearchConfig,
+) -> Result<SearchOutcome, SearchError> {
+    let started = Instant::now();
+    let mut rng = Rng::new(cfg.seed ^ 0x736e_6173);
+    let bar = progress(cfg.samples as u64, cfg.progress, "snasnet");
+    let mut records: Vec<(Arch, CandidateRecord)> = Vec::new();
+    let mut stopped_by = format!("{} samples scored", cfg.samples);
+    for _ in 0..cfg.samples {
+        if started.elapsed() >= cfg.time_budget {
+            stopped_by = format!("time budget ({:?})", cfg.time_budget);
+            break;
+        }
+        let arch = Arch {
+            cell: random_cell(&mut rng),
+            ..cfg.baseline_macro
+        };
+        // SNASNet scores every sample, repeated draws included: no cache here, so the
+        // baseline's cost is faithful.
+        let s = scorer.evaluate(&arch)?;
+        records.push((
+            arch,
+            CandidateRecord {
+                arch: arch.to_string(),
+                macs: macs(&arch, input),
+                fit: memory.check(&arch),
+                score: Some(s),
+            },
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let scored = records.len();
+    let distinct: std::collections::HashSet<Cell> = records.iter().map(|(a, _)| a.cell).collect();
+    let mut order: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].1.score.is_some_and(f64::is_finite))
+        .collect();
+    order.sort_by(|&a, &b| {
+        records[b]
+            .1
+            .score
+            .partial_cmp(&records[a].1.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let pruned = records.iter().filter(|(_, r)| !r.fit.fits).count();
+    let pick = order.iter().find(|&&i| records[i].1.fit.fits).copied();
+    let Some(pi) = pick else {
+        let smallest = records
+            .iter()
+            .min_by_key(|(_, r)| r.fit.flash_bytes + r.fit.ram_bytes)
+            .map(|(a, r)| (*a, r.fit.clone()));
+        return Err(if scored == 0 {
+            SearchError::NothingScored(cfg.time_budget)
+        } else {
+            nothing_fits(board, smallest)
+        });
+    };
+    Ok(SearchOutcome {
+        strategy: Strategy::Snasnet,
+        best: records[pi].0,
+        best_score: records[pi].1.score.unwrap_or(f64::NAN),
+        best_fit: records[pi].1.fit.clone(),
+        canonical_cells: distinct.len(),
+        generated: scored,
+        pruned_by_memory: pruned,
+        scored,
+        cache_hits: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        stopped_by,
+        candidates: records.into_iter().map(|(_, r)| r).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_space() -> SearchSpace {
+        SearchSpace {
+            ops: vec![Op::Skip, Op::Conv3x3],
+            backward: false,
+            macros: space::MacroSpace {
+                channels: vec![2, 4],
+                stages: vec![1],
+                fc: vec![0],
+                input_pool: vec![1],
+                weight_bits: vec![8],
+                timesteps: 2,
+                cluster: 1,
+            },
+            provenance: "test".into(),
+        }
+    }
+
+    fn setup() -> (Vec<Tensor>, InputShape) {
+        let dev = Device::Cpu;
+        let batches = vec![Tensor::rand(0f32, 1f32, (8, 1, 6, 6), &dev).unwrap()];
+        (
+            batches,
+            InputShape {
+                channels: 1,
+                height: 6,
+                width: 6,
+                classes: 3,
+            },
+        )
+    }
+
+    /// A fake memory model: a candidate fits when its MACs are below a limit.
+    fn limit(input: InputShape, max_macs: u64) -> impl Fn(&Arch) -> Fit {
+        move |a: &Arch| {
+            let m = macs(a, &input);
+            Fit {
+                fits: m <= max_macs,
+                flash_bytes: m,
+                ram_bytes: 0,
+                worst_ratio: m as f64 / max_macs as f64,
+                overflow: (m > max_macs).then(|| format!("flash: {} B over", m - max_macs)),
+            }
+        }
+    }
+
+    #[test]
+    fn spikenas_only_scores_feasible_and_picks_within_budget() {
+        let (batches, input) = setup();
+        let mut scorer = Scorer::new(&batches, input, Device::Cpu, 1, ConvBackend::default());
+        let cap = 6000;
+        let cfg = SearchConfig {
+            progress: false,
+            patience: 1000,
+            ..Default::default()
+        };
+        let out = spikenas(
+            &tiny_space(),
+            &input,
+            "fake",
+            &limit(input, cap),
+            &mut scorer,
+            &cfg,
+        )
+        .unwrap();
+        assert!(out.best_fit.fits && macs(&out.best, &input) <= cap);
+        assert!(out.candidates.iter().all(|c| c.fit.fits));
+        assert!(
+            out.pruned_by_memory > 0,
+            "the cap should reject the 4-channel variants of some cells"
+        );
+        assert_eq!(out.scored, out.canonical_cells.min(out.candidates.len()));
+    }
+
+    #[test]
+    fn nothing_fits_names_the_smallest_need() {
+        let (batches, input) = setup();
+        let mut scorer = Scorer::new(&batches, input, Device::Cpu, 1, ConvBackend::default());
+        let cfg = SearchConfig {
+            progress: false,
+            ..Default::default()
+        };
+        let e = spikenas(
+            &tiny_space(),
+            &input,
+            "fake",
+            &limit(input, 10),
+            &mut scorer,
+            &cfg,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("board `fake`") && msg.contains("flash:"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn snasnet_scores_all_samples_and_keeps_best_that_fits() {
+        let (batches, input) = setup();
+        let mut scorer = Scorer::new(&batches, input, Device::Cpu, 1, ConvBackend::default());
+        let base: Arch = "ch=2,stages=1,fc=0,t=2".parse().unwrap();
+        let cfg = SearchConfig {
+            strategy: Strategy::Snasnet,
+            samples: 6,
+            baseline_macro: base,
+            progress: false,
+            ..Default::default()
+        };
+        let out = snasnet(&input, "fake", &limit(input, u64::MAX), &mut scorer, &cfg).unwrap();
+        assert_eq!(out.scored, 6);
+        let best = out
+            .candidates
+            .iter()
+            .filter_map(|c| c.score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(out.best_score, best);
+    }
+}
