@@ -213,7 +213,10 @@ pub enum RegionKind {
 impl RegionKind {
     /// True for regions the planner may place data buffers in.
     pub fn holds_data(self) -> bool {
-        matches!(self, RegionKind::Sram | RegionKind::Ccm | RegionKind::Dtcm | RegionKind::Dram)
+        matches!(
+            self,
+            RegionKind::Sram | RegionKind::Ccm | RegionKind::Dtcm | RegionKind::Dram
+        )
     }
 
     /// True for the fast, core-coupled data memories (DTCM, CCM).
@@ -256,7 +259,10 @@ impl Region {
 
     /// True if the two regions share an address.
     pub fn overlaps(&self, other: &Region) -> bool {
-        let (a_end, b_end) = (self.end().unwrap_or(u64::MAX), other.end().unwrap_or(u64::MAX));
+        let (a_end, b_end) = (
+            self.end().unwrap_or(u64::MAX),
+            other.end().unwrap_or(u64::MAX),
+        );
         self.origin < b_end && other.origin < a_end
     }
 }
@@ -385,7 +391,8 @@ impl Profile {
 
     /// The model budget of a Linux board (`model_budget_bytes` or the default).
     pub fn model_budget(&self) -> u64 {
-        self.model_budget_bytes.unwrap_or(DEFAULT_MODEL_BUDGET_BYTES)
+        self.model_budget_bytes
+            .unwrap_or(DEFAULT_MODEL_BUDGET_BYTES)
     }
 
     /// Total size of the data regions.
@@ -394,9 +401,27 @@ impl Profile {
     }
 }
 
+/// A size for people: `4G`, `240K`, `1.5M`, or plain bytes when not a multiple of 1 KiB.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    for (unit, suffix) in UNITS {
+        if bytes >= unit && bytes % (unit / 8) == 0 {
+            let value = bytes as f64 / unit as f64;
+            return if bytes % unit == 0 {
+                format!("{}{suffix}", bytes / unit)
+            } else {
+                format!("{value:.3}").trim_end_matches('0').to_string() + suffix
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
 fn read(path: &Path) -> Result<String, BoardError> {
-    std::fs::read_to_string(path)
-        .map_err(|source| BoardError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| BoardError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -48,13 +48,22 @@ impl InputShape {
                  e.g. 1x28x28, and at least one class"
             ));
         }
-        Ok(InputShape { channels: numbers[0], height: numbers[1], width: numbers[2], classes })
+        Ok(InputShape {
+            channels: numbers[0],
+            height: numbers[1],
+            width: numbers[2],
+            classes,
+        })
     }
 }
 
 impl fmt::Display for InputShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}x{} ({} classes)", self.channels, self.height, self.width, self.classes)
+        write!(
+            f,
+            "{}x{}x{} ({} classes)",
+            self.channels, self.height, self.width, self.classes
+        )
     }
 }
 
@@ -211,13 +220,16 @@ pub struct Estimate {
 impl Estimate {
     /// The first region, in profile order, that holds more than its capacity.
     pub fn first_overflow(&self) -> Option<Overflow> {
-        self.regions.iter().find(|r| r.used > r.capacity).map(|r| Overflow {
-            region: r.name.clone(),
-            kind: r.kind,
-            used: r.used,
-            capacity: r.capacity,
-            excess: r.used - r.capacity,
-        })
+        self.regions
+            .iter()
+            .find(|r| r.used > r.capacity)
+            .map(|r| Overflow {
+                region: r.name.clone(),
+                kind: r.kind,
+                used: r.used,
+                capacity: r.capacity,
+                excess: r.used - r.capacity,
+            })
     }
 
     /// The use of the region called `name`.
@@ -244,7 +256,9 @@ impl Estimate {
 
     fn write_report(&self, s: &mut String) -> fmt::Result {
         let numerics = match self.numerics {
-            Numerics::Integer { weight_bits } => format!("integer runtime, int{weight_bits} weights"),
+            Numerics::Integer { weight_bits } => {
+                format!("integer runtime, int{weight_bits} weights")
+            }
             Numerics::Float32 => "f32 model".to_string(),
         };
         writeln!(s, "board {}: {numerics}", self.board)?;
@@ -254,9 +268,20 @@ impl Estimate {
         writeln!(
             s,
             "{:<22} {:>10} {:>10} {:>8} {:>10} {:>9} {:>8} {:>10} {:>8}",
-            "layer", "params", "weights", "consts", "flash", "state", "spikes", "currents", "scratch"
+            "layer",
+            "params",
+            "weights",
+            "consts",
+            "flash",
+            "state",
+            "spikes",
+            "currents",
+            "scratch"
         )?;
-        let mut total = LayerRow { name: "total".into(), ..LayerRow::default() };
+        let mut total = LayerRow {
+            name: "total".into(),
+            ..LayerRow::default()
+        };
         for l in &self.layers {
             write_row(s, l)?;
             total.params += l.params;
@@ -270,13 +295,32 @@ impl Estimate {
             total.scratch_bytes = total.scratch_bytes.max(l.scratch_bytes);
         }
         write_row(s, &total)?;
-        writeln!(s, "\n{:<22} {:<9} {:>10}  region", "buffer", "kind", "bytes")?;
+        writeln!(
+            s,
+            "\n{:<22} {:<9} {:>10}  region",
+            "buffer", "kind", "bytes"
+        )?;
         for b in &self.buffers {
-            writeln!(s, "{:<22} {:<9} {:>10}  {}", b.name, b.kind.as_str(), b.bytes, b.region)?;
+            writeln!(
+                s,
+                "{:<22} {:<9} {:>10}  {}",
+                b.name,
+                b.kind.as_str(),
+                b.bytes,
+                b.region
+            )?;
         }
-        writeln!(s, "\n{:<12} {:<6} {:>12} {:>12} {:>7}", "region", "kind", "used", "capacity", "use")?;
+        writeln!(
+            s,
+            "\n{:<12} {:<6} {:>12} {:>12} {:>7}",
+            "region", "kind", "used", "capacity", "use"
+        )?;
         for r in &self.regions {
-            let pct = if r.capacity == 0 { 0.0 } else { 100.0 * r.used as f64 / r.capacity as f64 };
+            let pct = if r.capacity == 0 {
+                0.0
+            } else {
+                100.0 * r.used as f64 / r.capacity as f64
+            };
             let mark = if r.used > r.capacity { "  OVER" } else { "" };
             writeln!(
                 s,
@@ -288,7 +332,11 @@ impl Estimate {
                 pct
             )?;
         }
-        writeln!(s, "\nflash {} bytes, RAM {} bytes", self.flash_bytes, self.sram_bytes)?;
+        writeln!(
+            s,
+            "\nflash {} bytes, RAM {} bytes",
+            self.flash_bytes, self.sram_bytes
+        )?;
         match self.first_overflow() {
             None => writeln!(s, "fits {}", self.board),
             Some(o) => writeln!(s, "does not fit {}: {o}", self.board),
@@ -326,7 +374,10 @@ pub fn estimate(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targ
         None => failed(
             arch,
             board,
-            format!("board `{}` names target `{}`, which is not known", board.name, board.target),
+            format!(
+                "board `{}` names target `{}`, which is not known",
+                board.name, board.target
+            ),
         ),
     }
 }
@@ -339,15 +390,27 @@ pub fn estimate_for_target(
     target: &Target,
 ) -> Estimate {
     let numerics = numerics_of(arch, board);
-    let code_bytes = if board.runner == Runner::Linux { 0 } else { target.code_reserve_bytes };
-    let layout = match layout::layout(arch, input, numerics, code_bytes, board.reserves.total_bytes())
-    {
+    let code_bytes = if board.runner == Runner::Linux {
+        0
+    } else {
+        target.code_reserve_bytes
+    };
+    let layout = match layout::layout(
+        arch,
+        input,
+        numerics,
+        code_bytes,
+        board.reserves.total_bytes(),
+    ) {
         Ok(layout) => layout,
         Err(problem) => return failed(arch, board, problem),
     };
     let (layers, mut buffers) = (layout.rows, layout.buffers);
-    let flash_bytes =
-        if board.runner == Runner::Linux { 0 } else { layers.iter().map(|l| l.flash_bytes).sum() };
+    let flash_bytes = if board.runner == Runner::Linux {
+        0
+    } else {
+        layers.iter().map(|l| l.flash_bytes).sum()
+    };
     let sram_bytes = buffers.iter().map(|b| b.bytes).sum();
     let regions = planner::place(&mut buffers, board, flash_bytes);
     let fits = regions.iter().all(|r| r.used <= r.capacity);
@@ -367,7 +430,9 @@ pub fn estimate_for_target(
 fn numerics_of(arch: &Arch, board: &Profile) -> Numerics {
     match board.runner {
         Runner::Linux => Numerics::Float32,
-        _ => Numerics::Integer { weight_bits: arch.weight_bits },
+        _ => Numerics::Integer {
+            weight_bits: arch.weight_bits,
+        },
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BoardError, Problem, Profile, Target, Targets};
+use super::{format_size, BoardError, Problem, Profile, Runner, Target, Targets};
 
 /// Environment variable that points at the repository root (the folder holding
 /// `targets.yaml` and `boards/`).
@@ -22,7 +22,10 @@ impl Catalog {
     pub fn load(root: &Path) -> Result<Catalog, BoardError> {
         let targets = Targets::from_file(&root.join("targets.yaml"))?;
         let dir = root.join("boards");
-        let io = |source| BoardError::Io { path: dir.clone(), source };
+        let io = |source| BoardError::Io {
+            path: dir.clone(),
+            source,
+        };
         let mut files: Vec<PathBuf> = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
@@ -34,18 +37,31 @@ impl Catalog {
         let mut boards = Vec::with_capacity(files.len());
         for path in files {
             let profile = Profile::from_file(&path, &targets)?;
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             if profile.name != stem {
                 return Err(Problem {
                     field: "name".into(),
-                    problem: format!("name `{}` differs from the file name `{stem}`", profile.name),
-                    fix: format!("set name: {stem}, or rename the file to {}.yaml", profile.name),
+                    problem: format!(
+                        "name `{}` differs from the file name `{stem}`",
+                        profile.name
+                    ),
+                    fix: format!(
+                        "set name: {stem}, or rename the file to {}.yaml",
+                        profile.name
+                    ),
                 }
                 .at(&path));
             }
             boards.push(profile);
         }
-        Ok(Catalog { root: root.to_path_buf(), targets, boards })
+        Ok(Catalog {
+            root: root.to_path_buf(),
+            targets,
+            boards,
+        })
     }
 
     /// Find the repository root and load it: `$SPIKENAS_ROOT` if set, else the first
@@ -77,10 +93,73 @@ impl Catalog {
 
     /// The board called `name`, or an error listing the known ones.
     pub fn board(&self, name: &str) -> Result<&Profile, BoardError> {
-        self.boards.iter().find(|b| b.name == name).ok_or_else(|| BoardError::UnknownBoard {
-            name: name.to_string(),
-            known: self.names().into_iter().map(String::from).collect(),
-        })
+        self.boards
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| BoardError::UnknownBoard {
+                name: name.to_string(),
+                known: self.names().into_iter().map(String::from).collect(),
+            })
+    }
+
+    /// A plain-text table of every board: name, core, flash, RAM per region, runner and
+    /// whether QEMU emulates it.
+    pub fn render_table(&self) -> String {
+        let mut rows = vec![[
+            "board".to_string(),
+            "core".to_string(),
+            "flash".to_string(),
+            "RAM regions".to_string(),
+            "runner".to_string(),
+            "emulated".to_string(),
+        ]];
+        for b in &self.boards {
+            let target = self.target_of(b);
+            let core = target.map_or("?", |t| t.core.as_str()).to_string();
+            let flash = b
+                .flash_region()
+                .map_or("-".to_string(), |r| format_size(r.size));
+            let regions: Vec<String> = b
+                .data_regions()
+                .map(|r| format!("{} {}", r.name, format_size(r.size)))
+                .collect();
+            let mut ram = regions.join(" + ");
+            if b.runner == Runner::Linux {
+                ram.push_str(&format!(", model budget {}", format_size(b.model_budget())));
+            }
+            let emulated = match (
+                b.is_emulated(),
+                target.and_then(|t| t.qemu_machine.as_deref()),
+            ) {
+                (true, Some(machine)) => format!("yes (qemu {machine})"),
+                _ => "no".to_string(),
+            };
+            rows.push([
+                b.name.clone(),
+                core,
+                flash,
+                ram,
+                b.runner.as_str().into(),
+                emulated,
+            ]);
+        }
+        let mut widths = [0usize; 6];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let mut out = String::new();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
     }
 
     /// The target of a board (validated profiles always have one).

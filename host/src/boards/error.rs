@@ -22,9 +22,9 @@ pub enum BoardError {
         /// The file.
         path: PathBuf,
         /// 1-based line, when the parser knows it.
-        line: Option<usize>,
+        line: Option<u32>,
         /// 1-based column, when the parser knows it.
-        column: Option<usize>,
+        column: Option<u32>,
         /// The field at fault as a path (`regions[2].size`), or `(document)`.
         field: String,
         /// What the parser said, without its location suffix.
@@ -68,7 +68,7 @@ pub enum BoardError {
     },
 }
 
-fn place(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
+fn place(path: &Path, line: Option<u32>, column: Option<u32>) -> String {
     let mut s = path.display().to_string();
     if let Some(line) = line {
         let _ = write!(s, ":{line}");
@@ -111,15 +111,16 @@ impl BoardError {
         let fix;
         if let Some(key) = named(&message, "unknown field `") {
             field = join(&field, &key);
-            fix = format!("remove or rename `{key}`; the allowed fields are listed above");
+            fix =
+                format!("remove or rename `{key}`; the allowed fields are listed in this message");
         } else if let Some(key) = named(&message, "missing field `") {
             field = join(&field, &key);
             fix = format!("add `{key}` (see host/src/boards.rs for what it means)");
         } else if message.starts_with("unknown variant") {
             fix = "use one of the listed values".to_string();
         } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
-            fix = "give a value of the expected type (numbers may be decimal or 0x hex)"
-                .to_string();
+            fix =
+                "give a value of the expected type (numbers may be decimal or 0x hex)".to_string();
         } else {
             fix = "correct the YAML at that line".to_string();
         }
@@ -128,8 +129,12 @@ impl BoardError {
         }
         BoardError::Parse {
             path: path.to_path_buf(),
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
+            line: location
+                .as_ref()
+                .map(|l| u32::try_from(l.line()).unwrap_or(u32::MAX)),
+            column: location
+                .as_ref()
+                .map(|l| u32::try_from(l.column()).unwrap_or(u32::MAX)),
             field,
             message,
             fix,

@@ -41,7 +41,10 @@ fn every_shipped_profile_parses_and_validates() {
         "rp2040-pico",
         "stm32f746g-disco",
     ] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     for b in c.boards() {
         b.validate(c.targets()).unwrap();
@@ -53,7 +56,12 @@ fn every_shipped_profile_parses_and_validates() {
 fn shipped_capacities_match_the_reference_manuals() {
     let c = catalog();
     let sizes = |name: &str| -> Vec<(String, u64, u64)> {
-        c.board(name).unwrap().regions.iter().map(|r| (r.name.clone(), r.origin, r.size)).collect()
+        c.board(name)
+            .unwrap()
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.origin, r.size))
+            .collect()
     };
     let kib = 1024;
     assert_eq!(
@@ -65,10 +73,16 @@ fn shipped_capacities_match_the_reference_manuals() {
         ]
     );
     assert_eq!(c.board("stm32f746g-disco").unwrap().ram_bytes(), 320 * kib);
-    assert_eq!(c.board("nucleo-h743zi").unwrap().ram_bytes(), (128 + 512 + 128 + 128 + 32 + 64) * kib);
+    assert_eq!(
+        c.board("nucleo-h743zi").unwrap().ram_bytes(),
+        (128 + 512 + 128 + 128 + 32 + 64) * kib
+    );
     assert_eq!(c.board("rp2040-pico").unwrap().ram_bytes(), 264 * kib);
     assert_eq!(c.board("microbit").unwrap().ram_bytes(), 16 * kib);
-    assert_eq!(c.board("microbit").unwrap().flash_region().unwrap().size, 256 * kib);
+    assert_eq!(
+        c.board("microbit").unwrap().flash_region().unwrap().size,
+        256 * kib
+    );
     let jetson = c.board("jetson-nano").unwrap();
     assert_eq!(jetson.ram_bytes(), 4 << 30);
     assert_eq!(jetson.model_budget(), 512 << 20);
@@ -80,9 +94,30 @@ fn shipped_capacities_match_the_reference_manuals() {
 #[test]
 fn reserve_region_defaults_to_largest_sram() {
     let c = catalog();
-    assert_eq!(c.board("stm32f746g-disco").unwrap().reserve_region().unwrap().name, "sram1");
-    assert_eq!(c.board("nucleo-h743zi").unwrap().reserve_region().unwrap().name, "axi_sram");
-    assert_eq!(c.board("netduinoplus2").unwrap().reserve_region().unwrap().name, "sram");
+    assert_eq!(
+        c.board("stm32f746g-disco")
+            .unwrap()
+            .reserve_region()
+            .unwrap()
+            .name,
+        "sram1"
+    );
+    assert_eq!(
+        c.board("nucleo-h743zi")
+            .unwrap()
+            .reserve_region()
+            .unwrap()
+            .name,
+        "axi_sram"
+    );
+    assert_eq!(
+        c.board("netduinoplus2")
+            .unwrap()
+            .reserve_region()
+            .unwrap()
+            .name,
+        "sram"
+    );
 }
 
 #[test]
@@ -92,8 +127,13 @@ fn unknown_field_is_refused_with_its_line() {
     assert_ne!(bad, text, "the test edit must apply");
     let line = bad.lines().position(|l| l.contains("sise")).unwrap() + 1;
     match parse(&bad) {
-        Err(BoardError::Parse { line: Some(l), field, message, .. }) => {
-            assert_eq!(l, line, "{message}");
+        Err(BoardError::Parse {
+            line: Some(l),
+            field,
+            message,
+            ..
+        }) => {
+            assert_eq!(l as usize, line, "{message}");
             assert_eq!(field, "regions[2].sise");
         }
         other => panic!("expected a parse error, got {other:?}"),
@@ -106,10 +146,15 @@ fn unknown_field_is_refused_with_its_line() {
 #[test]
 fn unknown_top_level_field_and_bad_value_are_refused() {
     let text = shipped_text("microbit");
-    let e = parse(&format!("{text}colour: blue\n")).unwrap_err().to_string();
+    let e = parse(&format!("{text}colour: blue\n"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("colour"), "{e}");
     let e = parse(&text.replace("runner: qemu", "runner: jtag")).unwrap_err();
-    assert!(matches!(e, BoardError::Parse { ref field, .. } if field == "runner"), "{e}");
+    assert!(
+        matches!(e, BoardError::Parse { ref field, .. } if field == "runner"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -117,7 +162,10 @@ fn overlapping_regions_are_refused() {
     let text = shipped_text("netduinoplus2").replace("origin: 0x10000000", "origin: 0x2001F000");
     let (field, problem) = invalid_field(&text);
     assert_eq!(field, "regions[2]");
-    assert!(problem.contains("overlaps") && problem.contains("`sram`"), "{problem}");
+    assert!(
+        problem.contains("overlaps") && problem.contains("`sram`"),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -186,9 +234,17 @@ fn user_profile_file_loads() {
 #[test]
 fn targets_are_checked() {
     let bad = "m0:\n  description: x\n  triple: thumbv6m-none-eabi\n  core: cortex-m0\n  fpu: sp\n  isa: armv6m\n  code_reserve_bytes: 1\n";
-    let e = Targets::from_yaml(bad, Path::new("t.yaml")).unwrap_err().to_string();
+    let e = Targets::from_yaml(bad, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("m0.fpu"), "{e}");
     let c = catalog();
-    assert_eq!(c.targets().get("nrf51").unwrap().qemu_machine.as_deref(), Some("microbit"));
-    assert_eq!(c.targets().get("rp2040").unwrap().code_reserve_bytes, 20 * 1024);
+    assert_eq!(
+        c.targets().get("nrf51").unwrap().qemu_machine.as_deref(),
+        Some("microbit")
+    );
+    assert_eq!(
+        c.targets().get("rp2040").unwrap().code_reserve_bytes,
+        20 * 1024
+    );
 }

@@ -19,7 +19,11 @@ pub struct Problem {
 
 impl Problem {
     fn new(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Problem { field: field.into(), problem: problem.into(), fix: fix.into() }
+        Problem {
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 
     /// The problem as an error about the file `path`.
@@ -73,8 +77,16 @@ fn isa_matches_core(t: &Target) -> Check {
     if t.core.isa() != t.isa {
         return Err(Problem::new(
             format!("{}.isa", t.name),
-            format!("core {} implements {:?}, not {:?}", t.core.as_str(), t.core.isa(), t.isa),
-            format!("set isa to {:?} (lowercase) or change the core", t.core.isa()),
+            format!(
+                "core {} implements {:?}, not {:?}",
+                t.core.as_str(),
+                t.core.isa(),
+                t.isa
+            ),
+            format!(
+                "set isa to {:?} (lowercase) or change the core",
+                t.core.isa()
+            ),
         ));
     }
     Ok(())
@@ -109,7 +121,10 @@ fn triple_matches_isa(t: &Target) -> Check {
     if !t.triple.starts_with(prefix) {
         return Err(Problem::new(
             format!("{}.triple", t.name),
-            format!("triple `{}` does not match isa {:?} with fpu {:?}", t.triple, t.isa, t.fpu),
+            format!(
+                "triple `{}` does not match isa {:?} with fpu {:?}",
+                t.triple, t.isa, t.fpu
+            ),
             format!("use a triple starting with `{prefix}`"),
         ));
     }
@@ -129,7 +144,11 @@ fn name_is_set(p: &Profile) -> Check {
 
 fn clock_is_positive(p: &Profile) -> Check {
     if p.clock_hz == 0 {
-        return Err(Problem::new("clock_hz", "clock is 0 Hz", "give the core clock in Hz"));
+        return Err(Problem::new(
+            "clock_hz",
+            "clock is 0 Hz",
+            "give the core clock in Hz",
+        ));
     }
     Ok(())
 }
@@ -157,7 +176,10 @@ fn region_sizes_positive(p: &Profile) -> Check {
         if r.end().is_none() {
             return Err(Problem::new(
                 format!("regions[{i}]"),
-                format!("region `{}` runs past the end of the 64-bit address space", r.name),
+                format!(
+                    "region `{}` runs past the end of the 64-bit address space",
+                    r.name
+                ),
                 "check origin and size",
             ));
         }
@@ -168,7 +190,11 @@ fn region_sizes_positive(p: &Profile) -> Check {
 fn region_names_unique(p: &Profile) -> Check {
     for (i, r) in p.regions.iter().enumerate() {
         if r.name.is_empty() {
-            return Err(Problem::new(format!("regions[{i}].name"), "empty name", "name it"));
+            return Err(Problem::new(
+                format!("regions[{i}].name"),
+                "empty name",
+                "name it",
+            ));
         }
         if let Some(j) = p.regions[..i].iter().position(|o| o.name == r.name) {
             return Err(Problem::new(
@@ -216,12 +242,19 @@ fn target_exists(p: &Profile, targets: &Targets) -> Check {
 }
 
 fn runner_matches_target(p: &Profile, targets: &Targets) -> Check {
-    let Some(t) = targets.get(&p.target) else { return Ok(()) };
+    let Some(t) = targets.get(&p.target) else {
+        return Ok(());
+    };
     let linux_target = t.core == Core::Aarch64Linux;
     if (p.runner == Runner::Linux) != linux_target {
         return Err(Problem::new(
             "runner",
-            format!("runner {} does not suit target `{}` ({})", p.runner.as_str(), t.name, t.core.as_str()),
+            format!(
+                "runner {} does not suit target `{}` ({})",
+                p.runner.as_str(),
+                t.name,
+                t.core.as_str()
+            ),
             "use runner linux with a Linux target, probe-rs or qemu with a microcontroller",
         ));
     }
@@ -229,14 +262,22 @@ fn runner_matches_target(p: &Profile, targets: &Targets) -> Check {
 }
 
 fn qemu_runner_has_machine(p: &Profile, targets: &Targets) -> Check {
-    let Some(t) = targets.get(&p.target) else { return Ok(()) };
+    let Some(t) = targets.get(&p.target) else {
+        return Ok(());
+    };
     if p.runner == Runner::Qemu && t.qemu_machine.is_none() {
-        let emulable: Vec<&str> =
-            targets.iter().filter(|t| t.qemu_machine.is_some()).map(|t| t.name.as_str()).collect();
+        let emulable: Vec<&str> = targets
+            .iter()
+            .filter(|t| t.qemu_machine.is_some())
+            .map(|t| t.name.as_str())
+            .collect();
         return Err(Problem::new(
             "runner",
             format!("runner qemu, but target `{}` has no qemu_machine", t.name),
-            format!("use runner probe-rs, or an emulable target: {}", emulable.join(", ")),
+            format!(
+                "use runner probe-rs, or an emulable target: {}",
+                emulable.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -281,7 +322,10 @@ fn linux_has_one_dram(p: &Profile) -> Check {
     if !p.is_mcu() && (n != 1 || p.regions.len() != 1) {
         return Err(Problem::new(
             "regions",
-            format!("a Linux board needs exactly one region, of kind dram; found {} regions", p.regions.len()),
+            format!(
+                "a Linux board needs exactly one region, of kind dram; found {} regions",
+                p.regions.len()
+            ),
             "describe the board's memory as one dram region",
         ));
     }
@@ -335,7 +379,11 @@ fn reserves_fit(p: &Profile) -> Check {
     if !region.kind.holds_data() {
         return Err(Problem::new(
             "reserves.region",
-            format!("`{}` is a {} region, which holds no data", region.name, region.kind.as_str()),
+            format!(
+                "`{}` is a {} region, which holds no data",
+                region.name,
+                region.kind.as_str()
+            ),
             "name a RAM region (sram, ccm, dtcm, dram)",
         ));
     }

@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod boards;
+mod estimate;
+
 /// SpikeNAS: memory-aware architecture search for spiking neural networks on embedded boards.
 #[derive(Debug, Parser)]
 #[command(name = "spikenas-host", version, about)]
@@ -13,12 +16,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are added here, one variant per file in this folder.
+    /// List the board profiles: core, flash, RAM per region, runner, emulation.
+    Boards(boards::Args),
+    /// Estimate flash and RAM per region of an architecture on a board.
+    Estimate(estimate::Args),
 }
 
 /// Parse the command line, run the subcommand, map errors to an exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Boards(args) => boards::run(args),
+        Command::Estimate(args) => estimate::run(args),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

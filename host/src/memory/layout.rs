@@ -122,7 +122,10 @@ struct Walk {
 
 impl Walk {
     fn row(&mut self, name: String) {
-        self.rows.push(LayerRow { name, ..LayerRow::default() });
+        self.rows.push(LayerRow {
+            name,
+            ..LayerRow::default()
+        });
     }
 
     fn last(&mut self) -> &mut LayerRow {
@@ -130,7 +133,12 @@ impl Walk {
     }
 
     fn buffer(&mut self, name: String, kind: BufferKind, bytes: u64) {
-        self.buffers.push(Buffer { name, kind, bytes: align4(bytes), region: String::new() });
+        self.buffers.push(Buffer {
+            name,
+            kind,
+            bytes: align4(bytes),
+            region: String::new(),
+        });
     }
 
     /// Weights of `out` output channels with `per_channel` inputs each.
@@ -204,7 +212,11 @@ impl Walk {
             self.buffer("scratch".into(), BufferKind::Scratch, scratch);
         }
         if self.n == Numerics::Float32 {
-            let weights = self.rows.iter().map(|r| r.weight_bytes + r.const_bytes).sum();
+            let weights = self
+                .rows
+                .iter()
+                .map(|r| r.weight_bytes + r.const_bytes)
+                .sum();
             self.buffer("weights".into(), BufferKind::Weights, weights);
         }
         if reserve_bytes > 0 {
@@ -239,12 +251,19 @@ pub(super) fn layout(
             arch.channels, arch.input_pool
         ));
     }
-    let mut w = Walk { n, rows: Vec::with_capacity(32), buffers: Vec::with_capacity(48) };
+    let mut w = Walk {
+        n,
+        rows: Vec::with_capacity(32),
+        buffers: Vec::with_capacity(48),
+    };
 
     w.row("input".into());
     w.input(cin * as64(input.height) * as64(input.width));
 
-    let (mut h, mut wd) = (as64(input.height / arch.input_pool), as64(input.width / arch.input_pool));
+    let (mut h, mut wd) = (
+        as64(input.height / arch.input_pool),
+        as64(input.width / arch.input_pool),
+    );
     if h == 0 || wd == 0 {
         return Err(format!(
             "input {}x{} pooled by {} leaves no pixels; use a smaller pool",
@@ -335,5 +354,8 @@ pub(super) fn layout(
         w.last().flash_bytes = code_bytes;
     }
     w.finish(reserve_bytes);
-    Ok(Layout { rows: w.rows, buffers: w.buffers })
+    Ok(Layout {
+        rows: w.rows,
+        buffers: w.buffers,
+    })
 }

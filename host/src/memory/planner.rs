@@ -22,7 +22,11 @@ pub(super) fn place(buffers: &mut [Buffer], board: &Profile, flash_bytes: u64) -
         .map(|r| RegionUse {
             name: r.name.clone(),
             kind: r.kind,
-            used: if r.kind == RegionKind::Flash { flash_bytes } else { 0 },
+            used: if r.kind == RegionKind::Flash {
+                flash_bytes
+            } else {
+                0
+            },
             capacity: board.capacity_of(r),
         })
         .collect();
@@ -41,18 +45,19 @@ pub(super) fn place(buffers: &mut [Buffer], board: &Profile, flash_bytes: u64) -
         buffer.region.clone_from(&regions[at].name);
     };
     // The region with the most free space among `ok`, needing `bytes` if `must_fit`.
-    let best = |regions: &[RegionUse], ok: &dyn Fn(RegionKind) -> bool, bytes: u64, must_fit: bool| {
-        let mut pick: Option<usize> = None;
-        for (i, r) in regions.iter().enumerate() {
-            if !ok(r.kind) || (must_fit && free(r) < bytes as i128) {
-                continue;
+    let best =
+        |regions: &[RegionUse], ok: &dyn Fn(RegionKind) -> bool, bytes: u64, must_fit: bool| {
+            let mut pick: Option<usize> = None;
+            for (i, r) in regions.iter().enumerate() {
+                if !ok(r.kind) || (must_fit && free(r) < bytes as i128) {
+                    continue;
+                }
+                if pick.is_none_or(|p| free(r) > free(&regions[p])) {
+                    pick = Some(i);
+                }
             }
-            if pick.is_none_or(|p| free(r) > free(&regions[p])) {
-                pick = Some(i);
-            }
-        }
-        pick
-    };
+            pick
+        };
 
     for &i in &order {
         if buffers[i].kind == BufferKind::Reserve {

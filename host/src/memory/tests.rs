@@ -21,7 +21,12 @@ fn target(code_reserve_bytes: u64) -> Target {
 }
 
 fn region(name: &str, kind: RegionKind, origin: u64, size: u64) -> Region {
-    Region { name: name.into(), kind, origin, size }
+    Region {
+        name: name.into(),
+        kind,
+        origin,
+        size,
+    }
 }
 
 fn board(regions: Vec<Region>, stack_bytes: u64) -> Profile {
@@ -33,7 +38,11 @@ fn board(regions: Vec<Region>, stack_bytes: u64) -> Profile {
         clock_hz: 1,
         runner: Runner::ProbeRs,
         regions,
-        reserves: Reserves { stack_bytes, runtime_bytes: 0, region: None },
+        reserves: Reserves {
+            stack_bytes,
+            runtime_bytes: 0,
+            region: None,
+        },
         model_budget_bytes: None,
         source: None,
     }
@@ -52,7 +61,12 @@ fn hand_computed_small_network_byte_for_byte() {
     // One stage, a cell with a single conv3x3 on 0->3, C = 2, no hidden classifier,
     // on a 1x4x4 input with 2 classes; 8-bit weights; code reserve 1000 bytes.
     let a = arch("cell=0003.0000.0000.0000,ch=2,stages=1,fc=0,t=2,pool=1,cluster=1,bits=8");
-    let input = InputShape { channels: 1, height: 4, width: 4, classes: 2 };
+    let input = InputShape {
+        channels: 1,
+        height: 4,
+        width: 4,
+        classes: 2,
+    };
     let b = board(
         vec![
             region("flash", RegionKind::Flash, 0x0800_0000, 0x1_0000),
@@ -106,8 +120,11 @@ fn hand_computed_small_network_byte_for_byte() {
     assert_eq!(e.flash_bytes, 40 + 56 + 20 + 36 + 1000);
     assert_eq!(e.params(), 84);
 
-    let buffers: Vec<(&str, u64, &str)> =
-        e.buffers.iter().map(|b| (b.name.as_str(), b.bytes, b.region.as_str())).collect();
+    let buffers: Vec<(&str, u64, &str)> = e
+        .buffers
+        .iter()
+        .map(|b| (b.name.as_str(), b.bytes, b.region.as_str()))
+        .collect();
     assert_eq!(
         buffers,
         vec![
@@ -123,12 +140,22 @@ fn hand_computed_small_network_byte_for_byte() {
             ("reserve", 1024, "sram"),
         ]
     );
-    assert_eq!(e.sram_bytes, 16 + 128 + 64 + 4 + 128 + 64 + 4 + 8 + 8 + 1024);
-    let used: Vec<(&str, u64, u64)> =
-        e.regions.iter().map(|r| (r.name.as_str(), r.used, r.capacity)).collect();
+    assert_eq!(
+        e.sram_bytes,
+        16 + 128 + 64 + 4 + 128 + 64 + 4 + 8 + 8 + 1024
+    );
+    let used: Vec<(&str, u64, u64)> = e
+        .regions
+        .iter()
+        .map(|r| (r.name.as_str(), r.used, r.capacity))
+        .collect();
     assert_eq!(
         used,
-        vec![("flash", 1152, 0x1_0000), ("dtcm", 128, 256), ("sram", 1320, 4096)]
+        vec![
+            ("flash", 1152, 0x1_0000),
+            ("dtcm", 128, 256),
+            ("sram", 1320, 4096)
+        ]
     );
     assert!(e.fits);
     assert!(e.first_overflow().is_none());
@@ -139,7 +166,12 @@ fn hand_computed_small_network_byte_for_byte() {
 fn four_bit_weights_halve_weight_bytes() {
     // Every layer's inputs per output channel are even, so packing is exact.
     let base = "cell=0323.0013.0004.0000,ch=4,stages=2,fc=16,t=4,pool=1,cluster=1";
-    let input = InputShape { channels: 2, height: 8, width: 8, classes: 10 };
+    let input = InputShape {
+        channels: 2,
+        height: 8,
+        width: 8,
+        classes: 10,
+    };
     let b = catalog();
     let board = b.board("netduinoplus2").unwrap();
     let e8 = estimate(&arch(&format!("{base},bits=8")), &input, board, b.targets());
@@ -150,15 +182,29 @@ fn four_bit_weights_halve_weight_bytes() {
     assert_eq!(weights(&e4) * 2, weights(&e8));
     assert_eq!(consts(&e4), consts(&e8));
     assert_eq!(e8.flash_bytes - e4.flash_bytes, weights(&e8) / 2);
-    assert_eq!(e8.sram_bytes, e4.sram_bytes, "weights live in flash, not RAM");
+    assert_eq!(
+        e8.sram_bytes, e4.sram_bytes,
+        "weights live in flash, not RAM"
+    );
 }
 
 #[test]
 fn int4_pads_each_output_channel_to_a_byte() {
     // Stem 1->2 has 9 weights per channel: 5 bytes per channel at 4 bits.
     let a = arch("cell=0003.0000.0000.0000,ch=2,stages=1,fc=0,bits=4");
-    let input = InputShape { channels: 1, height: 4, width: 4, classes: 2 };
-    let b = board(vec![region("flash", RegionKind::Flash, 0, 4096), region("ram", RegionKind::Sram, 0x2000_0000, 4096)], 0);
+    let input = InputShape {
+        channels: 1,
+        height: 4,
+        width: 4,
+        classes: 2,
+    };
+    let b = board(
+        vec![
+            region("flash", RegionKind::Flash, 0, 4096),
+            region("ram", RegionKind::Sram, 0x2000_0000, 4096),
+        ],
+        0,
+    );
     let e = estimate_for_target(&a, &input, &b, &target(0));
     assert_eq!(e.layers[1].name, "stem");
     assert_eq!(e.layers[1].weight_bytes, 12); // 2 * 5 = 10, aligned to 12
@@ -168,7 +214,12 @@ fn int4_pads_each_output_channel_to_a_byte() {
 fn bigger_network_overflows_microbit_naming_the_region() {
     let c = catalog();
     let microbit = c.board("microbit").unwrap();
-    let input = InputShape { channels: 1, height: 28, width: 28, classes: 10 };
+    let input = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
     let big = arch("cell=0303.0003.0000.0000,ch=32,stages=2,fc=256,t=4,pool=1,cluster=1,bits=8");
     let e = estimate(&big, &input, microbit, c.targets());
     assert!(!e.fits);
@@ -178,7 +229,10 @@ fn bigger_network_overflows_microbit_naming_the_region() {
     let ram = e.region("ram").unwrap();
     assert!(ram.used > ram.capacity, "the RAM overflows too: {ram:?}");
     let text = e.render();
-    assert!(text.contains("does not fit microbit") && text.contains("`flash`"), "{text}");
+    assert!(
+        text.contains("does not fit microbit") && text.contains("`flash`"),
+        "{text}"
+    );
 
     // A small network fits the same board.
     let small = arch("cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=4,pool=4,cluster=1,bits=8");
@@ -200,25 +254,47 @@ fn placement_honours_region_capacities() {
     );
     let mut buffers: Vec<Buffer> = ["x", "y"]
         .iter()
-        .map(|n| Buffer { name: n.to_string(), kind: BufferKind::Current, bytes: 150, region: String::new() })
+        .map(|n| Buffer {
+            name: n.to_string(),
+            kind: BufferKind::Current,
+            bytes: 150,
+            region: String::new(),
+        })
         .collect();
     let used = planner::place(&mut buffers, &b, 0);
-    assert_eq!((buffers[0].region.as_str(), buffers[1].region.as_str()), ("a", "b"));
+    assert_eq!(
+        (buffers[0].region.as_str(), buffers[1].region.as_str()),
+        ("a", "b")
+    );
     assert!(used.iter().all(|r| r.used <= r.capacity));
 
     // On every shipped board and a range of networks: each buffer sits in a data region,
     // the regions add up to the RAM total, and `fits` agrees with the capacities.
     let c = catalog();
-    let input = InputShape { channels: 1, height: 28, width: 28, classes: 10 };
+    let input = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
     for board in c.boards() {
         for ch in [4, 8, 16, 32] {
             for fc in [0, 64] {
-                let a = arch(&format!("cell=0303.0003.0000.0000,ch={ch},stages=2,fc={fc},pool=2"));
+                let a = arch(&format!(
+                    "cell=0303.0003.0000.0000,ch={ch},stages=2,fc={fc},pool=2"
+                ));
                 let e = estimate(&a, &input, board, c.targets());
-                let data: u64 = e.regions.iter().filter(|r| r.kind.holds_data()).map(|r| r.used).sum();
+                let data: u64 = e
+                    .regions
+                    .iter()
+                    .filter(|r| r.kind.holds_data())
+                    .map(|r| r.used)
+                    .sum();
                 assert_eq!(data, e.sram_bytes, "{}", board.name);
                 for buf in &e.buffers {
-                    let r = e.region(&buf.region).unwrap_or_else(|| panic!("{} unplaced", buf.name));
+                    let r = e
+                        .region(&buf.region)
+                        .unwrap_or_else(|| panic!("{} unplaced", buf.name));
                     assert!(r.kind.holds_data());
                 }
                 assert_eq!(e.fits, e.regions.iter().all(|r| r.used <= r.capacity));
@@ -233,20 +309,44 @@ fn placement_honours_region_capacities() {
 #[test]
 fn membranes_prefer_tightly_coupled_memory() {
     let c = catalog();
-    let input = InputShape { channels: 1, height: 28, width: 28, classes: 10 };
+    let input = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
     let a = arch("cell=0303.0003.0000.0000,ch=4,stages=2,fc=64,pool=1");
     let e = estimate(&a, &input, c.board("netduinoplus2").unwrap(), c.targets());
     assert!(e.fits, "{}", e.render());
-    let membranes: Vec<&Buffer> = e.buffers.iter().filter(|b| b.kind == BufferKind::Membrane).collect();
-    assert!(membranes.iter().any(|b| b.region == "ccm"), "{}", e.render());
+    let membranes: Vec<&Buffer> = e
+        .buffers
+        .iter()
+        .filter(|b| b.kind == BufferKind::Membrane)
+        .collect();
+    assert!(
+        membranes.iter().any(|b| b.region == "ccm"),
+        "{}",
+        e.render()
+    );
     assert_eq!(e.buffer("reserve").unwrap().region, "sram");
 }
 
 #[test]
 fn backward_edges_keep_previous_node_values() {
     let a = arch("cell=0333.0003.0103.0000,ch=2,stages=1,fc=0");
-    let input = InputShape { channels: 1, height: 4, width: 4, classes: 2 };
-    let b = board(vec![region("flash", RegionKind::Flash, 0, 1 << 20), region("ram", RegionKind::Sram, 0x2000_0000, 1 << 20)], 0);
+    let input = InputShape {
+        channels: 1,
+        height: 4,
+        width: 4,
+        classes: 2,
+    };
+    let b = board(
+        vec![
+            region("flash", RegionKind::Flash, 0, 1 << 20),
+            region("ram", RegionKind::Sram, 0x2000_0000, 1 << 20),
+        ],
+        0,
+    );
     let e = estimate_for_target(&a, &input, &b, &target(0));
     // Backward skip 2->1 reads node 2 at t-1.
     assert_eq!(e.buffer("s0.node2.prev").map(|b| b.bytes), Some(2 * 16 * 4));
@@ -258,7 +358,12 @@ fn linux_board_counts_f32_weights_and_activations_against_the_budget() {
     let c = catalog();
     let jetson = c.board("jetson-nano").unwrap();
     let a = arch("cell=0003.0000.0000.0000,ch=2,stages=1,fc=0,bits=8");
-    let input = InputShape { channels: 1, height: 4, width: 4, classes: 2 };
+    let input = InputShape {
+        channels: 1,
+        height: 4,
+        width: 4,
+        classes: 2,
+    };
     let e = estimate(&a, &input, jetson, c.targets());
     assert_eq!(e.numerics, Numerics::Float32);
     assert_eq!(e.flash_bytes, 0);
@@ -274,17 +379,31 @@ fn linux_board_counts_f32_weights_and_activations_against_the_budget() {
 fn shrinking_feature_maps_are_reported_not_estimated() {
     let c = catalog();
     let a = arch("cell=0003.0000.0000.0000,ch=2,stages=4,fc=0");
-    let input = InputShape { channels: 1, height: 8, width: 8, classes: 2 };
+    let input = InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+        classes: 2,
+    };
     let e = estimate(&a, &input, c.board("netduinoplus2").unwrap(), c.targets());
     assert!(!e.fits);
-    assert!(e.problem.as_deref().unwrap().contains("nothing"), "{:?}", e.problem);
+    assert!(
+        e.problem.as_deref().unwrap().contains("nothing"),
+        "{:?}",
+        e.problem
+    );
 }
 
 #[test]
 fn input_shape_parses() {
     assert_eq!(
         InputShape::parse("3x32x32", 10).unwrap(),
-        InputShape { channels: 3, height: 32, width: 32, classes: 10 }
+        InputShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+            classes: 10
+        }
     );
     assert!(InputShape::parse("28x28", 10).is_err());
     assert!(InputShape::parse("1x0x28", 10).is_err());
@@ -295,8 +414,17 @@ fn input_shape_parses() {
 fn ten_thousand_candidates_take_microseconds_each() {
     let c = catalog();
     let board = c.board("stm32f746g-disco").unwrap();
-    let input = InputShape { channels: 1, height: 28, width: 28, classes: 10 };
-    let cells = ["0303.0003.0000.0000", "0333.0003.0100.0000", "0324.0013.0002.0000"];
+    let input = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
+    let cells = [
+        "0303.0003.0000.0000",
+        "0333.0003.0100.0000",
+        "0324.0013.0002.0000",
+    ];
     let mut candidates = Vec::new();
     for i in 0..10_000usize {
         let cell = cells[i % cells.len()];
