@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod boards;
+mod estimate;
 mod train;
 
 /// SpikeNAS: memory-aware architecture search for spiking neural networks on embedded boards.
@@ -14,6 +16,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// List the board profiles: core, flash, RAM per region, runner, emulation.
+    Boards(boards::Args),
+    /// Estimate flash and RAM per region of an architecture on a board.
+    Estimate(estimate::Args),
     /// Train one architecture on a dataset and write a checkpoint.
     Train(train::TrainArgs),
 }
@@ -22,6 +28,8 @@ enum Command {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Boards(args) => boards::run(args),
+        Command::Estimate(args) => estimate::run(args),
         Command::Train(args) => train::run(args),
     };
     match result {

@@ -1,0 +1,402 @@
+//! The checks run on every target and profile right after parsing. Each check is a small
+//! named function that returns the first [`Problem`] it finds.
+
+use std::fmt;
+use std::path::Path;
+
+use super::{BoardError, Core, Fpu, Profile, RegionKind, Runner, Target, Targets};
+
+/// A broken rule: the field at fault, what is wrong, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field at fault as a path (`regions[2]`, `reserves.region`).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem {
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// The problem as an error about the file `path`.
+    pub fn at(self, path: &Path) -> BoardError {
+        BoardError::Invalid {
+            path: path.to_path_buf(),
+            field: self.field,
+            problem: self.problem,
+            fix: self.fix,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}. Fix: {}", self.field, self.problem, self.fix)
+    }
+}
+
+type Check = Result<(), Problem>;
+
+/// Every check on a target.
+pub(super) fn target(t: &Target) -> Check {
+    isa_matches_core(t)?;
+    fpu_matches_core(t)?;
+    triple_matches_isa(t)?;
+    Ok(())
+}
+
+/// Every check on a profile, in the order a reader would fix them.
+pub(super) fn profile(p: &Profile, targets: &Targets) -> Check {
+    name_is_set(p)?;
+    clock_is_positive(p)?;
+    regions_not_empty(p)?;
+    region_sizes_positive(p)?;
+    region_names_unique(p)?;
+    regions_do_not_overlap(p)?;
+    target_exists(p, targets)?;
+    runner_matches_target(p, targets)?;
+    qemu_runner_has_machine(p, targets)?;
+    probe_rs_runner_has_chip(p)?;
+    mcu_has_one_flash(p)?;
+    linux_has_one_dram(p)?;
+    has_data_region(p)?;
+    model_budget_only_on_linux(p)?;
+    reserves_fit(p)?;
+    Ok(())
+}
+
+fn isa_matches_core(t: &Target) -> Check {
+    if t.core.isa() != t.isa {
+        return Err(Problem::new(
+            format!("{}.isa", t.name),
+            format!(
+                "core {} implements {:?}, not {:?}",
+                t.core.as_str(),
+                t.core.isa(),
+                t.isa
+            ),
+            format!(
+                "set isa to {:?} (lowercase) or change the core",
+                t.core.isa()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn fpu_matches_core(t: &Target) -> Check {
+    let has_no_fpu = matches!(t.core, Core::CortexM0 | Core::CortexM0plus);
+    if has_no_fpu && t.fpu != Fpu::None {
+        return Err(Problem::new(
+            format!("{}.fpu", t.name),
+            format!("core {} has no FPU", t.core.as_str()),
+            "set fpu: none",
+        ));
+    }
+    if t.core == Core::CortexM4f && t.fpu != Fpu::Sp {
+        return Err(Problem::new(
+            format!("{}.fpu", t.name),
+            "the Cortex-M4F FPU is single precision",
+            "set fpu: sp",
+        ));
+    }
+    Ok(())
+}
+
+fn triple_matches_isa(t: &Target) -> Check {
+    let prefix = match (t.isa, t.fpu) {
+        (super::Isa::Armv6m, _) => "thumbv6m-",
+        (super::Isa::Armv7em, Fpu::None) => "thumbv7em-none-eabi",
+        (super::Isa::Armv7em, _) => "thumbv7em-none-eabihf",
+        (super::Isa::Aarch64, _) => "aarch64-",
+    };
+    if !t.triple.starts_with(prefix) {
+        return Err(Problem::new(
+            format!("{}.triple", t.name),
+            format!(
+                "triple `{}` does not match isa {:?} with fpu {:?}",
+                t.triple, t.isa, t.fpu
+            ),
+            format!("use a triple starting with `{prefix}`"),
+        ));
+    }
+    Ok(())
+}
+
+fn name_is_set(p: &Profile) -> Check {
+    if p.name.trim().is_empty() || p.name.contains(char::is_whitespace) {
+        return Err(Problem::new(
+            "name",
+            format!("`{}` is not a usable board name", p.name),
+            "give a non-empty name without spaces, e.g. my-board",
+        ));
+    }
+    Ok(())
+}
+
+fn clock_is_positive(p: &Profile) -> Check {
+    if p.clock_hz == 0 {
+        return Err(Problem::new(
+            "clock_hz",
+            "clock is 0 Hz",
+            "give the core clock in Hz",
+        ));
+    }
+    Ok(())
+}
+
+fn regions_not_empty(p: &Profile) -> Check {
+    if p.regions.is_empty() {
+        return Err(Problem::new(
+            "regions",
+            "no memory regions",
+            "list the board's flash and RAM regions with name, kind, origin and size",
+        ));
+    }
+    Ok(())
+}
+
+fn region_sizes_positive(p: &Profile) -> Check {
+    for (i, r) in p.regions.iter().enumerate() {
+        if r.size == 0 {
+            return Err(Problem::new(
+                format!("regions[{i}].size"),
+                format!("region `{}` has size 0", r.name),
+                "give its size in bytes, or remove the region",
+            ));
+        }
+        if r.end().is_none() {
+            return Err(Problem::new(
+                format!("regions[{i}]"),
+                format!(
+                    "region `{}` runs past the end of the 64-bit address space",
+                    r.name
+                ),
+                "check origin and size",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn region_names_unique(p: &Profile) -> Check {
+    for (i, r) in p.regions.iter().enumerate() {
+        if r.name.is_empty() {
+            return Err(Problem::new(
+                format!("regions[{i}].name"),
+                "empty name",
+                "name it",
+            ));
+        }
+        if let Some(j) = p.regions[..i].iter().position(|o| o.name == r.name) {
+            return Err(Problem::new(
+                format!("regions[{i}].name"),
+                format!("`{}` is also the name of regions[{j}]", r.name),
+                "give every region its own name",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn regions_do_not_overlap(p: &Profile) -> Check {
+    for (i, a) in p.regions.iter().enumerate() {
+        for (j, b) in p.regions.iter().enumerate().skip(i + 1) {
+            if a.overlaps(b) {
+                return Err(Problem::new(
+                    format!("regions[{j}]"),
+                    format!(
+                        "`{}` (0x{:x}..0x{:x}) overlaps regions[{i}] `{}` (0x{:x}..0x{:x})",
+                        b.name,
+                        b.origin,
+                        b.end().unwrap_or(u64::MAX),
+                        a.name,
+                        a.origin,
+                        a.end().unwrap_or(u64::MAX)
+                    ),
+                    "check origin and size against the reference manual's memory map",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn target_exists(p: &Profile, targets: &Targets) -> Check {
+    if targets.get(&p.target).is_none() {
+        return Err(Problem::new(
+            "target",
+            format!("no target `{}` in targets.yaml", p.target),
+            format!("use one of: {}", targets.names().join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+fn runner_matches_target(p: &Profile, targets: &Targets) -> Check {
+    let Some(t) = targets.get(&p.target) else {
+        return Ok(());
+    };
+    let linux_target = t.core == Core::Aarch64Linux;
+    if (p.runner == Runner::Linux) != linux_target {
+        return Err(Problem::new(
+            "runner",
+            format!(
+                "runner {} does not suit target `{}` ({})",
+                p.runner.as_str(),
+                t.name,
+                t.core.as_str()
+            ),
+            "use runner linux with a Linux target, probe-rs or qemu with a microcontroller",
+        ));
+    }
+    Ok(())
+}
+
+fn qemu_runner_has_machine(p: &Profile, targets: &Targets) -> Check {
+    let Some(t) = targets.get(&p.target) else {
+        return Ok(());
+    };
+    if p.runner == Runner::Qemu && t.qemu_machine.is_none() {
+        let emulable: Vec<&str> = targets
+            .iter()
+            .filter(|t| t.qemu_machine.is_some())
+            .map(|t| t.name.as_str())
+            .collect();
+        return Err(Problem::new(
+            "runner",
+            format!("runner qemu, but target `{}` has no qemu_machine", t.name),
+            format!(
+                "use runner probe-rs, or an emulable target: {}",
+                emulable.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn probe_rs_runner_has_chip(p: &Profile) -> Check {
+    if p.runner == Runner::ProbeRs && p.probe_rs_chip.as_deref().is_none_or(str::is_empty) {
+        return Err(Problem::new(
+            "probe_rs_chip",
+            "runner probe-rs needs the chip name",
+            "add probe_rs_chip as `probe-rs chip list` spells it, e.g. STM32F405RGTx",
+        ));
+    }
+    Ok(())
+}
+
+fn count(p: &Profile, kind: RegionKind) -> usize {
+    p.regions.iter().filter(|r| r.kind == kind).count()
+}
+
+fn mcu_has_one_flash(p: &Profile) -> Check {
+    let n = count(p, RegionKind::Flash);
+    if p.is_mcu() && n != 1 {
+        return Err(Problem::new(
+            "regions",
+            format!("a microcontroller board needs exactly one flash region, found {n}"),
+            "describe the flash the firmware is linked into as one region of kind flash",
+        ));
+    }
+    if !p.is_mcu() && n != 0 {
+        return Err(Problem::new(
+            "regions",
+            "a Linux board keeps its model in DRAM and has no flash region",
+            "remove the flash region",
+        ));
+    }
+    Ok(())
+}
+
+fn linux_has_one_dram(p: &Profile) -> Check {
+    let n = count(p, RegionKind::Dram);
+    if !p.is_mcu() && (n != 1 || p.regions.len() != 1) {
+        return Err(Problem::new(
+            "regions",
+            format!(
+                "a Linux board needs exactly one region, of kind dram; found {} regions",
+                p.regions.len()
+            ),
+            "describe the board's memory as one dram region",
+        ));
+    }
+    if p.is_mcu() && n != 0 {
+        return Err(Problem::new(
+            "regions",
+            "dram regions are for Linux boards",
+            "use kind sram for on-chip RAM (external SDRAM is not used by the firmware)",
+        ));
+    }
+    Ok(())
+}
+
+fn has_data_region(p: &Profile) -> Check {
+    if p.data_regions().next().is_none() {
+        return Err(Problem::new(
+            "regions",
+            "no RAM region for data (kinds sram, ccm, dtcm, dram)",
+            "add the board's RAM",
+        ));
+    }
+    Ok(())
+}
+
+fn model_budget_only_on_linux(p: &Profile) -> Check {
+    match (p.runner, p.model_budget_bytes) {
+        (Runner::Linux, Some(0)) => Err(Problem::new(
+            "model_budget_bytes",
+            "a model budget of 0 bytes fits no model",
+            "give the share of DRAM the model may use, e.g. 0x20000000 (512 MiB)",
+        )),
+        (Runner::Linux, _) | (_, None) => Ok(()),
+        (_, Some(_)) => Err(Problem::new(
+            "model_budget_bytes",
+            "only Linux boards take a model budget; a microcontroller's budget is its regions",
+            "remove model_budget_bytes",
+        )),
+    }
+}
+
+fn reserves_fit(p: &Profile) -> Check {
+    let Some(region) = p.reserve_region() else {
+        let name = p.reserves.region.as_deref().unwrap_or("");
+        let data: Vec<&str> = p.data_regions().map(|r| r.name.as_str()).collect();
+        return Err(Problem::new(
+            "reserves.region",
+            format!("no region `{name}`"),
+            format!("name one of the data regions: {}", data.join(", ")),
+        ));
+    };
+    if !region.kind.holds_data() {
+        return Err(Problem::new(
+            "reserves.region",
+            format!(
+                "`{}` is a {} region, which holds no data",
+                region.name,
+                region.kind.as_str()
+            ),
+            "name a RAM region (sram, ccm, dtcm, dram)",
+        ));
+    }
+    let capacity = p.capacity_of(region);
+    if p.reserves.total_bytes() > capacity {
+        return Err(Problem::new(
+            "reserves",
+            format!(
+                "stack {} + runtime {} bytes exceed region `{}` ({capacity} bytes)",
+                p.reserves.stack_bytes, p.reserves.runtime_bytes, region.name
+            ),
+            "lower the reserves or put them in a larger region with reserves.region",
+        ));
+    }
+    Ok(())
+}
