@@ -31,18 +31,25 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    /// Checks the shapes of `x` (N, Cin, H, W) and `w` (Cout, Cin, k, k).
+    /// Checks the shapes of `x` (..., Cin, H, W) (leading dims are the batch, at least
+    /// one) and `w` (Cout, Cin, k, k).
     pub fn new(
         x_dims: &[usize],
         w_dims: &[usize],
         pad: usize,
         stride: usize,
     ) -> Result<Self, KernelError> {
-        let (&[n, cin, h, w], &[cout, wcin, kh, kw]) = (x_dims, w_dims) else {
-            return Err(KernelError::ConvRank {
-                x: x_dims.to_vec(),
-                w: w_dims.to_vec(),
-            });
+        let rank_err = || KernelError::ConvRank {
+            x: x_dims.to_vec(),
+            w: w_dims.to_vec(),
+        };
+        if x_dims.len() < 4 {
+            return Err(rank_err());
+        }
+        let (lead, chw) = x_dims.split_at(x_dims.len() - 3);
+        let n = lead.iter().product();
+        let (&[cin, h, w], &[cout, wcin, kh, kw]) = (chw, w_dims) else {
+            return Err(rank_err());
         };
         if wcin != cin {
             return Err(KernelError::ConvChannels {
@@ -74,6 +81,13 @@ impl Geom {
             ho,
             wo,
         })
+    }
+
+    /// Output dims for input dims `x_dims`: the same leading dims, then (Cout, Ho, Wo).
+    pub fn out_dims(&self, x_dims: &[usize]) -> Vec<usize> {
+        let mut d = x_dims[..x_dims.len() - 3].to_vec();
+        d.extend([self.cout, self.ho, self.wo]);
+        d
     }
 
     /// Rows of the im2col matrix: `Cin*k*k`.
@@ -391,7 +405,7 @@ impl CustomOp2 for Conv2dOp {
         let x = cpu_f32(self.name(), "x", s1, l1)?;
         let w = cpu_f32(self.name(), "w", s2, l2)?;
         let y = forward(x, w, &g);
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+        Ok((CpuStorage::F32(y), Shape::from(g.out_dims(l1.dims()))))
     }
 
     fn bwd(
@@ -411,13 +425,11 @@ impl CustomOp2 for Conv2dOp {
         )?;
         // An input that no gradient can reach (the image of the first layer) gets none.
         let dx = if self.input_grad && x.track_op() {
-            Some(dy.apply_op2_no_bwd(
-                w,
-                &InputGradOp {
-                    op: *self,
-                    x_shape: x.dims4()?,
-                },
-            )?)
+            let op = InputGradOp {
+                op: *self,
+                x_dims: x.dims().to_vec(),
+            };
+            Some(dy.apply_op2_no_bwd(w, &op)?)
         } else {
             None
         };
@@ -451,7 +463,7 @@ impl CustomOp2 for WeightGradOp {
             self.op.padding,
             self.op.stride,
         )?;
-        let expect = [g.n, g.cout, g.ho, g.wo];
+        let expect = g.out_dims(l1.dims());
         if l2.dims() != expect {
             return Err(KernelError::GradShape {
                 op: self.name(),
@@ -470,10 +482,10 @@ impl CustomOp2 for WeightGradOp {
 }
 
 /// `dX` from `(dY, w)`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InputGradOp {
     op: Conv2dOp,
-    x_shape: (usize, usize, usize, usize),
+    x_dims: Vec<usize>,
 }
 
 impl CustomOp2 for InputGradOp {
@@ -488,9 +500,8 @@ impl CustomOp2 for InputGradOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = self.x_shape;
-        let g = Geom::new(&[n, c, h, w], l2.dims(), self.op.padding, self.op.stride)?;
-        let expect = [g.n, g.cout, g.ho, g.wo];
+        let g = Geom::new(&self.x_dims, l2.dims(), self.op.padding, self.op.stride)?;
+        let expect = g.out_dims(&self.x_dims);
         if l1.dims() != expect {
             return Err(KernelError::GradShape {
                 op: self.name(),
@@ -503,7 +514,54 @@ impl CustomOp2 for InputGradOp {
         let wt = cpu_f32(self.name(), "w", s2, l2)?;
         Ok((
             CpuStorage::F32(input_grad(dy, wt, &g)),
-            Shape::from(self.x_shape),
+            Shape::from(self.x_dims.clone()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use std::time::Instant;
+
+    fn best(mut f: impl FnMut()) -> f64 {
+        let mut b = f64::MAX;
+        for _ in 0..8 {
+            let t = Instant::now();
+            f();
+            b = b.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        b
+    }
+
+    #[test]
+    #[ignore]
+    fn print_kernel_timings() {
+        for (cin, cout) in [(1, 16), (16, 32)] {
+            let g = Geom::new(&[128, cin, 28, 28], &[cout, cin, 3, 3], 1, 1).unwrap();
+            let x: Vec<f32> = (0..128 * cin * 784)
+                .map(|i| ((i * 7919) % 13) as f32 / 13.0)
+                .collect();
+            let w: Vec<f32> = (0..cout * cin * 9)
+                .map(|i| ((i * 31) % 7) as f32 / 7.0)
+                .collect();
+            let dy: Vec<f32> = (0..128 * cout * 784)
+                .map(|i| ((i * 17) % 11) as f32 / 11.0)
+                .collect();
+            let f = g.forward_flop() / 1e6;
+            let t0 = best(|| drop(forward(&x, &w, &g)));
+            let t1 = best(|| drop(weight_grad(&x, &dy, &g)));
+            let t2 = best(|| drop(input_grad(&dy, &w, &g)));
+            let mut col = vec![0.0; g.kdim() * g.p()];
+            let t3 = best(|| {
+                for n in 0..128 {
+                    im2col(&x[n * cin * 784..(n + 1) * cin * 784], &g, &mut col)
+                }
+            });
+            println!(
+                "{cin}->{cout}: fwd {t0:.2} ms {:.1} GF/s, dW {t1:.2} ms {:.1} GF/s, dX {t2:.2} ms {:.1} GF/s, im2col x128 serial {t3:.2} ms",
+                f / t0, f / t1, f / t2
+            );
+        }
     }
 }

@@ -170,6 +170,10 @@ impl fmt::Display for ConvBackend {
 /// (N, Cout, Ho, Wo), with the same padding on all sides and the same stride in both
 /// directions (dilation 1, one group).
 ///
+/// `x` may also carry several leading batch dims, e.g. (T, B, Cin, H, W) -> (T, B, Cout,
+/// Ho, Wo): the fast path then needs no reshape nodes between convolution and LIF (each
+/// reshape costs candle's backward a full zero-fill and add of the gradient).
+///
 /// With `ConvBackend::Fast` on the CPU (f32), the backward pass computes the weight
 /// gradient and, when `input_grad` is true and `x` is tracked by autograd, the input
 /// gradient; pass `input_grad = false` for a first layer whose input needs none.
@@ -194,6 +198,16 @@ pub fn conv2d(
                 input_grad,
             };
             x.contiguous()?.apply_op2(&w.contiguous()?, op)
+        }
+        _ if x.rank() > 4 => {
+            let (lead, chw) = x.dims().split_at(x.rank() - 3);
+            let n: usize = lead.iter().product();
+            let y = x
+                .reshape((n, chw[0], chw[1], chw[2]))?
+                .conv2d(w, padding, stride, 1, 1)?;
+            let mut out = lead.to_vec();
+            out.extend_from_slice(&y.dims()[1..]);
+            y.reshape(out)
         }
         _ => x.conv2d(w, padding, stride, 1, 1),
     }

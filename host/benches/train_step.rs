@@ -1,0 +1,224 @@
+//! One SNN training step, candle's path against the fast kernels, in one run.
+//!
+//! Net (direct encoding, the image fed at every step): conv3x3(Cin->16, pad 1) -> LIF ->
+//! conv3x3(16->32, pad 1) -> LIF -> avgpool2 -> linear(->10); the logits are averaged
+//! over T, loss = cross-entropy; AdamW (candle_nn) updates the weights. Batch 32, T = 4,
+//! f32, on 1x28x28 and 3x32x32 inputs.
+//!
+//! Run: `cargo bench -p spikenas-host --bench train_step` (RAYON_NUM_THREADS defaults to
+//! 2 here; set it to override). Prints ms/step (median after warm-up), the speedup, the
+//! GFLOP/s of the second convolution alone (forward, and backward = weight + input
+//! gradient) for each backend, and a big candle matmul's GFLOP/s for scale.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use spikenas_host::kernels::{
+    conv2d, conv2d_flop, lif_multistep, lif_multistep_reference, ConvBackend, LifParams,
+};
+use spikenas_host::rng::Rng;
+
+const BATCH: usize = 32;
+const T: usize = 4;
+const WARMUP: usize = 2;
+const STEPS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn randn(rng: &mut Rng, dims: &[usize], scale: f32) -> Tensor {
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| scale * rng.normal()).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+struct Net {
+    w1: Var,
+    w2: Var,
+    fc_w: Var,
+    fc_b: Var,
+    backend: ConvBackend,
+    lif: LifParams,
+}
+
+impl Net {
+    fn new(cin: usize, hw: usize, backend: ConvBackend, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        // Scaled so that both LIF layers fire at a plausible rate at initialisation.
+        let w1 = randn(&mut rng, &[16, cin, 3, 3], 2.0 / (cin as f32 * 9.0).sqrt());
+        let w2 = randn(&mut rng, &[32, 16, 3, 3], 2.5 / (16.0f32 * 9.0).sqrt());
+        let feat = 32 * (hw / 2) * (hw / 2);
+        let fc_w = randn(&mut rng, &[10, feat], 1.0 / (feat as f32).sqrt());
+        let fc_b = Tensor::zeros(10, DType::F32, &Device::Cpu).unwrap();
+        Self {
+            w1: Var::from_tensor(&w1).unwrap(),
+            w2: Var::from_tensor(&w2).unwrap(),
+            fc_w: Var::from_tensor(&fc_w).unwrap(),
+            fc_b: Var::from_tensor(&fc_b).unwrap(),
+            backend,
+            lif: LifParams::default(),
+        }
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![
+            self.w1.clone(),
+            self.w2.clone(),
+            self.fc_w.clone(),
+            self.fc_b.clone(),
+        ]
+    }
+
+    /// (T, B, C, H, W) currents -> spikes.
+    fn lif(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.backend {
+            ConvBackend::Candle => lif_multistep_reference(x, &self.lif),
+            ConvBackend::Fast => lif_multistep(x, &self.lif),
+        }
+    }
+
+    /// Returns (loss, firing rates of the two LIF layers).
+    fn loss(&self, images: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, [f32; 2])> {
+        let (b, c, h, w) = images.dims4()?;
+        // Direct encoding: the image at every step; (T, B, C, H, W) throughout, so the
+        // fast path has no reshape between convolution and LIF.
+        let x = images.unsqueeze(0)?.expand((T, b, c, h, w))?;
+        let s1 = self.lif(&conv2d(&x, self.w1.as_tensor(), 1, 1, self.backend, false)?)?;
+        let s2 = self.lif(&conv2d(&s1, self.w2.as_tensor(), 1, 1, self.backend, true)?)?;
+        let p = s2
+            .reshape((T * b, 32, h, w))?
+            .avg_pool2d(2)?
+            .flatten_from(1)?;
+        let fc = candle_nn::Linear::new(
+            self.fc_w.as_tensor().clone(),
+            Some(self.fc_b.as_tensor().clone()),
+        );
+        let logits = fc.forward(&p)?.reshape((T, b, 10))?.mean(0)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+        let rate = |s: &Tensor| s.mean_all()?.to_scalar::<f32>();
+        Ok((loss, [rate(&s1)?, rate(&s2)?]))
+    }
+}
+
+/// Times the training step; returns (median ms, first loss, firing rates).
+fn time_steps(cin: usize, hw: usize, backend: ConvBackend) -> (f64, f32, [f32; 2]) {
+    let mut rng = Rng::new(42);
+    let images: Vec<f32> = (0..BATCH * cin * hw * hw).map(|_| rng.f32()).collect();
+    let images = Tensor::from_vec(images, (BATCH, cin, hw, hw), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..BATCH).map(|_| rng.below(10) as u32).collect();
+    let labels = Tensor::from_vec(labels, BATCH, &Device::Cpu).unwrap();
+    let net = Net::new(cin, hw, backend, 7);
+    let mut opt = AdamW::new(net.vars(), ParamsAdamW::default()).unwrap();
+    let mut times = Vec::new();
+    let (mut first_loss, mut rates) = (f32::NAN, [0.0; 2]);
+    for i in 0..WARMUP + STEPS {
+        let t0 = Instant::now();
+        let (loss, r) = net.loss(&images, &labels).unwrap();
+        opt.backward_step(&loss).unwrap();
+        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            first_loss = loss.to_scalar::<f32>().unwrap();
+            rates = r;
+        }
+        if i >= WARMUP {
+            times.push(dt);
+        }
+    }
+    (median(times), first_loss, rates)
+}
+
+/// GFLOP/s of conv2 (16->32, 3x3, pad 1) alone on spikes at a 20% rate: forward, and
+/// backward (weight + input gradient, 2x the forward FLOP).
+fn conv_gflops(hw: usize, backend: ConvBackend) -> (f64, f64) {
+    let mut rng = Rng::new(5);
+    let n = T * BATCH;
+    let x: Vec<f32> = (0..n * 16 * hw * hw)
+        .map(|_| if rng.f32() < 0.2 { 1.0 } else { 0.0 })
+        .collect();
+    let x = Var::from_vec(x, (n, 16, hw, hw), &Device::Cpu).unwrap();
+    let w = Var::from_tensor(&randn(&mut rng, &[32, 16, 3, 3], 0.1)).unwrap();
+    let r = randn(&mut rng, &[n, 32, hw, hw], 1.0);
+    let flop = conv2d_flop(x.dims(), w.dims(), 1, 1).unwrap();
+    let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+    for i in 0..WARMUP + STEPS {
+        let t0 = Instant::now();
+        let y = conv2d(x.as_tensor(), w.as_tensor(), 1, 1, backend, true).unwrap();
+        let t1 = Instant::now();
+        let loss = (&y * &r).unwrap().sum_all().unwrap();
+        let t2 = Instant::now();
+        let g = loss.backward().unwrap();
+        let t3 = Instant::now();
+        assert!(g.get(x.as_tensor()).is_some() && g.get(w.as_tensor()).is_some());
+        if i >= WARMUP {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t3 - t2).as_secs_f64());
+        }
+    }
+    (flop / median(fwd) / 1e9, 2.0 * flop / median(bwd) / 1e9)
+}
+
+fn matmul_gflops() -> f64 {
+    let n = 2048;
+    let mut rng = Rng::new(3);
+    let a = randn(&mut rng, &[n, n], 1.0);
+    let b = randn(&mut rng, &[n, n], 1.0);
+    let mut times = Vec::new();
+    for i in 0..WARMUP + 5 {
+        let t0 = Instant::now();
+        let c = a.matmul(&b).unwrap();
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(c.dims(), &[n, n]);
+        if i >= WARMUP {
+            times.push(dt);
+        }
+    }
+    2.0 * (n * n * n) as f64 / median(times) / 1e9
+}
+
+fn main() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "2");
+    }
+    // `cargo bench` passes --bench; an argument such as `28x28/fast` or `candle` selects
+    // the runs whose "size/backend" name contains it.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!(
+        "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, median of {STEPS} steps after {WARMUP} warm-up",
+        rayon::current_num_threads()
+    );
+    if filter.as_deref().is_none_or(|f| "matmul".contains(f)) {
+        println!("candle matmul 2048x2048: {:.1} GFLOP/s", matmul_gflops());
+    }
+    for (name, cin, hw) in [("1x28x28", 1, 28), ("3x32x32", 3, 32)] {
+        let x1 = [T * BATCH, cin, hw, hw];
+        let x2 = [T * BATCH, 16, hw, hw];
+        let conv1 = conv2d_flop(&x1, &[16, cin, 3, 3], 1, 1).unwrap();
+        let conv2 = conv2d_flop(&x2, &[32, 16, 3, 3], 1, 1).unwrap();
+        // conv1: forward + weight grad; conv2: forward + weight grad + input grad.
+        let step_gflop = (2.0 * conv1 + 3.0 * conv2) / 1e9;
+        println!("\n{name}: conv arithmetic per step {step_gflop:.2} GFLOP");
+        let mut ms = Vec::new();
+        for backend in [ConvBackend::Candle, ConvBackend::Fast] {
+            if filter
+                .as_deref()
+                .is_some_and(|f| !format!("{name}/{backend}").contains(f))
+            {
+                continue;
+            }
+            let (t, loss, rates) = time_steps(cin, hw, backend);
+            let (gf_fwd, gf_bwd) = conv_gflops(hw, backend);
+            println!(
+                "  {backend:>6}: {t:8.1} ms/step  (first loss {loss:.5}, firing rates {:.3} {:.3}); \
+                 conv2 alone: forward {gf_fwd:.1} GFLOP/s, backward {gf_bwd:.1} GFLOP/s",
+                rates[0], rates[1]
+            );
+            ms.push(t);
+        }
+        if let [candle, fast] = ms[..] {
+            println!("  speedup fast vs candle: {:.1}x", candle / fast);
+        }
+    }
+}
