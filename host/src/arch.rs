@@ -401,6 +401,65 @@ impl FromStr for Arch {
     }
 }
 
+/// The shape of the data a network reads and the number of classes it tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InputShape {
+    /// Image channels (1 for grey, 3 for colour).
+    pub channels: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl InputShape {
+    /// Spatial size `(h, w)` after the input pooling and `stage` reductions.
+    pub fn spatial(&self, arch: &Arch, stage: usize) -> (usize, usize) {
+        let (mut h, mut w) = (self.height / arch.input_pool, self.width / arch.input_pool);
+        for _ in 0..stage {
+            h /= 2;
+            w /= 2;
+        }
+        (h, w)
+    }
+
+    /// Flattened size entering the classifier (after the head's avgpool2).
+    pub fn head_features(&self, arch: &Arch) -> usize {
+        let (h, w) = self.spatial(arch, arch.stages - 1);
+        arch.stage_channels(arch.stages - 1) * (h / 2) * (w / 2)
+    }
+
+    /// Parse `CxHxW` (e.g. `1x28x28`) and attach the class count.
+    pub fn parse(dims: &str, classes: usize) -> Result<InputShape, String> {
+        let parts: Vec<&str> = dims.split(['x', 'X']).collect();
+        let numbers: Vec<usize> = parts.iter().filter_map(|p| p.trim().parse().ok()).collect();
+        if parts.len() != 3 || numbers.len() != 3 || numbers.contains(&0) || classes == 0 {
+            return Err(format!(
+                "input `{dims}` with {classes} classes: expected CxHxW with positive numbers, \
+                 e.g. 1x28x28, and at least one class"
+            ));
+        }
+        Ok(InputShape {
+            channels: numbers[0],
+            height: numbers[1],
+            width: numbers[2],
+            classes,
+        })
+    }
+}
+
+impl fmt::Display for InputShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}x{}x{} ({} classes)",
+            self.channels, self.height, self.width, self.classes
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,48 +24,7 @@ use std::fmt::{self, Write as _};
 use crate::arch::Arch;
 use crate::boards::{Profile, RegionKind, Runner, Target, Targets};
 
-/// The shape of the data a network reads and the number of classes it tells apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct InputShape {
-    /// Image channels (1 for grey, 3 for colour).
-    pub channels: usize,
-    /// Image height in pixels.
-    pub height: usize,
-    /// Image width in pixels.
-    pub width: usize,
-    /// Number of classes.
-    pub classes: usize,
-}
-
-impl InputShape {
-    /// Parse `CxHxW` (e.g. `1x28x28`) and attach the class count.
-    pub fn parse(dims: &str, classes: usize) -> Result<InputShape, String> {
-        let parts: Vec<&str> = dims.split(['x', 'X']).collect();
-        let numbers: Vec<usize> = parts.iter().filter_map(|p| p.trim().parse().ok()).collect();
-        if parts.len() != 3 || numbers.len() != 3 || numbers.contains(&0) || classes == 0 {
-            return Err(format!(
-                "input `{dims}` with {classes} classes: expected CxHxW with positive numbers, \
-                 e.g. 1x28x28, and at least one class"
-            ));
-        }
-        Ok(InputShape {
-            channels: numbers[0],
-            height: numbers[1],
-            width: numbers[2],
-            classes,
-        })
-    }
-}
-
-impl fmt::Display for InputShape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}x{}x{} ({} classes)",
-            self.channels, self.height, self.width, self.classes
-        )
-    }
-}
+pub use crate::arch::InputShape;
 
 /// Which numbers the board stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

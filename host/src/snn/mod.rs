@@ -9,7 +9,8 @@ pub mod cell;
 pub mod lif;
 pub mod network;
 
-pub use network::{InputShape, Network};
+pub use crate::arch::InputShape;
+pub use network::Network;
 
 use crate::kernels::ConvBackend;
 use lif::LifParams;

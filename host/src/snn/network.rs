@@ -10,45 +10,13 @@
 
 use candle_core::{DType, Device, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, Linear, VarBuilder, VarMap};
-use serde::{Deserialize, Serialize};
 
 use super::cell::{bn_config, CellNet, ConvBn};
 use super::lif::{self, LifParams};
 use super::Ctx;
-use crate::arch::Arch;
+use crate::arch::{Arch, InputShape};
 use crate::kernels::ConvBackend;
 use crate::rng::Rng;
-
-/// The shape of one input image and the number of classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct InputShape {
-    /// Image channels.
-    pub channels: usize,
-    /// Image height in pixels.
-    pub height: usize,
-    /// Image width in pixels.
-    pub width: usize,
-    /// Number of classes.
-    pub classes: usize,
-}
-
-impl InputShape {
-    /// Spatial size `(h, w)` after the input pooling and `stage` reductions.
-    pub fn spatial(&self, arch: &Arch, stage: usize) -> (usize, usize) {
-        let (mut h, mut w) = (self.height / arch.input_pool, self.width / arch.input_pool);
-        for _ in 0..stage {
-            h /= 2;
-            w /= 2;
-        }
-        (h, w)
-    }
-
-    /// Flattened size entering the classifier (after the head's avgpool2).
-    pub fn head_features(&self, arch: &Arch) -> usize {
-        let (h, w) = self.spatial(arch, arch.stages - 1);
-        arch.stage_channels(arch.stages - 1) * (h / 2) * (w / 2)
-    }
-}
 
 #[derive(Debug)]
 struct Stage {
