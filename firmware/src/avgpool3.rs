@@ -12,7 +12,7 @@ pub const fn div9_floor(s: i64) -> i64 {
         ((s as u64 * 954_437_177) >> 33) as i64
     } else if s < 0 && s >= -(u32::MAX as i64 - 8) {
         // floor(s/9) = -ceil(-s/9) = -floor((-s + 8) / 9)
-        -((((-s + 8) as u64) * 954_437_177 >> 33) as i64)
+        -(((((-s + 8) as u64) * 954_437_177) >> 33) as i64)
     } else {
         s.div_euclid(9)
     }

@@ -777,3 +777,7 @@ impl<'a> Network<'a> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;
