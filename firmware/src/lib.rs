@@ -1,7 +1,103 @@
 //! spikenas-firmware: the `no_std` integer runtime for spiking neural networks.
 //!
 //! This crate is the single numeric truth of spikenas: the host evaluates quantized
-//! networks by calling these kernels, and the board application links the same code.
+//! networks by calling these kernels, and the board application links the same code
+//! with the weights as `static` data. There is no heap, no panic handler, no logger
+//! and no linker script here; those belong to the board application.
+//!
+//! # The network
+//!
+//! [`Network`] describes the float network the host trains (SNASNet-style cells):
+//! input pooling, a stem convolution whose current is computed once (direct encoding),
+//! stages of (optional) reduction + one 4-node cell, a head (BatchNorm, LIF, 2x2 pool of
+//! spikes, one or two linear layers) and a population vote. [`Network::infer`] runs all
+//! timesteps of one image in caller-provided memory ([`Workspace`], sized by
+//! [`Network::workspace_layout`]).
+//!
+//! # Numeric contract
+//!
+//! Every choice below is implemented in exactly one place (the file named).
+//!
+//! * **Pixels** are `u8`, channel-major (`[c][y][x]`). Input pooling ([`input_pool`])
+//!   is `floor(sum / p^2)` over non-overlapping `p x p` windows, odd sizes floored.
+//! * **Weights** are signed, symmetric, per output channel: `int8` ([`Weights::I8`]) or
+//!   `int4` packed two per byte ([`Weights::I4`]: weight `2i` in the low nibble, `2i+1`
+//!   in the high nibble, two's complement `-8..=7`, every row padded to a whole byte).
+//!   Convolution weights are laid out `[ci][ky][kx][co]`, linear weights `[in][out]`,
+//!   so the inner loop over output channels is contiguous (see [`weights`]).
+//! * **Accumulators** are `i32` and wrap (they cannot overflow for the layer sizes the
+//!   validator accepts: `|acc| <= rows * 128 * 255`).
+//! * **Currents** are `i32` in Q12 (`4096` = 1.0) in the *LIF-input domain*: every
+//!   current carries spikingjelly's `1/tau = 0.75` input factor already, i.e. the integer
+//!   current is `round(4096 * 0.75 * I_float)`. Because all the operations between LIF
+//!   layers (convolution, BatchNorm, sums, skip, average pools) are linear, the exporter
+//!   folds 0.75 into every requantisation (stem, convolutions, BatchNorm affines, the
+//!   hidden linear layer) and the LIF update needs no multiply.
+//! * **Requantisation** ([`requant`]): per output channel `c`,
+//!   `I = sat_i32(((acc * mult[c] + 2^(shift-1)) >> shift) + bias[c])` in `i64`, i.e.
+//!   rounding half up; `bias` is in output (Q12) units; `shift <= 62`; `shift = 0` adds
+//!   no rounding term. A standalone BatchNorm on a current is the same formula with the
+//!   current as `acc`. BatchNorm, the weight scale, `1/255` for pixels, pooling divisors
+//!   and the 0.75 LIF factor all fold into `(mult, shift, bias)`; [`requant::quantize_multiplier`]
+//!   is the helper that turns a real scale into `(mult, shift)`.
+//! * **Membranes** are `i16` Q12 (threshold 1.0 = 4096, range [-8, 8)), saturating
+//!   ([`lif`]): `v = sat_i16(decay(v) + I)`, spike iff `v >= threshold`, then `v = 0`
+//!   ([`Reset::Hard`]) or `v -= threshold` ([`Reset::Subtract`]). `decay(v)` is
+//!   `v >> n` ([`Decay::Shift`], arithmetic, floor; `n = 2` is tau = 4/3) or
+//!   `(v * m) >> 15` ([`Decay::Q15`], floor). State persists over the timesteps of one
+//!   image and is zeroed per image.
+//! * **Spike maps** are bit-packed `u32` words ([`bits`]): bit `i` of a map is bit
+//!   `i % 32` of word `i / 32`, `i = (c * H + y) * W + x`; unused high bits are zero.
+//! * **Convolution over spikes** ([`conv_spikes`]) scatters each set bit's weight rows
+//!   into `[y][x][co]` accumulators; the reduction's 2x2 average pool is applied by
+//!   scattering into the pooled accumulator (a sum: the 1/4 folds into `mult`).
+//! * **Average pool 3x3** ([`avgpool3`]) is stride 1, padding 1, count_include_pad:
+//!   `floor(sum / 9)` of the i64 window sum, saturated to i32.
+//! * **Head pool** ([`avgpool2`]) counts spikes in 2x2 windows (`0..=4`, odd sizes
+//!   floored); the linear layer multiplies the count (the 1/4 folds into `mult`).
+//! * **Sums of currents** (cell nodes, skip edges, pool edges, requantised outputs,
+//!   vote scores) saturate at the `i32` range ([`add`]).
+//! * **Vote** ([`vote`]): output neuron `k * cluster + j` belongs to class `k`; a class
+//!   score is the saturating sum of its neurons' requantised outputs over all timesteps;
+//!   the prediction is the first maximum.
+//! * **Counters**: a *synaptic operation* is one executed weight accumulate (one output
+//!   channel of one tap of one non-zero input); [`Inference::synops`] counts them.
+//!   [`Inference::spikes`] counts every spike of every LIF layer over all timesteps.
+//!
+//! # Cost on Cortex-M
+//!
+//! With `--release` for `thumbv7em-none-eabihf` (rustc 1.96), the int8 row kernel inside
+//! [`conv_spikes::scatter`] compiles to a 16-way unrolled loop of 64 instructions
+//! (`ldrsb`, `ldr`/`ldrd`, `add`, `str`, loop counter): 4 instructions per synaptic
+//! accumulate, plus a per-tap overhead outside the loop. The crate also builds for
+//! `thumbv6m-none-eabi` (Cortex-M0/M0+), where no divide instruction exists: no kernel
+//! divides per element (spike coordinates are decoded incrementally, /9 is a multiply).
 #![cfg_attr(not(test), no_std)]
 
+pub mod add;
+pub mod avgpool2;
+pub mod avgpool3;
+pub mod bits;
+pub mod conv_pixels;
+pub mod conv_spikes;
+pub mod error;
+pub mod input_pool;
+pub mod layout;
 pub mod lif;
+pub mod linear;
+pub mod network;
+pub mod requant;
+pub mod vote;
+pub mod weights;
+
+pub use error::{Error, Layer};
+pub use layout::{Workspace, WorkspaceLayout};
+pub use lif::{Decay, Lif, Reset};
+pub use network::{
+    Cell, ConvLayer, Edge, Head, Hidden, Inference, LinearLayer, Network, Op, Reduction, Stage,
+};
+pub use requant::Requant;
+pub use weights::Weights;
+
+/// Q12 fixed point: the integer that stands for 1.0 in currents and membranes.
+pub const ONE_Q12: i32 = 4096;

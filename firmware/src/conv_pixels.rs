@@ -1,0 +1,149 @@
+//! The stem convolution: `u8` pixels times int8/int4 weights, event-driven scatter.
+//!
+//! Same geometry and layouts as [`crate::conv_spikes`] (`[ci][ky][kx][co]` weights,
+//! `[y][x][co]` accumulators, padding `k/2`, stride 1), but each non-zero pixel `p`
+//! multiplies its weight rows (`acc += p * w`). Zero pixels cost nothing; each executed
+//! multiply-accumulate counts as one synaptic operation. The `1/255` pixel scale folds
+//! into the requantisation.
+
+use crate::conv_spikes::{for_each_tap, ConvShape};
+use crate::weights::{with_rows, Rows, Weights};
+
+/// Convolves `[ci][y][x]` pixels into `acc` (zeroed first, `shape.acc_len(false)`
+/// entries). Returns the synaptic operations executed.
+pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i32]) -> u64 {
+    let cout = shape.cout;
+    let acc = &mut acc[..shape.acc_len(false)];
+    acc.fill(0);
+    let plane = shape.h * shape.w;
+    let mut taps = 0u64;
+    with_rows!(weights, cout, |rows| {
+        for ci in 0..shape.cin {
+            let chan = &pixels[ci * plane..(ci + 1) * plane];
+            for y in 0..shape.h {
+                for x in 0..shape.w {
+                    let p = chan[y * shape.w + x];
+                    if p == 0 {
+                        continue;
+                    }
+                    for_each_tap(shape, false, ci, y, x, |r, off| {
+                        rows.mla(r, p as i32, &mut acc[off..off + cout]);
+                        taps += 1;
+                    });
+                }
+            }
+        }
+    });
+    taps * cout as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requant::{hwc_to_chw, quantize_multiplier, Mode, Requant};
+    use crate::weights::pack_i4;
+
+    #[test]
+    fn stem_matches_float_conv_bn_within_rounding() {
+        // Float layer: x = pixel / 255, w_f = w_q * s_w[co], y = a[co] * conv + b[co];
+        // the integer current is 4096 * 0.75 * y.
+        let s = ConvShape {
+            cin: 2,
+            cout: 3,
+            k: 3,
+            h: 5,
+            w: 4,
+        };
+        let wq: Vec<i8> = (0..s.rows() * 3)
+            .map(|i| ((i * 53 + 7) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let s_w: [f64; 3] = [0.01, 0.003, 0.02];
+        let (a, b): ([f64; 3], [f64; 3]) = ([1.3, -0.7, 0.4], [0.1, -0.25, 0.0]);
+        let px: Vec<u8> = (0..2 * 5 * 4).map(|i| ((i * 97) % 256) as u8).collect();
+        let mut mult = [0; 3];
+        let mut bias = [0; 3];
+        let mut shift = 0;
+        for c in 0..3 {
+            // One shared shift: pick the smallest per-channel shift.
+            let (_, sh) = quantize_multiplier(4096.0 * 0.75 * a[c] * s_w[c] / 255.0).unwrap();
+            shift = if c == 0 { sh } else { shift.min(sh) };
+        }
+        for c in 0..3 {
+            let real = 4096.0 * 0.75 * a[c] * s_w[c] / 255.0;
+            mult[c] = (real * (1u64 << shift) as f64).round() as i32;
+            bias[c] = (4096.0 * 0.75 * b[c]).round() as i32;
+        }
+        let rq = Requant {
+            mult: &mult,
+            bias: &bias,
+            shift,
+        };
+        let mut acc = vec![0; s.acc_len(false)];
+        let ops = scatter(&px, &s, Weights::I8(&wq), &mut acc);
+        let mut cur = vec![0; 3 * 20];
+        hwc_to_chw(&acc, &rq, 3, &mut cur, Mode::Store);
+        let nonzero = px.iter().filter(|&&p| p != 0).count() as u64;
+        assert!(ops > 0 && ops <= nonzero * 9 * 3);
+        for co in 0..3 {
+            for oy in 0..5isize {
+                for ox in 0..4isize {
+                    let mut sum = 0.0;
+                    for ci in 0..2 {
+                        for ky in 0..3isize {
+                            for kx in 0..3isize {
+                                let (y, x) = (oy + ky - 1, ox + kx - 1);
+                                if y < 0 || x < 0 || y >= 5 || x >= 4 {
+                                    continue;
+                                }
+                                let p = px[(ci * 5 + y as usize) * 4 + x as usize] as f64 / 255.0;
+                                let w = wq[((ci * 3 + ky as usize) * 3 + kx as usize) * 3 + co]
+                                    as f64
+                                    * s_w[co];
+                                sum += p * w;
+                            }
+                        }
+                    }
+                    let y = 4096.0 * 0.75 * (a[co] * sum + b[co]);
+                    let got = cur[(co * 5 + oy as usize) * 4 + ox as usize] as f64;
+                    assert!((got - y).abs() <= 1.0, "co{co} ({oy},{ox}): {got} vs {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_image_costs_nothing_and_int4_matches() {
+        let s = ConvShape {
+            cin: 1,
+            cout: 5,
+            k: 3,
+            h: 3,
+            w: 3,
+        };
+        let w8: Vec<i8> = (0..45).map(|i| (i % 16) as i8 - 8).collect();
+        let mut w4 = vec![0u8; 9 * 3];
+        pack_i4(&w8, 5, &mut w4).unwrap();
+        let mut acc = vec![7; 45];
+        assert_eq!(scatter(&[0; 9], &s, Weights::I8(&w8), &mut acc), 0);
+        assert!(acc.iter().all(|&a| a == 0));
+        let px = [255u8, 0, 3, 9, 200, 1, 0, 0, 17];
+        let (mut a8, mut a4) = (vec![0; 45], vec![0; 45]);
+        let o8 = scatter(&px, &s, Weights::I8(&w8), &mut a8);
+        let o4 = scatter(&px, &s, Weights::I4(&w4), &mut a4);
+        assert_eq!((a8, o8), (a4, o4));
+        // The centre pixel (200) reaches all 9 outputs: 9 taps x 5 channels.
+        let mut acc = vec![0; 45];
+        assert_eq!(
+            scatter(
+                &[0, 0, 0, 0, 200, 0, 0, 0, 0],
+                &s,
+                Weights::I8(&w8),
+                &mut acc
+            ),
+            45
+        );
+        // output (0,0) channel 0 gets tap (ky=2,kx=2): row 8
+        assert_eq!(acc[0], 200 * w8[8 * 5] as i32);
+    }
+}

@@ -1,0 +1,783 @@
+//! The model description and the inference runner.
+//!
+//! Every type here is plain data borrowing slices, so generated firmware can write a
+//! whole network as `static` items (`Weights::I8(&W_STEM)`, `&[Edge { .. }, ..]`) and
+//! the host can build one from `Vec`s. Shapes are checked by [`Network::validate`];
+//! [`Network::infer`] runs all timesteps of one image:
+//!
+//! ```text
+//! once:      pixels -> input pool -> stem conv (pixels) -> requant         = x0 of stage 0
+//! each t:    for each stage s:
+//!              s > 0: BN(x3 of s-1) -> LIF -> conv3x3 -> sum-pool 2x2 -> requant = x0
+//!              cell:  x1, x2, x3 each = sum of its incoming edges (zeroed first),
+//!                     forward edge i->j (i<j) reads x_i of this step,
+//!                     backward edge j->i (j>i) reads x_j of the previous step (0 at t=0)
+//!            head: BN(x3) -> LIF -> 2x2 spike counts -> linear [-> LIF -> linear] -> vote
+//! ```
+//!
+//! Edges into one node are applied in slice order (this only matters when a sum
+//! saturates). The runtime evaluates exactly the edges given: pruning nodes that are not
+//! on an input-output path is the exporter's job.
+
+use core::ops::Range;
+
+use crate::conv_spikes::ConvShape;
+use crate::error::{Error, Layer};
+use crate::layout::{Workspace, WorkspaceLayout};
+use crate::lif::{Decay, Lif};
+use crate::requant::{Mode, Requant, MAX_SHIFT};
+use crate::weights::Weights;
+use crate::{
+    add, avgpool2, avgpool3, bits, conv_pixels, conv_spikes, input_pool, lif, linear, requant, vote,
+};
+
+/// A same-size, stride-1 convolution (padding `k / 2`, no bias) with its
+/// requantisation (BatchNorm and scales folded, see [`crate::requant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConvLayer<'a> {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel size (odd: 1 or 3).
+    pub k: usize,
+    /// `[ci][ky][kx][co]` weights, `cin * k * k` rows of `cout`.
+    pub weights: Weights<'a>,
+    /// Per-output-channel requantisation (`cout` entries each).
+    pub requant: Requant<'a>,
+}
+
+/// A fully connected layer with bias folded into its requantisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LinearLayer<'a> {
+    /// Input features.
+    pub inputs: usize,
+    /// Output features.
+    pub outputs: usize,
+    /// `[in][out]` weights, `inputs` rows of `outputs`.
+    pub weights: Weights<'a>,
+    /// Per-output requantisation (`outputs` entries each); the float bias goes in `bias`.
+    pub requant: Requant<'a>,
+}
+
+/// The operation on one cell edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Op<'a> {
+    /// Contributes nothing.
+    Zero,
+    /// Identity on the current.
+    Skip,
+    /// LIF (this edge's own state) -> convolution -> BatchNorm; `cin = cout = C_s`.
+    Conv {
+        /// The edge's LIF.
+        lif: Lif,
+        /// The edge's convolution (k = 1 or 3).
+        conv: ConvLayer<'a>,
+    },
+    /// 3x3 average pool, stride 1, padding 1, count_include_pad.
+    AvgPool3,
+}
+
+/// One edge of a cell: `x[to] += op(x[from])`; `from > to` is a backward edge (reads the
+/// previous timestep's `x[from]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Edge<'a> {
+    /// Source node, `0..=3`.
+    pub from: u8,
+    /// Destination node, `1..=3`, `!= from`.
+    pub to: u8,
+    /// The operation.
+    pub op: Op<'a>,
+}
+
+/// A 4-node cell (node 0 = input, node 3 = output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Cell<'a> {
+    /// The edges, in evaluation order within each destination node.
+    pub edges: &'a [Edge<'a>],
+}
+
+/// BatchNorm -> LIF -> conv3x3 -> BatchNorm -> avgpool 2x2 between stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Reduction<'a> {
+    /// The BatchNorm on the previous stage's output current (`C_{s-1}` channels).
+    pub bn: Requant<'a>,
+    /// The LIF after it.
+    pub lif: Lif,
+    /// The convolution `C_{s-1} -> C_s`; its requantisation applies to the 2x2 *sum* of
+    /// accumulators, so it must include the pool's 1/4.
+    pub conv: ConvLayer<'a>,
+}
+
+/// One stage: an optional reduction (required for every stage but the first) and a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stage<'a> {
+    /// `None` for stage 0, `Some` for every later stage.
+    pub reduction: Option<Reduction<'a>>,
+    /// The stage's cell.
+    pub cell: Cell<'a>,
+}
+
+/// The optional hidden layer of the head: `Linear(D -> fc)` then LIF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hidden<'a> {
+    /// `Linear(D -> fc)` over 2x2 spike counts (fold the counts' 1/4 into its `mult`).
+    pub fc: LinearLayer<'a>,
+    /// The LIF on its output.
+    pub lif: Lif,
+}
+
+/// BatchNorm -> LIF -> 2x2 spike counts -> flatten `[c][y][x]` -> linear layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Head<'a> {
+    /// BatchNorm on the last cell's output current.
+    pub bn: Requant<'a>,
+    /// The LIF after it.
+    pub lif: Lif,
+    /// `Some` when the head has a hidden layer (`fc > 0`).
+    pub hidden: Option<Hidden<'a>>,
+    /// The last layer, `-> classes * cluster`; input is the hidden spikes, or the 2x2
+    /// spike counts (fold their 1/4 into `mult`) without a hidden layer.
+    pub output: LinearLayer<'a>,
+}
+
+/// A whole quantized network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Network<'a> {
+    /// Input image channels.
+    pub channels: usize,
+    /// Input image height.
+    pub height: usize,
+    /// Input image width.
+    pub width: usize,
+    /// Input pooling factor `p` (a power of two, 1 = none).
+    pub input_pool: usize,
+    /// Timesteps per image (`>= 1`).
+    pub timesteps: usize,
+    /// The stem convolution over pixels (`cin = channels`).
+    pub stem: ConvLayer<'a>,
+    /// The stages (`>= 1`).
+    pub stages: &'a [Stage<'a>],
+    /// The classifier head.
+    pub head: Head<'a>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Output neurons per class (population vote).
+    pub cluster: usize,
+}
+
+/// The result of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Inference<'w> {
+    /// Predicted class: the first maximum of `scores`.
+    pub class: usize,
+    /// Spikes emitted by every LIF layer over all timesteps.
+    pub spikes: u64,
+    /// Synaptic operations (weight accumulates) executed, stem included.
+    pub synops: u64,
+    /// Per-class scores (sum over timesteps and cluster of the output requantised), Q12.
+    pub scores: &'w [i32],
+}
+
+/// Spatial geometry of an activation map.
+#[derive(Clone, Copy, Debug)]
+struct Geo {
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Geo {
+    const fn plane(&self) -> usize {
+        self.h * self.w
+    }
+    const fn n(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// Offsets of the `currents` buffer and the layout (computed from a validated network).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    layout: WorkspaceLayout,
+    persistent_off: usize,
+    reduction_off: usize,
+    slot_off: [usize; 3],
+    scores_off: usize,
+}
+
+/// Mask of nodes read by backward edges (bit j set: node j must persist across steps).
+fn backward_sources(cell: &Cell) -> u8 {
+    cell.edges
+        .iter()
+        .filter(|e| e.from > e.to && !matches!(e.op, Op::Zero))
+        .fold(0, |m, e| m | (1 << e.from))
+}
+
+fn conv_edges(cell: &Cell) -> usize {
+    cell.edges
+        .iter()
+        .filter(|e| matches!(e.op, Op::Conv { .. }))
+        .count()
+}
+
+/// `(&buf[src], &mut buf[dst])` for non-overlapping ranges.
+fn split(buf: &mut [i32], src: Range<usize>, dst: Range<usize>) -> (&[i32], &mut [i32]) {
+    if src.start >= dst.end {
+        let (lo, hi) = buf.split_at_mut(src.start);
+        (&hi[..src.len()], &mut lo[dst])
+    } else {
+        let (lo, hi) = buf.split_at_mut(dst.start);
+        (&lo[src], &mut hi[..dst.len()])
+    }
+}
+
+fn check_len(
+    layer: Layer,
+    field: &'static str,
+    expected: usize,
+    found: usize,
+) -> Result<(), Error> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::Length {
+            layer,
+            field,
+            expected,
+            found,
+        })
+    }
+}
+
+fn check_requant(layer: Layer, rq: &Requant, n: usize) -> Result<(), Error> {
+    check_len(layer, "requant.mult", n, rq.mult.len())?;
+    check_len(layer, "requant.bias", n, rq.bias.len())?;
+    if rq.shift > MAX_SHIFT {
+        return Err(Error::Value {
+            layer,
+            field: "requant.shift",
+            found: rq.shift as i64,
+            allowed: "0..=62",
+        });
+    }
+    Ok(())
+}
+
+fn check_lif(layer: Layer, lif: &Lif) -> Result<(), Error> {
+    if lif.threshold <= 0 {
+        return Err(Error::Value {
+            layer,
+            field: "lif.threshold",
+            found: lif.threshold as i64,
+            allowed: "1..=32767 (Q12)",
+        });
+    }
+    match lif.decay {
+        Decay::Shift(n) if n > 15 => Err(Error::Value {
+            layer,
+            field: "lif.decay",
+            found: n as i64,
+            allowed: "Shift(0..=15)",
+        }),
+        Decay::Q15(m) if m < 0 => Err(Error::Value {
+            layer,
+            field: "lif.decay",
+            found: m as i64,
+            allowed: "Q15(0..=32767)",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Accumulators stay far from i32 overflow for at most this many weight rows.
+const MAX_ROWS: usize = 65_535;
+
+fn check_conv(
+    layer: Layer,
+    conv: &ConvLayer,
+    cin: usize,
+    cout: Option<usize>,
+) -> Result<(), Error> {
+    check_len(layer, "cin", cin, conv.cin)?;
+    if let Some(c) = cout {
+        check_len(layer, "cout", c, conv.cout)?;
+    }
+    if conv.cout == 0 {
+        return Err(Error::Value {
+            layer,
+            field: "cout",
+            found: 0,
+            allowed: ">= 1",
+        });
+    }
+    if conv.k % 2 == 0 || conv.k > 7 {
+        return Err(Error::Value {
+            layer,
+            field: "k",
+            found: conv.k as i64,
+            allowed: "1, 3, 5, 7",
+        });
+    }
+    let rows = conv.cin * conv.k * conv.k;
+    if rows > MAX_ROWS {
+        return Err(Error::Value {
+            layer,
+            field: "cin * k * k",
+            found: rows as i64,
+            allowed: "<= 65535",
+        });
+    }
+    check_len(
+        layer,
+        "weights",
+        conv.weights.storage_len(rows, conv.cout),
+        conv.weights.len(),
+    )?;
+    check_requant(layer, &conv.requant, conv.cout)
+}
+
+fn check_linear(layer: Layer, fc: &LinearLayer, inputs: usize) -> Result<(), Error> {
+    check_len(layer, "inputs", inputs, fc.inputs)?;
+    if fc.outputs == 0 {
+        return Err(Error::Value {
+            layer,
+            field: "outputs",
+            found: 0,
+            allowed: ">= 1",
+        });
+    }
+    if fc.inputs > MAX_ROWS * 16 {
+        return Err(Error::Value {
+            layer,
+            field: "inputs",
+            found: fc.inputs as i64,
+            allowed: "<= 1048560",
+        });
+    }
+    check_len(
+        layer,
+        "weights",
+        fc.weights.storage_len(fc.inputs, fc.outputs),
+        fc.weights.len(),
+    )?;
+    check_requant(layer, &fc.requant, fc.outputs)
+}
+
+impl<'a> Network<'a> {
+    /// Pixels an input image must have (`channels * height * width`, `[c][y][x]` u8).
+    pub const fn input_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Geometry of the stem output (stage 0).
+    fn geo0(&self) -> Geo {
+        Geo {
+            c: self.stem.cout,
+            h: self.height / self.input_pool.max(1),
+            w: self.width / self.input_pool.max(1),
+        }
+    }
+
+    /// Calls `f(s, stage, input geometry, stage geometry)` for each stage.
+    fn for_each_stage<E>(
+        &self,
+        mut f: impl FnMut(usize, &Stage<'a>, Geo, Geo) -> Result<(), E>,
+    ) -> Result<Geo, E> {
+        let mut g = self.geo0();
+        for (s, st) in self.stages.iter().enumerate() {
+            let prev = g;
+            if let Some(r) = &st.reduction {
+                g = Geo {
+                    c: r.conv.cout,
+                    h: prev.h / 2,
+                    w: prev.w / 2,
+                };
+            }
+            f(s, st, prev, g)?;
+        }
+        Ok(g)
+    }
+
+    /// Checks every shape and parameter; see [`Error`] for what is reported.
+    pub fn validate(&self) -> Result<(), Error> {
+        let net = Layer::Network;
+        if !self.input_pool.is_power_of_two() || self.input_pool > 16 {
+            return Err(Error::Value {
+                layer: net,
+                field: "input_pool",
+                found: self.input_pool as i64,
+                allowed: "1, 2, 4, 8, 16",
+            });
+        }
+        let g0 = self.geo0();
+        if self.channels == 0 || g0.h == 0 || g0.w == 0 {
+            return Err(Error::Value {
+                layer: net,
+                field: "height/width/channels",
+                found: g0.plane() as i64,
+                allowed: "an image of at least input_pool x input_pool pixels and >= 1 channel",
+            });
+        }
+        if self.timesteps == 0 {
+            return Err(Error::Value {
+                layer: net,
+                field: "timesteps",
+                found: 0,
+                allowed: ">= 1",
+            });
+        }
+        if self.classes == 0 || self.cluster == 0 {
+            return Err(Error::Value {
+                layer: net,
+                field: "classes/cluster",
+                found: 0,
+                allowed: ">= 1",
+            });
+        }
+        if self.stages.is_empty() {
+            return Err(Error::Length {
+                layer: net,
+                field: "stages",
+                expected: 1,
+                found: 0,
+            });
+        }
+        check_conv(Layer::Stem, &self.stem, self.channels, None)?;
+        let last = self.for_each_stage(|s, st, prev, g| {
+            match (&st.reduction, s) {
+                (None, 0) => {}
+                (Some(_), 0) => {
+                    return Err(Error::Value {
+                        layer: Layer::Reduction { stage: 0 },
+                        field: "reduction",
+                        found: 1,
+                        allowed: "None for stage 0",
+                    })
+                }
+                (None, _) => {
+                    return Err(Error::Value {
+                        layer: Layer::Reduction { stage: s },
+                        field: "reduction",
+                        found: 0,
+                        allowed: "Some for every stage after the first",
+                    })
+                }
+                (Some(r), _) => {
+                    let layer = Layer::Reduction { stage: s };
+                    if g.h == 0 || g.w == 0 {
+                        return Err(Error::Value {
+                            layer,
+                            field: "input height/width",
+                            found: prev.plane() as i64,
+                            allowed: ">= 2 x 2 (the 2x2 pool would leave nothing)",
+                        });
+                    }
+                    check_requant(layer, &r.bn, prev.c)?;
+                    check_lif(layer, &r.lif)?;
+                    check_conv(layer, &r.conv, prev.c, None)?;
+                }
+            }
+            for (index, e) in st.cell.edges.iter().enumerate() {
+                let layer = Layer::Edge { stage: s, index };
+                if e.from > 3 || e.to > 3 || e.to == 0 || e.from == e.to {
+                    return Err(Error::Value {
+                        layer,
+                        field: "from/to",
+                        found: (e.from as i64) * 10 + e.to as i64,
+                        allowed: "from 0..=3, to 1..=3, from != to (shown as from*10+to)",
+                    });
+                }
+                if let Op::Conv { lif, conv } = &e.op {
+                    check_lif(layer, lif)?;
+                    check_conv(layer, conv, g.c, Some(g.c))?;
+                }
+            }
+            Ok(())
+        })?;
+        check_requant(Layer::HeadBn, &self.head.bn, last.c)?;
+        check_lif(Layer::HeadBn, &self.head.lif)?;
+        if last.h < 2 || last.w < 2 {
+            return Err(Error::Value {
+                layer: Layer::HeadBn,
+                field: "last stage height/width",
+                found: last.plane() as i64,
+                allowed: ">= 2 x 2 (the head pools 2x2)",
+            });
+        }
+        let d = last.c * (last.h / 2) * (last.w / 2);
+        let out_in = match &self.head.hidden {
+            Some(h) => {
+                check_linear(Layer::Hidden, &h.fc, d)?;
+                check_lif(Layer::Hidden, &h.lif)?;
+                h.fc.outputs
+            }
+            None => d,
+        };
+        check_linear(Layer::Output, &self.head.output, out_in)?;
+        check_len(
+            Layer::Output,
+            "outputs (classes * cluster)",
+            self.classes * self.cluster,
+            self.head.output.outputs,
+        )
+    }
+
+    /// Buffer sizes for a validated network.
+    fn plan(&self) -> Plan {
+        let g0 = self.geo0();
+        let mut l = WorkspaceLayout {
+            stem_current_i32: g0.n(),
+            scratch_i32: g0.n(),
+            scores_i32: self.classes,
+            pooled_input_u8: if self.input_pool > 1 {
+                self.channels * g0.plane()
+            } else {
+                0
+            },
+            ..WorkspaceLayout::default()
+        };
+        let last = self
+            .for_each_stage::<()>(|_, st, prev, g| {
+                if st.reduction.is_some() {
+                    l.membranes_i16 += prev.n();
+                    l.spikes_u32 = l.spikes_u32.max(bits::words(prev.n()));
+                    l.scratch_i32 = l.scratch_i32.max(g.n());
+                    l.reduction_slot_i32 = l.reduction_slot_i32.max(g.n());
+                }
+                let convs = conv_edges(&st.cell);
+                l.membranes_i16 += convs * g.n();
+                if convs > 0 {
+                    l.spikes_u32 = l.spikes_u32.max(bits::words(g.n()));
+                    l.scratch_i32 = l.scratch_i32.max(g.n());
+                }
+                l.persistent_nodes_i32 += backward_sources(&st.cell).count_ones() as usize * g.n();
+                l.node_slot_i32 = l.node_slot_i32.max(g.n());
+                Ok(())
+            })
+            .unwrap_or(g0);
+        l.membranes_i16 += last.n();
+        l.spikes_u32 = l.spikes_u32.max(bits::words(last.n()));
+        l.head_counts_u8 = last.c * (last.h / 2) * (last.w / 2);
+        if let Some(h) = &self.head.hidden {
+            l.membranes_i16 += h.fc.outputs;
+            l.spikes_u32 = l.spikes_u32.max(bits::words(h.fc.outputs));
+            l.scratch_i32 = l.scratch_i32.max(h.fc.outputs);
+        }
+        l.scratch_i32 = l.scratch_i32.max(self.head.output.outputs);
+        l.bytes_u8 = l.pooled_input_u8.max(l.head_counts_u8);
+        let persistent_off = l.stem_current_i32;
+        let reduction_off = persistent_off + l.persistent_nodes_i32;
+        let s1 = reduction_off + l.reduction_slot_i32;
+        let slot_off = [s1, s1 + l.node_slot_i32, s1 + 2 * l.node_slot_i32];
+        let scores_off = s1 + 3 * l.node_slot_i32;
+        l.currents_i32 = scores_off + l.scores_i32;
+        Plan {
+            layout: l,
+            persistent_off,
+            reduction_off,
+            slot_off,
+            scores_off,
+        }
+    }
+
+    /// Validates the network and returns the exact workspace it needs.
+    pub fn workspace_layout(&self) -> Result<WorkspaceLayout, Error> {
+        self.validate()?;
+        Ok(self.plan().layout)
+    }
+
+    /// Runs all timesteps on one `[c][y][x]` u8 image. Validates the network and the
+    /// workspace first (cheap next to the inference); zeroes all state, so images are
+    /// independent.
+    pub fn infer<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+    ) -> Result<Inference<'w>, Error> {
+        self.validate()?;
+        let plan = self.plan();
+        ws.check(&plan.layout)?;
+        if image.len() != self.input_len() {
+            return Err(Error::Image {
+                expected: self.input_len(),
+                found: image.len(),
+            });
+        }
+        let l = &plan.layout;
+        ws.membranes[..l.membranes_i16].fill(0);
+        ws.currents[..l.currents_i32].fill(0);
+        let (mut spikes, mut synops) = (0u64, 0u64);
+
+        // Direct encoding: the stem current is the same at every step.
+        let g0 = self.geo0();
+        let stem_shape = ConvShape {
+            cin: self.channels,
+            cout: g0.c,
+            k: self.stem.k,
+            h: g0.h,
+            w: g0.w,
+        };
+        let pixels: &[u8] = if self.input_pool > 1 {
+            let out = &mut ws.bytes[..l.pooled_input_u8];
+            input_pool::pool(
+                image,
+                self.channels,
+                self.height,
+                self.width,
+                self.input_pool,
+                out,
+            );
+            out
+        } else {
+            image
+        };
+        synops += conv_pixels::scatter(pixels, &stem_shape, self.stem.weights, ws.scratch);
+        requant::hwc_to_chw(
+            &ws.scratch[..g0.n()],
+            &self.stem.requant,
+            g0.c,
+            &mut ws.currents[..g0.n()],
+            Mode::Store,
+        );
+
+        let scores = plan.scores_off..plan.scores_off + self.classes;
+        for _t in 0..self.timesteps {
+            let mut mem = 0usize;
+            let mut persistent = plan.persistent_off;
+            let mut out = 0..g0.n();
+            let last = self.for_each_stage::<()>(|s, st, prev, g| {
+                let n = g.n();
+                let mask = backward_sources(&st.cell);
+                let base = persistent;
+                let node = move |j: u8| -> Range<usize> {
+                    let start = match j {
+                        0 if s == 0 => 0,
+                        0 => plan.reduction_off,
+                        3 if mask & 8 != 0 => base + ((mask & 4 != 0) as usize) * n,
+                        2 if mask & 4 != 0 => base,
+                        _ => plan.slot_off[j as usize - 1],
+                    };
+                    start..start + n
+                };
+                if let Some(r) = &st.reduction {
+                    let (src, dst) = split(ws.currents, out.clone(), node(0));
+                    let v = &mut ws.membranes[mem..mem + prev.n()];
+                    mem += prev.n();
+                    spikes +=
+                        lif::layer_affine(&r.lif, v, src, &r.bn, prev.plane(), ws.spikes) as u64;
+                    let shape = ConvShape {
+                        cin: prev.c,
+                        cout: g.c,
+                        k: r.conv.k,
+                        h: prev.h,
+                        w: prev.w,
+                    };
+                    synops +=
+                        conv_spikes::scatter(ws.spikes, &shape, r.conv.weights, true, ws.scratch);
+                    requant::hwc_to_chw(&ws.scratch[..n], &r.conv.requant, g.c, dst, Mode::Store);
+                }
+                for j in 1..=3u8 {
+                    let dst_range = node(j);
+                    ws.currents[dst_range.clone()].fill(0);
+                    let mut conv_index = 0;
+                    for e in st.cell.edges {
+                        let v_off = mem + conv_index * n;
+                        conv_index += matches!(e.op, Op::Conv { .. }) as usize;
+                        if e.to != j {
+                            continue;
+                        }
+                        let (src, dst) = split(ws.currents, node(e.from), dst_range.clone());
+                        match &e.op {
+                            Op::Zero => {}
+                            Op::Skip => add::accumulate(src, dst),
+                            Op::AvgPool3 => avgpool3::accumulate(src, g.c, g.h, g.w, dst),
+                            Op::Conv { lif, conv } => {
+                                let v = &mut ws.membranes[v_off..v_off + n];
+                                spikes += lif::layer(lif, v, src, ws.spikes) as u64;
+                                let shape = ConvShape {
+                                    cin: g.c,
+                                    cout: g.c,
+                                    k: conv.k,
+                                    h: g.h,
+                                    w: g.w,
+                                };
+                                synops += conv_spikes::scatter(
+                                    ws.spikes,
+                                    &shape,
+                                    conv.weights,
+                                    false,
+                                    ws.scratch,
+                                );
+                                requant::hwc_to_chw(
+                                    &ws.scratch[..n],
+                                    &conv.requant,
+                                    g.c,
+                                    dst,
+                                    Mode::Accumulate,
+                                );
+                            }
+                        }
+                    }
+                }
+                mem += conv_edges(&st.cell) * n;
+                persistent += mask.count_ones() as usize * n;
+                out = node(3);
+                Ok(())
+            });
+            let last = last.unwrap_or(g0);
+
+            // Head.
+            let head = &self.head;
+            let v = &mut ws.membranes[mem..mem + last.n()];
+            mem += last.n();
+            spikes += lif::layer_affine(
+                &head.lif,
+                v,
+                &ws.currents[out],
+                &head.bn,
+                last.plane(),
+                ws.spikes,
+            ) as u64;
+            let counts = &mut ws.bytes[..l.head_counts_u8];
+            avgpool2::count_spikes(ws.spikes, last.c, last.h, last.w, counts);
+            let first = head.hidden.as_ref().map_or(&head.output, |h| &h.fc);
+            let acc = &mut ws.scratch[..first.outputs];
+            synops += linear::from_counts(counts, first.weights, acc);
+            requant::in_place(acc, &first.requant);
+            if let Some(h) = &head.hidden {
+                let f = h.fc.outputs;
+                let v = &mut ws.membranes[mem..mem + f];
+                spikes += lif::layer(&h.lif, v, &ws.scratch[..f], ws.spikes) as u64;
+                let acc = &mut ws.scratch[..head.output.outputs];
+                synops += linear::from_spikes(ws.spikes, f, head.output.weights, acc);
+                requant::in_place(acc, &head.output.requant);
+            }
+            let outputs = &ws.scratch[..head.output.outputs];
+            vote::accumulate(outputs, self.cluster, &mut ws.currents[scores.clone()]);
+        }
+        let ws: &'w Workspace<'_> = ws;
+        let scores = &ws.currents[scores];
+        Ok(Inference {
+            class: vote::argmax(scores),
+            spikes,
+            synops,
+            scores,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

@@ -1,0 +1,270 @@
+//! Weight storage (int8 or packed int4) and the row kernels every layer's inner loop uses.
+//!
+//! A weight tensor is a sequence of *rows*, one per input tap, each holding one weight
+//! per output channel, so that the inner loop of every kernel walks the accumulators and
+//! the weights contiguously:
+//! * convolution: row `(ci * k + ky) * k + kx`, i.e. layout `[ci][ky][kx][co]`;
+//! * linear: row `i` (input index), i.e. layout `[in][out]`.
+//!
+//! `int4` rows take `ceil(n / 2)` bytes: weight `2j` is the low nibble of byte `j`,
+//! weight `2j + 1` the high nibble, both two's complement (`-8..=7`); an odd row ends
+//! with a zero high nibble, so every row starts on a byte boundary.
+
+/// Quantized weights of one layer (see the module docs for the layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Weights<'a> {
+    /// One `i8` per weight, `rows * n` entries.
+    I8(&'a [i8]),
+    /// Two weights per byte, `rows * ceil(n / 2)` bytes.
+    I4(&'a [u8]),
+}
+
+impl<'a> Weights<'a> {
+    /// Number of storage elements (bytes) for `rows` rows of `n` weights.
+    pub const fn storage_len(&self, rows: usize, n: usize) -> usize {
+        match self {
+            Weights::I8(_) => rows * n,
+            Weights::I4(_) => rows * n.div_ceil(2),
+        }
+    }
+
+    /// Number of storage elements the slice actually holds.
+    pub const fn len(&self) -> usize {
+        match self {
+            Weights::I8(w) => w.len(),
+            Weights::I4(w) => w.len(),
+        }
+    }
+
+    /// True when no weights are stored.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Weight `col` of row `row` for rows of `n` weights (a reader for tests and tools).
+    pub fn get(&self, row: usize, n: usize, col: usize) -> i8 {
+        match self {
+            Weights::I8(w) => w[row * n + col],
+            Weights::I4(w) => {
+                let b = w[row * n.div_ceil(2) + col / 2];
+                if col % 2 == 0 {
+                    low_nibble(b) as i8
+                } else {
+                    high_nibble(b) as i8
+                }
+            }
+        }
+    }
+}
+
+/// Sign-extended low nibble of a packed int4 byte.
+#[inline(always)]
+pub const fn low_nibble(b: u8) -> i32 {
+    ((b as i32) << 28) >> 28
+}
+
+/// Sign-extended high nibble of a packed int4 byte.
+#[inline(always)]
+pub const fn high_nibble(b: u8) -> i32 {
+    (b as i8 as i32) >> 4
+}
+
+/// Packs int8 weights in `-8..=7` into int4 rows of `n` weights (`values.len()` must be
+/// a multiple of `n`; `out.len()` must be `rows * ceil(n / 2)`).
+///
+/// Returns the index of the first value outside `-8..=7`, or of the length mismatch
+/// (`values.len()`), as `Err`.
+pub fn pack_i4(values: &[i8], n: usize, out: &mut [u8]) -> Result<(), usize> {
+    if n == 0 || values.len() % n != 0 || out.len() != values.len() / n * n.div_ceil(2) {
+        return Err(values.len());
+    }
+    let stride = n.div_ceil(2);
+    for (r, row) in values.chunks_exact(n).enumerate() {
+        let dst = &mut out[r * stride..(r + 1) * stride];
+        dst.fill(0);
+        for (j, &v) in row.iter().enumerate() {
+            if !(-8..=7).contains(&v) {
+                return Err(r * n + j);
+            }
+            let nib = (v as u8) & 0x0f;
+            dst[j / 2] |= if j % 2 == 0 { nib } else { nib << 4 };
+        }
+    }
+    Ok(())
+}
+
+/// `acc[j] += w[j]` for one int8 row (a binary input: one spike).
+#[inline(always)]
+pub fn add_row_i8(acc: &mut [i32], w: &[i8]) {
+    let n = acc.len().min(w.len());
+    let (acc, w) = (&mut acc[..n], &w[..n]);
+    let mut a4 = acc.chunks_exact_mut(4);
+    let mut w4 = w.chunks_exact(4);
+    for (a, w) in (&mut a4).zip(&mut w4) {
+        a[0] = a[0].wrapping_add(w[0] as i32);
+        a[1] = a[1].wrapping_add(w[1] as i32);
+        a[2] = a[2].wrapping_add(w[2] as i32);
+        a[3] = a[3].wrapping_add(w[3] as i32);
+    }
+    for (a, &w) in a4.into_remainder().iter_mut().zip(w4.remainder()) {
+        *a = a.wrapping_add(w as i32);
+    }
+}
+
+/// `acc[j] += w[j]` for one packed int4 row of `acc.len()` weights.
+#[inline(always)]
+pub fn add_row_i4(acc: &mut [i32], w: &[u8]) {
+    let last = w.get(acc.len() / 2).copied();
+    let mut a2 = acc.chunks_exact_mut(2);
+    for (a, &b) in (&mut a2).zip(w) {
+        a[0] = a[0].wrapping_add(low_nibble(b));
+        a[1] = a[1].wrapping_add(high_nibble(b));
+    }
+    if let ([a], Some(b)) = (a2.into_remainder(), last) {
+        *a = a.wrapping_add(low_nibble(b));
+    }
+}
+
+/// `acc[j] += x * w[j]` for one int8 row (a multi-valued input: pixel or spike count).
+#[inline(always)]
+pub fn mla_row_i8(acc: &mut [i32], x: i32, w: &[i8]) {
+    let n = acc.len().min(w.len());
+    let (acc, w) = (&mut acc[..n], &w[..n]);
+    let mut a4 = acc.chunks_exact_mut(4);
+    let mut w4 = w.chunks_exact(4);
+    for (a, w) in (&mut a4).zip(&mut w4) {
+        a[0] = a[0].wrapping_add(x.wrapping_mul(w[0] as i32));
+        a[1] = a[1].wrapping_add(x.wrapping_mul(w[1] as i32));
+        a[2] = a[2].wrapping_add(x.wrapping_mul(w[2] as i32));
+        a[3] = a[3].wrapping_add(x.wrapping_mul(w[3] as i32));
+    }
+    for (a, &w) in a4.into_remainder().iter_mut().zip(w4.remainder()) {
+        *a = a.wrapping_add(x.wrapping_mul(w as i32));
+    }
+}
+
+/// `acc[j] += x * w[j]` for one packed int4 row of `acc.len()` weights.
+#[inline(always)]
+pub fn mla_row_i4(acc: &mut [i32], x: i32, w: &[u8]) {
+    let last = w.get(acc.len() / 2).copied();
+    let mut a2 = acc.chunks_exact_mut(2);
+    for (a, &b) in (&mut a2).zip(w) {
+        a[0] = a[0].wrapping_add(x.wrapping_mul(low_nibble(b)));
+        a[1] = a[1].wrapping_add(x.wrapping_mul(high_nibble(b)));
+    }
+    if let ([a], Some(b)) = (a2.into_remainder(), last) {
+        *a = a.wrapping_add(x.wrapping_mul(low_nibble(b)));
+    }
+}
+
+/// Row access shared by the kernels: `add`/`mla` row `r` into `acc` (`acc.len()` = n).
+pub(crate) trait Rows {
+    fn add(&self, r: usize, acc: &mut [i32]);
+    fn mla(&self, r: usize, x: i32, acc: &mut [i32]);
+}
+
+/// int8 rows of `n` weights.
+pub(crate) struct RowsI8<'a> {
+    pub w: &'a [i8],
+    pub n: usize,
+}
+
+/// int4 rows of `n` weights, `ceil(n / 2)` bytes each.
+pub(crate) struct RowsI4<'a> {
+    pub w: &'a [u8],
+    pub stride: usize,
+}
+
+impl Rows for RowsI8<'_> {
+    #[inline(always)]
+    fn add(&self, r: usize, acc: &mut [i32]) {
+        add_row_i8(acc, &self.w[r * self.n..(r + 1) * self.n]);
+    }
+    #[inline(always)]
+    fn mla(&self, r: usize, x: i32, acc: &mut [i32]) {
+        mla_row_i8(acc, x, &self.w[r * self.n..(r + 1) * self.n]);
+    }
+}
+
+impl Rows for RowsI4<'_> {
+    #[inline(always)]
+    fn add(&self, r: usize, acc: &mut [i32]) {
+        add_row_i4(acc, &self.w[r * self.stride..(r + 1) * self.stride]);
+    }
+    #[inline(always)]
+    fn mla(&self, r: usize, x: i32, acc: &mut [i32]) {
+        mla_row_i4(acc, x, &self.w[r * self.stride..(r + 1) * self.stride]);
+    }
+}
+
+/// Calls `f` with the monomorphised row reader for `weights` (rows of `n` weights).
+macro_rules! with_rows {
+    ($weights:expr, $n:expr, |$rows:ident| $body:expr) => {
+        match $weights {
+            $crate::weights::Weights::I8(w) => {
+                let $rows = $crate::weights::RowsI8 { w, n: $n };
+                $body
+            }
+            $crate::weights::Weights::I4(w) => {
+                let $rows = $crate::weights::RowsI4 {
+                    w,
+                    stride: ($n).div_ceil(2),
+                };
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_rows;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nibbles_sign_extend() {
+        assert_eq!(low_nibble(0x07), 7);
+        assert_eq!(low_nibble(0x08), -8);
+        assert_eq!(low_nibble(0xff), -1);
+        assert_eq!(high_nibble(0x70), 7);
+        assert_eq!(high_nibble(0x80), -8);
+        assert_eq!(high_nibble(0xf0), -1);
+    }
+
+    #[test]
+    fn pack_round_trips_and_pads_odd_rows() {
+        let vals: [i8; 6] = [-8, 7, -1, 0, 3, -5];
+        let mut packed = [0u8; 4];
+        pack_i4(&vals, 3, &mut packed).unwrap();
+        // row 0: -8 (0x8), 7 (0x7) ; -1 (0xf) + pad 0
+        assert_eq!(packed, [0x78, 0x0f, 0x30, 0x0b]);
+        let w = Weights::I4(&packed);
+        for r in 0..2 {
+            for c in 0..3 {
+                assert_eq!(w.get(r, 3, c), vals[r * 3 + c]);
+            }
+        }
+        assert_eq!(pack_i4(&[8], 1, &mut [0u8]), Err(0));
+        assert_eq!(pack_i4(&[1, 2, 3], 2, &mut [0u8; 2]), Err(3));
+    }
+
+    #[test]
+    fn int4_rows_match_int8_rows() {
+        for n in 1..11usize {
+            let vals: Vec<i8> = (0..n).map(|j| ((j as i32 * 5) % 16 - 8) as i8).collect();
+            let mut packed = vec![0u8; n.div_ceil(2)];
+            pack_i4(&vals, n, &mut packed).unwrap();
+            let mut a8 = vec![3i32; n];
+            let mut a4 = vec![3i32; n];
+            add_row_i8(&mut a8, &vals);
+            add_row_i4(&mut a4, &packed);
+            assert_eq!(a8, a4, "add n={n}");
+            mla_row_i8(&mut a8, -37, &vals);
+            mla_row_i4(&mut a4, -37, &packed);
+            assert_eq!(a8, a4, "mla n={n}");
+            let expect: Vec<i32> = vals.iter().map(|&v| 3 + v as i32 - 37 * v as i32).collect();
+            assert_eq!(a8, expect);
+        }
+    }
+}
