@@ -217,7 +217,7 @@ pub fn train(
         OptimizerKind::Sgd => Opt::Sgd(Sgd::new(vars, cfg.lr, cfg.weight_decay)?),
     };
     let bar = progress_bar(total_steps as u64, cfg.progress);
-    let mut rng = Rng::new(cfg.seed ^ 0x7472_6169_6e);
+    let mut rng = Rng::new(cfg.seed ^ 0x0074_7261_696e);
     let started = Instant::now();
     let mut report = TrainReport {
         epochs: Vec::new(),
@@ -266,7 +266,7 @@ pub fn train(
             }
         }
         let seconds = epoch_start.elapsed().as_secs_f64();
-        let val_accuracy = if data.val.len() > 0 {
+        let val_accuracy = if !data.val.is_empty() {
             Some(evaluate(net, &data.val, device, cfg.conv)?)
         } else {
             None
@@ -338,7 +338,7 @@ pub fn evaluate(
     device: &Device,
     conv: ConvBackend,
 ) -> candle_core::Result<f32> {
-    if split.len() == 0 {
+    if split.is_empty() {
         return Ok(0.0);
     }
     let pred = predict(net, split, device, conv)?;

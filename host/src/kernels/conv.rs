@@ -273,9 +273,9 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
         return y;
     }
     let pointwise = g.is_pointwise();
-    y.par_chunks_mut(g.cout * p).enumerate().for_each_init(
-        || Vec::<f32>::new(),
-        |col, (n, yn)| {
+    y.par_chunks_mut(g.cout * p)
+        .enumerate()
+        .for_each_init(Vec::<f32>::new, |col, (n, yn)| {
             let xn = &x[n * x_len..(n + 1) * x_len];
             let rhs: &[f32] = if pointwise {
                 xn
@@ -285,8 +285,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                 col
             };
             matmul((g.cout, p, kd), yn, (p, 1), false, w, (kd, 1), rhs, (p, 1));
-        },
-    );
+        });
     y
 }
 
@@ -346,9 +345,9 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
         return dx;
     }
     let pointwise = g.is_pointwise();
-    dx.par_chunks_mut(x_len).enumerate().for_each_init(
-        || Vec::<f32>::new(),
-        |dcol, (n, dxn)| {
+    dx.par_chunks_mut(x_len)
+        .enumerate()
+        .for_each_init(Vec::<f32>::new, |dcol, (n, dxn)| {
             let dyn_ = &dy[n * y_len..(n + 1) * y_len];
             // W^T (K x Cout): element (r, c) = w[c*K + r].
             if pointwise {
@@ -376,8 +375,7 @@ pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                 );
                 col2im(dcol, g, dxn);
             }
-        },
-    );
+        });
     dx
 }
 

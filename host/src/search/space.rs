@@ -217,7 +217,7 @@ mod tests {
             width: 8,
             classes: 10,
         };
-        let stem = 1 * 2 * 9 * 64;
+        let stem = 2 * 9 * 64;
         let cell = 2 * 2 * 9 * 64;
         let head = (2 * 4 * 4) * 10;
         assert_eq!(macs(&arch, &input), (stem + cell + head) as u64);

@@ -26,7 +26,7 @@ pub fn spike(x: &Tensor, surrogate: Surrogate) -> Result<Tensor> {
 pub fn surrogate_grad(x: &Tensor, surrogate: Surrogate) -> Result<Tensor> {
     match surrogate {
         Surrogate::ATan { alpha } => {
-            let a = (std::f64::consts::FRAC_PI_2 * alpha as f64) as f64;
+            let a = std::f64::consts::FRAC_PI_2 * alpha as f64;
             ((x * a)?.sqr()? + 1.0)?.recip()? * (alpha as f64 / 2.0)
         }
         Surrogate::FastSigmoid { k } => ((x.abs()? * k as f64)? + 1.0)?.sqr()?.recip(),
