@@ -142,7 +142,7 @@ impl Targets {
             serde_norway::from_str(text).map_err(|e| BoardError::parse(path, &e))?;
         for (name, target) in by_name.iter_mut() {
             target.name.clone_from(name);
-            validate::target(target).map_err(|p| p.at(path))?;
+            validate::target(target).map_err(|p| p.in_text(path, text))?;
         }
         Ok(Targets { by_name })
     }
@@ -332,7 +332,9 @@ impl Profile {
         let mut profile: Profile =
             serde_norway::from_str(text).map_err(|e| BoardError::parse(path, &e))?;
         profile.source = Some(path.to_path_buf());
-        profile.validate(targets).map_err(|p| p.at(path))?;
+        profile
+            .validate(targets)
+            .map_err(|p| p.in_text(path, text))?;
         Ok(profile)
     }
 

@@ -2,7 +2,7 @@
 //! board, from arithmetic alone (no tensors), in microseconds per candidate.
 //!
 //! [`estimate`] lays the network out (the layer rows and the RAM buffers; every buffer
-//! and every size formula is listed in one place, the `layout` submodule's docs), places
+//! and every size formula is listed in one place, [`layout`]), places
 //! each buffer whole into a RAM region of the board (the `planner` submodule), and
 //! compares every region's use with its capacity.
 //!
@@ -16,7 +16,7 @@
 //!   activations, and the whole must fit the profile's model budget
 //!   (`model_budget_bytes`, 512 MiB by default). Nothing is charged to flash.
 
-mod layout;
+pub mod layout;
 mod planner;
 
 use std::fmt::{self, Write as _};

@@ -33,10 +33,12 @@ pub enum BoardError {
         fix: String,
     },
     /// The file parsed but breaks a rule (overlapping regions, unknown target, ...).
-    #[error("{}: {field}: {problem}. Fix: {fix}", path.display())]
+    #[error("{}: {field}: {problem}. Fix: {fix}", place(path, *line, None))]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// 1-based line of the field, found in the text after parsing (best effort).
+        line: Option<u32>,
         /// The field at fault as a path (`regions[2]`).
         field: String,
         /// What is wrong.

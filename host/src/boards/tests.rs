@@ -248,3 +248,25 @@ fn targets_are_checked() {
         20 * 1024
     );
 }
+
+#[test]
+fn rule_breaks_carry_the_line_of_their_field() {
+    let nd = shipped_text("netduinoplus2").replace("size: 0x10000 # 64 KiB", "size: 0");
+    let line = nd.lines().position(|l| l.trim() == "size: 0").unwrap() + 1;
+    match parse(&nd) {
+        Err(e @ BoardError::Invalid { line: Some(l), .. }) => {
+            assert_eq!(l as usize, line);
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("test.yaml:{line}: regions[2].size")),
+                "{e}"
+            );
+        }
+        other => panic!("expected a located validation error, got {other:?}"),
+    }
+    let nd = shipped_text("netduinoplus2").replace("stack_bytes: 8192", "stack_bytes: 999999");
+    let line = nd.lines().position(|l| l.starts_with("reserves:")).unwrap() + 1;
+    assert!(
+        matches!(parse(&nd), Err(BoardError::Invalid { line: Some(l), .. }) if l as usize == line)
+    );
+}

@@ -26,10 +26,22 @@ impl Problem {
         }
     }
 
-    /// The problem as an error about the file `path`.
+    /// The problem as an error about the file `path` (no line known).
     pub fn at(self, path: &Path) -> BoardError {
+        self.at_line(path, None)
+    }
+
+    /// The problem as an error about the file `path`, with the line of the field found
+    /// in `text` (the file's contents) where possible.
+    pub fn in_text(self, path: &Path, text: &str) -> BoardError {
+        let line = line_of(text, &self.field);
+        self.at_line(path, line)
+    }
+
+    fn at_line(self, path: &Path, line: Option<u32>) -> BoardError {
         BoardError::Invalid {
             path: path.to_path_buf(),
+            line,
             field: self.field,
             problem: self.problem,
             fix: self.fix,
@@ -44,6 +56,49 @@ impl fmt::Display for Problem {
 }
 
 type Check = Result<(), Problem>;
+
+/// The 1-based line of a field path such as `reserves.region`, `regions[2].size` or
+/// `stm32f405.fpu` in a block-style YAML text: each path segment is looked for below the
+/// previous one; `[i]` picks the i-th `- ` item of a list. Best effort: `None` when the
+/// text is laid out otherwise.
+fn line_of(text: &str, field: &str) -> Option<u32> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |i: usize| lines[i].len() - lines[i].trim_start().len();
+    let is_item = |i: usize| lines[i].trim_start().starts_with("- ");
+    let is_key = |i: usize, key: &str| {
+        let body = lines[i].trim_start().trim_start_matches("- ");
+        body.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    };
+    // Search window: lines after `from` whose indent is within `depth` (top level: 0).
+    let (mut from, mut depth) = (0usize, None::<usize>);
+    let mut found = None;
+    for segment in field.split('.') {
+        let (key, index) = match segment.split_once('[') {
+            Some((key, rest)) => (key, Some(rest.trim_end_matches(']').parse::<usize>().ok()?)),
+            None => (segment, None),
+        };
+        let at = (from..lines.len()).find(|&i| {
+            let ok_indent = match depth {
+                None => indent(i) == 0,
+                Some(d) => indent(i) >= d,
+            };
+            ok_indent && is_key(i, key)
+        })?;
+        found = Some(at);
+        (from, depth) = (at + 1, Some(indent(at) + 1));
+        if let Some(index) = index {
+            let first = (from..lines.len()).find(|&i| is_item(i))?;
+            let items: Vec<usize> = (first..lines.len())
+                .filter(|&i| is_item(i) && indent(i) == indent(first))
+                .collect();
+            let item = *items.get(index)?;
+            found = Some(item);
+            (from, depth) = (item, Some(indent(item)));
+        }
+    }
+    found.and_then(|i| u32::try_from(i + 1).ok())
+}
 
 /// Every check on a target.
 pub(super) fn target(t: &Target) -> Check {

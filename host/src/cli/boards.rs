@@ -12,3 +12,11 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     print!("{}", catalog.render_table());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prints_the_table() {
+        super::run(super::Args {}).unwrap();
+    }
+}

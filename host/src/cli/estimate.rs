@@ -53,3 +53,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(board: &str, arch: &str) -> Args {
+        Args {
+            board: Some(board.into()),
+            board_file: None,
+            arch: arch.into(),
+            input: "1x28x28".into(),
+            classes: 10,
+        }
+    }
+
+    #[test]
+    fn fitting_network_succeeds_and_overflow_names_the_region() {
+        run(args(
+            "netduinoplus2",
+            "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,pool=2",
+        ))
+        .unwrap();
+        let e = run(args("microbit", "ch=32,stages=2,fc=256"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("does not fit microbit") && e.contains("`flash`"),
+            "{e}"
+        );
+        let e = run(args("nope", "ch=4")).unwrap_err().to_string();
+        assert!(e.contains("microbit"), "{e}");
+    }
+}
