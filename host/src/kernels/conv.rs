@@ -6,6 +6,8 @@
 //! `dX_n = col2im(W^T . dY_n)`. A 1x1 kernel with stride 1 and no padding skips
 //! im2col/col2im altogether (`col(X_n) = X_n`).
 //!
+//! The weight gradient of a sparse binary input (spikes) goes through `sparse` instead.
+//!
 //! Each sample's GEMM runs single-threaded; the parallelism is across samples
 //! (N = T*batch is large in SNN training), which keeps every thread's im2col buffer in
 //! its own L2 cache.
@@ -13,7 +15,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, KernelError};
+use super::{cpu_f32, sparse, KernelError};
 
 /// Shape of one convolution: everything the kernels need, derived from the layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,10 +474,12 @@ impl CustomOp2 for WeightGradOp {
         }
         let x = cpu_f32(self.name(), "x", s1, l1)?;
         let dy = cpu_f32(self.name(), "dy", s2, l2)?;
-        Ok((
-            CpuStorage::F32(weight_grad(x, dy, &g)),
-            Shape::from(self.w_shape),
-        ))
+        let dw = if sparse::is_sparse_binary(x) {
+            sparse::weight_grad(x, dy, &g)
+        } else {
+            weight_grad(x, dy, &g)
+        };
+        Ok((CpuStorage::F32(dw), Shape::from(self.w_shape)))
     }
 }
 
@@ -538,7 +542,7 @@ mod timing {
         for (cin, cout) in [(1, 16), (16, 32)] {
             let g = Geom::new(&[128, cin, 28, 28], &[cout, cin, 3, 3], 1, 1).unwrap();
             let x: Vec<f32> = (0..128 * cin * 784)
-                .map(|i| ((i * 7919) % 13) as f32 / 13.0)
+                .map(|i| if (i * 7919) % 100 < 12 { 1.0 } else { 0.0 })
                 .collect();
             let w: Vec<f32> = (0..cout * cin * 9)
                 .map(|i| ((i * 31) % 7) as f32 / 7.0)
@@ -556,6 +560,9 @@ mod timing {
                     im2col(&x[n * cin * 784..(n + 1) * cin * 784], &g, &mut col)
                 }
             });
+            let t5 = best(|| drop(sparse::weight_grad(&x, &dy, &g)));
+            let t6 = best(|| assert!(sparse::is_sparse_binary(&x)));
+            println!("  sparse (12% ones): dW {t5:.2} ms, check {t6:.2} ms");
             println!(
                 "{cin}->{cout}: fwd {t0:.2} ms {:.1} GF/s, dW {t1:.2} ms {:.1} GF/s, dX {t2:.2} ms {:.1} GF/s, im2col x128 serial {t3:.2} ms",
                 f / t0, f / t1, f / t2

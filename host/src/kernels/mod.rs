@@ -9,6 +9,7 @@
 
 mod conv;
 mod lif;
+mod sparse;
 
 use std::fmt;
 use std::str::FromStr;

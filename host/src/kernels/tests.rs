@@ -56,7 +56,9 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
 }
 
 /// (n, cin, h, w, cout, k, stride, pad)
-const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CASES: &[Case] = &[
     (2, 3, 7, 5, 4, 3, 1, 1),
     (3, 2, 9, 11, 5, 3, 2, 1),
     (2, 4, 8, 8, 3, 3, 2, 0),
@@ -98,11 +100,7 @@ fn run_case(
     (y, dx, dw)
 }
 
-fn check_case(
-    seed: u64,
-    case: (usize, usize, usize, usize, usize, usize, usize, usize),
-    binary: bool,
-) {
+fn check_case(seed: u64, case: Case, binary: bool) {
     let (n, cin, h, w, cout, k, stride, pad) = case;
     let mut rng = Rng::new(seed);
     let x = if binary {
@@ -300,8 +298,10 @@ fn surrogate_values() {
 #[test]
 fn lif_rejects_bad_params_and_shapes() {
     let cur = Tensor::zeros((3, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let mut p = LifParams::default();
-    p.tau = 0.0;
+    let p = LifParams {
+        tau: 0.0,
+        ..LifParams::default()
+    };
     let e = lif_multistep(&cur, &p).unwrap_err();
     assert!(e.to_string().contains("tau"), "{e}");
     let flat = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap();
