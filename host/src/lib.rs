@@ -11,6 +11,8 @@ pub mod device;
 pub mod kernels;
 pub mod memory;
 pub mod output;
+pub mod pipeline;
+pub mod report;
 pub mod rng;
 pub mod score;
 pub mod search;

@@ -1,22 +1,16 @@
 //! `spikenas-host estimate`: the memory model for one architecture on one board.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use spikenas_host::arch::Arch;
-use spikenas_host::boards::{Catalog, Profile};
+use super::common::BoardArgs;
 use spikenas_host::memory::{self, InputShape};
 
 /// Estimate flash and RAM per region for an architecture on a board; exits non-zero
 /// when it does not fit.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Board name (see `spikenas-host boards`).
-    #[arg(long, required_unless_present = "board_file")]
-    board: Option<String>,
-    /// Your own board profile, a YAML file with the fields of boards/*.yaml.
-    #[arg(long, conflicts_with = "board")]
-    board_file: Option<PathBuf>,
+    #[command(flatten)]
+    board: BoardArgs,
     /// Architecture encoding, e.g. cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,bits=8.
     #[arg(long)]
     arch: String,
@@ -32,17 +26,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let arch: Arch = args.arch.parse()?;
     let input = InputShape::parse(&args.input, args.classes).map_err(anyhow::Error::msg)?;
-    let catalog = Catalog::discover()?;
-    let own: Profile;
-    let board = match (&args.board_file, &args.board) {
-        (Some(path), _) => {
-            own = Profile::from_file(path, catalog.targets())?;
-            &own
-        }
-        (None, Some(name)) => catalog.board(name)?,
-        (None, None) => bail!("give --board NAME or --board-file FILE"),
-    };
-    let estimate = memory::estimate(&arch, &input, board, catalog.targets());
+    let (catalog, board) = args.board.load()?;
+    let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
     println!("arch {arch}, input {input}");
     print!("{}", estimate.render());
     if let Some(problem) = &estimate.problem {
@@ -60,8 +45,7 @@ mod tests {
 
     fn args(board: &str, arch: &str) -> Args {
         Args {
-            board: Some(board.into()),
-            board_file: None,
+            board: BoardArgs { board: Some(board.into()), board_file: None },
             arch: arch.into(),
             input: "1x28x28".into(),
             classes: 10,

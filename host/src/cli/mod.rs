@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 
 mod boards;
+mod common;
 mod estimate;
+mod search;
 mod train;
 
 /// SpikeNAS: memory-aware architecture search for spiking neural networks on embedded boards.
@@ -20,6 +22,8 @@ enum Command {
     Boards(boards::Args),
     /// Estimate flash and RAM per region of an architecture on a board.
     Estimate(estimate::Args),
+    /// Search the SNN that fits a board's memory, train it and write the report (the main job).
+    Search(search::SearchArgs),
     /// Train one architecture on a dataset and write a checkpoint.
     Train(train::TrainArgs),
 }
@@ -30,6 +34,7 @@ pub fn main() -> std::process::ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Boards(args) => boards::run(args),
         Command::Estimate(args) => estimate::run(args),
+        Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),
     };
     match result {

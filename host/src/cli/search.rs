@@ -1,0 +1,126 @@
+//! `spikenas-host search`: the main job. Find the SNN that fits a board, train it and
+//! write the report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::common::BoardArgs;
+use spikenas_host::data::{LoadOptions, Source};
+use spikenas_host::device::DeviceChoice;
+use spikenas_host::kernels::ConvBackend;
+use spikenas_host::pipeline::{self, SearchJob};
+use spikenas_host::search::space::SearchSpace;
+use spikenas_host::search::{SearchConfig, Strategy};
+use spikenas_host::train::TrainConfig;
+
+/// Search the architecture with the best expected accuracy that fits the board's memory.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    board: BoardArgs,
+    /// Dataset: fashion-mnist, digits, idx:DIR or cifar10:DIR.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: Source,
+    /// spikenas (memory-aware, fast) or snasnet (the baseline).
+    #[arg(long, value_enum, default_value_t = Strategy::Spikenas)]
+    strategy: Strategy,
+    /// Seconds the search may take (the best candidate so far wins).
+    #[arg(long, default_value_t = 300)]
+    time_budget: u64,
+    /// Stop when the best score has not improved for this many candidates.
+    #[arg(long, default_value_t = 40)]
+    patience: usize,
+    /// snasnet: random candidates scored.
+    #[arg(long, default_value_t = 5000)]
+    samples: usize,
+    /// Images per score batch.
+    #[arg(long, default_value_t = 64)]
+    score_batch: usize,
+    /// A search space file (default: the shipped analysis result).
+    #[arg(long)]
+    space: Option<PathBuf>,
+    /// Training epochs for the chosen architecture (0: search only).
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Stop training after this many seconds.
+    #[arg(long)]
+    train_time: Option<u64>,
+    /// Use at most this many training images.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu, or cuda (needs a build with --features cuda).
+    #[arg(long, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Convolution implementation on the CPU.
+    #[arg(long, default_value_t = ConvBackend::default())]
+    conv: ConvBackend,
+    /// Output directory (default runs/BOARD-DATASET).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Run `search`.
+pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let (catalog, board) = args.board.load()?;
+    let device = args.device.open()?;
+    let space = match &args.space {
+        Some(p) => SearchSpace::from_file(p)?,
+        None => SearchSpace::shipped(),
+    };
+    let dataset_tag = args.dataset.to_string().replace([':', '/'], "_");
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", board.name, dataset_tag)));
+    let job = SearchJob {
+        board,
+        targets: catalog.targets().clone(),
+        source: args.dataset.clone(),
+        load: LoadOptions { seed: args.seed, max_train: args.max_train, ..Default::default() },
+        space,
+        search: SearchConfig {
+            strategy: args.strategy,
+            time_budget: Duration::from_secs(args.time_budget),
+            patience: args.patience,
+            samples: args.samples,
+            score_batch: args.score_batch,
+            seed: args.seed,
+            conv: args.conv,
+            progress: !args.quiet,
+            ..Default::default()
+        },
+        train: (args.epochs > 0).then(|| TrainConfig {
+            epochs: args.epochs,
+            seed: args.seed,
+            conv: args.conv,
+            time_budget: args.train_time.map(Duration::from_secs),
+            progress: !args.quiet,
+            ..Default::default()
+        }),
+    };
+    let run = pipeline::run(&job, &device, &out, args.force).context("search failed")?;
+    let r = &run.report;
+    let s = &r.search;
+    println!("board {}: chosen {}", r.board, s.best);
+    println!(
+        "  score {:.3}; {} canonical cells, {} generated, {} pruned by memory, {} scored in {:.1} s ({})",
+        s.best_score, s.canonical_cells, s.generated, s.pruned_by_memory, s.scored, s.seconds, s.stopped_by
+    );
+    for (name, used, cap) in &r.regions {
+        println!("  {name}: {used} / {cap} bytes ({:.1}%)", 100.0 * *used as f64 / (*cap).max(1) as f64);
+    }
+    if let Some(t) = &r.training {
+        println!("  test accuracy {:.2}% after {} epochs ({:.1} s)", 100.0 * t.test_accuracy, t.epochs.len(), t.train_seconds);
+    }
+    println!("  results in {}", run.dir.display());
+    Ok(())
+}

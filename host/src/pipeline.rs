@@ -1,0 +1,162 @@
+//! The main job, `search --board B`: search the architecture that fits the board,
+//! train it, and write the results (later stages add quantization and firmware).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::arch::{Arch, InputShape};
+use crate::boards::{Profile, Targets};
+use crate::checkpoint::{self, CheckpointInfo};
+use crate::data::{self, Dataset, LoadOptions, Source};
+use crate::memory;
+use crate::output::Staged;
+use crate::report::SearchReport;
+use crate::rng::Rng;
+use crate::search::space::SearchSpace;
+use crate::search::{self, Fit, Scorer, SearchConfig};
+use crate::session::input_shape;
+use crate::snn::lif::LifParams;
+use crate::snn::Network;
+use crate::train::{self, TrainConfig};
+
+/// Errors of the main job.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Dataset.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// Search.
+    #[error(transparent)]
+    Search(#[from] search::SearchError),
+    /// Network.
+    #[error(transparent)]
+    Network(#[from] crate::snn::network::NetworkError),
+    /// Training.
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+    /// Checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// Output.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+    /// Tensor op.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// JSON.
+    #[error("cannot serialise the report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One search job.
+#[derive(Debug, Clone)]
+pub struct SearchJob {
+    /// The board.
+    pub board: Profile,
+    /// CPU targets (for the code-size reserve).
+    pub targets: Targets,
+    /// The dataset.
+    pub source: Source,
+    /// How to load it.
+    pub load: LoadOptions,
+    /// The search space.
+    pub space: SearchSpace,
+    /// How to search.
+    pub search: SearchConfig,
+    /// How to train the winner (None: search only).
+    pub train: Option<TrainConfig>,
+}
+
+/// The memory model's verdict as the search sees it.
+pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {
+    let e = memory::estimate(arch, input, board, targets);
+    let worst_ratio = e
+        .regions
+        .iter()
+        .filter(|r| r.capacity > 0)
+        .map(|r| r.used as f64 / r.capacity as f64)
+        .fold(0.0, f64::max);
+    Fit {
+        fits: e.fits,
+        flash_bytes: e.flash_bytes,
+        ram_bytes: e.sram_bytes,
+        worst_ratio,
+        overflow: e.first_overflow().map(|o| o.to_string()).or(e.problem.clone()),
+    }
+}
+
+/// `repeats` batches of `batch` training images, drawn with `seed`.
+pub fn score_batches(data: &Dataset, batch: usize, repeats: usize, seed: u64, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+    let mut rng = Rng::new(seed ^ 0x5c0e);
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    rng.shuffle(&mut order);
+    let batch = batch.min(data.train.len());
+    (0..repeats)
+        .map(|r| {
+            let idx: Vec<usize> = (0..batch).map(|i| order[(r * batch + i) % order.len()]).collect();
+            Ok(data.train.batch(&idx, device)?.0)
+        })
+        .collect()
+}
+
+/// Run the search on loaded data (no output written): the core of [`run`], also used
+/// by the benchmark that runs both strategies on the same data.
+pub fn search_on(
+    data: &Dataset,
+    job: &SearchJob,
+    device: &Device,
+) -> Result<search::SearchOutcome, PipelineError> {
+    let input = input_shape(data);
+    let batches = score_batches(data, job.search.score_batch, job.search.score_repeats, job.search.seed, device)?;
+    let mut scorer = Scorer::new(&batches, input, device.clone(), job.search.seed, job.search.conv);
+    let (board, targets) = (&job.board, &job.targets);
+    let check = |a: &Arch| fit_of(a, &input, board, targets);
+    Ok(search::search(&job.space, &input, &board.name, &check, &mut scorer, &job.search)?)
+}
+
+/// What [`run`] wrote.
+#[derive(Debug)]
+pub struct SearchRun {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// The report.
+    pub report: SearchReport,
+}
+
+/// Search, train the winner, write `report.json`, `report.md`, `candidates.svg` and
+/// `checkpoint.safetensors` into `out` (atomically; an existing directory only with
+/// `force`).
+pub fn run(job: &SearchJob, device: &Device, out: &Path, force: bool) -> Result<SearchRun, PipelineError> {
+    let staged = Staged::new(out, force)?;
+    let data = data::load(&job.source, &job.load)?;
+    let input = input_shape(&data);
+    let outcome = search_on(&data, job, device)?;
+    let estimate = memory::estimate(&outcome.best, &input, &job.board, &job.targets);
+    let mut report = SearchReport {
+        board: job.board.name.clone(),
+        dataset: job.source.to_string(),
+        input: format!("{}x{}x{}, {} classes", input.channels, input.height, input.width, input.classes),
+        seed: job.search.seed,
+        memory_table: estimate.render(),
+        regions: SearchReport::regions_of(&estimate),
+        search: outcome,
+        training: None,
+        sections: Vec::new(),
+    };
+    if let Some(cfg) = &job.train {
+        let arch = report.search.best;
+        let (net, varmap) = Network::init(arch, input, LifParams::default(), device, job.search.seed)?;
+        let t = train::train(&net, &varmap, &data, device, cfg)?;
+        let mut extra = std::collections::HashMap::new();
+        extra.insert("board".to_string(), job.board.name.clone());
+        let info = CheckpointInfo { arch, input, dataset: job.source.to_string(), accuracy: t.test_accuracy, extra };
+        checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
+        report.training = Some(t);
+    }
+    staged.write("report.json", serde_json::to_string_pretty(&report)?.as_bytes())?;
+    staged.write("report.md", report.markdown().as_bytes())?;
+    staged.write("candidates.svg", report.svg().as_bytes())?;
+    let dir = staged.commit()?;
+    Ok(SearchRun { dir, report })
+}
