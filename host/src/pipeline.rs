@@ -68,6 +68,20 @@ pub struct SearchJob {
     pub train: Option<TrainConfig>,
 }
 
+/// Estimated CPU cycles per dense multiply-accumulate of a timestep on a
+/// microcontroller: the firmware spends about 4 instructions per executed synaptic
+/// accumulate and only accumulates where a spike occurred (firing rates of roughly
+/// 20-25%), so about one cycle per dense MAC. `validate` measures the real
+/// instructions per inference on the device.
+pub const CYCLES_PER_MAC: f64 = 1.0;
+
+/// The largest MACs per timestep that run one inference (all T steps) within
+/// `latency_ms` on `board`'s clock.
+pub fn max_macs_for_latency(board: &Profile, timesteps: usize, latency_ms: f64) -> u64 {
+    let cycles = board.clock_hz as f64 * latency_ms / 1000.0;
+    (cycles / (CYCLES_PER_MAC * timesteps.max(1) as f64)) as u64
+}
+
 /// The memory model's verdict as the search sees it.
 pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {
     let e = memory::estimate(arch, input, board, targets);
@@ -82,19 +96,30 @@ pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Target
         flash_bytes: e.flash_bytes,
         ram_bytes: e.sram_bytes,
         worst_ratio,
-        overflow: e.first_overflow().map(|o| o.to_string()).or(e.problem.clone()),
+        overflow: e
+            .first_overflow()
+            .map(|o| o.to_string())
+            .or(e.problem.clone()),
     }
 }
 
 /// `repeats` batches of `batch` training images, drawn with `seed`.
-pub fn score_batches(data: &Dataset, batch: usize, repeats: usize, seed: u64, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+pub fn score_batches(
+    data: &Dataset,
+    batch: usize,
+    repeats: usize,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<Vec<Tensor>> {
     let mut rng = Rng::new(seed ^ 0x5c0e);
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     rng.shuffle(&mut order);
     let batch = batch.min(data.train.len());
     (0..repeats)
         .map(|r| {
-            let idx: Vec<usize> = (0..batch).map(|i| order[(r * batch + i) % order.len()]).collect();
+            let idx: Vec<usize> = (0..batch)
+                .map(|i| order[(r * batch + i) % order.len()])
+                .collect();
             Ok(data.train.batch(&idx, device)?.0)
         })
         .collect()
@@ -108,11 +133,30 @@ pub fn search_on(
     device: &Device,
 ) -> Result<search::SearchOutcome, PipelineError> {
     let input = input_shape(data);
-    let batches = score_batches(data, job.search.score_batch, job.search.score_repeats, job.search.seed, device)?;
-    let mut scorer = Scorer::new(&batches, input, device.clone(), job.search.seed, job.search.conv);
+    let batches = score_batches(
+        data,
+        job.search.score_batch,
+        job.search.score_repeats,
+        job.search.seed,
+        device,
+    )?;
+    let mut scorer = Scorer::new(
+        &batches,
+        input,
+        device.clone(),
+        job.search.seed,
+        job.search.conv,
+    );
     let (board, targets) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, board, targets);
-    Ok(search::search(&job.space, &input, &board.name, &check, &mut scorer, &job.search)?)
+    Ok(search::search(
+        &job.space,
+        &input,
+        &board.name,
+        &check,
+        &mut scorer,
+        &job.search,
+    )?)
 }
 
 /// What [`run`] wrote.
@@ -127,7 +171,12 @@ pub struct SearchRun {
 /// Search, train the winner, write `report.json`, `report.md`, `candidates.svg` and
 /// `checkpoint.safetensors` into `out` (atomically; an existing directory only with
 /// `force`).
-pub fn run(job: &SearchJob, device: &Device, out: &Path, force: bool) -> Result<SearchRun, PipelineError> {
+pub fn run(
+    job: &SearchJob,
+    device: &Device,
+    out: &Path,
+    force: bool,
+) -> Result<SearchRun, PipelineError> {
     let staged = Staged::new(out, force)?;
     let data = data::load(&job.source, &job.load)?;
     let input = input_shape(&data);
@@ -136,7 +185,10 @@ pub fn run(job: &SearchJob, device: &Device, out: &Path, force: bool) -> Result<
     let mut report = SearchReport {
         board: job.board.name.clone(),
         dataset: job.source.to_string(),
-        input: format!("{}x{}x{}, {} classes", input.channels, input.height, input.width, input.classes),
+        input: format!(
+            "{}x{}x{}, {} classes",
+            input.channels, input.height, input.width, input.classes
+        ),
         seed: job.search.seed,
         memory_table: estimate.render(),
         regions: SearchReport::regions_of(&estimate),
@@ -146,15 +198,25 @@ pub fn run(job: &SearchJob, device: &Device, out: &Path, force: bool) -> Result<
     };
     if let Some(cfg) = &job.train {
         let arch = report.search.best;
-        let (net, varmap) = Network::init(arch, input, LifParams::default(), device, job.search.seed)?;
+        let (net, varmap) =
+            Network::init(arch, input, LifParams::default(), device, job.search.seed)?;
         let t = train::train(&net, &varmap, &data, device, cfg)?;
         let mut extra = std::collections::HashMap::new();
         extra.insert("board".to_string(), job.board.name.clone());
-        let info = CheckpointInfo { arch, input, dataset: job.source.to_string(), accuracy: t.test_accuracy, extra };
+        let info = CheckpointInfo {
+            arch,
+            input,
+            dataset: job.source.to_string(),
+            accuracy: t.test_accuracy,
+            extra,
+        };
         checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
         report.training = Some(t);
     }
-    staged.write("report.json", serde_json::to_string_pretty(&report)?.as_bytes())?;
+    staged.write(
+        "report.json",
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
     staged.write("report.md", report.markdown().as_bytes())?;
     staged.write("candidates.svg", report.svg().as_bytes())?;
     let dir = staged.commit()?;

@@ -36,35 +36,81 @@ pub struct SearchReport {
 impl SearchReport {
     /// Per-region use taken from an estimate.
     pub fn regions_of(estimate: &Estimate) -> Vec<(String, u64, u64)> {
-        estimate.regions.iter().map(|r| (r.name.clone(), r.used, r.capacity)).collect()
+        estimate
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.used, r.capacity))
+            .collect()
     }
 
     /// The markdown report.
     pub fn markdown(&self) -> String {
         let s = &self.search;
         let mut md = String::new();
-        let _ = writeln!(md, "# spikenas search: {} on {}\n", self.dataset, self.board);
-        let _ = writeln!(md, "Chosen architecture (copy into `--arch`):\n\n```\n{}\n```\n", s.best);
+        let _ = writeln!(
+            md,
+            "# spikenas search: {} on {}\n",
+            self.dataset, self.board
+        );
+        let _ = writeln!(
+            md,
+            "Chosen architecture (copy into `--arch`):\n\n```\n{}\n```\n",
+            s.best
+        );
         let _ = writeln!(md, "| | |\n|---|---|");
         let _ = writeln!(md, "| strategy | {:?} |", s.strategy);
         let _ = writeln!(md, "| input | {} |", self.input);
         let _ = writeln!(md, "| training-free score | {:.3} |", s.best_score);
         if let Some(t) = &self.training {
-            let _ = writeln!(md, "| test accuracy (float) | {:.2}% |", 100.0 * t.test_accuracy);
-            let _ = writeln!(md, "| training | {} epochs, {:.1} s |", t.epochs.len(), t.train_seconds);
+            let _ = writeln!(
+                md,
+                "| test accuracy (float) | {:.2}% |",
+                100.0 * t.test_accuracy
+            );
+            let _ = writeln!(
+                md,
+                "| training | {} epochs, {:.1} s |",
+                t.epochs.len(),
+                t.train_seconds
+            );
         }
-        let _ = writeln!(md, "| search time | {:.1} s ({}) |", s.seconds, s.stopped_by);
+        let _ = writeln!(
+            md,
+            "| search time | {:.1} s ({}) |",
+            s.seconds, s.stopped_by
+        );
         let _ = writeln!(md, "| canonical cells | {} |", s.canonical_cells);
+        let _ = writeln!(
+            md,
+            "| search space | {} (cell, macro) candidates |",
+            s.space_size
+        );
         let _ = writeln!(md, "| candidates generated | {} |", s.generated);
         let _ = writeln!(md, "| pruned by memory | {} |", s.pruned_by_memory);
-        let _ = writeln!(md, "| scored | {} (cache hits {}) |", s.scored, s.cache_hits);
+        let _ = writeln!(md, "| pruned by latency budget | {} |", s.pruned_by_compute);
+        let _ = writeln!(
+            md,
+            "| scored | {} (cache hits {}) |",
+            s.scored, s.cache_hits
+        );
         let _ = writeln!(md, "| seed | {} |\n", self.seed);
-        let _ = writeln!(md, "## Memory per region\n\n| region | used | budget | use |\n|---|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "## Memory per region\n\n| region | used | budget | use |\n|---|---:|---:|---:|"
+        );
         for (name, used, cap) in &self.regions {
-            let pct = if *cap > 0 { 100.0 * *used as f64 / *cap as f64 } else { 0.0 };
+            let pct = if *cap > 0 {
+                100.0 * *used as f64 / *cap as f64
+            } else {
+                0.0
+            };
             let _ = writeln!(md, "| {name} | {used} B | {cap} B | {pct:.1}% |");
         }
-        let _ = writeln!(md, "\n## Memory per layer\n\n```\n{}```\n", self.memory_table);
+        let _ = writeln!(
+            md,
+            "\n## Memory per layer\n\n```\n{}```\n",
+            self.memory_table
+        );
         for (title, body) in &self.sections {
             let _ = writeln!(md, "## {title}\n\n{body}\n");
         }
@@ -85,11 +131,25 @@ pub fn candidates_svg(outcome: &SearchOutcome, title: &str) -> String {
     let pts: Vec<(f64, f64, bool)> = outcome
         .candidates
         .iter()
-        .filter_map(|c| c.score.filter(|s| s.is_finite()).map(|s| (c.fit.worst_ratio, s, c.arch == outcome.best.to_string())))
+        .filter_map(|c| {
+            c.score
+                .filter(|s| s.is_finite())
+                .map(|s| (c.fit.worst_ratio, s, c.arch == outcome.best.to_string()))
+        })
         .collect();
     let xmax = pts.iter().map(|p| p.0).fold(1.1f64, f64::max) * 1.05;
-    let (ymin, ymax) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-    let (ymin, ymax) = if pts.is_empty() { (0.0, 1.0) } else if ymax > ymin { (ymin, ymax) } else { (ymin - 1.0, ymax + 1.0) };
+    let (ymin, ymax) = pts
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let (ymin, ymax) = if pts.is_empty() {
+        (0.0, 1.0)
+    } else if ymax > ymin {
+        (ymin, ymax)
+    } else {
+        (ymin - 1.0, ymax + 1.0)
+    };
     let pad = (ymax - ymin) * 0.05;
     let (ymin, ymax) = (ymin - pad, ymax + pad);
     let x = |v: f64| left + (w - left - right) * v / xmax;
@@ -109,13 +169,35 @@ pub fn candidates_svg(outcome: &SearchOutcome, title: &str) -> String {
         pts.len()
     );
     // Axes.
-    let _ = writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
-    let _ = writeln!(s, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#, h - bottom);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom
+    );
     for i in 0..=5 {
         let v = xmax * i as f64 / 5.0;
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.0}%</text>"#, x(v), h - bottom + 16.0, 100.0 * v);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.0}%</text>"#,
+            x(v),
+            h - bottom + 16.0,
+            100.0 * v
+        );
         let u = ymin + (ymax - ymin) * i as f64 / 5.0;
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#, left - 6.0, y(u) + 4.0, u);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#,
+            left - 6.0,
+            y(u) + 4.0,
+            u
+        );
     }
     let _ = writeln!(
         s,
@@ -139,7 +221,11 @@ pub fn candidates_svg(outcome: &SearchOutcome, title: &str) -> String {
         x(1.0) + 4.0,
         top + 12.0
     );
-    for (px, py, chosen) in pts.iter().filter(|p| !p.2) .chain(pts.iter().filter(|p| p.2)) {
+    for (px, py, chosen) in pts
+        .iter()
+        .filter(|p| !p.2)
+        .chain(pts.iter().filter(|p| p.2))
+    {
         if *chosen {
             let _ = writeln!(
                 s,
@@ -150,7 +236,12 @@ pub fn candidates_svg(outcome: &SearchOutcome, title: &str) -> String {
                 y(*py) - 8.0
             );
         } else {
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="steelblue" fill-opacity="0.6"/>"#, x(*px), y(*py));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="steelblue" fill-opacity="0.6"/>"#,
+                x(*px),
+                y(*py)
+            );
         }
     }
     s.push_str("</svg>\n");
@@ -158,5 +249,7 @@ pub fn candidates_svg(outcome: &SearchOutcome, title: &str) -> String {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -1,8 +1,8 @@
 //! `spikenas-host estimate`: the memory model for one architecture on one board.
 
+use super::common::BoardArgs;
 use anyhow::bail;
 use spikenas_host::arch::Arch;
-use super::common::BoardArgs;
 use spikenas_host::memory::{self, InputShape};
 
 /// Estimate flash and RAM per region for an architecture on a board; exits non-zero
@@ -45,7 +45,10 @@ mod tests {
 
     fn args(board: &str, arch: &str) -> Args {
         Args {
-            board: BoardArgs { board: Some(board.into()), board_file: None },
+            board: BoardArgs {
+                board: Some(board.into()),
+                board_file: None,
+            },
             arch: arch.into(),
             input: "1x28x28".into(),
             classes: 10,

@@ -33,6 +33,10 @@ pub struct SearchArgs {
     /// Stop when the best score has not improved for this many candidates.
     #[arg(long, default_value_t = 40)]
     patience: usize,
+    /// Latency budget per inference in milliseconds on the board's clock (limits MACs;
+    /// 0 = no limit).
+    #[arg(long, default_value_t = 1000.0)]
+    latency_ms: f64,
     /// snasnet: random candidates scored.
     #[arg(long, default_value_t = 5000)]
     samples: usize,
@@ -80,17 +84,27 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         None => SearchSpace::shipped(),
     };
     let dataset_tag = args.dataset.to_string().replace([':', '/'], "_");
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", board.name, dataset_tag)));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", board.name, dataset_tag)));
+    let max_macs = (args.latency_ms > 0.0)
+        .then(|| pipeline::max_macs_for_latency(&board, space.macros.timesteps, args.latency_ms));
     let job = SearchJob {
         board,
         targets: catalog.targets().clone(),
         source: args.dataset.clone(),
-        load: LoadOptions { seed: args.seed, max_train: args.max_train, ..Default::default() },
+        load: LoadOptions {
+            seed: args.seed,
+            max_train: args.max_train,
+            ..Default::default()
+        },
         space,
         search: SearchConfig {
             strategy: args.strategy,
             time_budget: Duration::from_secs(args.time_budget),
             patience: args.patience,
+            max_macs,
             samples: args.samples,
             score_batch: args.score_batch,
             seed: args.seed,
@@ -112,14 +126,29 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let s = &r.search;
     println!("board {}: chosen {}", r.board, s.best);
     println!(
-        "  score {:.3}; {} canonical cells, {} generated, {} pruned by memory, {} scored in {:.1} s ({})",
-        s.best_score, s.canonical_cells, s.generated, s.pruned_by_memory, s.scored, s.seconds, s.stopped_by
+        "  score {:.3}; {} canonical cells, {} generated, {} pruned by memory, {} by latency, {} scored in {:.1} s ({})",
+        s.best_score,
+        s.canonical_cells,
+        s.generated,
+        s.pruned_by_memory,
+        s.pruned_by_compute,
+        s.scored,
+        s.seconds,
+        s.stopped_by
     );
     for (name, used, cap) in &r.regions {
-        println!("  {name}: {used} / {cap} bytes ({:.1}%)", 100.0 * *used as f64 / (*cap).max(1) as f64);
+        println!(
+            "  {name}: {used} / {cap} bytes ({:.1}%)",
+            100.0 * *used as f64 / (*cap).max(1) as f64
+        );
     }
     if let Some(t) = &r.training {
-        println!("  test accuracy {:.2}% after {} epochs ({:.1} s)", 100.0 * t.test_accuracy, t.epochs.len(), t.train_seconds);
+        println!(
+            "  test accuracy {:.2}% after {} epochs ({:.1} s)",
+            100.0 * t.test_accuracy,
+            t.epochs.len(),
+            t.train_seconds
+        );
     }
     println!("  results in {}", run.dir.display());
     Ok(())

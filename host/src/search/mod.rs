@@ -75,6 +75,8 @@ pub struct SearchConfig {
     pub time_budget: Duration,
     /// SpikeNAS: stop when the best score has not improved for this many candidates.
     pub patience: usize,
+    /// Largest MACs per timestep a candidate may need (the latency budget), if any.
+    pub max_macs: Option<u64>,
     /// SNASNet: number of random candidates scored.
     pub samples: usize,
     /// SNASNet: the fixed macro configuration its cells are scored in.
@@ -98,6 +100,7 @@ impl Default for SearchConfig {
             strategy: Strategy::Spikenas,
             time_budget: Duration::from_secs(300),
             patience: 40,
+            max_macs: None,
             samples: 5000,
             baseline_macro: Arch::default(),
             score_batch: 64,
@@ -135,10 +138,14 @@ pub struct SearchOutcome {
     pub best_fit: Fit,
     /// Distinct canonical cells in the space (SpikeNAS) or distinct cells sampled (SNASNet).
     pub canonical_cells: usize,
-    /// (cell, macro) candidates generated.
+    /// Size of the whole space: canonical cells x macro configurations.
+    pub space_size: usize,
+    /// (cell, macro) candidates generated (for the cells the search reached).
     pub generated: usize,
     /// Candidates rejected by the memory model.
     pub pruned_by_memory: usize,
+    /// Candidates rejected by the compute limit (MACs per timestep).
+    pub pruned_by_compute: usize,
     /// Candidates scored (network forward passes).
     pub scored: usize,
     /// Score evaluations saved by the cache.
@@ -297,7 +304,86 @@ fn nothing_fits(board: &str, smallest: Option<(Arch, Fit)>) -> SearchError {
     }
 }
 
+/// The architecture a cell is scored in during the cell search: the same small
+/// macro configuration for every cell, so scores compare cells, not sizes.
+pub fn proxy_arch(cell: Cell, space: &SearchSpace, input: &InputShape) -> Arch {
+    let base = Arch {
+        cell,
+        channels: 8,
+        stages: 2,
+        fc: 0,
+        timesteps: space.macros.timesteps,
+        input_pool: 1,
+        cluster: space.macros.cluster,
+        weight_bits: 8,
+    };
+    if input.head_features(&base) > 0 {
+        base
+    } else {
+        Arch { stages: 1, ..base }
+    }
+}
+
+/// The largest (by MACs) macro configuration of `cell` that fits memory and the
+/// compute limit, with the number of configurations each check rejected.
+fn largest_feasible(
+    cell: Cell,
+    space: &SearchSpace,
+    input: &InputShape,
+    memory: &dyn MemoryCheck,
+    max_macs: Option<u64>,
+    tally: &mut Tally,
+) -> Option<(Arch, u64, Fit)> {
+    let mut archs: Vec<(Arch, u64)> = space
+        .macro_archs(cell)
+        .into_iter()
+        .filter(|a| input.head_features(a) > 0)
+        .map(|a| (a, macs(&a, input)))
+        .collect();
+    tally.generated += archs.len();
+    // Largest first; among equal sizes prefer 8-bit weights (more accurate).
+    archs.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.weight_bits.cmp(&a.0.weight_bits)));
+    for (arch, m) in archs {
+        if max_macs.is_some_and(|limit| m > limit) {
+            tally.pruned_by_compute += 1;
+            continue;
+        }
+        let fit = memory.check(&arch);
+        if fit.fits {
+            // The cell's smaller configurations are dominated: never visited.
+            return Some((arch, m, fit));
+        }
+        tally.pruned_by_memory += 1;
+        if tally
+            .smallest
+            .as_ref()
+            .is_none_or(|(_, f)| fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes)
+        {
+            tally.smallest = Some((arch, fit));
+        }
+    }
+    None
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    generated: usize,
+    pruned_by_memory: usize,
+    pruned_by_compute: usize,
+    smallest: Option<(Arch, Fit)>,
+}
+
 /// SpikeNAS's fast memory-aware search.
+///
+/// 1. Every canonical cell is paired with its largest feasible macro configuration
+///    (memory model and compute limit, microseconds each); cells with none are out.
+/// 2. Cell search by coordinate ascent on the training-free score, as LightSNN prunes
+///    edge by edge: starting from the feasible cell with the most convolutions, each
+///    edge in turn takes every op of the op set (others fixed) and keeps the best,
+///    until a full pass changes nothing. Cells are scored in the common proxy
+///    configuration ([`proxy_arch`]) and each at most once (cache): on the order of
+///    edges x ops evaluations instead of thousands.
+/// 3. The winning cell is deployed in its largest feasible configuration.
 pub fn spikenas(
     space: &SearchSpace,
     input: &InputShape,
@@ -308,84 +394,131 @@ pub fn spikenas(
 ) -> Result<SearchOutcome, SearchError> {
     let started = Instant::now();
     let cells = cells::enumerate(&space.ops, space.backward);
-    let (mut generated, mut pruned) = (0usize, 0usize);
-    let mut smallest: Option<(Arch, Fit)> = None;
-    // Step 2: each cell with its largest feasible macro configuration.
-    let mut feasible: Vec<(Arch, u64, Fit)> = Vec::new();
-    for cell in &cells {
-        let mut archs: Vec<(Arch, u64)> = space
-            .macro_archs(*cell)
-            .into_iter()
-            .filter(|a| input.head_features(a) > 0)
-            .map(|a| (a, macs(&a, input)))
-            .collect();
-        generated += archs.len();
-        // Largest first; among equal sizes prefer 8-bit weights (more accurate).
-        archs.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.weight_bits.cmp(&a.0.weight_bits)));
-        let mut found = false;
-        for (arch, m) in archs.iter() {
-            let fit = memory.check(arch);
-            if fit.fits {
-                feasible.push((*arch, *m, fit));
-                found = true;
-                break;
-            }
-            pruned += 1;
-            if smallest
-                .as_ref()
-                .is_none_or(|(_, f)| fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes)
-            {
-                smallest = Some((*arch, fit));
-            }
+    let mut tally = Tally::default();
+    // Each cell's deployment is worked out when the search first reaches it.
+    let mut deploy: HashMap<Cell, Option<(Arch, u64, Fit)>> = HashMap::new();
+    let mut deployment = |cell: Cell, tally: &mut Tally| -> Option<(Arch, u64, Fit)> {
+        deploy
+            .entry(cell)
+            .or_insert_with(|| largest_feasible(cell, space, input, memory, cfg.max_macs, tally))
+            .clone()
+    };
+    // Start from the feasible cell with the most convolutions (ties: canonical order).
+    let mut by_convs: Vec<&Cell> = cells.iter().collect();
+    by_convs.sort_by(|a, b| {
+        cells::conv_edges(b)
+            .cmp(&cells::conv_edges(a))
+            .then(a.cmp(b))
+    });
+    let Some(start) = by_convs
+        .into_iter()
+        .copied()
+        .find(|c| deployment(*c, &mut tally).is_some())
+    else {
+        return Err(nothing_fits(board, tally.smallest));
+    };
+    let bar = progress(
+        (FORWARD_PAIRS.len() * space.ops.len() * 2) as u64,
+        cfg.progress,
+        "search",
+    );
+    let mut records: Vec<CandidateRecord> = Vec::new();
+    let mut scored: HashMap<Cell, f64> = HashMap::new();
+    let mut evaluate = |cell: Cell,
+                        scorer: &mut Scorer<'_>,
+                        records: &mut Vec<CandidateRecord>,
+                        scored: &mut HashMap<Cell, f64>,
+                        tally: &mut Tally|
+     -> Result<Option<f64>, SearchError> {
+        let Some((arch, m, fit)) = deployment(cell, tally) else {
+            return Ok(None);
+        };
+        if let Some(s) = scored.get(&cell) {
+            return Ok(Some(*s));
         }
-        // Once one fits, the cell's smaller configurations are dominated: never visited.
-        let _ = found;
-    }
-    if feasible.is_empty() {
-        return Err(nothing_fits(board, smallest));
-    }
-    // Step 3: score largest-first, stop on patience or time.
-    feasible.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cell.cmp(&b.0.cell)));
-    let bar = progress(feasible.len() as u64, cfg.progress, "search");
-    let mut best: Option<(usize, f64)> = None;
-    let mut since_best = 0usize;
-    let mut records = Vec::new();
-    let mut stopped_by = "all feasible candidates scored".to_string();
-    for (i, (arch, m, fit)) in feasible.iter().enumerate() {
-        if started.elapsed() >= cfg.time_budget {
-            stopped_by = format!("time budget ({:?})", cfg.time_budget);
-            break;
-        }
-        if since_best >= cfg.patience {
-            stopped_by = format!("no improvement for {} candidates", cfg.patience);
-            break;
-        }
-        let s = scorer.score(arch)?;
+        let s = scorer.score(&proxy_arch(cell, space, input))?;
+        scored.insert(cell, s);
         records.push(CandidateRecord {
             arch: arch.to_string(),
-            macs: *m,
-            fit: fit.clone(),
+            macs: m,
+            fit,
             score: Some(s),
         });
-        if s.is_finite() && best.is_none_or(|(_, b)| s > b) {
-            best = Some((i, s));
-            since_best = 0;
-        } else {
-            since_best += 1;
-        }
-        bar.set_message(format!("best {:.2}", best.map_or(f64::NAN, |b| b.1)));
         bar.inc(1);
+        Ok(Some(s))
+    };
+    let mut best_cell = start;
+    let mut best = evaluate(start, scorer, &mut records, &mut scored, &mut tally)?
+        .unwrap_or(f64::NEG_INFINITY);
+    let mut since_best = 0usize;
+    let mut stopped_by = "converged (a full pass over the edges changed nothing)".to_string();
+    let options: Vec<Op> = std::iter::once(Op::Zero)
+        .chain(space.ops.iter().copied().filter(|o| *o != Op::Zero))
+        .collect();
+    'passes: loop {
+        let mut changed = false;
+        for &(i, j) in FORWARD_PAIRS.iter() {
+            let directions: &[bool] = if space.backward && i > 0 {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &backward in directions {
+                for &op in &options {
+                    if started.elapsed() >= cfg.time_budget {
+                        stopped_by = format!("time budget ({:?})", cfg.time_budget);
+                        break 'passes;
+                    }
+                    if since_best >= cfg.patience {
+                        stopped_by = format!("no improvement for {} candidates", cfg.patience);
+                        break 'passes;
+                    }
+                    let mut c = best_cell;
+                    c.ops[i][j] = Op::Zero;
+                    c.ops[j][i] = Op::Zero;
+                    if backward {
+                        c.ops[j][i] = op
+                    } else {
+                        c.ops[i][j] = op
+                    }
+                    let Ok(valid) = c.validated() else { continue };
+                    let cand = cells::canonical(&valid);
+                    if cand == best_cell || scored.contains_key(&cand) {
+                        continue;
+                    }
+                    match evaluate(cand, scorer, &mut records, &mut scored, &mut tally)? {
+                        Some(s) if s.is_finite() && s > best => {
+                            best = s;
+                            best_cell = cand;
+                            since_best = 0;
+                            changed = true;
+                        }
+                        Some(_) => since_best += 1,
+                        None => {}
+                    }
+                    bar.set_message(format!("best {best:.2}"));
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
     }
     bar.finish_and_clear();
-    let (bi, bs) = best.ok_or(SearchError::NothingScored(cfg.time_budget))?;
+    if !best.is_finite() {
+        return Err(SearchError::NothingScored(cfg.time_budget));
+    }
+    let (arch, _, fit) = deployment(best_cell, &mut tally).expect("scored cells are feasible");
     Ok(SearchOutcome {
         strategy: Strategy::Spikenas,
-        best: feasible[bi].0,
-        best_score: bs,
-        best_fit: feasible[bi].2.clone(),
+        best: arch,
+        best_score: best,
+        best_fit: fit,
         canonical_cells: cells.len(),
-        generated,
-        pruned_by_memory: pruned,
+        space_size: cells.len() * space.macro_archs(start).len(),
+        generated: tally.generated,
+        pruned_by_memory: tally.pruned_by_memory,
+        pruned_by_compute: tally.pruned_by_compute,
         scored: records.len(),
         cache_hits: scorer.hits,
         seconds: started.elapsed().as_secs_f64(),
@@ -478,8 +611,10 @@ pub fn snasnet(
         best_score: records[pi].1.score.unwrap_or(f64::NAN),
         best_fit: records[pi].1.fit.clone(),
         canonical_cells: distinct.len(),
+        space_size: scored,
         generated: scored,
         pruned_by_memory: pruned,
+        pruned_by_compute: 0,
         scored,
         cache_hits: 0,
         seconds: started.elapsed().as_secs_f64(),
