@@ -3,6 +3,7 @@
 //!
 //! The `spikenas-host` binary is a thin layer over these modules.
 
+pub mod analysis;
 pub mod arch;
 pub mod boards;
 pub mod checkpoint;

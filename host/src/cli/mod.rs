@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod analyze_ops;
 mod boards;
 mod common;
 mod estimate;
@@ -22,6 +23,8 @@ enum Command {
     Boards(boards::Args),
     /// Estimate flash and RAM per region of an architecture on a board.
     Estimate(estimate::Args),
+    /// Measure each cell operation's impact on accuracy and write the search space.
+    AnalyzeOps(analyze_ops::AnalyzeArgs),
     /// Search the SNN that fits a board's memory, train it and write the report (the main job).
     Search(search::SearchArgs),
     /// Train one architecture on a dataset and write a checkpoint.
@@ -34,6 +37,7 @@ pub fn main() -> std::process::ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Boards(args) => boards::run(args),
         Command::Estimate(args) => estimate::run(args),
+        Command::AnalyzeOps(args) => analyze_ops::run(args),
         Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),
     };
