@@ -40,8 +40,14 @@ impl Default for AnalysisConfig {
     fn default() -> Self {
         AnalysisConfig {
             cells_per_op: 3,
-            proxy: "ch=8,stages=2,fc=0,t=4,pool=2".parse().expect("valid proxy"),
-            train: TrainConfig { epochs: 2, progress: false, ..Default::default() },
+            proxy: "ch=8,stages=2,fc=0,t=4,pool=2"
+                .parse()
+                .expect("valid proxy"),
+            train: TrainConfig {
+                epochs: 2,
+                progress: false,
+                ..Default::default()
+            },
             keep_threshold: 0.002,
             timesteps: vec![2, 4, 6],
             t_tolerance: 0.005,
@@ -113,7 +119,9 @@ pub enum AnalysisError {
 fn cell_with(op: Op, rng: &mut Rng) -> Cell {
     loop {
         let c = crate::search::random_cell(rng);
-        if c.edges().iter().any(|e| e.op == op) && c.edges().iter().filter(|e| e.op != op).count() > 0 {
+        if c.edges().iter().any(|e| e.op == op)
+            && c.edges().iter().filter(|e| e.op != op).count() > 0
+        {
             return c;
         }
     }
@@ -135,16 +143,38 @@ fn replace(cell: &Cell, op: Op, replacement: Op) -> Option<Cell> {
 /// `cell` without `op`: replaced by zero, or where that breaks the cell (op03 must
 /// not be zero), by the cheapest other op.
 fn without_op(cell: &Cell, op: Op) -> Option<Cell> {
-    let fallback = if op == Op::Skip { Op::Conv1x1 } else { Op::Skip };
+    let fallback = if op == Op::Skip {
+        Op::Conv1x1
+    } else {
+        Op::Skip
+    };
     replace(cell, op, Op::Zero).or_else(|| replace(cell, op, fallback))
 }
 
-fn trial(arch: Arch, data: &Dataset, device: &Device, cfg: &AnalysisConfig) -> Result<Trial, AnalysisError> {
-    let (net, vars) = Network::init(arch, input_shape(data), LifParams::default(), device, cfg.seed)?;
+fn trial(
+    arch: Arch,
+    data: &Dataset,
+    device: &Device,
+    cfg: &AnalysisConfig,
+) -> Result<Trial, AnalysisError> {
+    let (net, vars) = Network::init(
+        arch,
+        input_shape(data),
+        LifParams::default(),
+        device,
+        cfg.seed,
+    )?;
     train::train(&net, &vars, data, device, &cfg.train)?;
-    let split = if data.val.is_empty() { &data.test } else { &data.val };
+    let split = if data.val.is_empty() {
+        &data.test
+    } else {
+        &data.val
+    };
     let accuracy = train::evaluate(&net, split, device, cfg.train.conv)?;
-    Ok(Trial { arch: arch.to_string(), accuracy })
+    Ok(Trial {
+        arch: arch.to_string(),
+        accuracy,
+    })
 }
 
 fn mean(xs: impl Iterator<Item = f32>) -> f32 {
@@ -167,19 +197,42 @@ pub fn analyze(
         let mut trials = Vec::new();
         while trials.len() < cfg.cells_per_op {
             let cell = cell_with(op, &mut rng);
-            let Some(without) = without_op(&cell, op) else { continue };
+            let Some(without) = without_op(&cell, op) else {
+                continue;
+            };
             if without == cell {
                 continue;
             }
             let a = trial(Arch { cell, ..cfg.proxy }, data, device, cfg)?;
-            let b = trial(Arch { cell: without, ..cfg.proxy }, data, device, cfg)?;
-            progress(&format!("{op:?}: {} {:.2}% vs {} {:.2}%", a.arch, 100.0 * a.accuracy, b.arch, 100.0 * b.accuracy));
+            let b = trial(
+                Arch {
+                    cell: without,
+                    ..cfg.proxy
+                },
+                data,
+                device,
+                cfg,
+            )?;
+            progress(&format!(
+                "{op:?}: {} {:.2}% vs {} {:.2}%",
+                a.arch,
+                100.0 * a.accuracy,
+                b.arch,
+                100.0 * b.accuracy
+            ));
             trials.push((a, b));
         }
         let with = mean(trials.iter().map(|t| t.0.accuracy));
         let without = mean(trials.iter().map(|t| t.1.accuracy));
         let impact = with - without;
-        ops.push(OpImpact { op, with, without, impact, kept: impact >= cfg.keep_threshold, trials });
+        ops.push(OpImpact {
+            op,
+            with,
+            without,
+            impact,
+            kept: impact >= cfg.keep_threshold,
+            trials,
+        });
     }
     // Conv3x3 is the op that makes a cell learn; never drop it.
     if let Some(c3) = ops.iter_mut().find(|o| o.op == Op::Conv3x3) {
@@ -194,13 +247,37 @@ pub fn analyze(
         }
         let forward = cell;
         cell.ops[3][1] = Op::Conv3x3;
-        let Ok(backward) = cell.validated() else { continue };
+        let Ok(backward) = cell.validated() else {
+            continue;
+        };
         if !backward.has_backward() {
             continue;
         }
-        let a = trial(Arch { cell: backward, ..cfg.proxy }, data, device, cfg)?;
-        let b = trial(Arch { cell: forward, ..cfg.proxy }, data, device, cfg)?;
-        progress(&format!("backward: {} {:.2}% vs {} {:.2}%", a.arch, 100.0 * a.accuracy, b.arch, 100.0 * b.accuracy));
+        let a = trial(
+            Arch {
+                cell: backward,
+                ..cfg.proxy
+            },
+            data,
+            device,
+            cfg,
+        )?;
+        let b = trial(
+            Arch {
+                cell: forward,
+                ..cfg.proxy
+            },
+            data,
+            device,
+            cfg,
+        )?;
+        progress(&format!(
+            "backward: {} {:.2}% vs {} {:.2}%",
+            a.arch,
+            100.0 * a.accuracy,
+            b.arch,
+            100.0 * b.accuracy
+        ));
         back_trials.push((a, b));
     }
     let with = mean(back_trials.iter().map(|t| t.0.accuracy));
@@ -214,11 +291,23 @@ pub fn analyze(
         trials: back_trials,
     };
     // Timesteps, on the first conv3x3 cell.
-    let t_cell = ops.iter().find(|o| o.op == Op::Conv3x3).map(|o| o.trials[0].0.arch.parse::<Arch>().expect("valid").cell);
+    let t_cell = ops
+        .iter()
+        .find(|o| o.op == Op::Conv3x3)
+        .map(|o| o.trials[0].0.arch.parse::<Arch>().expect("valid").cell);
     let t_cell = t_cell.unwrap_or(Arch::default().cell);
     let mut timesteps = Vec::new();
     for &t in &cfg.timesteps {
-        let tr = trial(Arch { cell: t_cell, timesteps: t, ..cfg.proxy }, data, device, cfg)?;
+        let tr = trial(
+            Arch {
+                cell: t_cell,
+                timesteps: t,
+                ..cfg.proxy
+            },
+            data,
+            device,
+            cfg,
+        )?;
         progress(&format!("T={t}: {:.2}%", 100.0 * tr.accuracy));
         timesteps.push((t, tr.accuracy));
     }
@@ -234,7 +323,10 @@ pub fn analyze(
     let space = SearchSpace {
         ops: kept,
         backward: backward.kept,
-        macros: MacroSpace { timesteps: chosen_timesteps, ..SearchSpace::shipped().macros },
+        macros: MacroSpace {
+            timesteps: chosen_timesteps,
+            ..SearchSpace::shipped().macros
+        },
         provenance: format!(
             "spikenas-host analyze-ops on {} (proxy {}, {} cells per op, {} epochs)",
             data.spec.name, cfg.proxy, cfg.cells_per_op, cfg.train.epochs

@@ -44,14 +44,25 @@ pub struct AnalyzeArgs {
 /// Run `analyze-ops`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if args.out.exists() && !args.force {
-        anyhow::bail!("{} already exists; choose another --out or pass --force", args.out.display());
+        anyhow::bail!(
+            "{} already exists; choose another --out or pass --force",
+            args.out.display()
+        );
     }
     let device = args.device.open()?;
     let data = data::load(
         &args.dataset,
-        &LoadOptions { seed: args.seed, max_train: Some(args.max_train), ..Default::default() },
+        &LoadOptions {
+            seed: args.seed,
+            max_train: Some(args.max_train),
+            ..Default::default()
+        },
     )?;
-    let mut cfg = AnalysisConfig { cells_per_op: args.cells_per_op, seed: args.seed, ..Default::default() };
+    let mut cfg = AnalysisConfig {
+        cells_per_op: args.cells_per_op,
+        seed: args.seed,
+        ..Default::default()
+    };
     cfg.train.epochs = args.epochs;
     cfg.train.seed = args.seed;
     let result = analysis::analyze(&data, &device, &cfg, &mut |line| eprintln!("  {line}"))?;
@@ -70,15 +81,29 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         100.0 * result.backward.with,
         100.0 * result.backward.without,
         100.0 * result.backward.impact,
-        if result.backward.kept { "kept" } else { "dropped" }
+        if result.backward.kept {
+            "kept"
+        } else {
+            "dropped"
+        }
     );
     for (t, a) in &result.timesteps {
         println!("T={t:<2}        {:.2}%", 100.0 * a);
     }
-    println!("chosen T = {}; {:.0} s", result.chosen_timesteps, result.seconds);
-    write_atomic(&args.out, serde_json::to_string_pretty(&result.space)?.as_bytes())?;
+    println!(
+        "chosen T = {}; {:.0} s",
+        result.chosen_timesteps, result.seconds
+    );
+    write_atomic(
+        &args.out,
+        serde_json::to_string_pretty(&result.space)?.as_bytes(),
+    )?;
     let details = args.out.with_extension("analysis.json");
     write_atomic(&details, serde_json::to_string_pretty(&result)?.as_bytes())?;
-    println!("search space written to {} (measurements in {})", args.out.display(), details.display());
+    println!(
+        "search space written to {} (measurements in {})",
+        args.out.display(),
+        details.display()
+    );
     Ok(())
 }
