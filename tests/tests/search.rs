@@ -1,0 +1,106 @@
+//! End to end on the host: for every board profile, the search returns an architecture
+//! whose memory estimate fits every region; an impossible budget says what the smallest
+//! candidate needs; the main job writes its results atomically and refuses to overwrite.
+
+use std::time::Duration;
+
+use candle_core::Device;
+use spikenas_host::boards::Catalog;
+use spikenas_host::data::{self, LoadOptions, Source};
+use spikenas_host::memory;
+use spikenas_host::pipeline::{self, max_macs_for_latency, search_on, SearchJob};
+use spikenas_host::search::space::SearchSpace;
+use spikenas_host::search::SearchConfig;
+use spikenas_host::session::input_shape;
+use spikenas_host::train::TrainConfig;
+
+fn job(board: &str, catalog: &Catalog) -> SearchJob {
+    let board = catalog.board(board).unwrap().clone();
+    let space = SearchSpace::shipped();
+    SearchJob {
+        targets: catalog.targets().clone(),
+        source: Source::Digits,
+        load: LoadOptions {
+            max_train: Some(300),
+            max_test: Some(100),
+            ..Default::default()
+        },
+        search: SearchConfig {
+            time_budget: Duration::from_secs(5),
+            max_macs: Some(max_macs_for_latency(&board, space.macros.timesteps, 1000.0)),
+            score_batch: 16,
+            progress: false,
+            ..Default::default()
+        },
+        space,
+        board,
+        train: None,
+    }
+}
+
+#[test]
+fn every_board_gets_an_architecture_that_fits() {
+    let catalog = Catalog::discover().unwrap();
+    let names: Vec<String> = catalog.names().into_iter().map(str::to_string).collect();
+    assert!(names.len() >= 8, "{names:?}");
+    let data = data::load(&Source::Digits, &job(&names[0], &catalog).load).unwrap();
+    let input = input_shape(&data);
+    for name in names {
+        let job = job(&name, &catalog);
+        let out = search_on(&data, &job, &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let estimate = memory::estimate(&out.best, &input, &job.board, &job.targets);
+        assert!(
+            estimate.fits,
+            "{name}: {} does not fit:\n{}",
+            out.best,
+            estimate.render()
+        );
+        for r in &estimate.regions {
+            assert!(r.used <= r.capacity, "{name}: region {} over", r.name);
+        }
+        assert!(out.scored >= 1 && out.best_fit.fits);
+    }
+}
+
+#[test]
+fn impossible_budget_names_the_smallest_need() {
+    let catalog = Catalog::discover().unwrap();
+    let mut job = job("microbit", &catalog);
+    // A 32x32 colour input on a 16 KB part with a tiny latency budget: nothing fits.
+    job.search.max_macs = Some(10);
+    let data = data::load(&Source::Digits, &job.load).unwrap();
+    let e = search_on(&data, &job, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("microbit"), "{e}");
+    assert!(e.contains("smallest candidate"), "{e}");
+}
+
+#[test]
+fn main_job_writes_reports_and_refuses_to_overwrite() {
+    let catalog = Catalog::discover().unwrap();
+    let mut job = job("netduinoplus2", &catalog);
+    job.train = Some(TrainConfig {
+        epochs: 1,
+        progress: false,
+        ..Default::default()
+    });
+    let out = std::env::temp_dir().join(format!("spikenas-e2e-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = pipeline::run(&job, &Device::Cpu, &out, false).unwrap();
+    for f in [
+        "report.json",
+        "report.md",
+        "candidates.svg",
+        "checkpoint.safetensors",
+    ] {
+        assert!(run.dir.join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(run.dir.join("report.md")).unwrap();
+    assert!(md.contains(&run.report.search.best.to_string()));
+    let e = pipeline::run(&job, &Device::Cpu, &out, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
