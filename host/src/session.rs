@@ -13,28 +13,8 @@ use crate::snn::lif::LifParams;
 use crate::snn::{InputShape, Network};
 use crate::train::{self, TrainConfig, TrainReport};
 
-/// Errors of a job.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// Loading the dataset failed.
-    #[error(transparent)]
-    Data(#[from] data::DataError),
-    /// Building the network failed.
-    #[error(transparent)]
-    Network(#[from] crate::snn::network::NetworkError),
-    /// Training failed.
-    #[error(transparent)]
-    Train(#[from] train::TrainError),
-    /// Writing a checkpoint failed.
-    #[error(transparent)]
-    Checkpoint(#[from] checkpoint::CheckpointError),
-    /// Writing output failed.
-    #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
-    /// Serialising a report failed.
-    #[error("cannot serialise report: {0}")]
-    Json(#[from] serde_json::Error),
-}
+/// Errors of a job (the same as the main job's).
+pub type SessionError = crate::pipeline::PipelineError;
 
 /// One training job.
 #[derive(Debug, Clone)]
