@@ -3,8 +3,12 @@
 use clap::{Parser, Subcommand};
 
 mod boards;
+mod build;
 mod estimate;
+mod flash;
+mod generate;
 mod train;
+mod validate;
 
 /// SpikeNAS: memory-aware architecture search for spiking neural networks on embedded boards.
 #[derive(Debug, Parser)]
@@ -22,6 +26,14 @@ enum Command {
     Estimate(estimate::Args),
     /// Train one architecture on a dataset and write a checkpoint.
     Train(train::TrainArgs),
+    /// Write the board application (firmware crate) for a network.
+    Generate(generate::Args),
+    /// Build a generated firmware crate and report flash and RAM per region.
+    Build(build::Args),
+    /// Run a generated firmware crate in QEMU and compare every result with the host.
+    Validate(validate::Args),
+    /// Flash and run a generated firmware crate on a real board through probe-rs.
+    Flash(flash::Args),
 }
 
 /// Parse the command line, run the subcommand, map errors to an exit code.
@@ -31,6 +43,10 @@ pub fn main() -> std::process::ExitCode {
         Command::Boards(args) => boards::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Train(args) => train::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Flash(args) => flash::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
