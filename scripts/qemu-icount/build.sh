@@ -10,4 +10,4 @@ if [ ! -f "$out" ] || [ "$here/icount.c" -nt "$out" ]; then
     gcc -O2 -shared -fPIC -Wall -o "$out.tmp" "$here/icount.c"
     mv "$out.tmp" "$out"
 fi
-echo "$out"
+echo "$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"

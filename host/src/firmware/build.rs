@@ -162,14 +162,14 @@ pub fn build(
             .join(format!("firmware-{}", target.triple))
     });
     let mut cmd = Command::new(CARGO);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
     cmd.current_dir(&dir)
         .args(["build", "--release", "--quiet", "--target", &target.triple])
         .env("RUSTC", RUSTC)
         .env("CARGO_BUILD_BUILD_DIR", &build_dir)
         .env("CARGO_TARGET_DIR", dir.join("target"));
-    for var in SCRUBBED_ENV {
-        cmd.env_remove(var);
-    }
     if options.embedded_testset {
         cmd.args(["--features", "embedded-testset"]);
     }

@@ -357,29 +357,45 @@ pub struct RegionError {
     pub error_pct: f64,
 }
 
-/// The memory model's error per region against a build.
+/// Name of the extra row of [`estimate_error`] that sums every RAM region.
+pub const RAM_TOTAL: &str = "ram-total";
+
+fn region_error(region: &str, measured: u64, estimated: u64) -> RegionError {
+    RegionError {
+        region: region.to_string(),
+        measured,
+        estimated,
+        error_pct: match (measured, estimated) {
+            (0, 0) => 0.0,
+            (0, _) => f64::INFINITY,
+            _ => 100.0 * (estimated as f64 - measured as f64) / measured as f64,
+        },
+    }
+}
+
+/// The memory model's error per region against a build, then one [`RAM_TOTAL`] row
+/// over all data regions (placement aside: the model may put a buffer in CCM that the
+/// build keeps in SRAM).
 pub fn estimate_error(build: &BuildReport, estimate: &Estimate) -> Vec<RegionError> {
-    build
+    let mut rows: Vec<RegionError> = build
         .regions
         .iter()
         .filter_map(|r| {
-            let e = estimate.region(&r.name)?;
-            Some(RegionError {
-                region: r.name.clone(),
-                measured: r.used,
-                estimated: e.used,
-                error_pct: if r.used == 0 {
-                    if e.used == 0 {
-                        0.0
-                    } else {
-                        f64::INFINITY
-                    }
-                } else {
-                    100.0 * (e.used as f64 - r.used as f64) / r.used as f64
-                },
-            })
+            Some(region_error(
+                &r.name,
+                r.used,
+                estimate.region(&r.name)?.used,
+            ))
         })
-        .collect()
+        .collect();
+    let estimated_ram = estimate
+        .regions
+        .iter()
+        .filter(|r| r.kind.holds_data())
+        .map(|r| r.used)
+        .sum();
+    rows.push(region_error(RAM_TOTAL, build.ram_bytes(), estimated_ram));
+    rows
 }
 
 /// Validates a generated crate with its own test set (`testset.bin`, `host-results.txt`
