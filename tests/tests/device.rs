@@ -37,6 +37,11 @@ fn work_dir(name: &str) -> PathBuf {
 /// Generates, builds and validates one network on one emulated board; prints the
 /// figures the report needs.
 fn check(board_name: &str, arch: &str, input: &str, seed: u64) {
+    check_cell(board_name, CELL, arch, input, seed, "");
+}
+
+/// [`check`] with another cell; `tag` tells the work folders apart.
+fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, tag: &str) {
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board(board_name).unwrap();
     let arch: Arch = format!("{CELL},{arch}").parse().unwrap();
@@ -153,6 +158,20 @@ fn microbit_8x8() {
 #[test]
 fn microbit_28x28() {
     check("microbit", "ch=4,stages=2,fc=32,t=4,pool=4", "1x28x28", 14);
+}
+
+/// Every op (conv3x3, conv1x1, skip, avgpool3x3), a backward edge, int4 weights, no
+/// hidden layer and a population of 2 per class.
+#[test]
+fn netduinoplus2_every_op_int4() {
+    check_cell(
+        "netduinoplus2",
+        "cell=0321.0014.0001.0100",
+        "ch=8,stages=2,fc=0,t=4,bits=4,cluster=2",
+        "2x8x8",
+        15,
+        "-int4",
+    );
 }
 
 #[test]

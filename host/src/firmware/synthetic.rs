@@ -395,11 +395,17 @@ mod tests {
 
     #[test]
     fn int4_and_backward_edges() {
-        let arch: Arch = "cell=0321.0003.0100.0000,ch=4,stages=2,fc=0,t=2,bits=4,cluster=2"
+        let arch: Arch = "cell=0321.0010.0001.0100,ch=4,stages=2,fc=0,t=2,bits=4,cluster=2"
             .parse()
             .unwrap();
         let input = InputShape::parse("2x8x8", 3).unwrap();
         let net = SyntheticNetwork::new(&arch, &input, 3).unwrap();
+        let backward = net.with_network(|n| {
+            n.stages
+                .iter()
+                .all(|s| s.cell.edges.iter().any(|e| e.from > e.to))
+        });
+        assert!(backward, "every stage keeps its backward edge 3 -> 1");
         let set = images(&input, 5, 2);
         let r = net.with_network(|n| infer_all(n, &set));
         assert!(r.iter().all(|r| r.0 < 3 && r.2 > 0));
