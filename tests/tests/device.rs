@@ -44,11 +44,14 @@ fn check(board_name: &str, arch: &str, input: &str, seed: u64) {
 fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, tag: &str) {
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board(board_name).unwrap();
-    let arch: Arch = format!("{CELL},{arch}").parse().unwrap();
+    let arch: Arch = format!("{cell},{arch}").parse().unwrap();
     let input = InputShape::parse(input, 10).unwrap();
     let net = SyntheticNetwork::new(&arch, &input, seed).unwrap();
     let set = synthetic::images(&input, IMAGES, seed);
-    let dir = work_dir(&format!("{board_name}-{}x{}", input.height, input.width));
+    let dir = work_dir(&format!(
+        "{board_name}-{}x{}{tag}",
+        input.height, input.width
+    ));
     let (krate, host) = net.with_network(|n| {
         let krate = firmware::generate(n, board, catalog.targets(), &dir).unwrap();
         (krate, validate::host_run(n, &set).unwrap())
@@ -166,7 +169,7 @@ fn microbit_28x28() {
 fn netduinoplus2_every_op_int4() {
     check_cell(
         "netduinoplus2",
-        "cell=0321.0014.0001.0100",
+        "cell=0324.0010.0001.0100",
         "ch=8,stages=2,fc=0,t=4,bits=4,cluster=2",
         "2x8x8",
         15,
