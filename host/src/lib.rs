@@ -9,6 +9,7 @@ pub mod boards;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod firmware;
 pub mod kernels;
 pub mod memory;
 pub mod output;

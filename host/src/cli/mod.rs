@@ -4,10 +4,14 @@ use clap::{Parser, Subcommand};
 
 mod analyze_ops;
 mod boards;
+mod build;
 mod common;
 mod estimate;
+mod flash;
+mod generate;
 mod search;
 mod train;
+mod validate;
 
 /// SpikeNAS: memory-aware architecture search for spiking neural networks on embedded boards.
 #[derive(Debug, Parser)]
@@ -29,6 +33,14 @@ enum Command {
     Search(search::SearchArgs),
     /// Train one architecture on a dataset and write a checkpoint.
     Train(train::TrainArgs),
+    /// Write the board application (firmware crate) for a network.
+    Generate(generate::Args),
+    /// Build a generated firmware crate and report flash and RAM per region.
+    Build(build::Args),
+    /// Run a generated firmware crate in QEMU and compare every result with the host.
+    Validate(validate::Args),
+    /// Flash and run a generated firmware crate on a real board through probe-rs.
+    Flash(flash::Args),
 }
 
 /// Parse the command line, run the subcommand, map errors to an exit code.
@@ -40,6 +52,10 @@ pub fn main() -> std::process::ExitCode {
         Command::AnalyzeOps(args) => analyze_ops::run(args),
         Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Flash(args) => flash::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,213 @@
+//! spikenas board application: runs the generated network (`model.rs`) on a test set and
+//! reports every prediction over semihosting.
+//!
+//! Stamped out by `spikenas-host generate` from firmware/template/ (only `model.rs`,
+//! `memory.x` and the `{{...}}` fields of the build files differ between boards and
+//! models). Protocol, one line each on semihosting stdout:
+//!
+//! ```text
+//! SPIKENAS <images> <image_len>                 start
+//! R <index> <class> <spikes> <synops> <label>   one per image
+//! DONE <images> <correct>                       end, then exit with EXIT_SUCCESS
+//! ERROR <what>                                  then exit with EXIT_FAILURE
+//! ```
+//!
+//! The test set (`testset.bin`: magic `SNTS`, u32 version 1, u32 count, u32 image_len,
+//! then per image `image_len` pixels and one label byte, little endian) is read from the
+//! host through semihosting file reads (`SYS_OPEN`/`SYS_READ`; QEMU serves the file from
+//! its working directory), or with the `embedded-testset` feature from flash.
+//!
+//! `spikenas_infer_begin` / `spikenas_infer_end` bracket each inference so that the QEMU
+//! instruction-counting plugin (scripts/qemu-icount) can count exactly what it executes.
+#![no_std]
+#![no_main]
+
+mod model;
+
+use core::fmt::{self, Write as _};
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::{debug, hio};
+use panic_semihosting as _;
+
+/// Bytes of the test-set header.
+const HEADER_LEN: usize = 16;
+
+/// A line formatted in memory, written to the host in one semihosting call.
+struct Line {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Line {
+    const fn new() -> Line {
+        Line {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn emit(args: fmt::Arguments) {
+    let mut line = Line::new();
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    if let Ok(mut out) = hio::hstdout() {
+        let _ = out.write_all(&line.buf[..line.len]);
+    }
+}
+
+fn fail(what: fmt::Arguments) -> ! {
+    emit(format_args!("ERROR {what}"));
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+/// Marks the start of one inference for the instruction counter (never inlined, and
+/// different from `spikenas_infer_end` so the two are not merged).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spikenas_infer_begin() {
+    cortex_m::asm::nop();
+}
+
+/// Marks the end of one inference for the instruction counter.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spikenas_infer_end() {
+    cortex_m::asm::nop();
+    cortex_m::asm::nop();
+}
+
+#[cfg(not(feature = "embedded-testset"))]
+mod source {
+    //! The test set, read from the host through semihosting.
+    use cortex_m_semihosting::{nr, syscall};
+
+    pub struct Source {
+        fd: usize,
+    }
+
+    impl Source {
+        pub fn open() -> Result<Source, &'static str> {
+            let name = b"testset.bin\0";
+            // Mode 1 is "rb"; the length excludes the terminating NUL.
+            let fd = unsafe { syscall(nr::OPEN, &[name.as_ptr() as usize, 1, name.len() - 1]) };
+            if fd as isize == -1 {
+                return Err("cannot open testset.bin through semihosting (is QEMU's working directory the one holding it?)");
+            }
+            Ok(Source { fd })
+        }
+
+        pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
+            // SYS_READ returns the number of bytes NOT read.
+            let left = unsafe { syscall(nr::READ, &[self.fd, buf.as_mut_ptr() as usize, buf.len()]) };
+            if left == 0 {
+                Ok(())
+            } else {
+                Err("testset.bin ended early")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "embedded-testset")]
+mod source {
+    //! The test set, built into flash.
+    static TESTSET: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/testset.bin"));
+
+    pub struct Source {
+        at: usize,
+    }
+
+    impl Source {
+        pub fn open() -> Result<Source, &'static str> {
+            Ok(Source { at: 0 })
+        }
+
+        pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
+            let end = self.at + buf.len();
+            let src = TESTSET.get(self.at..end).ok_or("testset.bin ended early")?;
+            buf.copy_from_slice(src);
+            self.at = end;
+            Ok(())
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+#[entry]
+fn main() -> ! {
+    // SAFETY: called once, before anything else touches the workspace.
+    let (mut ws, image) = unsafe { model::workspace() };
+    let mut src = match source::Source::open() {
+        Ok(s) => s,
+        Err(e) => fail(format_args!("{e}")),
+    };
+    let mut header = [0u8; HEADER_LEN];
+    if let Err(e) = src.read_exact(&mut header) {
+        fail(format_args!("{e}"));
+    }
+    if &header[..4] != b"SNTS" || u32_at(&header, 4) != 1 {
+        fail(format_args!("testset.bin is not a version-1 spikenas test set"));
+    }
+    let (count, image_len) = (u32_at(&header, 8), u32_at(&header, 12));
+    if image_len != image.len() {
+        fail(format_args!(
+            "testset.bin holds images of {image_len} bytes, the model reads {}",
+            image.len()
+        ));
+    }
+    emit(format_args!("SPIKENAS {count} {image_len}"));
+    let mut correct = 0usize;
+    for index in 0..count {
+        let mut label = [0u8; 1];
+        if let Err(e) = src.read_exact(image).and_then(|()| src.read_exact(&mut label)) {
+            fail(format_args!("image {index}: {e}"));
+        }
+        spikenas_infer_begin();
+        let result = model::NETWORK.infer(image, &mut ws);
+        spikenas_infer_end();
+        match result {
+            Ok(r) => {
+                correct += (r.class == label[0] as usize) as usize;
+                emit(format_args!(
+                    "R {index} {} {} {} {}",
+                    r.class, r.spikes, r.synops, label[0]
+                ));
+            }
+            Err(e) => fail(format_args!("image {index}: {e:?}")),
+        }
+    }
+    emit(format_args!("DONE {count} {correct}"));
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    fail(format_args!(
+        "HardFault at pc {:#010x} (lr {:#010x})",
+        frame.pc(),
+        frame.lr()
+    ))
+}

@@ -1,0 +1,34 @@
+//! `spikenas-host build`: build a generated firmware crate and report its memory.
+
+use std::path::PathBuf;
+
+use spikenas_host::boards::Catalog;
+use spikenas_host::firmware::build::{self, BuildOptions};
+
+/// Build the ELF for a board (Debian's cargo with build-std) and report flash and RAM
+/// per region; fails naming the region that overflows.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Board name (see `spikenas-host boards`).
+    #[arg(long)]
+    board: String,
+    /// Build the test set into flash (for real boards: `flash`).
+    #[arg(long)]
+    embedded_testset: bool,
+    /// The generated crate.
+    dir: PathBuf,
+}
+
+/// Build and print the region table.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let catalog = Catalog::discover()?;
+    let board = catalog.board(&args.board)?;
+    let options = BuildOptions {
+        embedded_testset: args.embedded_testset,
+        ..BuildOptions::default()
+    };
+    let report = build::build(&args.dir, board, catalog.targets(), &options)?;
+    print!("{}", report.render());
+    println!("built in {:.1} s", report.build_seconds);
+    Ok(())
+}

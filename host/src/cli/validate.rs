@@ -1,0 +1,98 @@
+//! `spikenas-host validate`: run a generated firmware crate in QEMU and compare with the host.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::boards::Catalog;
+use spikenas_host::firmware::build::{self, BuildOptions};
+use spikenas_host::firmware::validate::{self, estimate_error};
+use spikenas_host::memory;
+
+/// Build, run on the emulated board, and check that every prediction and spike count
+/// equals the host's; report accuracy, instructions per inference and per synaptic
+/// operation, memory per region and the memory model's error.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Board name (an emulated one: see `spikenas-host boards`).
+    #[arg(long)]
+    board: String,
+    /// Use only the first N images of the crate's test set.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seconds before QEMU is stopped.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// The generated crate.
+    dir: PathBuf,
+}
+
+/// Validate and print the report; fails on any disagreement.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let catalog = Catalog::discover()?;
+    let board = catalog.board(&args.board)?;
+    let report = build::build(
+        &args.dir,
+        board,
+        catalog.targets(),
+        &BuildOptions::default(),
+    )?;
+    print!("{}", report.render());
+    let (run, cmp) = validate::validate_dir(
+        &args.dir,
+        &report.elf,
+        board,
+        catalog.targets(),
+        args.samples,
+        Duration::from_secs(args.timeout),
+    )?;
+    println!(
+        "{} images in {:.1} s: class agreement {:.2}%, spike counts {}/{}, synops {}/{}",
+        cmp.images,
+        run.seconds,
+        cmp.class_agreement_pct(),
+        cmp.same_spikes,
+        cmp.images,
+        cmp.same_synops,
+        cmp.images
+    );
+    println!(
+        "device accuracy {:.2}%, instructions/inference {:.0}, synaptic ops/inference {:.0}, \
+         instructions per synaptic op {:.2}",
+        100.0 * run.correct as f64 / cmp.images.max(1) as f64,
+        run.mean_instructions(),
+        run.mean_synops(),
+        run.instructions_per_synop()
+    );
+    if let Some((arch, input)) = read_model_info(&args.dir)? {
+        let est = memory::estimate(&arch, &input, board, catalog.targets());
+        for e in estimate_error(&report, &est) {
+            println!(
+                "memory model, region {}: estimated {} bytes, measured {} bytes, error {:+.1}%",
+                e.region, e.estimated, e.measured, e.error_pct
+            );
+        }
+    }
+    if let Some((i, h, d)) = cmp.first_mismatch {
+        bail!("device disagrees with the host at image {i}: host {h:?}, device {d:?}");
+    }
+    Ok(())
+}
+
+/// The architecture and input written by `generate` (model.txt), if present.
+fn read_model_info(dir: &std::path::Path) -> anyhow::Result<Option<(Arch, InputShape)>> {
+    let path = dir.join(validate::MODEL_INFO_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).map(str::trim))
+            .ok_or_else(|| anyhow::anyhow!("{}: no `{key}` line", path.display()))
+    };
+    let arch: Arch = field("arch ")?.parse()?;
+    let classes: usize = field("classes ")?.parse()?;
+    let input = InputShape::parse(field("input ")?, classes).map_err(anyhow::Error::msg)?;
+    Ok(Some((arch, input)))
+}

@@ -1,0 +1,29 @@
+//! The integer network on the device: stamp out a board application for a network
+//! ([`codegen`]), build it for the board's Cortex-M target ([`build`]) and measure its
+//! sections against the board's regions ([`elf`]), run it in QEMU with an exact
+//! instruction count ([`qemu`]) or on a real board through probe-rs ([`flash`]), and check
+//! that every device prediction and spike count equals the host's ([`validate`]).
+//!
+//! The generated crate (see firmware/template/) reads its test images from the host
+//! ([`testset`]), runs `spikenas_firmware::Network::infer` on each and prints one line
+//! per image over semihosting (plain text, not defmt: semihosting text needs no decoder
+//! on the host and works the same under QEMU and probe-rs).
+//!
+//! [`synthetic`] builds networks with deterministic pseudo-random weights of any
+//! architecture, so the whole device path can be checked without a trained model.
+
+pub mod build;
+pub mod codegen;
+pub mod elf;
+mod error;
+pub mod flash;
+pub mod qemu;
+pub mod synthetic;
+pub mod testset;
+pub mod validate;
+
+pub use build::{build, BuildReport, RegionReport};
+pub use codegen::{generate, GeneratedCrate};
+pub use error::FirmwareError;
+pub use testset::TestSet;
+pub use validate::{DeviceRun, ImageResult};

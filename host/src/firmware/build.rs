@@ -1,0 +1,296 @@
+//! Builds a generated crate into an ELF and measures it against the board's regions.
+//!
+//! Cargo runs as Debian's `/usr/bin/cargo` with `RUSTC=/usr/bin/rustc` (the toolchain
+//! with the library source `-Z build-std` needs), with the variables a surrounding
+//! `cargo test`/`cargo run` sets removed (else: "can't find crate for core"). The
+//! intermediate artifacts (core, compiler_builtins, cortex-m, the runtime) go to one
+//! shared build folder per target, `target/firmware-<triple>` in this repository, so only
+//! the first build pays for build-std; the ELF goes to the crate's own `target/`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::boards::{Profile, RegionKind, Targets};
+
+use super::elf::Elf;
+use super::FirmwareError;
+
+/// The cargo that builds firmware (Debian's, with rust-src).
+pub const CARGO: &str = "/usr/bin/cargo";
+/// The matching rustc.
+pub const RUSTC: &str = "/usr/bin/rustc";
+
+/// Variables a surrounding cargo or rustup sets that would point the firmware build at
+/// the wrong toolchain or folder.
+const SCRUBBED_ENV: [&str; 9] = [
+    "RUSTUP_TOOLCHAIN",
+    "CARGO_TARGET_DIR",
+    "RUSTC",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTDOC",
+    "CARGO_BUILD_TARGET",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+];
+
+/// How to build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Build `testset.bin` into flash (feature `embedded-testset`), for real boards whose
+    /// probe cannot serve files.
+    pub embedded_testset: bool,
+    /// The shared build folder; default `<repository>/target/firmware-<triple>`.
+    pub build_dir: Option<PathBuf>,
+}
+
+/// Use of one board region by the built image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionReport {
+    /// Region name from the profile.
+    pub name: String,
+    /// Region kind.
+    pub kind: RegionKind,
+    /// Bytes of the ELF's sections in the region (for flash: everything loaded from it,
+    /// `.data`'s initial values included), plus the stack reserve in the stack's region.
+    pub used: u64,
+    /// Region size.
+    pub capacity: u64,
+    /// `(section, bytes)` that make up `used`; the stack reserve appears as `(stack)`.
+    pub parts: Vec<(String, u64)>,
+}
+
+/// A built board application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildReport {
+    /// The ELF.
+    pub elf: PathBuf,
+    /// Board name.
+    pub board: String,
+    /// Every region of the board, in profile order.
+    pub regions: Vec<RegionReport>,
+    /// Seconds cargo took.
+    pub build_seconds: f64,
+}
+
+impl BuildReport {
+    /// The region called `name`.
+    pub fn region(&self, name: &str) -> Option<&RegionReport> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// Bytes of flash used.
+    pub fn flash_bytes(&self) -> u64 {
+        self.regions
+            .iter()
+            .filter(|r| r.kind == RegionKind::Flash)
+            .map(|r| r.used)
+            .sum()
+    }
+
+    /// Bytes of RAM used in all data regions (stack reserve included).
+    pub fn ram_bytes(&self) -> u64 {
+        self.regions
+            .iter()
+            .filter(|r| r.kind.holds_data())
+            .map(|r| r.used)
+            .sum()
+    }
+
+    /// A table: region, kind, used, capacity, share, and the sections.
+    pub fn render(&self) -> String {
+        let mut s = format!("{} on {}\n", self.elf.display(), self.board);
+        let _ = writeln!(
+            s,
+            "{:<10} {:<6} {:>9} {:>9} {:>6}  sections",
+            "region", "kind", "used", "capacity", "use"
+        );
+        for r in &self.regions {
+            let parts: Vec<String> = r.parts.iter().map(|(n, b)| format!("{n} {b}")).collect();
+            let _ = writeln!(
+                s,
+                "{:<10} {:<6} {:>9} {:>9} {:>5.1}%  {}",
+                r.name,
+                r.kind.as_str(),
+                r.used,
+                r.capacity,
+                100.0 * r.used as f64 / r.capacity.max(1) as f64,
+                parts.join(", ")
+            );
+        }
+        s
+    }
+}
+
+/// Serialises firmware builds of this process (see [`build`]).
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sets the modification time of the generated inputs to now.
+fn touch_inputs(dir: &Path) -> Result<(), FirmwareError> {
+    let now = std::time::SystemTime::now();
+    for name in ["src/main.rs", "src/model.rs", "memory.x", "testset.bin"] {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(now))
+            .map_err(FirmwareError::io(&path))?;
+    }
+    Ok(())
+}
+
+/// The repository root this host was built from (holds `target/`).
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Builds the crate in `dir` (made by [`super::generate`]) for `board` in release mode,
+/// then checks every region: an image that does not fit fails with
+/// [`FirmwareError::Overflow`] naming the region and the excess.
+pub fn build(
+    dir: &Path,
+    board: &Profile,
+    targets: &Targets,
+    options: &BuildOptions,
+) -> Result<BuildReport, FirmwareError> {
+    let target = targets
+        .get(&board.target)
+        .ok_or_else(|| FirmwareError::Board {
+            board: board.name.clone(),
+            why: format!("target `{}` is not in targets.yaml", board.target),
+        })?;
+    let dir = dir.canonicalize().map_err(FirmwareError::io(dir))?;
+    if !dir.join("src/model.rs").is_file() {
+        return Err(FirmwareError::Board {
+            board: board.name.clone(),
+            why: format!(
+                "{} holds no generated crate (src/model.rs missing): run `spikenas-host \
+                 generate` first",
+                dir.display()
+            ),
+        });
+    }
+    let build_dir = options.build_dir.clone().unwrap_or_else(|| {
+        repo_root()
+            .join("target")
+            .join(format!("firmware-{}", target.triple))
+    });
+    let mut cmd = Command::new(CARGO);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(&dir)
+        .args(["build", "--release", "--quiet", "--target", &target.triple])
+        .env("RUSTC", RUSTC)
+        .env("CARGO_BUILD_BUILD_DIR", &build_dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"));
+    if options.embedded_testset {
+        cmd.args(["--features", "embedded-testset"]);
+    }
+    // Every generated crate is the root of its own workspace, so cargo gives all of them
+    // the same unit hash in the shared build folder, and judges freshness by comparing
+    // this crate's file times with the last build of *any* of them. Touching the
+    // generated inputs makes the app crate rebuild (a few seconds; core and the
+    // dependencies stay cached), and the lock keeps another build of this process from
+    // slipping in between the touch and the build.
+    let _one_at_a_time = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    touch_inputs(&dir)?;
+    let started = Instant::now();
+    let out = cmd.output().map_err(|e| FirmwareError::ToolMissing {
+        tool: CARGO.into(),
+        why: e.to_string(),
+        fix: "run scripts/setup (installs Debian's rustc-web, cargo-web, rust-web-src and \
+              binutils-arm-none-eabi)"
+            .into(),
+    })?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+        return Err(FirmwareError::Build {
+            dir,
+            status: out.status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    let elf = dir
+        .join("target")
+        .join(&target.triple)
+        .join("release")
+        .join("spikenas-app");
+    let report = measure(&elf, board)?;
+    Ok(BuildReport {
+        build_seconds,
+        ..report
+    })
+}
+
+/// Measures a built ELF against `board`'s regions and fails on the first overflow.
+pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, FirmwareError> {
+    let elf = Elf::read(elf_path)?;
+    let mut regions: Vec<RegionReport> = board
+        .regions
+        .iter()
+        .map(|r| RegionReport {
+            name: r.name.clone(),
+            kind: r.kind,
+            used: 0,
+            capacity: r.size,
+            parts: Vec::new(),
+        })
+        .collect();
+    let find = |addr: u64| {
+        board
+            .regions
+            .iter()
+            .position(|r| addr >= r.origin && addr < r.end().unwrap_or(u64::MAX))
+    };
+    for sec in &elf.sections {
+        let mut charge = |at: Option<usize>| {
+            if let Some(i) = at {
+                regions[i].used += sec.size;
+                regions[i].parts.push((sec.name.clone(), sec.size));
+            }
+        };
+        let run = find(sec.addr);
+        charge(run);
+        // Initialised RAM data also takes its initial image in flash.
+        if sec.has_bits && sec.load_addr != sec.addr {
+            let load = find(sec.load_addr);
+            if load != run {
+                charge(load);
+            }
+        }
+    }
+    // cortex-m-rt puts the stack at the top of RAM (the profile's reserve region).
+    if let Some(stack) = board.reserve_region() {
+        if let Some(r) = regions.iter_mut().find(|r| r.name == stack.name) {
+            r.used += board.reserves.stack_bytes;
+            r.parts
+                .push(("(stack)".to_string(), board.reserves.stack_bytes));
+        }
+    }
+    if let Some(r) = regions.iter().find(|r| r.used > r.capacity) {
+        let detail: Vec<String> = r.parts.iter().map(|(n, b)| format!("{n} {b}")).collect();
+        return Err(FirmwareError::Overflow {
+            elf: elf_path.to_path_buf(),
+            board: board.name.clone(),
+            region: r.name.clone(),
+            used: r.used,
+            capacity: r.capacity,
+            detail: format!(": {}", detail.join(", ")),
+        });
+    }
+    Ok(BuildReport {
+        elf: elf_path.to_path_buf(),
+        board: board.name.clone(),
+        regions,
+        build_seconds: 0.0,
+    })
+}

@@ -1,0 +1,574 @@
+//! Stamps out the board application for one network and one board.
+//!
+//! The output folder is a standalone cargo crate (`spikenas-app`):
+//!
+//! | file | from |
+//! |---|---|
+//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner) |
+//! | `rust-toolchain.toml`, `build.rs`, `src/main.rs` | firmware/template/, verbatim |
+//! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
+//! | `src/model.rs` | written here: the network as `static` items and the workspace as `static mut` buffers sized by `Network::workspace_layout` |
+//! | `memory.x` | written here from the board profile: MEMORY regions, and a NOLOAD `.fastdata` section in CCM/DTCM for the membranes when the board has one |
+//!
+//! The generator is generic over any [`Network`]: it walks the description and writes
+//! what it finds; nothing in it knows how the network was made.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use spikenas_firmware::{
+    ConvLayer, Decay, Lif, LinearLayer, Network, Op, Requant, Reset, Weights, WorkspaceLayout,
+};
+
+use crate::boards::{Profile, Region, Targets};
+
+use super::FirmwareError;
+
+const TEMPLATE_MAIN: &str = include_str!("../../../firmware/template/src/main.rs");
+const TEMPLATE_BUILD: &str = include_str!("../../../firmware/template/build.rs");
+const TEMPLATE_CARGO: &str = include_str!("../../../firmware/template/Cargo.toml");
+const TEMPLATE_LOCK: &str = include_str!("../../../firmware/template/Cargo.lock");
+const TEMPLATE_CONFIG: &str = include_str!("../../../firmware/template/.cargo/config.toml");
+const TEMPLATE_TOOLCHAIN: &str = include_str!("../../../firmware/template/rust-toolchain.toml");
+
+/// Name of the output section (in `memory.x`) that holds the membranes in CCM/DTCM.
+pub const FAST_SECTION: &str = ".fastdata";
+
+/// What [`generate`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedCrate {
+    /// The crate folder.
+    pub dir: PathBuf,
+    /// Board name.
+    pub board: String,
+    /// Rust target triple.
+    pub triple: String,
+    /// The workspace the network needs (the `static mut` buffers).
+    pub layout: WorkspaceLayout,
+    /// Pixels per input image.
+    pub input_len: usize,
+    /// Bytes of model constants written to `model.rs` (weights, requantisation arrays).
+    pub constant_bytes: u64,
+    /// The CCM/DTCM region that holds the membranes, if any.
+    pub fast_region: Option<String>,
+}
+
+/// The firmware crate this host was built with (the generated crate depends on it).
+pub fn firmware_crate_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware");
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// Writes the board application for `net` on `board` into `out_dir` (created if
+/// missing; files of an earlier generation are replaced, `target/` is kept).
+pub fn generate(
+    net: &Network<'_>,
+    board: &Profile,
+    targets: &Targets,
+    out_dir: &Path,
+) -> Result<GeneratedCrate, FirmwareError> {
+    let layout = net.workspace_layout()?;
+    let bad = |why: String| FirmwareError::Board {
+        board: board.name.clone(),
+        why,
+    };
+    if !board.is_mcu() {
+        return Err(bad(
+            "a Linux board runs the f32 model, not firmware; pick a microcontroller board".into(),
+        ));
+    }
+    let target = targets
+        .get(&board.target)
+        .ok_or_else(|| bad(format!("target `{}` is not in targets.yaml", board.target)))?;
+    if !target.triple.starts_with("thumbv") {
+        return Err(bad(format!(
+            "target triple `{}` is not a Cortex-M (thumbv*) target",
+            target.triple
+        )));
+    }
+    if board.target == "rp2040" {
+        return Err(bad(
+            "the RP2040 boots through a second-stage bootloader (boot2) that the template \
+             does not include yet; its arithmetic is covered by the microbit (same ARMv6-M ISA)"
+                .into(),
+        ));
+    }
+    let input_len = net.input_len();
+    // QEMU 7.2's STM32F405 model maps only flash and the 128 KiB SRAM (no CCM: a store
+    // to 0x1000_0000 faults), so emulated boards keep everything in RAM.
+    let membrane_bytes = if board.is_emulated() {
+        0
+    } else {
+        layout.membranes_i16 as u64 * 2
+    };
+    let (memory_x, fast_region) = memory_x(board, membrane_bytes)?;
+    let mut emitter = Emitter::default();
+    let model = emitter.model_rs(net, &layout, fast_region.is_some(), &board.name);
+
+    let firmware = firmware_crate_dir();
+    let runner = match (&target.qemu_machine, board.is_emulated()) {
+        (Some(machine), true) => format!(
+            "qemu-system-arm -machine {machine} -nographic \
+             -semihosting-config enable=on,target=native -kernel"
+        ),
+        _ => format!(
+            "probe-rs run --chip {}",
+            board.probe_rs_chip.as_deref().unwrap_or("CHIP")
+        ),
+    };
+    let fill = |text: &str| {
+        text.replace("{{FIRMWARE_PATH}}", &firmware.display().to_string())
+            .replace("{{TARGET}}", &target.triple)
+            .replace("{{RUNNER}}", &runner)
+            .replace("{{BOARD}}", &board.name)
+    };
+    let files: [(&str, String); 8] = [
+        ("Cargo.toml", fill(TEMPLATE_CARGO)),
+        ("Cargo.lock", TEMPLATE_LOCK.to_string()),
+        (".cargo/config.toml", fill(TEMPLATE_CONFIG)),
+        ("rust-toolchain.toml", TEMPLATE_TOOLCHAIN.to_string()),
+        ("build.rs", TEMPLATE_BUILD.to_string()),
+        ("src/main.rs", TEMPLATE_MAIN.to_string()),
+        ("src/model.rs", model),
+        ("memory.x", memory_x),
+    ];
+    for (name, text) in files {
+        let path = out_dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(FirmwareError::io(parent))?;
+        }
+        // Unchanged files keep their timestamps, so cargo does not rebuild for nothing.
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text).map_err(FirmwareError::io(&path))?;
+        }
+    }
+    Ok(GeneratedCrate {
+        dir: out_dir.to_path_buf(),
+        board: board.name.clone(),
+        triple: target.triple.clone(),
+        layout,
+        input_len,
+        constant_bytes: emitter.constant_bytes,
+        fast_region,
+    })
+}
+
+/// Linker region name for a profile region: `FLASH` and `RAM` are the names
+/// cortex-m-rt's `link.x` expects; others are the profile name in capitals.
+fn linker_name(region: &Region) -> String {
+    region
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `memory.x` for `board` and the fast region chosen for `membrane_bytes` of membranes.
+pub fn memory_x(
+    board: &Profile,
+    membrane_bytes: u64,
+) -> Result<(String, Option<String>), FirmwareError> {
+    let bad = |why: &str| FirmwareError::Board {
+        board: board.name.clone(),
+        why: why.to_string(),
+    };
+    let flash = board
+        .flash_region()
+        .ok_or_else(|| bad("no `flash` region in the profile"))?;
+    let ram = board
+        .reserve_region()
+        .ok_or_else(|| bad("no RAM region (sram, ccm, dtcm) in the profile"))?;
+    // Membranes persist over the timesteps of an image: the fast core-coupled memory
+    // suits them (CCM on the STM32F405 cannot hold code or take DMA, but state is fine).
+    let fast = board
+        .data_regions()
+        .filter(|r| r.kind.is_fast_data() && r.name != ram.name && r.size >= membrane_bytes)
+        .max_by_key(|r| r.size)
+        .filter(|_| membrane_bytes > 0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "/* generated by spikenas-host from board profile `{}`, do not edit */",
+        board.name
+    );
+    s.push_str("MEMORY\n{\n");
+    let _ = writeln!(
+        s,
+        "  FLASH : ORIGIN = {:#010x}, LENGTH = {}",
+        flash.origin, flash.size
+    );
+    let _ = writeln!(
+        s,
+        "  RAM : ORIGIN = {:#010x}, LENGTH = {} /* `{}`: stack, .data, .bss */",
+        ram.origin, ram.size, ram.name
+    );
+    for r in board.data_regions().filter(|r| r.name != ram.name) {
+        let _ = writeln!(
+            s,
+            "  {} : ORIGIN = {:#010x}, LENGTH = {} /* `{}` ({}) */",
+            linker_name(r),
+            r.origin,
+            r.size,
+            r.name,
+            r.kind.as_str()
+        );
+    }
+    s.push_str("}\n");
+    if let Some(fast) = fast {
+        // Not `INSERT AFTER .bss`: cortex-m-rt then moves `__ebss` past this section and
+        // its reset code would zero from RAM into CCM; this section is zeroed in model.rs.
+        let _ = write!(
+            s,
+            "\n/* LIF membranes (`static mut`, zeroed by the runtime per image) in `{name}`. */\n\
+             SECTIONS\n{{\n  {FAST_SECTION} (NOLOAD) : ALIGN(4)\n  {{\n    \
+             *({FAST_SECTION} {FAST_SECTION}.*);\n    . = ALIGN(4);\n  }} > {region}\n}}\n\
+             INSERT BEFORE .bss;\n",
+            name = fast.name,
+            region = linker_name(fast),
+        );
+    }
+    Ok((s, fast.map(|r| r.name.clone())))
+}
+
+/// Writes `model.rs`, naming each array once.
+#[derive(Debug, Default)]
+struct Emitter {
+    statics: String,
+    next: usize,
+    constant_bytes: u64,
+}
+
+fn wrap_numbers<T: std::fmt::Display>(values: &[T]) -> String {
+    let mut s = String::new();
+    let mut line = 0;
+    for v in values {
+        let item = format!("{v},");
+        if line + item.len() > 96 {
+            s.push_str("\n    ");
+            line = 0;
+        } else if line > 0 {
+            s.push(' ');
+            line += 1;
+        }
+        line += item.len();
+        s.push_str(&item);
+    }
+    s
+}
+
+impl Emitter {
+    fn array<T: std::fmt::Display>(&mut self, prefix: &str, ty: &str, values: &[T]) -> String {
+        let name = format!("{prefix}_{}", self.next);
+        self.next += 1;
+        self.constant_bytes += std::mem::size_of_val(values) as u64;
+        let _ = write!(
+            self.statics,
+            "static {name}: [{ty}; {}] = [\n    {}\n];\n",
+            values.len(),
+            wrap_numbers(values)
+        );
+        name
+    }
+
+    fn weights(&mut self, w: &Weights<'_>) -> String {
+        match w {
+            Weights::I8(w) => format!("Weights::I8(&{})", self.array("W", "i8", w)),
+            Weights::I4(w) => format!("Weights::I4(&{})", self.array("W", "u8", w)),
+        }
+    }
+
+    fn requant(&mut self, r: &Requant<'_>) -> String {
+        let mult = self.array("MULT", "i32", r.mult);
+        let bias = self.array("BIAS", "i32", r.bias);
+        format!(
+            "Requant {{ mult: &{mult}, bias: &{bias}, shift: {} }}",
+            r.shift
+        )
+    }
+
+    fn lif(l: &Lif) -> String {
+        let decay = match l.decay {
+            Decay::Shift(n) => format!("Decay::Shift({n})"),
+            Decay::Q15(m) => format!("Decay::Q15({m})"),
+        };
+        let reset = match l.reset {
+            Reset::Hard => "Reset::Hard",
+            Reset::Subtract => "Reset::Subtract",
+        };
+        format!(
+            "Lif {{ decay: {decay}, threshold: {}, reset: {reset} }}",
+            l.threshold
+        )
+    }
+
+    fn conv(&mut self, c: &ConvLayer<'_>) -> String {
+        let weights = self.weights(&c.weights);
+        let requant = self.requant(&c.requant);
+        format!(
+            "ConvLayer {{ cin: {}, cout: {}, k: {}, weights: {weights}, requant: {requant} }}",
+            c.cin, c.cout, c.k
+        )
+    }
+
+    fn linear(&mut self, l: &LinearLayer<'_>) -> String {
+        let weights = self.weights(&l.weights);
+        let requant = self.requant(&l.requant);
+        format!(
+            "LinearLayer {{ inputs: {}, outputs: {}, weights: {weights}, requant: {requant} }}",
+            l.inputs, l.outputs
+        )
+    }
+
+    fn model_rs(
+        &mut self,
+        net: &Network<'_>,
+        layout: &WorkspaceLayout,
+        fast: bool,
+        board: &str,
+    ) -> String {
+        let stem = self.conv(&net.stem);
+        let mut stages = Vec::new();
+        for (s, st) in net.stages.iter().enumerate() {
+            let reduction = match &st.reduction {
+                None => "None".to_string(),
+                Some(r) => {
+                    let bn = self.requant(&r.bn);
+                    let conv = self.conv(&r.conv);
+                    format!(
+                        "Some(Reduction {{ bn: {bn}, lif: {}, conv: {conv} }})",
+                        Self::lif(&r.lif)
+                    )
+                }
+            };
+            let mut edges = Vec::new();
+            for e in st.cell.edges {
+                let op = match &e.op {
+                    Op::Zero => "Op::Zero".to_string(),
+                    Op::Skip => "Op::Skip".to_string(),
+                    Op::AvgPool3 => "Op::AvgPool3".to_string(),
+                    Op::Conv { lif, conv } => {
+                        format!(
+                            "Op::Conv {{ lif: {}, conv: {} }}",
+                            Self::lif(lif),
+                            self.conv(conv)
+                        )
+                    }
+                };
+                edges.push(format!(
+                    "    Edge {{ from: {}, to: {}, op: {op} }},\n",
+                    e.from, e.to
+                ));
+            }
+            let _ = write!(
+                self.statics,
+                "static EDGES_S{s}: [Edge<'static>; {}] = [\n{}];\n",
+                edges.len(),
+                edges.concat()
+            );
+            stages.push(format!(
+                "    Stage {{ reduction: {reduction}, cell: Cell {{ edges: &EDGES_S{s} }} }},\n"
+            ));
+        }
+        let head_bn = self.requant(&net.head.bn);
+        let hidden = match &net.head.hidden {
+            None => "None".to_string(),
+            Some(h) => format!(
+                "Some(Hidden {{ fc: {}, lif: {} }})",
+                self.linear(&h.fc),
+                Self::lif(&h.lif)
+            ),
+        };
+        let output = self.linear(&net.head.output);
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "//! The network and its workspace for board `{board}`.\n\
+             //!\n\
+             //! generated by spikenas-host (host/src/firmware/codegen.rs), do not edit.\n\
+             #![allow(clippy::all)]\n\n\
+             use core::ptr::addr_of_mut;\n\n\
+             use spikenas_firmware::{{\n    \
+             Cell, ConvLayer, Decay, Edge, Head, Hidden, Lif, LinearLayer, Network, Op, Reduction, \
+             Requant,\n    Reset, Stage, Weights, Workspace,\n}};\n\n"
+        );
+        s.push_str(&self.statics);
+        let _ = write!(
+            s,
+            "\nstatic STAGES: [Stage<'static>; {}] = [\n{}];\n\n\
+             /// The network.\n\
+             pub static NETWORK: Network<'static> = Network {{\n    \
+             channels: {},\n    height: {},\n    width: {},\n    input_pool: {},\n    \
+             timesteps: {},\n    stem: {stem},\n    stages: &STAGES,\n    \
+             head: Head {{ bn: {head_bn}, lif: {}, hidden: {hidden}, output: {output} }},\n    \
+             classes: {},\n    cluster: {},\n}};\n",
+            stages.len(),
+            stages.concat(),
+            net.channels,
+            net.height,
+            net.width,
+            net.input_pool,
+            net.timesteps,
+            Self::lif(&net.head.lif),
+            net.classes,
+            net.cluster,
+        );
+        let fast_attr = if fast {
+            format!("#[link_section = \"{FAST_SECTION}.membranes\"]\n")
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            s,
+            "\n// Workspace: exactly `Network::workspace_layout()`.\n\
+             const MEMBRANES_I16: usize = {};\n\
+             const CURRENTS_I32: usize = {};\n\
+             const SPIKES_U32: usize = {};\n\
+             const SCRATCH_I32: usize = {};\n\
+             const BYTES_U8: usize = {};\n\
+             const INPUT_LEN: usize = {};\n\n\
+             {fast_attr}static mut MEMBRANES: [i16; MEMBRANES_I16] = [0; MEMBRANES_I16];\n\
+             static mut CURRENTS: [i32; CURRENTS_I32] = [0; CURRENTS_I32];\n\
+             static mut SPIKES: [u32; SPIKES_U32] = [0; SPIKES_U32];\n\
+             static mut SCRATCH: [i32; SCRATCH_I32] = [0; SCRATCH_I32];\n\
+             static mut BYTES: [u8; BYTES_U8] = [0; BYTES_U8];\n\
+             static mut IMAGE: [u8; INPUT_LEN] = [0; INPUT_LEN];\n\n\
+             /// The workspace and the input image buffer.\n\
+             ///\n\
+             /// # Safety\n\
+             ///\n\
+             /// Call once: the buffers are handed out as `&'static mut`.\n\
+             pub unsafe fn workspace() -> (Workspace<'static>, &'static mut [u8]) {{\n    \
+             unsafe {{\n        \
+             // A NOLOAD section is not zeroed at reset: zero it here.\n        \
+             let membranes = &mut *addr_of_mut!(MEMBRANES);\n        \
+             membranes.fill(0);\n        \
+             let ws = Workspace {{\n            \
+             membranes,\n            \
+             currents: &mut *addr_of_mut!(CURRENTS),\n            \
+             spikes: &mut *addr_of_mut!(SPIKES),\n            \
+             scratch: &mut *addr_of_mut!(SCRATCH),\n            \
+             bytes: &mut *addr_of_mut!(BYTES),\n        \
+             }};\n        \
+             (ws, &mut *addr_of_mut!(IMAGE))\n    \
+             }}\n}}\n",
+            layout.membranes_i16,
+            layout.currents_i32,
+            layout.spikes_u32,
+            layout.scratch_i32,
+            layout.bytes_u8,
+            net.input_len(),
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{Arch, InputShape};
+    use crate::boards::Catalog;
+    use crate::firmware::synthetic::SyntheticNetwork;
+
+    fn net() -> SyntheticNetwork {
+        let arch: Arch = "cell=0321.0010.0001.0100,ch=4,stages=2,fc=16,t=2,bits=4"
+            .parse()
+            .unwrap();
+        SyntheticNetwork::new(&arch, &InputShape::parse("1x8x8", 10).unwrap(), 5).unwrap()
+    }
+
+    #[test]
+    fn memory_x_uses_ccm_for_membranes_on_the_f405_only() {
+        let catalog = Catalog::discover().unwrap();
+        let f405 = catalog.board("netduinoplus2").unwrap();
+        let (text, fast) = memory_x(f405, 4096).unwrap();
+        assert_eq!(fast.as_deref(), Some("ccm"));
+        assert!(
+            text.contains("FLASH : ORIGIN = 0x08000000, LENGTH = 1048576"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RAM : ORIGIN = 0x20000000, LENGTH = 131072"),
+            "{text}"
+        );
+        assert!(text.contains("} > CCM"), "{text}");
+        // Too big for the 64 KiB CCM: everything stays in RAM.
+        assert_eq!(memory_x(f405, 70_000).unwrap().1, None);
+        let microbit = catalog.board("microbit").unwrap();
+        let (text, fast) = memory_x(microbit, 4096).unwrap();
+        assert_eq!(fast, None);
+        assert!(!text.contains("SECTIONS"));
+        assert!(text.contains("LENGTH = 16384"));
+    }
+
+    #[test]
+    fn generates_every_file_with_the_network_and_its_workspace() {
+        let catalog = Catalog::discover().unwrap();
+        // A real board with core-coupled memory (the emulated F405 has no CCM in QEMU).
+        let mut board = catalog.board("netduinoplus2").unwrap().clone();
+        board.runner = crate::boards::Runner::ProbeRs;
+        let board = &board;
+        let dir = std::env::temp_dir().join(format!("spikenas-codegen-{}", std::process::id()));
+        let net = net();
+        let krate = net
+            .with_network(|n| generate(n, board, catalog.targets(), &dir))
+            .unwrap();
+        let model = std::fs::read_to_string(dir.join("src/model.rs")).unwrap();
+        assert!(model.contains("generated by spikenas-host"), "header");
+        assert!(model.contains("Weights::I4(&W_"), "int4 weights");
+        assert!(
+            model.contains("Edge { from: 3, to: 1, op: Op::Skip }"),
+            "backward skip"
+        );
+        assert!(model.contains(&format!(
+            "const MEMBRANES_I16: usize = {};",
+            krate.layout.membranes_i16
+        )));
+        assert!(model.contains("#[link_section = \".fastdata.membranes\"]"));
+        let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(!cargo.contains("{{FIRMWARE_PATH}}") && !cargo.contains("{{BOARD}}"));
+        assert!(cargo.contains(&firmware_crate_dir().display().to_string()));
+        let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
+        assert!(config.contains("target = \"thumbv7em-none-eabihf\""));
+        assert!(config.contains("probe-rs run --chip STM32F405RGTx"));
+        assert_eq!(krate.fast_region.as_deref(), Some("ccm"));
+        assert!(krate.constant_bytes > 0);
+        // Emulated: QEMU has no CCM, the membranes stay in SRAM.
+        let emulated = catalog.board("netduinoplus2").unwrap();
+        let krate = net
+            .with_network(|n| generate(n, emulated, catalog.targets(), &dir))
+            .unwrap();
+        assert_eq!(krate.fast_region, None);
+        let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
+        assert!(config.contains("-machine netduinoplus2"));
+        // Linux boards and the RP2040 are refused with a reason.
+        let err = net
+            .with_network(|n| {
+                generate(
+                    n,
+                    catalog.board("jetson-nano").unwrap(),
+                    catalog.targets(),
+                    &dir,
+                )
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("f32 model"), "{err}");
+        let err = net
+            .with_network(|n| {
+                generate(
+                    n,
+                    catalog.board("rp2040-pico").unwrap(),
+                    catalog.targets(),
+                    &dir,
+                )
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("boot2"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
