@@ -16,6 +16,11 @@ fn shipped_text(name: &str) -> String {
     std::fs::read_to_string(root().join("boards").join(format!("{name}.yaml"))).unwrap()
 }
 
+/// A three-region profile (flash, SRAM, CCM) for the schema tests.
+fn f405_ccm_text() -> String {
+    include_str!("testdata/f405-ccm.yaml").to_string()
+}
+
 fn parse(text: &str) -> Result<Profile, BoardError> {
     Profile::from_yaml(text, Path::new("test.yaml"), catalog().targets())
 }
@@ -69,7 +74,6 @@ fn shipped_capacities_match_the_reference_manuals() {
         vec![
             ("flash".into(), 0x0800_0000, 1024 * kib),
             ("sram".into(), 0x2000_0000, 128 * kib),
-            ("ccm".into(), 0x1000_0000, 64 * kib)
         ]
     );
     assert_eq!(c.board("stm32f746g-disco").unwrap().ram_bytes(), 320 * kib);
@@ -122,7 +126,7 @@ fn reserve_region_defaults_to_largest_sram() {
 
 #[test]
 fn unknown_field_is_refused_with_its_line() {
-    let text = shipped_text("netduinoplus2");
+    let text = f405_ccm_text();
     let bad = text.replacen("    size: 0x10000 # 64 KiB", "    sise: 0x10000", 1);
     assert_ne!(bad, text, "the test edit must apply");
     let line = bad.lines().position(|l| l.contains("sise")).unwrap() + 1;
@@ -159,7 +163,7 @@ fn unknown_top_level_field_and_bad_value_are_refused() {
 
 #[test]
 fn overlapping_regions_are_refused() {
-    let text = shipped_text("netduinoplus2").replace("origin: 0x10000000", "origin: 0x2001F000");
+    let text = f405_ccm_text().replace("origin: 0x10000000", "origin: 0x2001F000");
     let (field, problem) = invalid_field(&text);
     assert_eq!(field, "regions[2]");
     assert!(
@@ -187,13 +191,13 @@ fn rule_breaks_name_their_field() {
     let (field, problem) = invalid_field(&nd.replace("target: stm32f405", "target: stm32f746"));
     assert_eq!(field, "runner", "{problem}");
     // Zero-sized region.
-    let (field, _) = invalid_field(&nd.replace("size: 0x10000 # 64 KiB", "size: 0"));
-    assert_eq!(field, "regions[2].size");
+    let (field, _) = invalid_field(&nd.replace("size: 0x20000 # 128 KiB", "size: 0"));
+    assert_eq!(field, "regions[1].size");
     // Reserves larger than the RAM they go in.
     let (field, _) = invalid_field(&nd.replace("stack_bytes: 8192", "stack_bytes: 200000"));
     assert_eq!(field, "reserves");
     // Two flash regions.
-    let two = nd.replace("kind: ccm", "kind: flash");
+    let two = nd.replace("kind: sram", "kind: flash");
     let (field, problem) = invalid_field(&two);
     assert_eq!(field, "regions", "{problem}");
     // probe-rs without a chip.
@@ -251,7 +255,7 @@ fn targets_are_checked() {
 
 #[test]
 fn rule_breaks_carry_the_line_of_their_field() {
-    let nd = shipped_text("netduinoplus2").replace("size: 0x10000 # 64 KiB", "size: 0");
+    let nd = f405_ccm_text().replace("size: 0x10000 # 64 KiB", "size: 0");
     let line = nd.lines().position(|l| l.trim() == "size: 0").unwrap() + 1;
     match parse(&nd) {
         Err(e @ BoardError::Invalid { line: Some(l), .. }) => {
