@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 mod boards;
 mod estimate;
+mod infer;
+mod quantize;
 mod train;
 
 /// SpikeNAS: memory-aware architecture search for spiking neural networks on embedded boards.
@@ -22,6 +24,10 @@ enum Command {
     Estimate(estimate::Args),
     /// Train one architecture on a dataset and write a checkpoint.
     Train(train::TrainArgs),
+    /// Quantize a checkpoint to model.safetensors; compare float, int8 and int4.
+    Quantize(quantize::QuantizeArgs),
+    /// Run an exported model on a dataset: accuracy and images/s.
+    Infer(infer::InferArgs),
 }
 
 /// Parse the command line, run the subcommand, map errors to an exit code.
@@ -31,6 +37,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Boards(args) => boards::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Train(args) => train::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Infer(args) => infer::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
