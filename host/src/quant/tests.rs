@@ -63,8 +63,8 @@ fn int8_matches_float_on_trained_digits() {
     );
     let (q, report) = quantize(&t.net, &t.varmap, &calibration(t), 8).unwrap();
     let eval = evaluate_int(&q, &t.data.test).unwrap();
-    let float_pred = train::predict(&t.net, &t.data.test, &Device::Cpu, ConvBackend::default())
-        .unwrap();
+    let float_pred =
+        train::predict(&t.net, &t.data.test, &Device::Cpu, ConvBackend::default()).unwrap();
     let agree = agreement(&eval.predictions, &float_pred);
     assert!(
         (eval.accuracy - t.float_accuracy).abs() <= 0.02,
@@ -85,7 +85,13 @@ fn int8_matches_float_on_trained_digits() {
     let names: Vec<&str> = report.layers.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
         names,
-        ["stage0.cell", "stage1.reduce", "stage1.cell", "head.lif", "head.fc1"]
+        [
+            "stage0.cell",
+            "stage1.reduce",
+            "stage1.cell",
+            "head.lif",
+            "head.fc1"
+        ]
     );
     // int4 is evaluated too and stays well above chance.
     let (q4, _) = quantize(&t.net, &t.varmap, &calibration(t), 4).unwrap();
@@ -143,7 +149,11 @@ fn silent_layer_is_reported() {
         report.warnings
     );
     // Upstream layers are unaffected.
-    let cell = report.layers.iter().find(|l| l.name == "stage1.cell").unwrap();
+    let cell = report
+        .layers
+        .iter()
+        .find(|l| l.name == "stage1.cell")
+        .unwrap();
     assert!(cell.int_rate > 0.0);
 }
 
@@ -201,7 +211,10 @@ fn export_round_trip_and_corruption() {
         "{msg}"
     );
     std::fs::write(&path, b"\x08\0\0\0\0\0\0\0{}garbage").unwrap();
-    assert!(export::load(&path).unwrap_err().to_string().contains("model.safetensors"));
+    assert!(export::load(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("model.safetensors"));
     // A float checkpoint is not a model.
     let ckpt = dir.join("checkpoint.safetensors");
     let info = crate::checkpoint::CheckpointInfo {
@@ -213,7 +226,10 @@ fn export_round_trip_and_corruption() {
     };
     crate::checkpoint::save(&ckpt, &t.varmap, &info).unwrap();
     let msg = export::load(&ckpt).unwrap_err().to_string();
-    assert!(msg.contains("checkpoint.safetensors") && msg.contains("spikenas.format"), "{msg}");
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("spikenas.format"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -274,7 +290,10 @@ fn requant_shares_one_shift() {
     }
     assert!(r.mult[0] >= 1 << 30);
     assert_eq!(r.bias, vec![1, -3, 0]);
-    assert_eq!(requant("z", &[0.0, 0.0], &[0.0, 0.0]).unwrap().mult, vec![0, 0]);
+    assert_eq!(
+        requant("z", &[0.0, 0.0], &[0.0, 0.0]).unwrap().mult,
+        vec![0, 0]
+    );
     assert!(matches!(
         requant("bad", &[f64::NAN], &[0.0]),
         Err(QuantError::Scale { .. })
