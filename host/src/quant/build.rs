@@ -20,7 +20,7 @@ use super::{
     calibrate, QConv, QEdge, QHead, QLinear, QOp, QReduction, QRequant, QStage, QuantError,
     QuantReport, QuantizedNetwork,
 };
-use crate::arch::Op;
+use crate::arch::{Arch, Op};
 use crate::data::Split;
 use crate::kernels::{LifParams, Reset};
 use crate::snn::cell::edge_name;
@@ -68,7 +68,12 @@ pub(crate) fn fold(
         q: 4096.0 / net.lif.tau as f64,
     };
     let lif = f.lif("lif", &net.lif)?;
-    let arch = net.arch;
+    // Only live edges reach the firmware: nodes on no input->output path are zeroed
+    // (a parsed Arch is already validated; one built field by field may not be).
+    let arch = Arch {
+        cell: net.arch.cell.validated()?,
+        ..net.arch
+    };
     let input = net.input;
     let mut arch_q = arch;
     arch_q.weight_bits = bits;

@@ -40,6 +40,9 @@ pub enum QuantError {
     /// `bits` is neither 8 nor 4.
     #[error("cannot quantize to {0} bits: use --bits 8 or --bits 4")]
     Bits(u8),
+    /// The architecture breaks a validity rule.
+    #[error(transparent)]
+    Arch(#[from] crate::arch::ArchError),
     /// A float tensor the architecture needs is not in the variables.
     #[error("tensor `{0}` is missing from the float network's variables; is the checkpoint for this architecture?")]
     Missing(String),

@@ -314,3 +314,43 @@ fn rejects_wrong_bits_and_input() {
     let e = evaluate_int(&q, &odd).unwrap_err().to_string();
     assert!(e.contains("1x8x8") && e.contains("1x16x4"), "{e}");
 }
+
+#[test]
+fn only_live_edges_reach_the_firmware() {
+    use crate::arch::{Cell, Op};
+    // Node 1 has an input (0->1, conv) but no path to the output: a dead node that a
+    // field-by-field Arch still carries.
+    let mut arch: Arch = "cell=0001.0003.0000.0000,ch=4,stages=1,fc=0,t=2"
+        .parse()
+        .unwrap();
+    let mut cell = Cell::EMPTY;
+    cell.ops[0][1] = Op::Conv3x3;
+    cell.ops[0][3] = Op::Skip;
+    arch.cell = cell;
+    let input = InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+        classes: 3,
+    };
+    let (net, varmap) = Network::init(arch, input, LifParams::default(), &Device::Cpu, 4).unwrap();
+    assert!(varmap
+        .data()
+        .lock()
+        .unwrap()
+        .contains_key("stage0.cell.e01.conv.weight"));
+    let q = build::fold(&net, &varmap, 8).unwrap();
+    assert_eq!(
+        q.stages[0].edges,
+        vec![QEdge {
+            from: 0,
+            to: 3,
+            op: QOp::Skip
+        }]
+    );
+    assert_eq!(q.arch.cell.ops[0][1], Op::Zero);
+    // And it survives export.
+    let bytes = export::to_bytes(&q, &ModelInfo::default());
+    let (q2, _) = export::from_bytes(std::path::Path::new("mem"), &bytes).unwrap();
+    assert_eq!(q2, q);
+}
