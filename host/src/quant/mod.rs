@@ -14,6 +14,19 @@
 //!   ([`QuantReport`]).
 //! * [`evaluate_int`] runs the integer network over a split (in parallel over images).
 //! * [`crate::export`] writes and reads `model.safetensors`.
+//!
+//! # Measured (Fashion-MNIST, not CI)
+//!
+//! ```text
+//! spikenas-host train --dataset fashion-mnist --max-train 10000 --epochs 3 --out /tmp/q-fashion \
+//!     --arch "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=4,pool=2"
+//! spikenas-host quantize --checkpoint /tmp/q-fashion/checkpoint.safetensors --out /tmp/q-fashion-q
+//! ```
+//!
+//! On the 10,000 test images (2026-11, 2-core host): float 79.73%, int8 79.83% (95.78% of
+//! predictions equal to the float network's), int4 79.27% (92.77%). With `--max-test
+//! 1000` (a stratified 1,000): float 80.10%, int8 80.00% (agreement 95.9%), int4 80.00%
+//! (92.3%). Per-layer spike rates float vs int8 agree to within 0.001.
 
 mod build;
 mod calibrate;

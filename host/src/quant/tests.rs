@@ -354,3 +354,50 @@ fn only_live_edges_reach_the_firmware() {
     let (q2, _) = export::from_bytes(std::path::Path::new("mem"), &bytes).unwrap();
     assert_eq!(q2, q);
 }
+
+/// Without a hidden layer, with input pooling, a pool edge and a population vote, on a
+/// random network with strong weights (so every layer fires): the integer network's
+/// per-layer spike rates follow the float network's, and its predictions mostly agree.
+/// (Scaling every folded BatchNorm by 0.9 breaks the rate check.)
+#[test]
+fn integer_rates_track_float_without_hidden_layer() {
+    let arch: Arch = "cell=0304.0003.0000.0000,ch=6,stages=2,fc=0,t=3,pool=2,cluster=2"
+        .parse()
+        .unwrap();
+    let input = InputShape {
+        channels: 1,
+        height: 16,
+        width: 16,
+        classes: 4,
+    };
+    let dev = Device::Cpu;
+    let (net, varmap) = Network::init(arch, input, LifParams::default(), &dev, 11).unwrap();
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        if name.ends_with("weight") && !name.contains(".bn") {
+            var.set(&(var.as_tensor() * 4.0).unwrap()).unwrap();
+        }
+    }
+    let mut rng = crate::rng::Rng::new(5);
+    let n = 48;
+    let split = crate::data::Split {
+        images: (0..n * 256).map(|_| (rng.f32() * 255.0) as u8).collect(),
+        labels: vec![0; n],
+        channels: 1,
+        height: 16,
+        width: 16,
+        classes: 4,
+    };
+    let (q, report) = quantize(&net, &varmap, &split, 8).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    for l in &report.layers {
+        assert!(l.int_rate > 0.01, "{l:?}");
+        if let Some(f) = l.float_rate {
+            assert!((l.int_rate - f).abs() <= 0.05 * f, "{l:?}");
+        }
+    }
+    let eval = evaluate_int(&q, &split).unwrap();
+    let float = train::predict(&net, &split, &dev, ConvBackend::default()).unwrap();
+    let agree = agreement(&eval.predictions, &float);
+    // Random logits are often near ties, so this bound is loose.
+    assert!(agree >= 0.6, "agreement {agree}");
+}
