@@ -9,6 +9,8 @@ mod common;
 mod estimate;
 mod flash;
 mod generate;
+mod infer;
+mod quantize;
 mod search;
 mod train;
 mod validate;
@@ -41,6 +43,10 @@ enum Command {
     Validate(validate::Args),
     /// Flash and run a generated firmware crate on a real board through probe-rs.
     Flash(flash::Args),
+    /// Quantize a checkpoint to model.safetensors; compare float, int8 and int4.
+    Quantize(quantize::QuantizeArgs),
+    /// Run an exported model on a dataset: accuracy and images/s.
+    Infer(infer::InferArgs),
 }
 
 /// Parse the command line, run the subcommand, map errors to an exit code.
@@ -56,6 +62,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Build(args) => build::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Flash(args) => flash::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Infer(args) => infer::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,62 @@
+//! `spikenas-host infer`: run an exported model on a dataset (integer runtime by
+//! default, or the float checkpoint with candle) and report accuracy and images/s.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use spikenas_host::data::{LoadOptions, Source};
+use spikenas_host::device::DeviceChoice;
+use spikenas_host::quant::job::{self, Engine, InferJob};
+
+/// Run an exported model (a `quantize` output directory) on the test split.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// Directory with model.safetensors (and checkpoint.safetensors for --engine float).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset (default: the one named in the model).
+    #[arg(long)]
+    dataset: Option<Source>,
+    /// int: the integer runtime (firmware kernels); float: candle.
+    #[arg(long, value_enum, default_value_t = Engine::Int)]
+    engine: Engine,
+    /// Device of the float engine: cpu, or cuda (needs --features cuda).
+    #[arg(long, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Use the first N test images.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of the data splits (use the training run's).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Run `infer`.
+pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    let device = args.device.open()?;
+    let job = InferJob {
+        model_dir: args.model,
+        dataset: args.dataset,
+        load: LoadOptions {
+            seed: args.seed,
+            ..Default::default()
+        },
+        engine: args.engine,
+        samples: args.samples,
+    };
+    let out = job::infer_dir(&job, &device).context("inference failed")?;
+    println!(
+        "{:?} engine, {}: {} images, accuracy {:.2}%, {:.1} images/s ({:.2} s){}",
+        out.engine,
+        out.arch,
+        out.images,
+        100.0 * out.accuracy,
+        out.images_per_second,
+        out.seconds,
+        out.mean_spikes
+            .map_or(String::new(), |s| format!(", {s:.0} spikes/image"))
+    );
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `spikenas-host quantize`: a float checkpoint to `model.safetensors` (int8 or int4),
+//! with float / int8 / int4 test accuracy and float-vs-integer agreement.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use spikenas_host::data::{LoadOptions, Source};
+use spikenas_host::quant::job::{self, QuantizeJob};
+
+/// Quantize a trained checkpoint and compare float, int8 and int4 on the test split.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The float checkpoint (checkpoint.safetensors of a training run).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    dataset: Option<Source>,
+    /// Weight bits of the exported model: 8 or 4 (both are evaluated).
+    #[arg(long, default_value_t = 8)]
+    bits: u8,
+    /// Calibration images (the first of the training split).
+    #[arg(long, default_value_t = 256)]
+    calibration: usize,
+    /// Seed of the data splits (use the training run's).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use at most this many test images (stratified subsample).
+    #[arg(long)]
+    max_test: Option<usize>,
+    /// Board name recorded in the model's metadata.
+    #[arg(long)]
+    board: Option<String>,
+    /// Output directory (model.safetensors, quant.json, checkpoint.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Run `quantize`.
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let job = QuantizeJob {
+        checkpoint: args.checkpoint,
+        dataset: args.dataset,
+        load: LoadOptions {
+            seed: args.seed,
+            max_test: args.max_test,
+            ..Default::default()
+        },
+        bits: args.bits,
+        calibration_images: args.calibration,
+        board: args.board,
+    };
+    let out = job::quantize_to_dir(&job, &args.out, args.force).context("quantization failed")?;
+    println!(
+        "{} on {} ({} test images)",
+        out.arch, out.dataset, out.test_images
+    );
+    println!("float  accuracy {:6.2}%", 100.0 * out.float_accuracy);
+    for v in &out.variants {
+        println!(
+            "int{}   accuracy {:6.2}%  agreement with float {:6.2}%  {:.0} spikes/image  {:.0} synops/image  {} weight bytes",
+            v.bits,
+            100.0 * v.accuracy,
+            100.0 * v.agreement_with_float,
+            v.mean_spikes,
+            v.mean_synops,
+            v.weight_bytes
+        );
+        for l in &v.calibration.layers {
+            println!(
+                "  {:16} {:7} neurons  rate float {:>8}  int {:.4}",
+                l.name,
+                l.neurons,
+                l.float_rate.map_or("-".into(), |r| format!("{r:.4}")),
+                l.int_rate
+            );
+        }
+        for w in &v.calibration.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    println!(
+        "wrote int{} model {}",
+        out.exported_bits,
+        out.dir.join(spikenas_host::export::MODEL_FILE).display()
+    );
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! `model.safetensors`: a quantized network as named integer tensors plus metadata,
+//! readable by Python's `safetensors` package and read back by [`load`].
+//!
+//! Tensors (names follow the float checkpoint's):
+//!
+//! | name | dtype | shape |
+//! |---|---|---|
+//! | `stem.conv.weight`, `stage{s}.reduce.conv.weight`, `stage{s}.cell.{e|b}{i}{j}.conv.weight` | I8 (int8) or U8 (int4 packed) | `[cin, k, k, cout]` (int4: last dim `ceil(cout/2)`) |
+//! | `head.fc1.weight`, `head.fc2.weight` | I8 or U8 | `[in, out]` (int4: `[in, ceil(out/2)]`) |
+//! | `<layer>.requant.mult`, `<layer>.requant.bias` | I32 | `[channels]` |
+//! | `<layer>.requant.shift` | U8 | `[1]` |
+//! | `<layer>.lif` | I32 | `[4]`: threshold Q12, decay kind (0 shift, 1 Q15), decay value, reset (0 hard, 1 subtract) |
+//!
+//! where `<layer>` is `stem.conv`, `stage{s}.reduce.bn_in`, `stage{s}.reduce.conv`,
+//! `stage{s}.cell.e01.conv` (conv edges only; skip and pool edges have no tensors),
+//! `head.bn`, `head.fc1`, `head.fc2`; LIFs are `stage{s}.reduce.lif`,
+//! `stage{s}.cell.e01.lif`, `head.lif`, `head.fc1.lif`. The cell's structure and every
+//! macro parameter come from the `spikenas.arch` metadata. Every metadata key starts
+//! with `spikenas.`: `format`, `arch`, `input` (`CxHxW`), `classes`, `timesteps`,
+//! `bits`, `numeric`, `requant`, `weights_layout`, `lif_layout`, `dataset`,
+//! `float_accuracy`, `int_accuracy`, `board` (optional).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use spikenas_firmware as fw;
+
+use crate::arch::{Arch, InputShape, Op};
+use crate::quant::{
+    QConv, QEdge, QHead, QLinear, QOp, QReduction, QRequant, QStage, QWeights, QuantizedNetwork,
+};
+use crate::snn::cell::edge_name;
+
+/// Metadata key prefix.
+const PREFIX: &str = "spikenas.";
+/// The `spikenas.format` value of this layout.
+pub const FORMAT: &str = "spikenas-int-snn-v1";
+/// The file name the CLI writes and reads.
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// What a model file says about itself besides the tensors.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelInfo {
+    /// The dataset (`--dataset` form).
+    pub dataset: String,
+    /// Test accuracy of the float network, if measured.
+    pub float_accuracy: Option<f32>,
+    /// Test accuracy of the integer network, if measured.
+    pub int_accuracy: Option<f32>,
+    /// The board the model is for, if any.
+    pub board: Option<String>,
+    /// Other `spikenas.*` metadata (without the prefix).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Errors writing or reading a model file; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Cannot read the file.
+    #[error("cannot read model {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a safetensors file.
+    #[error("{path} is not a valid safetensors file ({source}); it may be truncated or corrupt: re-run `spikenas-host quantize`")]
+    Format {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: safetensors::SafeTensorError,
+    },
+    /// A metadata field is missing or wrong.
+    #[error("{path}: metadata `{field}` is {problem}; this file was not written by `spikenas-host quantize` (a float checkpoint is checkpoint.safetensors)")]
+    Metadata {
+        /// File.
+        path: PathBuf,
+        /// Field.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A tensor is missing or has the wrong dtype or shape.
+    #[error("{path}: tensor `{name}` {problem}")]
+    Tensor {
+        /// File.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The tensors do not form a network the firmware runtime accepts.
+    #[error("{path}: {source}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// The firmware's validation error.
+        source: fw::Error,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+}
+
+struct Owned {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Writer {
+    tensors: Vec<Owned>,
+}
+
+impl Writer {
+    fn push(&mut self, name: String, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
+        self.tensors.push(Owned {
+            name,
+            dtype,
+            shape,
+            bytes,
+        });
+    }
+
+    fn requant(&mut self, layer: &str, r: &QRequant) {
+        let le = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let n = r.mult.len();
+        self.push(
+            format!("{layer}.requant.mult"),
+            Dtype::I32,
+            vec![n],
+            le(&r.mult),
+        );
+        self.push(
+            format!("{layer}.requant.bias"),
+            Dtype::I32,
+            vec![n],
+            le(&r.bias),
+        );
+        self.push(
+            format!("{layer}.requant.shift"),
+            Dtype::U8,
+            vec![1],
+            vec![r.shift],
+        );
+    }
+
+    fn lif(&mut self, name: &str, lif: &fw::Lif) {
+        let v = lif_to_i32(lif);
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.push(format!("{name}.lif"), Dtype::I32, vec![4], bytes);
+    }
+
+    /// `rows_shape` is the shape without the last (output) dimension.
+    fn weights(&mut self, layer: &str, w: &QWeights, rows_shape: &[usize], outs: usize) {
+        let (dtype, last, bytes) = match w {
+            QWeights::I8(v) => (Dtype::I8, outs, v.iter().map(|&x| x as u8).collect()),
+            QWeights::I4(v) => (Dtype::U8, outs.div_ceil(2), v.clone()),
+        };
+        let mut shape = rows_shape.to_vec();
+        shape.push(last);
+        self.push(format!("{layer}.weight"), dtype, shape, bytes);
+    }
+
+    fn conv(&mut self, layer: &str, c: &QConv) {
+        self.weights(
+            &format!("{layer}.conv"),
+            &c.weights,
+            &[c.cin, c.k, c.k],
+            c.cout,
+        );
+        self.requant(&format!("{layer}.conv"), &c.requant);
+    }
+
+    fn linear(&mut self, layer: &str, l: &QLinear) {
+        self.weights(layer, &l.weights, &[l.inputs], l.outputs);
+        self.requant(layer, &l.requant);
+    }
+}
+
+fn lif_to_i32(lif: &fw::Lif) -> [i32; 4] {
+    let (kind, value) = match lif.decay {
+        fw::Decay::Shift(n) => (0, n as i32),
+        fw::Decay::Q15(m) => (1, m as i32),
+    };
+    let reset = match lif.reset {
+        fw::Reset::Hard => 0,
+        fw::Reset::Subtract => 1,
+    };
+    [lif.threshold as i32, kind, value, reset]
+}
+
+/// `1/tau` as the LIF's decay implies it (`keep = 1 - 1/tau`).
+fn input_factor(lif: &fw::Lif) -> f64 {
+    1.0 - match lif.decay {
+        fw::Decay::Shift(n) => 0.5f64.powi(n as i32),
+        fw::Decay::Q15(m) => m as f64 / 32768.0,
+    }
+}
+
+/// The bytes of `model.safetensors` for `q` with `info` as metadata.
+pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.conv("stem", &q.stem);
+    let edges = q.arch.cell.edges();
+    for (s, st) in q.stages.iter().enumerate() {
+        if let Some(r) = &st.reduction {
+            let p = format!("stage{s}.reduce");
+            w.requant(&format!("{p}.bn_in"), &r.bn);
+            w.lif(&p, &r.lif);
+            w.conv(&p, &r.conv);
+        }
+        for (e, qe) in edges.iter().filter(|e| e.op != Op::Zero).zip(&st.edges) {
+            if let QOp::Conv { lif, conv } = &qe.op {
+                let p = format!("stage{s}.cell.{}", edge_name(e));
+                w.lif(&p, lif);
+                w.conv(&p, conv);
+            }
+        }
+    }
+    w.requant("head.bn", &q.head.bn);
+    w.lif("head", &q.head.lif);
+    if let Some((fc, lif)) = &q.head.hidden {
+        w.linear("head.fc1", fc);
+        w.lif("head.fc1", lif);
+    }
+    w.linear("head.fc2", &q.head.output);
+
+    let mut meta: HashMap<String, String> = HashMap::new();
+    let mut put = |k: &str, v: String| {
+        meta.insert(format!("{PREFIX}{k}"), v);
+    };
+    put("format", FORMAT.into());
+    put("arch", q.arch.to_string());
+    put(
+        "input",
+        format!("{}x{}x{}", q.input.channels, q.input.height, q.input.width),
+    );
+    put("classes", q.input.classes.to_string());
+    put("timesteps", q.arch.timesteps.to_string());
+    put("bits", q.bits.to_string());
+    put(
+        "numeric",
+        format!(
+            "currents Q12 i32 x{:.4} (1/tau folded in), membrane Q12 i16, logits Q12 i32",
+            input_factor(&q.head.lif)
+        ),
+    );
+    put(
+        "requant",
+        "I = sat_i32(((acc * mult + 2^(shift-1)) >> shift) + bias), per output channel".into(),
+    );
+    put(
+        "weights_layout",
+        "conv [ci][ky][kx][co], linear [in][out], symmetric per output channel; \
+         int4: U8, two per byte, low nibble first, two's complement, rows padded to a byte"
+            .into(),
+    );
+    put(
+        "lif_layout",
+        "[threshold_q12, decay_kind (0 = v >> n, 1 = (v * m) >> 15), decay_value, \
+         reset (0 = hard to 0, 1 = subtract threshold)]"
+            .into(),
+    );
+    put("dataset", info.dataset.clone());
+    if let Some(a) = info.float_accuracy {
+        put("float_accuracy", format!("{a:.6}"));
+    }
+    if let Some(a) = info.int_accuracy {
+        put("int_accuracy", format!("{a:.6}"));
+    }
+    if let Some(b) = &info.board {
+        put("board", b.clone());
+    }
+    for (k, v) in &info.extra {
+        put(k, v.clone());
+    }
+    let views: Vec<(String, TensorView<'_>)> = w
+        .tensors
+        .iter()
+        .map(|t| {
+            let view = TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .expect("shape and byte length agree by construction");
+            (t.name.clone(), view)
+        })
+        .collect();
+    safetensors::tensor::serialize(views, Some(meta))
+        .expect("serialising in-memory views cannot fail")
+}
+
+/// Writes `path` atomically.
+pub fn save(path: &Path, q: &QuantizedNetwork, info: &ModelInfo) -> Result<(), ExportError> {
+    crate::output::write_atomic(path, &to_bytes(q, info))?;
+    Ok(())
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    st: SafeTensors<'a>,
+}
+
+impl Reader<'_> {
+    fn err(&self, name: &str, problem: String) -> ExportError {
+        ExportError::Tensor {
+            path: self.path.to_path_buf(),
+            name: name.to_string(),
+            problem,
+        }
+    }
+
+    fn raw(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<&[u8], ExportError> {
+        let v = self
+            .st
+            .tensor(name)
+            .map_err(|_| self.err(name, "is missing".into()))?;
+        if v.dtype() != dtype || v.shape() != shape {
+            return Err(self.err(
+                name,
+                format!(
+                    "is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    v.dtype(),
+                    v.shape()
+                ),
+            ));
+        }
+        Ok(v.data())
+    }
+
+    fn i32s(&self, name: &str, n: usize) -> Result<Vec<i32>, ExportError> {
+        Ok(self
+            .raw(name, Dtype::I32, &[n])?
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    fn requant(&self, layer: &str, n: usize) -> Result<QRequant, ExportError> {
+        Ok(QRequant {
+            mult: self.i32s(&format!("{layer}.requant.mult"), n)?,
+            bias: self.i32s(&format!("{layer}.requant.bias"), n)?,
+            shift: self.raw(&format!("{layer}.requant.shift"), Dtype::U8, &[1])?[0],
+        })
+    }
+
+    fn lif(&self, layer: &str) -> Result<fw::Lif, ExportError> {
+        let name = format!("{layer}.lif");
+        let v = self.i32s(&name, 4)?;
+        let bad = |what: &str| self.err(&name, format!("has an invalid {what}: {v:?}"));
+        let threshold = i16::try_from(v[0]).map_err(|_| bad("threshold"))?;
+        let decay = match (v[1], v[2]) {
+            (0, n @ 0..=15) => fw::Decay::Shift(n as u8),
+            (1, m @ 0..=32767) => fw::Decay::Q15(m as i16),
+            _ => return Err(bad("decay")),
+        };
+        let reset = match v[3] {
+            0 => fw::Reset::Hard,
+            1 => fw::Reset::Subtract,
+            _ => return Err(bad("reset")),
+        };
+        Ok(fw::Lif {
+            decay,
+            threshold,
+            reset,
+        })
+    }
+
+    fn weights(
+        &self,
+        layer: &str,
+        bits: u8,
+        rows_shape: &[usize],
+        outs: usize,
+    ) -> Result<QWeights, ExportError> {
+        let name = format!("{layer}.weight");
+        let mut shape = rows_shape.to_vec();
+        Ok(if bits == 4 {
+            shape.push(outs.div_ceil(2));
+            QWeights::I4(self.raw(&name, Dtype::U8, &shape)?.to_vec())
+        } else {
+            shape.push(outs);
+            QWeights::I8(
+                self.raw(&name, Dtype::I8, &shape)?
+                    .iter()
+                    .map(|&b| b as i8)
+                    .collect(),
+            )
+        })
+    }
+
+    fn conv(
+        &self,
+        layer: &str,
+        bits: u8,
+        (cin, cout, k): (usize, usize, usize),
+    ) -> Result<QConv, ExportError> {
+        Ok(QConv {
+            cin,
+            cout,
+            k,
+            weights: self.weights(&format!("{layer}.conv"), bits, &[cin, k, k], cout)?,
+            requant: self.requant(&format!("{layer}.conv"), cout)?,
+        })
+    }
+
+    fn linear(
+        &self,
+        layer: &str,
+        bits: u8,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<QLinear, ExportError> {
+        Ok(QLinear {
+            inputs,
+            outputs,
+            weights: self.weights(layer, bits, &[inputs], outputs)?,
+            requant: self.requant(layer, outputs)?,
+        })
+    }
+}
+
+/// Reads a model file written by [`save`]: the network (checked by the firmware's
+/// validator) and its metadata.
+pub fn load(path: &Path) -> Result<(QuantizedNetwork, ModelInfo), ExportError> {
+    let bytes = std::fs::read(path).map_err(|source| ExportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(path, &bytes)
+}
+
+/// Parses the bytes of a model file; `path` is only used in errors.
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelInfo), ExportError> {
+    let format = |source| ExportError::Format {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(format)?;
+    let st = SafeTensors::deserialize(bytes).map_err(format)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let bad = |field: &str, problem: String| ExportError::Metadata {
+        path: path.to_path_buf(),
+        field: format!("{PREFIX}{field}"),
+        problem,
+    };
+    let field = |f: &str| -> Result<&str, ExportError> {
+        meta.get(&format!("{PREFIX}{f}"))
+            .map(String::as_str)
+            .ok_or_else(|| bad(f, "missing".into()))
+    };
+    let fmt = field("format")?;
+    if fmt != FORMAT {
+        return Err(bad("format", format!("`{fmt}`, expected `{FORMAT}`")));
+    }
+    let arch: Arch = field("arch")?
+        .parse()
+        .map_err(|e| bad("arch", format!("invalid ({e})")))?;
+    let shape = field("input")?;
+    let (channels, height, width) = crate::checkpoint::parse_shape(shape)
+        .ok_or_else(|| bad("input", format!("`{shape}`, not CxHxW")))?;
+    let classes: usize = field("classes")?
+        .parse()
+        .map_err(|_| bad("classes", "not a number".into()))?;
+    let bits: u8 = match field("bits")? {
+        "8" => 8,
+        "4" => 4,
+        b => return Err(bad("bits", format!("`{b}`, not 8 or 4"))),
+    };
+    let input = InputShape {
+        channels,
+        height,
+        width,
+        classes,
+    };
+    if input.head_features(&arch) == 0 {
+        return Err(bad(
+            "input",
+            format!("{shape} too small for architecture {arch}"),
+        ));
+    }
+    let r = Reader { path, st };
+    if arch.weight_bits != bits {
+        return Err(bad(
+            "bits",
+            format!(
+                "{bits}, but the architecture says bits={}",
+                arch.weight_bits
+            ),
+        ));
+    }
+    let stem = r.conv("stem", bits, (channels, arch.channels, 3))?;
+    let mut stages = Vec::with_capacity(arch.stages);
+    for s in 0..arch.stages {
+        let cs = arch.stage_channels(s);
+        let reduction = if s > 0 {
+            let prev = arch.stage_channels(s - 1);
+            let p = format!("stage{s}.reduce");
+            Some(QReduction {
+                bn: r.requant(&format!("{p}.bn_in"), prev)?,
+                lif: r.lif(&p)?,
+                conv: r.conv(&p, bits, (prev, cs, 3))?,
+            })
+        } else {
+            None
+        };
+        let mut edges = Vec::new();
+        for e in arch.cell.edges() {
+            let op = match e.op {
+                Op::Zero => continue,
+                Op::Skip => QOp::Skip,
+                Op::AvgPool3x3 => QOp::AvgPool3,
+                Op::Conv1x1 | Op::Conv3x3 => {
+                    let p = format!("stage{s}.cell.{}", edge_name(&e));
+                    let k = e.op.kernel().expect("conv op");
+                    QOp::Conv {
+                        lif: r.lif(&p)?,
+                        conv: r.conv(&p, bits, (cs, cs, k))?,
+                    }
+                }
+            };
+            edges.push(QEdge {
+                from: e.from as u8,
+                to: e.to as u8,
+                op,
+            });
+        }
+        stages.push(QStage { reduction, edges });
+    }
+    let last = arch.stage_channels(arch.stages - 1);
+    let d = input.head_features(&arch);
+    let outputs = classes * arch.cluster;
+    let (hidden, output) = if arch.fc > 0 {
+        let fc1 = r.linear("head.fc1", bits, d, arch.fc)?;
+        let lif = r.lif("head.fc1")?;
+        (
+            Some((fc1, lif)),
+            r.linear("head.fc2", bits, arch.fc, outputs)?,
+        )
+    } else {
+        (None, r.linear("head.fc2", bits, d, outputs)?)
+    };
+    let head = QHead {
+        bn: r.requant("head.bn", last)?,
+        lif: r.lif("head")?,
+        hidden,
+        output,
+    };
+    let q = QuantizedNetwork {
+        arch,
+        input,
+        bits,
+        stem,
+        stages,
+        head,
+    };
+    q.with_firmware(|n| n.validate())
+        .map_err(|source| ExportError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let acc = |f: &str| -> Result<Option<f32>, ExportError> {
+        meta.get(&format!("{PREFIX}{f}"))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| bad(f, format!("`{v}`, not a number")))
+            })
+            .transpose()
+    };
+    let known = [
+        "format",
+        "arch",
+        "input",
+        "classes",
+        "timesteps",
+        "bits",
+        "numeric",
+        "requant",
+        "weights_layout",
+        "lif_layout",
+        "dataset",
+        "float_accuracy",
+        "int_accuracy",
+        "board",
+    ];
+    let info = ModelInfo {
+        dataset: field("dataset")?.to_string(),
+        float_accuracy: acc("float_accuracy")?,
+        int_accuracy: acc("int_accuracy")?,
+        board: meta.get(&format!("{PREFIX}board")).cloned(),
+        extra: meta
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|k| (k.to_string(), v.clone())))
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .collect(),
+    };
+    Ok((q, info))
+}
