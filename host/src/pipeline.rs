@@ -47,6 +47,102 @@ pub enum PipelineError {
     /// JSON.
     #[error("cannot serialise the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// Quantization.
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    /// Firmware generation.
+    #[error(transparent)]
+    Firmware(#[from] crate::firmware::FirmwareError),
+}
+
+/// Images used to calibrate the quantizer (from the training split).
+pub const CALIBRATION_IMAGES: usize = 256;
+
+/// Test images written beside the firmware crate for `validate`.
+pub const FIRMWARE_TEST_IMAGES: usize = 500;
+
+/// What quantization of the winner gave.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct QuantSummary {
+    /// Weight bits.
+    pub bits: u8,
+    /// Float test accuracy.
+    pub float_accuracy: f32,
+    /// Integer test accuracy (the firmware crate's kernels on the host).
+    pub int_accuracy: f32,
+    /// Fraction of test images where float and integer predictions agree.
+    pub agreement: f32,
+    /// Mean spikes per inference.
+    pub mean_spikes: f64,
+    /// Mean synaptic operations per inference.
+    pub mean_synops: f64,
+    /// Warnings from calibration (silent or saturating layers).
+    pub warnings: Vec<String>,
+}
+
+/// Quantize a trained network, evaluate it with the integer runtime, and return the
+/// model plus its figures.
+pub fn quantize_winner(
+    net: &Network,
+    varmap: &candle_nn::VarMap,
+    data: &Dataset,
+    device: &Device,
+    conv: crate::kernels::ConvBackend,
+) -> Result<(crate::quant::QuantizedNetwork, QuantSummary), PipelineError> {
+    let n_cal = CALIBRATION_IMAGES.min(data.train.len());
+    let calibration = data.train.select(&(0..n_cal).collect::<Vec<_>>());
+    let (q, report) = crate::quant::quantize(net, varmap, &calibration, net.arch.weight_bits)?;
+    let eval = crate::quant::evaluate_int(&q, &data.test)?;
+    let float_pred = train::predict(net, &data.test, device, conv)?;
+    let correct = float_pred
+        .iter()
+        .zip(&data.test.labels)
+        .filter(|(p, l)| **p == **l as u32)
+        .count();
+    let summary = QuantSummary {
+        bits: net.arch.weight_bits,
+        float_accuracy: correct as f32 / data.test.len().max(1) as f32,
+        int_accuracy: eval.accuracy,
+        agreement: crate::quant::agreement(&eval.predictions, &float_pred),
+        mean_spikes: eval.mean_spikes(),
+        mean_synops: eval.mean_synops(),
+        warnings: report.warnings.clone(),
+    };
+    Ok((q, summary))
+}
+
+/// Write the board application for `q` into `dir`, with the first `images` test images
+/// and the host's integer results on them (what `validate` compares against).
+pub fn write_firmware(
+    q: &crate::quant::QuantizedNetwork,
+    board: &Profile,
+    targets: &Targets,
+    dir: &Path,
+    test: &data::Split,
+    images: usize,
+) -> Result<crate::firmware::GeneratedCrate, PipelineError> {
+    let n = images.min(test.len());
+    let set = crate::firmware::TestSet::new(
+        test.image_len(),
+        test.images[..n * test.image_len()].to_vec(),
+        test.labels[..n].to_vec(),
+    )
+    .map_err(|why| crate::firmware::FirmwareError::TestSet {
+        path: dir.join("testset.bin"),
+        why,
+    })?;
+    let krate = q.with_firmware(|fw| -> Result<_, crate::firmware::FirmwareError> {
+        let krate = crate::firmware::generate(fw, board, targets, dir)?;
+        crate::firmware::validate::write_test_data(dir, fw, &set)?;
+        Ok(krate)
+    })?;
+    let info = format!(
+        "arch {}\ninput {}x{}x{}\nclasses {}\n",
+        q.arch, q.input.channels, q.input.height, q.input.width, q.input.classes
+    );
+    let info_path = dir.join(crate::firmware::validate::MODEL_INFO_FILE);
+    std::fs::write(&info_path, info).map_err(crate::firmware::FirmwareError::io(&info_path))?;
+    Ok(krate)
 }
 
 /// One search job.
@@ -194,6 +290,7 @@ pub fn run(
         regions: SearchReport::regions_of(&estimate),
         search: outcome,
         training: None,
+        quantization: None,
         sections: Vec::new(),
     };
     if let Some(cfg) = &job.train {
@@ -212,6 +309,63 @@ pub fn run(
         };
         checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
         report.training = Some(t);
+        let conv = cfg.conv;
+        let (q, summary) = quantize_winner(&net, &varmap, &data, device, conv)?;
+        let model_info = crate::export::ModelInfo {
+            dataset: job.source.to_string(),
+            float_accuracy: Some(summary.float_accuracy),
+            int_accuracy: Some(summary.int_accuracy),
+            board: Some(job.board.name.clone()),
+            extra: Default::default(),
+        };
+        staged.write(
+            crate::export::MODEL_FILE,
+            &crate::export::to_bytes(&q, &model_info),
+        )?;
+        let mut body = format!(
+            "| | |\n|---|---|\n| weights | int{} |\n| float test accuracy | {:.2}% |\n| integer test accuracy (firmware kernels on the host) | {:.2}% |\n| float/integer agreement | {:.2}% |\n| spikes per inference | {:.0} |\n| synaptic operations per inference | {:.0} |\n",
+            summary.bits,
+            100.0 * summary.float_accuracy,
+            100.0 * summary.int_accuracy,
+            100.0 * summary.agreement,
+            summary.mean_spikes,
+            summary.mean_synops
+        );
+        for w in &summary.warnings {
+            body.push_str(&format!("\nwarning: {w}\n"));
+        }
+        report
+            .sections
+            .push(("Quantization (model.safetensors)".into(), body));
+        if job.board.is_mcu() {
+            let dir = staged.path("firmware");
+            let krate = write_firmware(
+                &q,
+                &job.board,
+                &job.targets,
+                &dir,
+                &data.test,
+                FIRMWARE_TEST_IMAGES,
+            )?;
+            let final_dir = staged.target().join("firmware");
+            report.sections.push((
+                "Firmware".into(),
+                format!(
+                    "A `no_std` crate for {} ({}) in `firmware/`: workspace {} bytes{}, model constants {} bytes, {} test images with the host's results.\n\n```sh\nspikenas-host build --board {} {}\nspikenas-host validate --board {} {}\n```\n",
+                    krate.board,
+                    krate.triple,
+                    krate.layout.bytes(),
+                    krate.fast_region.as_ref().map(|r| format!(" (membranes in {r})")).unwrap_or_default(),
+                    krate.constant_bytes,
+                    FIRMWARE_TEST_IMAGES.min(data.test.len()),
+                    job.board.name,
+                    final_dir.display(),
+                    job.board.name,
+                    final_dir.display()
+                ),
+            ));
+        }
+        report.quantization = Some(summary);
     }
     staged.write(
         "report.json",

@@ -29,6 +29,8 @@ pub struct SearchReport {
     pub regions: Vec<(String, u64, u64)>,
     /// Training of the chosen architecture.
     pub training: Option<TrainReport>,
+    /// Quantization of the winner.
+    pub quantization: Option<crate::pipeline::QuantSummary>,
     /// Extra sections appended by later stages (quantization, firmware), as markdown.
     pub sections: Vec<(String, String)>,
 }

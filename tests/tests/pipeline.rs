@@ -1,0 +1,130 @@
+//! The whole promise, end to end: search with a tiny budget and time, a short training,
+//! quantization, firmware generation, a build for netduinoplus2 (Cortex-M4F) and
+//! microbit (Cortex-M0), and validation in QEMU on 200 test images. The device must give
+//! exactly the host's integer predictions and spike counts, so its accuracy equals the
+//! host's integer accuracy on the same images.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use candle_core::Device;
+use spikenas_host::boards::Catalog;
+use spikenas_host::data::{LoadOptions, Source};
+use spikenas_host::firmware::build::{self, BuildOptions};
+use spikenas_host::firmware::validate::{self, estimate_error};
+use spikenas_host::memory;
+use spikenas_host::pipeline::{self, max_macs_for_latency, SearchJob};
+use spikenas_host::search::space::SearchSpace;
+use spikenas_host::search::SearchConfig;
+use spikenas_host::train::TrainConfig;
+
+const SAMPLES: usize = 200;
+
+fn run_board(board_name: &str) {
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board(board_name).unwrap().clone();
+    let space = SearchSpace::shipped();
+    let job = SearchJob {
+        targets: catalog.targets().clone(),
+        source: Source::Digits,
+        load: LoadOptions::default(),
+        search: SearchConfig {
+            time_budget: Duration::from_secs(10),
+            max_macs: Some(max_macs_for_latency(&board, space.macros.timesteps, 200.0)),
+            score_batch: 16,
+            progress: false,
+            ..Default::default()
+        },
+        space,
+        board: board.clone(),
+        train: Some(TrainConfig {
+            epochs: 6,
+            progress: false,
+            ..Default::default()
+        }),
+    };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pipeline-{board_name}"));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = pipeline::run(&job, &Device::Cpu, &out, false)
+        .unwrap_or_else(|e| panic!("{board_name}: {e}"));
+    let arch = run.report.search.best;
+    let q = run.report.quantization.clone().expect("quantized");
+    assert!(run.dir.join("model.safetensors").is_file());
+    let fw = run.dir.join("firmware");
+    let report = build::build(&fw, &board, catalog.targets(), &BuildOptions::default())
+        .unwrap_or_else(|e| panic!("{board_name}: {e}"));
+    let (device, cmp) = validate::validate_dir(
+        &fw,
+        &report.elf,
+        &board,
+        catalog.targets(),
+        Some(SAMPLES),
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{board_name}: {e}"));
+    let host = validate::read_host_results(&fw).unwrap();
+    let set = spikenas_host::firmware::TestSet::read(&fw.join(validate::TESTSET_FILE))
+        .unwrap()
+        .take(SAMPLES);
+    let host_correct = host
+        .iter()
+        .take(SAMPLES)
+        .zip(&set.labels)
+        .filter(|(h, l)| h.class == **l as usize)
+        .count();
+    println!("== {board_name}: {arch}");
+    println!(
+        "float {:.2}%, int{} {:.2}% on the host (all test images), agreement {:.2}%",
+        100.0 * q.float_accuracy,
+        q.bits,
+        100.0 * q.int_accuracy,
+        100.0 * q.agreement
+    );
+    print!("{}", report.render());
+    let input = spikenas_host::arch::InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+        classes: 10,
+    };
+    let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
+    for e in estimate_error(&report, &estimate) {
+        println!(
+            "memory model {}: estimated {} measured {} error {:+.1}%",
+            e.region, e.estimated, e.measured, e.error_pct
+        );
+    }
+    println!(
+        "device: {}/{} correct, {:.0} instructions/inference, {:.0} synops/inference, {:.2} instructions per synop",
+        device.correct,
+        SAMPLES,
+        device.mean_instructions(),
+        device.mean_synops(),
+        device.instructions_per_synop()
+    );
+    assert_eq!(device.predictions.len(), SAMPLES);
+    // A short training on digits must learn something: far above the 10% of chance.
+    assert!(
+        q.int_accuracy > 0.5,
+        "{board_name}: integer accuracy {:.2}% is near chance",
+        100.0 * q.int_accuracy
+    );
+    assert!(
+        cmp.all_agree(),
+        "{board_name}: device and host disagree: {cmp:?}"
+    );
+    assert_eq!(
+        device.correct, host_correct,
+        "device accuracy must equal the host's integer accuracy"
+    );
+}
+
+#[test]
+fn search_to_device_netduinoplus2() {
+    run_board("netduinoplus2");
+}
+
+#[test]
+fn search_to_device_microbit() {
+    run_board("microbit");
+}
