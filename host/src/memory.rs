@@ -25,6 +25,8 @@ use crate::arch::Arch;
 use crate::boards::{Profile, RegionKind, Runner, Target, Targets};
 
 pub use crate::arch::InputShape;
+pub use layout::workspace_layout;
+pub use planner::membrane_region;
 
 /// Which numbers the board stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,13 +356,7 @@ pub fn estimate_for_target(
     } else {
         target.code_reserve_bytes
     };
-    let layout = match layout::layout(
-        arch,
-        input,
-        numerics,
-        code_bytes,
-        board.reserves.total_bytes(),
-    ) {
+    let layout = match layout::layout(arch, input, numerics, code_bytes, board.reserves.total_bytes()) {
         Ok(layout) => layout,
         Err(problem) => return failed(arch, board, problem),
     };
