@@ -57,7 +57,9 @@ fn fit(board_name: &str, cases: &[(&str, &str)]) {
             ("image", krate.input_len),
         ];
         for (name, bytes) in statics {
-            let b = estimate.buffer(name).unwrap_or_else(|| panic!("no `{name}`"));
+            let b = estimate
+                .buffer(name)
+                .unwrap_or_else(|| panic!("no `{name}`"));
             assert_eq!(b.bytes, (bytes as u64).div_ceil(4) * 4, "{name}");
         }
         let flash_of = |name: &str| {
