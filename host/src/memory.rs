@@ -107,7 +107,8 @@ pub struct LayerRow {
     pub weight_bytes: u64,
     /// Flash for the per-channel constants.
     pub const_bytes: u64,
-    /// All flash of the layer: weights + constants (or the code reserve for `code`).
+    /// All flash of the layer: weights + constants (the descriptors for `descriptors`,
+    /// the code reserve for `code`).
     pub flash_bytes: u64,
     /// Membrane state of the layer's LIF neurons.
     pub state_bytes: u64,
@@ -176,7 +177,7 @@ pub struct Estimate {
     pub regions: Vec<RegionUse>,
     /// True if every region holds what it was given (and `problem` is `None`).
     pub fits: bool,
-    /// Flash: weights + constants + code reserve (0 on Linux boards).
+    /// Flash: weights + constants + descriptors + code reserve (0 on Linux boards).
     pub flash_bytes: u64,
     /// RAM: every buffer including the reserve (and the f32 weights on Linux boards).
     pub sram_bytes: u64,
