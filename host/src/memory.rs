@@ -2,9 +2,15 @@
 //! board, from arithmetic alone (no tensors), in microseconds per candidate.
 //!
 //! [`estimate`] lays the network out (the layer rows and the RAM buffers; every buffer
-//! and every size formula is listed in one place, [`layout`]), places
-//! each buffer whole into a RAM region of the board (the `planner` submodule), and
-//! compares every region's use with its capacity.
+//! and every size formula is listed in one place, [`layout`]), places each buffer whole
+//! into a RAM region of the board by the rule the firmware generator links by
+//! ([`membrane_region`]), and compares every region's use with its capacity.
+//!
+//! On microcontrollers the RAM buffers are exactly the generated firmware's `static mut`
+//! arrays ([`workspace_layout`] = the firmware's `Network::workspace_layout()`, from the
+//! architecture alone) and flash is the firmware's weight storage, requantisation arrays
+//! and descriptors plus the target's measured code size; checked against built ELFs by
+//! tests/tests/memory_fit.rs (within 0.3% per region on netduinoplus2 and microbit).
 //!
 //! Two numeric models:
 //! - microcontrollers (runner `probe-rs` or `qemu`) run the integer runtime: int8 or
@@ -25,6 +31,8 @@ use crate::arch::Arch;
 use crate::boards::{Profile, RegionKind, Runner, Target, Targets};
 
 pub use crate::arch::InputShape;
+pub use layout::workspace_layout;
+pub use planner::membrane_region;
 
 /// Which numbers the board stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +52,13 @@ pub enum Numerics {
 pub enum BufferKind {
     /// The input image.
     Input,
-    /// Currents: stem output, node values, previous-step node values, accumulators.
+    /// Currents: stem output, node values, persistent node values, class scores.
     Current,
-    /// Membrane potentials of one LIF layer, kept across timesteps.
+    /// Membrane potentials (of all LIF layers; f32: of one), kept across timesteps.
     Membrane,
-    /// The spike map of one LIF layer.
+    /// A bit-packed spike map (integer: one, the largest layer's; f32: one per layer).
     Spikes,
-    /// The scratch buffer shared by all layers.
+    /// Scratch shared by all layers (accumulators, pooled input, head spike counts).
     Scratch,
     /// The f32 weights of a Linux board's model.
     Weights,
@@ -76,7 +84,7 @@ impl BufferKind {
 /// One RAM buffer and the region it was placed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buffer {
-    /// Name, e.g. `s0.e03.v` (see the layout docs for every name).
+    /// Name, e.g. `membranes` or, f32, `s0.e03.v` (see the layout docs for every name).
     pub name: String,
     /// What it holds.
     pub kind: BufferKind,
@@ -90,7 +98,8 @@ pub struct Buffer {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerRow {
     /// Layer name: `input`, `stem`, `sS.reduce`, `sS.eIJ.OP` (forward edge),
-    /// `sS.bIJ.OP` (backward edge), `sS.nodes`, `head`, `head.fc`, `head.out`, `code`.
+    /// `sS.bIJ.OP` (backward edge), `sS.nodes`, `head`, `head.fc`, `head.out`,
+    /// `descriptors` (integer runtime), `code`.
     pub name: String,
     /// Trained parameters of the float model (weights, BN scale and shift, biases).
     pub params: u64,
@@ -98,7 +107,8 @@ pub struct LayerRow {
     pub weight_bytes: u64,
     /// Flash for the per-channel constants.
     pub const_bytes: u64,
-    /// All flash of the layer: weights + constants (or the code reserve for `code`).
+    /// All flash of the layer: weights + constants (the descriptors for `descriptors`,
+    /// the code reserve for `code`).
     pub flash_bytes: u64,
     /// Membrane state of the layer's LIF neurons.
     pub state_bytes: u64,
@@ -167,7 +177,7 @@ pub struct Estimate {
     pub regions: Vec<RegionUse>,
     /// True if every region holds what it was given (and `problem` is `None`).
     pub fits: bool,
-    /// Flash: weights + constants + code reserve (0 on Linux boards).
+    /// Flash: weights + constants + descriptors + code reserve (0 on Linux boards).
     pub flash_bytes: u64,
     /// RAM: every buffer including the reserve (and the f32 weights on Linux boards).
     pub sram_bytes: u64,

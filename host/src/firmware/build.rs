@@ -54,11 +54,13 @@ pub struct RegionReport {
     /// Region kind.
     pub kind: RegionKind,
     /// Bytes of the ELF's sections in the region (for flash: everything loaded from it,
-    /// `.data`'s initial values included), plus the stack reserve in the stack's region.
+    /// `.data`'s initial values included), plus the stack and runtime reserves of the
+    /// profile in the stack's region.
     pub used: u64,
     /// Region size.
     pub capacity: u64,
-    /// `(section, bytes)` that make up `used`; the stack reserve appears as `(stack)`.
+    /// `(section, bytes)` that make up `used`; the reserves appear as `(stack)` and
+    /// `(runtime)`.
     pub parts: Vec<(String, u64)>,
 }
 
@@ -90,7 +92,7 @@ impl BuildReport {
             .sum()
     }
 
-    /// Bytes of RAM used in all data regions (stack reserve included).
+    /// Bytes of RAM used in all data regions (stack and runtime reserves included).
     pub fn ram_bytes(&self) -> u64 {
         self.regions
             .iter()
@@ -268,12 +270,19 @@ pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, Firmware
             }
         }
     }
-    // cortex-m-rt puts the stack at the top of RAM (the profile's reserve region).
+    // cortex-m-rt puts the stack at the top of RAM (the profile's reserve region); the
+    // profile's runtime reserve is kept free there too (the memory model charges both).
     if let Some(stack) = board.reserve_region() {
         if let Some(r) = regions.iter_mut().find(|r| r.name == stack.name) {
-            r.used += board.reserves.stack_bytes;
-            r.parts
-                .push(("(stack)".to_string(), board.reserves.stack_bytes));
+            for (part, bytes) in [
+                ("(stack)", board.reserves.stack_bytes),
+                ("(runtime)", board.reserves.runtime_bytes),
+            ] {
+                if bytes > 0 {
+                    r.used += bytes;
+                    r.parts.push((part.to_string(), bytes));
+                }
+            }
         }
     }
     if let Some(r) = regions.iter().find(|r| r.used > r.capacity) {

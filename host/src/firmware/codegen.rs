@@ -94,14 +94,7 @@ pub fn generate(
         ));
     }
     let input_len = net.input_len();
-    // QEMU 7.2's STM32F405 model maps only flash and the 128 KiB SRAM (no CCM: a store
-    // to 0x1000_0000 faults), so emulated boards keep everything in RAM.
-    let membrane_bytes = if board.is_emulated() {
-        0
-    } else {
-        layout.membranes_i16 as u64 * 2
-    };
-    let (memory_x, fast_region) = memory_x(board, membrane_bytes)?;
+    let (memory_x, fast_region) = memory_x(board, layout.membranes_i16 as u64 * 2)?;
     let mut emitter = Emitter::default();
     let model = emitter.model_rs(net, &layout, fast_region.is_some(), &board.name);
 
@@ -169,7 +162,8 @@ fn linker_name(region: &Region) -> String {
         .collect()
 }
 
-/// `memory.x` for `board` and the fast region chosen for `membrane_bytes` of membranes.
+/// `memory.x` for `board` and the fast region chosen for `membrane_bytes` of membranes
+/// (by [`crate::memory::membrane_region`]).
 pub fn memory_x(
     board: &Profile,
     membrane_bytes: u64,
@@ -186,11 +180,10 @@ pub fn memory_x(
         .ok_or_else(|| bad("no RAM region (sram, ccm, dtcm) in the profile"))?;
     // Membranes persist over the timesteps of an image: the fast core-coupled memory
     // suits them (CCM on the STM32F405 cannot hold code or take DMA, but state is fine).
-    let fast = board
-        .data_regions()
-        .filter(|r| r.kind.is_fast_data() && r.name != ram.name && r.size >= membrane_bytes)
-        .max_by_key(|r| r.size)
-        .filter(|_| membrane_bytes > 0);
+    // The memory model places them by the same rule (one function for both). QEMU 7.2
+    // models no CCM/DTCM (a store to the F405's 0x1000_0000 faults), so emulated boards
+    // keep everything in RAM.
+    let fast = crate::memory::membrane_region(board, membrane_bytes);
     let mut s = String::new();
     let _ = writeln!(
         s,

@@ -1,17 +1,39 @@
-//! Places each buffer whole into one RAM region of the board.
+//! Places each buffer whole into one RAM region of the board, by the same rule the
+//! firmware generator links by (host/src/firmware/codegen.rs calls [`membrane_region`]):
 //!
-//! 1. The reserve (stack + runtime) goes into the profile's reserve region.
-//! 2. Membrane buffers, largest first, go into the fast core-coupled memory (DTCM, CCM)
-//!    with the most free space, when one has room.
-//! 3. Every other buffer, largest first, goes into the data region with the most free
-//!    space that can hold it; if none can, into the one with the most free space, which
-//!    then overflows (and the estimate says by how much).
-//!
-//! Ties go to the region listed first in the profile, so placement is deterministic.
+//! 1. The membranes (the LIF state, kept over the timesteps of an image) go into the
+//!    fast core-coupled memory (CCM, DTCM) returned by [`membrane_region`], when there
+//!    is one.
+//! 2. Everything else, the reserve (stack + runtime) included, goes into the profile's
+//!    reserve region: the generated `memory.x` calls it `RAM`, and cortex-m-rt puts
+//!    `.bss`, `.data` and the stack there. A buffer that does not fit overflows that
+//!    region (and the estimate says by how much): the linker would refuse it too.
 
-use crate::boards::{Profile, RegionKind};
+use crate::boards::{Profile, Region, RegionKind};
 
 use super::{Buffer, BufferKind, RegionUse};
+
+/// The region that holds `membrane_bytes` of LIF membranes on `board`: the largest fast
+/// data region (CCM, DTCM) other than the reserve region that can hold them all; `None`
+/// (membranes stay in the reserve region) when there is none, when there are no
+/// membranes, or when the board is emulated (QEMU 7.2 models no CCM/DTCM).
+pub fn membrane_region(board: &Profile, membrane_bytes: u64) -> Option<&Region> {
+    if membrane_bytes == 0 || board.is_emulated() {
+        return None;
+    }
+    let ram = board.reserve_region().map(|r| r.name.as_str());
+    let mut best: Option<&Region> = None;
+    for r in board.data_regions() {
+        if r.kind.is_fast_data()
+            && Some(r.name.as_str()) != ram
+            && board.capacity_of(r) >= membrane_bytes
+            && best.is_none_or(|b| r.size > b.size)
+        {
+            best = Some(r);
+        }
+    }
+    best
+}
 
 /// Place `buffers` (setting their `region`) and return the use of every region of the
 /// board in profile order; the flash region is charged `flash_bytes`.
@@ -30,58 +52,25 @@ pub(super) fn place(buffers: &mut [Buffer], board: &Profile, flash_bytes: u64) -
             capacity: board.capacity_of(r),
         })
         .collect();
-    let free = |r: &RegionUse| r.capacity as i128 - r.used as i128;
-    let reserve_at = board
+    let at = |name: &str| regions.iter().position(|r| r.name == name);
+    let ram = board
         .reserve_region()
-        .and_then(|rr| regions.iter().position(|r| r.name == rr.name))
+        .and_then(|r| at(&r.name))
         .or_else(|| regions.iter().position(|r| r.kind.holds_data()));
-
-    let mut order: Vec<usize> = (0..buffers.len()).collect();
-    // Stable: equal sizes keep the network's order.
-    order.sort_by_key(|&i| std::cmp::Reverse(buffers[i].bytes));
-
-    let put = |regions: &mut [RegionUse], buffer: &mut Buffer, at: usize| {
-        regions[at].used += buffer.bytes;
-        buffer.region.clone_from(&regions[at].name);
-    };
-    // The region with the most free space among `ok`, needing `bytes` if `must_fit`.
-    let best =
-        |regions: &[RegionUse], ok: &dyn Fn(RegionKind) -> bool, bytes: u64, must_fit: bool| {
-            let mut pick: Option<usize> = None;
-            for (i, r) in regions.iter().enumerate() {
-                if !ok(r.kind) || (must_fit && free(r) < bytes as i128) {
-                    continue;
-                }
-                if pick.is_none_or(|p| free(r) > free(&regions[p])) {
-                    pick = Some(i);
-                }
-            }
-            pick
+    let membranes: u64 = buffers
+        .iter()
+        .filter(|b| b.kind == BufferKind::Membrane)
+        .map(|b| b.bytes)
+        .sum();
+    let fast = membrane_region(board, membranes).and_then(|r| at(&r.name));
+    for b in buffers.iter_mut() {
+        let to = match (b.kind, fast) {
+            (BufferKind::Membrane, Some(fast)) => Some(fast),
+            _ => ram,
         };
-
-    for &i in &order {
-        if buffers[i].kind == BufferKind::Reserve {
-            if let Some(at) = reserve_at {
-                put(&mut regions, &mut buffers[i], at);
-            }
-        }
-    }
-    for &i in &order {
-        if buffers[i].kind == BufferKind::Membrane {
-            if let Some(at) = best(&regions, &RegionKind::is_fast_data, buffers[i].bytes, true) {
-                put(&mut regions, &mut buffers[i], at);
-            }
-        }
-    }
-    for &i in &order {
-        if !buffers[i].region.is_empty() || buffers[i].kind == BufferKind::Reserve {
-            continue;
-        }
-        let bytes = buffers[i].bytes;
-        let at = best(&regions, &RegionKind::holds_data, bytes, true)
-            .or_else(|| best(&regions, &RegionKind::holds_data, bytes, false));
-        if let Some(at) = at {
-            put(&mut regions, &mut buffers[i], at);
+        if let Some(i) = to {
+            regions[i].used += b.bytes;
+            b.region.clone_from(&regions[i].name);
         }
     }
     regions
