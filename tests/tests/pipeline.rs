@@ -93,6 +93,12 @@ fn run_board(board_name: &str) {
             "memory model {}: estimated {} measured {} error {:+.1}%",
             e.region, e.estimated, e.measured, e.error_pct
         );
+        assert!(
+            e.error_pct.abs() <= 2.0,
+            "{board_name}: memory model off by {:+.2}% in {}",
+            e.error_pct,
+            e.region
+        );
     }
     println!(
         "device: {}/{} correct, {:.0} instructions/inference, {:.0} synops/inference, {:.2} instructions per synop",
