@@ -195,6 +195,7 @@ pub fn train(
     device: &Device,
     cfg: &TrainConfig,
 ) -> Result<TrainReport, TrainError> {
+    crate::kernels::tune_cpu_runtime();
     let n = data.train.len();
     if n == 0 {
         return Err(TrainError::NoData(data.spec.name.clone()));

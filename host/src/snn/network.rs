@@ -128,6 +128,7 @@ impl Network {
         device: &Device,
         seed: u64,
     ) -> std::result::Result<(Self, VarMap), NetworkError> {
+        crate::kernels::tune_cpu_runtime();
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = Network::new(arch, input, lif, vb)?;
