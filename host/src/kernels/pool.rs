@@ -273,7 +273,7 @@ impl CustomOp1 for SumTime {
         let g = cpu_f32(self.name(), "grad", s, l)?;
         let dims = l.dims();
         let t = dims.first().copied().unwrap_or(0);
-        let m = if t == 0 { 0 } else { g.len() / t };
+        let m = g.len().checked_div(t).unwrap_or(0);
         let mut out = g[..m].to_vec();
         for step in 1..t {
             for (o, &v) in out.iter_mut().zip(&g[step * m..(step + 1) * m]) {
