@@ -93,9 +93,11 @@ fn channel_affine(
     kb: &[f32],
     k0: &[f32],
 ) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
+    let n = a.len();
+    let mut out = Vec::with_capacity(n);
     let inner = d.inner.max(1);
-    out.par_chunks_mut(inner)
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(inner)
         .with_min_len(d.min_rows())
         .enumerate()
         .for_each(|(r, o)| {
@@ -106,17 +108,20 @@ fn channel_affine(
                     let br = &b[r * inner..(r + 1) * inner];
                     let (x, y, z) = (ka[ch], kb[ch], k0[ch]);
                     for ((o, &av), &bv) in o.iter_mut().zip(ar).zip(br) {
-                        *o = x * av + y * bv + z;
+                        o.write(x * av + y * bv + z);
                     }
                 }
                 None => {
                     let (x, z) = (ka[ch], k0[ch]);
                     for (o, &av) in o.iter_mut().zip(ar) {
-                        *o = x * av + z;
+                        o.write(x * av + z);
                     }
                 }
             }
         });
+    // SAFETY: the chunks tile all `n` values (a.len() = rows * inner) and every value of
+    // every chunk was written above.
+    unsafe { out.set_len(n) };
     out
 }
 

@@ -190,7 +190,11 @@ impl CellNet {
                 .filter(|o| o.edge.to == j && !o.edge.backward)
             {
                 let from = op.edge.from;
-                let input = nodes[from].as_ref().expect("nodes are computed in order");
+                if nodes[from].is_none() {
+                    // A node without inputs carries no current.
+                    nodes[from] = Some(x0.zeros_like()?);
+                }
+                let input = nodes[from].as_ref().expect("set above");
                 let s = match op.conv {
                     Some(_) => {
                         if spikes[from].is_none() {
@@ -206,12 +210,13 @@ impl CellNet {
                     None => y,
                 });
             }
-            nodes[j] = Some(match acc {
-                Some(a) => a,
-                None => x0.zeros_like()?,
-            });
+            // A node without inputs stays `None` until an edge reads it.
+            nodes[j] = acc;
         }
-        Ok(nodes[NODES - 1].take().expect("output node"))
+        match nodes[NODES - 1].take() {
+            Some(out) => Ok(out),
+            None => x0.zeros_like(),
+        }
     }
 
     /// Cells with backward edges: one timestep at a time, carrying neuron state and
