@@ -52,7 +52,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 30,
+            epochs: 15,
             batch_size: 64,
             lr: 3e-3,
             weight_decay: 1e-4,
