@@ -5,6 +5,10 @@
 //! over T, loss = cross-entropy; AdamW (candle_nn) updates the weights. Batch 32, T = 4,
 //! f32, on 1x28x28 and 3x32x32 inputs.
 //!
+//! Then the whole training step of the project's own network (`snn::Network`, the
+//! default architecture, AdamW) on digits-sized (1x8x8) and Fashion-MNIST-sized
+//! (1x28x28 with pool=2) batches of 64: ms/step and images/s.
+//!
 //! Run: `cargo bench -p spikenas-host --bench train_step` (RAYON_NUM_THREADS defaults to
 //! 2 here; set it to override). Prints ms/step (median after warm-up), the speedup, the
 //! GFLOP/s of the second convolution alone (forward, and backward = weight + input
@@ -14,10 +18,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::kernels::{
     conv2d, conv2d_flop, lif_multistep, lif_multistep_reference, ConvBackend, LifParams,
 };
 use spikenas_host::rng::Rng;
+use spikenas_host::snn::Network;
 
 const BATCH: usize = 32;
 const T: usize = 4;
@@ -178,16 +184,52 @@ fn matmul_gflops() -> f64 {
     2.0 * (n * n * n) as f64 / median(times) / 1e9
 }
 
+/// One training step of the project's network: (median ms/step, first loss).
+fn network_step(arch: Arch, input: InputShape, batch: usize) -> (f64, f32) {
+    let dev = Device::Cpu;
+    let (net, varmap) =
+        Network::init(arch, input, LifParams::default(), &dev, 1).expect("network builds");
+    let mut rng = Rng::new(9);
+    let n = batch * input.channels * input.height * input.width;
+    let images: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+    let dims = (batch, input.channels, input.height, input.width);
+    let images = Tensor::from_vec(images, dims, &dev).unwrap();
+    let labels: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
+    let labels = Tensor::from_vec(labels, batch, &dev).unwrap();
+    let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW::default()).unwrap();
+    let (mut times, mut first) = (Vec::new(), f32::NAN);
+    for i in 0..WARMUP + STEPS {
+        let t0 = Instant::now();
+        let logits = net.forward(&images, true, ConvBackend::Fast).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+        opt.backward_step(&loss).unwrap();
+        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            first = loss.to_scalar::<f32>().unwrap();
+        }
+        if i >= WARMUP {
+            times.push(dt);
+        }
+    }
+    (median(times), first)
+}
+
 fn main() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "2");
     }
+    // As training does: candle's element-wise ops inline (CANDLE_NUM_THREADS=1 unless
+    // set), malloc keeps freed buffers. Run with CANDLE_NUM_THREADS=2 to see candle's
+    // own thread pool.
+    spikenas_host::kernels::tune_cpu_runtime();
     // `cargo bench` passes --bench; an argument such as `28x28/fast` or `candle` selects
     // the runs whose "size/backend" name contains it.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
-        "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, median of {STEPS} steps after {WARMUP} warm-up",
-        rayon::current_num_threads()
+        "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, CANDLE_NUM_THREADS={}, \
+         median of {STEPS} steps after {WARMUP} warm-up",
+        rayon::current_num_threads(),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default()
     );
     if filter.as_deref().is_none_or(|f| "matmul".contains(f)) {
         println!("candle matmul 2048x2048: {:.1} GFLOP/s", matmul_gflops());
@@ -220,5 +262,30 @@ fn main() {
         if let [candle, fast] = ms[..] {
             println!("  speedup fast vs candle: {:.1}x", candle / fast);
         }
+    }
+    let shape = |hw: usize| InputShape {
+        channels: 1,
+        height: hw,
+        width: hw,
+        classes: 10,
+    };
+    for (name, pool, hw) in [("digits 1x8x8", 1, 8), ("fashion 1x28x28 pool=2", 2, 28)] {
+        if filter
+            .as_deref()
+            .is_some_and(|f| !format!("network/{name}").contains(f))
+        {
+            continue;
+        }
+        let arch = Arch {
+            input_pool: pool,
+            ..Arch::default()
+        };
+        let batch = 64;
+        let (ms, loss) = network_step(arch, shape(hw), batch);
+        println!(
+            "\nnetwork step, {name}, batch {batch}, {arch}: {ms:.1} ms/step, {:.0} img/s \
+             (first loss {loss:.4})",
+            batch as f64 / ms * 1e3
+        );
     }
 }

@@ -52,7 +52,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 30,
+            epochs: 15,
             batch_size: 64,
             lr: 3e-3,
             weight_decay: 1e-4,
@@ -195,6 +195,7 @@ pub fn train(
     device: &Device,
     cfg: &TrainConfig,
 ) -> Result<TrainReport, TrainError> {
+    crate::kernels::tune_cpu_runtime();
     let n = data.train.len();
     if n == 0 {
         return Err(TrainError::NoData(data.spec.name.clone()));

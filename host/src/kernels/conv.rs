@@ -12,6 +12,8 @@
 //! (N = T*batch is large in SNN training), which keeps every thread's im2col buffer in
 //! its own L2 cache.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -126,54 +128,53 @@ impl Geom {
     }
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)` through `gemm`, single-threaded,
-/// with explicit row/column strides; bounds are checked here so the call is sound.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(
+type Strides = (usize, usize);
+
+/// Index of the last element of a `rows x cols` matrix with strides `(rs, cs)`.
+fn last(rows: usize, cols: usize, (rs, cs): Strides) -> usize {
+    (rows - 1) * rs + (cols - 1) * cs
+}
+
+/// Checks the operand bounds of a GEMM (m, n, k all > 0).
+fn check_bounds(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    (dst_rs, dst_cs): (usize, usize),
+    dst_len: usize,
+    dst_st: Strides,
+    lhs: &[f32],
+    lhs_st: Strides,
+    rhs: &[f32],
+    rhs_st: Strides,
+) {
+    assert!(last(m, n, dst_st) < dst_len, "matmul: dst too small");
+    assert!(last(m, k, lhs_st) < lhs.len(), "matmul: lhs too small");
+    assert!(last(k, n, rhs_st) < rhs.len(), "matmul: rhs too small");
+}
+
+/// The `gemm` call behind [`matmul`] and [`matmul_uninit`].
+///
+/// # Safety
+/// The operand bounds must have been checked with [`check_bounds`], `m, n, k > 0`, and
+/// `dst` must not alias `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_checked(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_rs, dst_cs): Strides,
     accumulate: bool,
     lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
+    (lhs_rs, lhs_cs): Strides,
     rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
+    (rhs_rs, rhs_cs): Strides,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(
-        last(m, n, dst_rs, dst_cs) < dst.len(),
-        "matmul: dst too small"
-    );
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst[i * dst_rs + j * dst_cs] = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    assert!(
-        last(m, k, lhs_rs, lhs_cs) < lhs.len(),
-        "matmul: lhs too small"
-    );
-    assert!(
-        last(k, n, rhs_rs, rhs_cs) < rhs.len(),
-        "matmul: rhs too small"
-    );
-    // SAFETY: every index the GEMM touches, (rows-1)*rs + (cols-1)*cs at most, was
-    // checked against the slice lengths above; dst is borrowed mutably, so it cannot
-    // alias lhs or rhs.
+    // SAFETY: the caller checked every index the GEMM touches, (rows-1)*rs +
+    // (cols-1)*cs at most, against the buffers; with `accumulate` false `gemm` never
+    // reads dst.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_cs as isize,
             dst_rs as isize,
             accumulate,
@@ -189,6 +190,89 @@ pub(crate) fn matmul(
             false,
             false,
             gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)` through `gemm`, single-threaded,
+/// with explicit row/column strides; bounds are checked here so the call is sound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_st: Strides,
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_st: Strides,
+    rhs: &[f32],
+    rhs_st: Strides,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(last(m, n, dst_st) < dst.len(), "matmul: dst too small");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_st.0 + j * dst_st.1] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    check_bounds((m, n, k), dst.len(), dst_st, lhs, lhs_st, rhs, rhs_st);
+    // SAFETY: bounds checked above; dst is borrowed mutably, so it cannot alias.
+    unsafe {
+        gemm_checked(
+            (m, n, k),
+            dst.as_mut_ptr(),
+            dst_st,
+            accumulate,
+            lhs,
+            lhs_st,
+            rhs,
+            rhs_st,
+        )
+    }
+}
+
+/// `dst (m x n) = lhs (m x k) . rhs (k x n)` into memory that need not be initialised:
+/// every element `(i, j)`, `i < m`, `j < n` of `dst` is written (and none read).
+pub(crate) fn matmul_uninit(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+    dst_st: Strides,
+    lhs: &[f32],
+    lhs_st: Strides,
+    rhs: &[f32],
+    rhs_st: Strides,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(last(m, n, dst_st) < dst.len(), "matmul: dst too small");
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                dst[i * dst_st.0 + j * dst_st.1].write(0.0);
+            }
+        }
+        return;
+    }
+    check_bounds((m, n, k), dst.len(), dst_st, lhs, lhs_st, rhs, rhs_st);
+    // SAFETY: bounds checked above; dst is borrowed mutably, so it cannot alias; with
+    // accumulate = false the GEMM only writes dst, never reads it.
+    unsafe {
+        gemm_checked(
+            (m, n, k),
+            dst.as_mut_ptr().cast::<f32>(),
+            dst_st,
+            false,
+            lhs,
+            lhs_st,
+            rhs,
+            rhs_st,
         )
     }
 }
@@ -270,12 +354,14 @@ pub(crate) fn col2im(col: &[f32], g: &Geom, dx: &mut [f32]) {
 pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (kd, p) = (g.kdim(), g.p());
     let x_len = g.cin * g.h * g.w;
-    let mut y = vec![0.0f32; g.n * g.cout * p];
-    if y.is_empty() {
+    let len = g.n * g.cout * p;
+    let mut y = Vec::with_capacity(len);
+    if len == 0 {
         return y;
     }
     let pointwise = g.is_pointwise();
-    y.par_chunks_mut(g.cout * p)
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(g.cout * p)
         .enumerate()
         .for_each_init(Vec::<f32>::new, |col, (n, yn)| {
             let xn = &x[n * x_len..(n + 1) * x_len];
@@ -286,8 +372,11 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                 im2col(xn, g, col);
                 col
             };
-            matmul((g.cout, p, kd), yn, (p, 1), false, w, (kd, 1), rhs, (p, 1));
+            matmul_uninit((g.cout, p, kd), yn, (p, 1), w, (kd, 1), rhs, (p, 1));
         });
+    // SAFETY: the chunks tile the first `len` elements and each chunk's GEMM wrote all
+    // of its Cout x P values (matmul_uninit writes every element).
+    unsafe { y.set_len(len) };
     y
 }
 

@@ -7,8 +7,11 @@
 //! the tests check one against the other, forward and gradients. The fast paths run on
 //! the CPU with f32; on any other device or dtype they fall back to the candle path.
 
+mod bn;
 mod conv;
 mod lif;
+mod pool;
+mod runtime;
 mod sparse;
 
 use std::fmt;
@@ -17,7 +20,13 @@ use std::str::FromStr;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Tensor};
 
+pub use bn::{
+    batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
+    BnBatchStats,
+};
 pub use lif::{lif_multistep, lif_multistep_reference, LifParams, Reset, Surrogate};
+pub use pool::{avg_pool2, avg_pool3x3_same, avg_pool3x3_same_reference, repeat_time};
+pub use runtime::{cpu_runtime_tuned, tune_cpu_runtime, MMAP_THRESHOLD};
 
 /// Errors of the kernels; each message names the tensor or field and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +106,37 @@ pub enum KernelError {
     /// LIF input without a time dimension.
     #[error("lif: currents must be (T, B, ...) with at least 2 dims, got {0:?}")]
     LifRank(Vec<usize>),
+    /// A batch-norm channel dim outside the tensor.
+    #[error("batch-norm: channel dim {cdim} is outside a tensor of dims {dims:?}; pass the index of the channel dim (1 for (N, C, H, W), 2 for (T, B, C, H, W))")]
+    BnChannelDim {
+        /// Dimensions of `x`.
+        dims: Vec<usize>,
+        /// The channel dim given.
+        cdim: usize,
+    },
+    /// gamma or beta do not have one value per channel.
+    #[error("{op}: x has {channels} channels but gamma has {gamma} and beta {beta} values; give both one value per channel")]
+    BnParams {
+        /// The op.
+        op: &'static str,
+        /// Channels of `x`.
+        channels: usize,
+        /// Length of gamma.
+        gamma: usize,
+        /// Length of beta.
+        beta: usize,
+    },
+    /// A pooling input without two spatial dims.
+    #[error("{op}: input must have at least 2 dims (.., H, W), got {dims:?}")]
+    PoolRank {
+        /// The op.
+        op: &'static str,
+        /// Dimensions given.
+        dims: Vec<usize>,
+    },
+    /// `repeat_time` with T = 0.
+    #[error("repeat_time: T must be at least 1, got 0")]
+    RepeatZero,
     /// A LIF parameter out of range.
     #[error("lif: {field} = {value} is invalid: {fix}")]
     LifParam {
@@ -227,3 +267,5 @@ pub fn conv2d_flop(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fused;

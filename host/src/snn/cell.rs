@@ -1,9 +1,12 @@
 //! The SNASNet cell in candle: four nodes, one op per edge, forward and backward
 //! edges (see [`crate::arch`]). Node values are currents; convolution ops are
 //! LIF -> conv -> batch-norm, each with its own neuron state.
+//!
+//! Feature maps are `(T, B, C, H, W)` (time-major): the fused kernels take them as they
+//! are, so no reshape nodes sit between convolution, batch-norm, pooling and LIF.
 
-use candle_core::{ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, VarBuilder};
+use candle_core::{Result, Tensor, Var};
+use candle_nn::VarBuilder;
 
 use super::lif;
 use super::Ctx;
@@ -14,7 +17,7 @@ use crate::arch::{Cell, Edge, Op, NODES};
 pub struct EdgeOp {
     /// The edge (nodes, op, direction).
     pub edge: Edge,
-    conv: Option<(Tensor, BatchNorm)>,
+    conv: Option<(Tensor, Bn)>,
 }
 
 /// The batch-norm configuration used everywhere (PyTorch's defaults).
@@ -36,16 +39,79 @@ pub fn conv_weight(cin: usize, cout: usize, k: usize, vb: &VarBuilder) -> Result
     )
 }
 
-/// 3x3 average pooling, stride 1, zero padding 1, always divided by 9.
-/// Written as separable shifted sums, since candle's avg_pool2d has no backward
-/// when the kernel and stride differ.
+/// Batch-norm over the channel dim `rank - 3` of feature maps (`(N, C, H, W)` or
+/// `(T, B, C, H, W)`), with PyTorch's semantics and the variable names of
+/// `candle_nn::batch_norm` (`weight`, `bias`, `running_mean`, `running_var`). Training
+/// mode normalises with the batch's statistics and updates the running averages in
+/// place; inference mode uses the running averages. Runs the fused kernel
+/// ([`crate::kernels::batch_norm_train`]).
+#[derive(Debug)]
+pub struct Bn {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl Bn {
+    /// The variables of `channels` features under `vb` (see [`bn_config`]).
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let cfg = bn_config();
+        let rm = vb.get_with_hints(channels, "running_mean", candle_nn::Init::Const(0.))?;
+        let rv = vb.get_with_hints(channels, "running_var", candle_nn::Init::Const(1.))?;
+        Ok(Bn {
+            weight: vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?,
+            bias: vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?,
+            running_mean: Var::from_tensor(&rm)?,
+            running_var: Var::from_tensor(&rv)?,
+            eps: cfg.eps,
+            momentum: cfg.momentum,
+        })
+    }
+
+    /// Normalise `x` (rank >= 3, channels at dim `rank - 3`).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let cdim = match x.rank() {
+            r if r >= 3 => r - 3,
+            r => candle_core::bail!("batch-norm input must be (.., C, H, W), got rank {r}"),
+        };
+        if !train {
+            return crate::kernels::batch_norm_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                cdim,
+                self.eps,
+            );
+        }
+        let (y, stats) =
+            crate::kernels::batch_norm_train(x, &self.weight, &self.bias, cdim, self.eps)?;
+        let m = self.momentum as f32;
+        let n = stats.count as f32;
+        let unbias = if stats.count > 1 { n / (n - 1.0) } else { 1.0 };
+        let update = |var: &Var, batch: &[f32], scale: f32| -> Result<()> {
+            let old = var.as_tensor().to_vec1::<f32>()?;
+            let new: Vec<f32> = old
+                .iter()
+                .zip(batch)
+                .map(|(o, b)| o * (1.0 - m) + b * scale * m)
+                .collect();
+            var.set(&Tensor::from_vec(new, old.len(), var.device())?)
+        };
+        update(&self.running_mean, &stats.mean, 1.0)?;
+        update(&self.running_var, &stats.var, unbias)?;
+        Ok(y)
+    }
+}
+
+/// 3x3 average pooling, stride 1, zero padding 1, always divided by 9, over the last two
+/// dims (any rank >= 2): one fused node ([`crate::kernels::avg_pool3x3_same`]).
 pub fn avgpool3x3_same(x: &Tensor) -> Result<Tensor> {
-    let (h, w) = (x.dim(2)?, x.dim(3)?);
-    let p = x.pad_with_zeros(2, 1, 1)?;
-    let rows = ((p.narrow(2, 0, h)? + p.narrow(2, 1, h)?)? + p.narrow(2, 2, h)?)?;
-    let p = rows.pad_with_zeros(3, 1, 1)?;
-    let sum = ((p.narrow(3, 0, w)? + p.narrow(3, 1, w)?)? + p.narrow(3, 2, w)?)?;
-    sum / 9.0
+    crate::kernels::avg_pool3x3_same(x)
 }
 
 /// The name of an edge's weights: `e01` for forward 0->1, `b31` for backward 3->1.
@@ -59,7 +125,7 @@ impl EdgeOp {
             Some(k) => {
                 let vb = vb.pp(edge_name(&edge));
                 let w = conv_weight(channels, channels, k, &vb.pp("conv"))?;
-                let bn = candle_nn::batch_norm(channels, bn_config(), vb.pp("bn"))?;
+                let bn = Bn::new(channels, vb.pp("bn"))?;
                 Some((w, bn))
             }
             None => None,
@@ -76,7 +142,7 @@ impl EdgeOp {
                 let k = w.dim(3)?;
                 let s = spikes.expect("conv op needs spikes");
                 let y = crate::kernels::conv2d(s, w, k / 2, 1, ctx.conv, true)?;
-                bn.forward_t(&y, ctx.train)
+                bn.forward(&y, ctx.train)
             }
             (op, None) => candle_core::bail!("edge op {op:?} has no weights"),
         }
@@ -101,7 +167,7 @@ impl CellNet {
         Ok(CellNet { cell, ops })
     }
 
-    /// Run all timesteps: `x0` is `(T*B, C, H, W)` time-major; returns node 3.
+    /// Run all timesteps: `x0` is `(T, B, C, H, W)`; returns node 3, same shape.
     pub fn forward(&self, x0: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         if self.cell.has_backward() {
             self.forward_stepwise(x0, ctx)
@@ -110,9 +176,12 @@ impl CellNet {
         }
     }
 
-    /// Forward-only cells: every op over all timesteps at once (multi-step mode).
+    /// Forward-only cells: every op over all timesteps at once (multi-step mode). Conv
+    /// edges leaving the same node see the same current, so their LIF neurons spike
+    /// identically: the spikes are computed once per node and shared.
     fn forward_layerwise(&self, x0: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let mut nodes: Vec<Option<Tensor>> = vec![Some(x0.clone()), None, None, None];
+        let mut spikes: Vec<Option<Tensor>> = vec![None; NODES];
         for j in 1..NODES {
             let mut acc: Option<Tensor> = None;
             for op in self
@@ -120,37 +189,45 @@ impl CellNet {
                 .iter()
                 .filter(|o| o.edge.to == j && !o.edge.backward)
             {
-                let input = nodes[op.edge.from]
-                    .as_ref()
-                    .expect("nodes are computed in order");
-                let spikes = match op.conv {
-                    Some(_) => Some(lif::multistep(input, ctx.timesteps, &ctx.lif, ctx.conv)?),
+                let from = op.edge.from;
+                if nodes[from].is_none() {
+                    // A node without inputs carries no current.
+                    nodes[from] = Some(x0.zeros_like()?);
+                }
+                let input = nodes[from].as_ref().expect("set above");
+                let s = match op.conv {
+                    Some(_) => {
+                        if spikes[from].is_none() {
+                            spikes[from] = Some(lif::multistep_tb(input, &ctx.lif, ctx.conv)?);
+                        }
+                        spikes[from].as_ref()
+                    }
                     None => None,
                 };
-                let y = op.apply(input, spikes.as_ref(), ctx)?;
+                let y = op.apply(input, s, ctx)?;
                 acc = Some(match acc {
                     Some(a) => (a + y)?,
                     None => y,
                 });
             }
-            nodes[j] = Some(match acc {
-                Some(a) => a,
-                None => x0.zeros_like()?,
-            });
+            // A node without inputs stays `None` until an edge reads it.
+            nodes[j] = acc;
         }
-        Ok(nodes[NODES - 1].take().expect("output node"))
+        match nodes[NODES - 1].take() {
+            Some(out) => Ok(out),
+            None => x0.zeros_like(),
+        }
     }
 
     /// Cells with backward edges: one timestep at a time, carrying neuron state and
     /// the previous step's node values.
     fn forward_stepwise(&self, x0: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let t_steps = ctx.timesteps;
-        let b = x0.dim(0)? / t_steps;
+        let t_steps = x0.dim(0)?;
         let mut membranes: Vec<Option<Tensor>> = vec![None; self.ops.len()];
         let mut prev: Vec<Option<Tensor>> = vec![None; NODES];
         let mut outputs = Vec::with_capacity(t_steps);
         for t in 0..t_steps {
-            let x0_t = x0.narrow(0, t * b, b)?;
+            let x0_t = x0.get(t)?;
             let mut nodes: Vec<Option<Tensor>> = vec![Some(x0_t.clone()), None, None, None];
             for j in 1..NODES {
                 let mut acc: Option<Tensor> = None;
@@ -187,7 +264,7 @@ impl CellNet {
             outputs.push(nodes[NODES - 1].clone().expect("output node"));
             prev = nodes;
         }
-        Tensor::cat(&outputs, 0)
+        Tensor::stack(&outputs, 0)
     }
 }
 
@@ -195,7 +272,7 @@ impl CellNet {
 #[derive(Debug)]
 pub struct ConvBn {
     weight: Tensor,
-    bn: BatchNorm,
+    bn: Bn,
     padding: usize,
 }
 
@@ -203,7 +280,7 @@ impl ConvBn {
     /// `conv` (no bias) and `bn` under `vb`.
     pub fn new(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Self> {
         let weight = conv_weight(cin, cout, k, &vb.pp("conv"))?;
-        let bn = candle_nn::batch_norm(cout, bn_config(), vb.pp("bn"))?;
+        let bn = Bn::new(cout, vb.pp("bn"))?;
         Ok(ConvBn {
             weight,
             bn,
@@ -211,10 +288,10 @@ impl ConvBn {
         })
     }
 
-    /// Convolve then normalise.
+    /// Convolve then normalise; `x` is `(N, C, H, W)` or `(T, B, C, H, W)`.
     pub fn forward(&self, x: &Tensor, ctx: &Ctx, input_grad: bool) -> Result<Tensor> {
         let y = crate::kernels::conv2d(x, &self.weight, self.padding, 1, ctx.conv, input_grad)?;
-        self.bn.forward_t(&y, ctx.train)
+        self.bn.forward(&y, ctx.train)
     }
 }
 

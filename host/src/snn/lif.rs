@@ -65,12 +65,16 @@ pub fn multistep(
     let dims = currents.dims().to_vec();
     let mut split = vec![timesteps, n / timesteps];
     split.extend_from_slice(&dims[1..]);
-    let x = currents.reshape(split)?;
-    let s = match backend {
-        ConvBackend::Fast => crate::kernels::lif_multistep(&x, cfg)?,
-        ConvBackend::Candle => crate::kernels::lif_multistep_reference(&x, cfg)?,
-    };
-    s.reshape(dims)
+    multistep_tb(&currents.reshape(split)?, cfg, backend)?.reshape(dims)
+}
+
+/// LIF over all timesteps of `currents` `(T, B, ...)` (no reshape): the fused kernel
+/// with the fast backend, the reference built from tensor ops with the candle backend.
+pub fn multistep_tb(currents: &Tensor, cfg: &LifParams, backend: ConvBackend) -> Result<Tensor> {
+    match backend {
+        ConvBackend::Fast => crate::kernels::lif_multistep(currents, cfg),
+        ConvBackend::Candle => crate::kernels::lif_multistep_reference(currents, cfg),
+    }
 }
 
 #[cfg(test)]

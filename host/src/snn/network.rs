@@ -8,10 +8,10 @@
 //! output: mean over T and over each class's cluster (population vote)
 //! ```
 
-use candle_core::{DType, Device, Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder, VarMap};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
 
-use super::cell::{bn_config, CellNet, ConvBn};
+use super::cell::{Bn, CellNet, ConvBn};
 use super::lif::{self, LifParams};
 use super::Ctx;
 use crate::arch::{Arch, InputShape};
@@ -20,7 +20,7 @@ use crate::rng::Rng;
 
 #[derive(Debug)]
 struct Stage {
-    reduce: Option<(BatchNorm, ConvBn)>,
+    reduce: Option<(Bn, ConvBn)>,
     cell: CellNet,
 }
 
@@ -35,7 +35,7 @@ pub struct Network {
     pub lif: LifParams,
     stem: ConvBn,
     stages: Vec<Stage>,
-    head_bn: BatchNorm,
+    head_bn: Bn,
     fc1: Option<Linear>,
     fc2: Linear,
 }
@@ -84,7 +84,7 @@ impl Network {
             let cs = arch.stage_channels(s);
             let reduce = if s > 0 {
                 let prev = arch.stage_channels(s - 1);
-                let bn = candle_nn::batch_norm(prev, bn_config(), vs.pp("reduce").pp("bn_in"))?;
+                let bn = Bn::new(prev, vs.pp("reduce").pp("bn_in"))?;
                 Some((bn, ConvBn::new(prev, cs, 3, vs.pp("reduce"))?))
             } else {
                 None
@@ -96,7 +96,7 @@ impl Network {
         }
         let last = arch.stage_channels(arch.stages - 1);
         let vh = vb.pp("head");
-        let head_bn = candle_nn::batch_norm(last, bn_config(), vh.pp("bn"))?;
+        let head_bn = Bn::new(last, vh.pp("bn"))?;
         let d = input.head_features(&arch);
         let out = input.classes * arch.cluster;
         let (fc1, fc2) = if arch.fc > 0 {
@@ -128,6 +128,7 @@ impl Network {
         device: &Device,
         seed: u64,
     ) -> std::result::Result<(Self, VarMap), NetworkError> {
+        crate::kernels::tune_cpu_runtime();
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = Network::new(arch, input, lif, vb)?;
@@ -160,30 +161,23 @@ impl Network {
             1 => images.clone(),
             p => images.avg_pool2d(p)?,
         };
-        // Direct encoding: the stem's output is the same current at every step.
+        // Direct encoding: the stem's output is the same current at every step. From here
+        // on feature maps are (T, B, C, H, W).
         let stem = self.stem.forward(&x, ctx, false)?;
-        let mut dims = stem.dims().to_vec();
-        let mut x = stem
-            .unsqueeze(0)?
-            .broadcast_as([&[t][..], &dims].concat())?;
-        dims[0] = t * b;
-        x = x.reshape(dims)?;
+        let mut x = crate::kernels::repeat_time(&stem, t)?;
+        // The observer sees (T*B, ...), time-major (a view, outside the loss's graph).
+        let merged = |s: &Tensor| s.flatten(0, 1);
         for (s, stage) in self.stages.iter().enumerate() {
             if let Some((bn, conv)) = &stage.reduce {
-                let spikes = lif::multistep(&bn.forward_t(&x, ctx.train)?, t, &ctx.lif, ctx.conv)?;
-                observe(&format!("stage{s}.reduce"), &spikes)?;
-                x = conv.forward(&spikes, ctx, true)?.avg_pool2d(2)?;
+                let spikes = lif::multistep_tb(&bn.forward(&x, ctx.train)?, &ctx.lif, ctx.conv)?;
+                observe(&format!("stage{s}.reduce"), &merged(&spikes)?)?;
+                x = crate::kernels::avg_pool2(&conv.forward(&spikes, ctx, true)?)?;
             }
             x = stage.cell.forward(&x, ctx)?;
         }
-        let spikes = lif::multistep(
-            &self.head_bn.forward_t(&x, ctx.train)?,
-            t,
-            &ctx.lif,
-            ctx.conv,
-        )?;
-        observe("head.lif", &spikes)?;
-        let mut h = spikes.avg_pool2d(2)?.flatten_from(1)?;
+        let spikes = lif::multistep_tb(&self.head_bn.forward(&x, ctx.train)?, &ctx.lif, ctx.conv)?;
+        observe("head.lif", &merged(&spikes)?)?;
+        let mut h = crate::kernels::avg_pool2(&spikes)?.reshape((t * b, ()))?;
         if let Some(fc1) = &self.fc1 {
             h = lif::multistep(&fc1.forward(&h)?, t, &ctx.lif, ctx.conv)?;
             observe("head.fc1", &h)?;
