@@ -337,7 +337,8 @@ pub const MIN_LAST_STAGE_SIDE: usize = 4;
 /// [`MIN_POOLED_SIDE`] pixels a side (or does not pool), and the last stage works on
 /// maps of at least [`MIN_LAST_STAGE_SIDE`] a side.
 pub fn pooling_keeps_detail(arch: &Arch, input: &InputShape) -> bool {
-    let pooled_ok = arch.input_pool == 1 || input.height.min(input.width) / arch.input_pool >= MIN_POOLED_SIDE;
+    let pooled_ok =
+        arch.input_pool == 1 || input.height.min(input.width) / arch.input_pool >= MIN_POOLED_SIDE;
     let (h, w) = input.spatial(arch, arch.stages - 1);
     pooled_ok && h.min(w) >= MIN_LAST_STAGE_SIDE
 }
@@ -596,6 +597,14 @@ pub fn snasnet(
             },
         ));
         bar.inc(1);
+        if cfg.progress && bar.is_hidden() && records.len() % 500 == 0 {
+            eprintln!(
+                "snasnet: {} / {} scored in {:.0} s",
+                records.len(),
+                cfg.samples,
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     bar.finish_and_clear();
     let scored = records.len();
