@@ -12,7 +12,7 @@
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.
 
 use crate::bits;
-use crate::weights::{with_rows, Rows, Weights};
+use crate::weights::{with_kernel, RowKernel, Weights};
 
 /// Shape of a same-size, stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,151 @@ pub(crate) fn for_each_tap(
     }
 }
 
+/// `[lo, hi]` of the kernel offsets `kk` whose output `c + pad - kk` lies in `0..size`
+/// (empty, `lo > hi`, when none does).
+#[inline(always)]
+fn tap_range(c: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
+    let lo = (c + pad + 1).saturating_sub(size);
+    let hi = if c + pad < k { c + pad } else { k - 1 };
+    (lo, hi)
+}
+
+/// Calls `f(y_bits_row, c, y, x0, bits)` for every row segment of a `[c][h][w]` bit
+/// map: `bits` holds columns `x0..x0 + 32` of row `(c, y)` (bit `i` = column `x0 + i`;
+/// columns past `w` are zero). Rows are read whole when `w <= 32`.
+#[inline(always)]
+pub(crate) fn for_each_row(
+    map: &[u32],
+    c: usize,
+    h: usize,
+    w: usize,
+    mut f: impl FnMut(usize, usize, usize, u32),
+) {
+    let n = c * h * w;
+    let map = &map[..bits::words(n)];
+    let mut start = 0usize;
+    for ci in 0..c {
+        for y in 0..h {
+            let mut x0 = 0;
+            while x0 < w {
+                let len = if w - x0 < 32 { w - x0 } else { 32 };
+                let (wi, sh) = (start / 32, (start % 32) as u32);
+                let mut v = map[wi] >> sh;
+                if sh as usize + len > 32 {
+                    v |= map[wi + 1] << (32 - sh);
+                }
+                if len < 32 {
+                    v &= (1u32 << len) - 1;
+                }
+                if v != 0 {
+                    f(ci, y, x0, v);
+                }
+                x0 += len;
+                start += len;
+            }
+        }
+    }
+}
+
+/// The scatter loop for one row kernel (see [`scatter`]); returns the taps executed.
+///
+/// # Safety
+/// `w` must hold `shape.rows()` rows of `kern.stride()` bytes and `acc` must hold
+/// `shape.acc_len(pool2)` accumulators; `kern.n() == shape.cout`.
+#[inline(always)]
+unsafe fn scatter_rows<K: RowKernel>(
+    spikes: &[u32],
+    s: &ConvShape,
+    kern: K,
+    w: *const u8,
+    pool2: bool,
+    acc: *mut i32,
+) -> usize {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let (k, pad, cout, stride) = (s.k, s.k / 2, s.cout, kern.stride());
+        let mut taps = 0usize;
+        if !pool2 {
+            // Weight rows of one spike advance by `stride` along kx and `k * stride` along ky;
+            // its outputs move back by `cout` along kx and `w * cout` along ky.
+            let (wy, ay) = (k * stride, s.w * cout);
+            for_each_row(spikes, s.cin, s.h, s.w, |ci, y, x0, mut bits| {
+                let (ky0, ky1) = tap_range(y, pad, k, s.h);
+                if ky0 > ky1 {
+                    return;
+                }
+                let ny = ky1 + 1 - ky0;
+                let w_c = (ci * k + ky0) * k;
+                let a_y = (y + pad - ky0) * s.w;
+                while bits != 0 {
+                    let x = x0 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let (kx0, kx1) = tap_range(x, pad, k, s.w);
+                    if kx0 > kx1 {
+                        continue;
+                    }
+                    let nx = kx1 + 1 - kx0;
+                    taps += ny * nx;
+                    // In bounds: row (ci*k + ky)*k + kx < cin*k*k and output
+                    // (y + pad - ky, x + pad - kx) inside h x w for every ky, kx of the ranges.
+                    let mut wr = w.add((w_c + kx0) * stride);
+                    let mut ar = acc.add((a_y + x + pad - kx0) * cout);
+                    if nx == 3 {
+                        // The interior of a 3x3 kernel: offsets are constants of the kernel.
+                        for _ in 0..ny {
+                            kern.add(wr, ar);
+                            kern.add(wr.add(stride), ar.sub(cout));
+                            kern.add(wr.add(2 * stride), ar.sub(2 * cout));
+                            wr = wr.wrapping_add(wy);
+                            ar = ar.wrapping_sub(ay);
+                        }
+                    } else {
+                        for _ in 0..ny {
+                            let (mut wp, mut ap) = (wr, ar);
+                            for _ in 0..nx {
+                                kern.add(wp, ap);
+                                wp = wp.wrapping_add(stride);
+                                ap = ap.wrapping_sub(cout);
+                            }
+                            wr = wr.wrapping_add(wy);
+                            ar = ar.wrapping_sub(ay);
+                        }
+                    }
+                }
+            });
+        } else {
+            // Outputs of the 2x2 sum pool: the convolution output (oy, ox) lands on
+            // (oy / 2, ox / 2) when oy < 2 * (h / 2) and ox < 2 * (w / 2).
+            let (oh, ow, pw) = (s.h & !1, s.w & !1, s.w / 2);
+            for_each_row(spikes, s.cin, s.h, s.w, |ci, y, x0, mut bits| {
+                let (ky0, ky1) = tap_range(y, pad, k, oh);
+                if ky0 > ky1 {
+                    return;
+                }
+                while bits != 0 {
+                    let x = x0 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let (kx0, kx1) = tap_range(x, pad, k, ow);
+                    if kx0 > kx1 {
+                        continue;
+                    }
+                    taps += (ky1 + 1 - ky0) * (kx1 + 1 - kx0);
+                    for ky in ky0..=ky1 {
+                        let row = ((y + pad - ky) >> 1) * pw;
+                        let wr = w.add(((ci * k + ky) * k) * stride);
+                        for kx in kx0..=kx1 {
+                            // In bounds as above, with the pooled output inside h/2 x w/2.
+                            let a = acc.add((row + ((x + pad - kx) >> 1)) * cout);
+                            kern.add(wr.add(kx * stride), a);
+                        }
+                    }
+                }
+            });
+        }
+        taps
+    }
+}
+
 /// Convolves the spike map `spikes` (`[ci][y][x]` bits) into `acc` (zeroed first,
 /// `shape.acc_len(pool2)` entries, `[y][x][co]`). Returns the synaptic operations
 /// executed (accumulates).
@@ -92,16 +237,16 @@ pub fn scatter(
     let cout = shape.cout;
     let acc = &mut acc[..shape.acc_len(pool2)];
     acc.fill(0);
-    let mut taps = 0u64;
-    with_rows!(weights, cout, |rows| {
-        bits::for_each_set_chw(spikes, shape.cin, shape.h, shape.w, |ci, y, x| {
-            for_each_tap(shape, pool2, ci, y, x, |r, off| {
-                rows.add(r, &mut acc[off..off + cout]);
-                taps += 1;
-            });
-        })
+    if cout == 0 || shape.k == 0 {
+        return 0;
+    }
+    let acc = acc.as_mut_ptr();
+    let taps = with_kernel!(weights, shape.rows(), cout, |kern, w| {
+        // SAFETY: `with_kernel!` checked the weight storage, `acc` has acc_len entries
+        // and the kernel's row length is `cout`.
+        unsafe { scatter_rows(spikes, shape, kern, w, pool2, acc) }
     });
-    taps * cout as u64
+    taps as u64 * cout as u64
 }
 
 #[cfg(test)]

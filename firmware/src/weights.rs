@@ -158,65 +158,290 @@ pub fn mla_row_i4(acc: &mut [i32], x: i32, w: &[u8]) {
     }
 }
 
-/// Row access shared by the kernels: `add`/`mla` row `r` into `acc` (`acc.len()` = n).
-pub(crate) trait Rows {
-    fn add(&self, r: usize, acc: &mut [i32]);
-    fn mla(&self, r: usize, x: i32, acc: &mut [i32]);
+/// True on cores without unaligned word loads (ARMv6-M: Cortex-M0/M0+), where the row
+/// kernels read weights byte by byte; elsewhere they read 4 int8 (or 8 int4) weights with
+/// one (possibly unaligned) word load and sign-extend each byte in a register.
+const BYTE_LOADS: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// A row kernel: the inner loop of every weight layer, for one storage format and one
+/// row length. Offsets are in storage elements (bytes), accumulators are raw pointers:
+/// the callers check the bounds once per layer, not once per row.
+pub(crate) trait RowKernel: Copy {
+    /// Storage bytes per row.
+    fn stride(self) -> usize;
+    /// `acc[j] += w[j]` for `j < n`.
+    ///
+    /// # Safety
+    /// `w..w + stride` must be readable and `acc..acc + n` writable (and not aliased).
+    unsafe fn add(self, w: *const u8, acc: *mut i32);
+    /// `acc[j] += x * w[j]` for `j < n`.
+    ///
+    /// # Safety
+    /// As [`RowKernel::add`].
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32);
 }
 
-/// int8 rows of `n` weights.
-pub(crate) struct RowsI8<'a> {
-    pub w: &'a [i8],
-    pub n: usize,
-}
-
-/// int4 rows of `n` weights, `ceil(n / 2)` bytes each.
-pub(crate) struct RowsI4<'a> {
-    pub w: &'a [u8],
-    pub stride: usize,
-}
-
-impl Rows for RowsI8<'_> {
-    #[inline(always)]
-    fn add(&self, r: usize, acc: &mut [i32]) {
-        add_row_i8(acc, &self.w[r * self.n..(r + 1) * self.n]);
-    }
-    #[inline(always)]
-    fn mla(&self, r: usize, x: i32, acc: &mut [i32]) {
-        mla_row_i8(acc, x, &self.w[r * self.n..(r + 1) * self.n]);
-    }
-}
-
-impl Rows for RowsI4<'_> {
-    #[inline(always)]
-    fn add(&self, r: usize, acc: &mut [i32]) {
-        add_row_i4(acc, &self.w[r * self.stride..(r + 1) * self.stride]);
-    }
-    #[inline(always)]
-    fn mla(&self, r: usize, x: i32, acc: &mut [i32]) {
-        mla_row_i4(acc, x, &self.w[r * self.stride..(r + 1) * self.stride]);
+/// `*a = *a + v` (wrapping).
+#[inline(always)]
+unsafe fn acc_add(a: *mut i32, v: i32) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        *a = (*a).wrapping_add(v);
     }
 }
 
-/// Calls `f` with the monomorphised row reader for `weights` (rows of `n` weights).
-macro_rules! with_rows {
-    ($weights:expr, $n:expr, |$rows:ident| $body:expr) => {
-        match $weights {
-            $crate::weights::Weights::I8(w) => {
-                let $rows = $crate::weights::RowsI8 { w, n: $n };
-                $body
-            }
-            $crate::weights::Weights::I4(w) => {
-                let $rows = $crate::weights::RowsI4 {
-                    w,
-                    stride: ($n).div_ceil(2),
-                };
-                $body
+/// int8 row of `n` weights: word loads of 4 weights, bytes for the tail.
+#[inline(always)]
+unsafe fn add_i8(w: *const u8, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if !BYTE_LOADS {
+            while j + 4 <= n {
+                let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                // `as i8 as i32` of a shifted word is one SXTAB (with rotation) on ARMv7E-M.
+                acc_add(a, word as i8 as i32);
+                acc_add(a.add(1), (word >> 8) as i8 as i32);
+                acc_add(a.add(2), (word >> 16) as i8 as i32);
+                acc_add(a.add(3), (word as i32) >> 24);
+                j += 4;
             }
         }
-    };
+        while j < n {
+            acc_add(acc.add(j), *w.add(j) as i8 as i32);
+            j += 1;
+        }
+    }
 }
-pub(crate) use with_rows;
+
+#[inline(always)]
+unsafe fn mla_i8(w: *const u8, x: i32, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if !BYTE_LOADS {
+            while j + 4 <= n {
+                let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                acc_add(a, x.wrapping_mul(word as i8 as i32));
+                acc_add(a.add(1), x.wrapping_mul((word >> 8) as i8 as i32));
+                acc_add(a.add(2), x.wrapping_mul((word >> 16) as i8 as i32));
+                acc_add(a.add(3), x.wrapping_mul((word as i32) >> 24));
+                j += 4;
+            }
+        }
+        while j < n {
+            acc_add(acc.add(j), x.wrapping_mul(*w.add(j) as i8 as i32));
+            j += 1;
+        }
+    }
+}
+
+/// Sign-extended nibble `k` (0..8) of a little-endian word of packed int4 weights.
+#[inline(always)]
+const fn nibble(word: u32, k: u32) -> i32 {
+    ((word << (28 - 4 * k)) as i32) >> 28
+}
+
+/// int4 row of `n` weights (`ceil(n / 2)` bytes): words of 8 weights, bytes for the tail.
+#[inline(always)]
+unsafe fn add_i4(w: *const u8, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if !BYTE_LOADS {
+            while j + 8 <= n {
+                let word = u32::from_le((w.add(j / 2) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                for k in 0..8 {
+                    acc_add(a.add(k), nibble(word, k as u32));
+                }
+                j += 8;
+            }
+        }
+        while j + 2 <= n {
+            let b = *w.add(j / 2);
+            acc_add(acc.add(j), low_nibble(b));
+            acc_add(acc.add(j + 1), high_nibble(b));
+            j += 2;
+        }
+        if j < n {
+            acc_add(acc.add(j), low_nibble(*w.add(j / 2)));
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn mla_i4(w: *const u8, x: i32, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if !BYTE_LOADS {
+            while j + 8 <= n {
+                let word = u32::from_le((w.add(j / 2) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                for k in 0..8 {
+                    acc_add(a.add(k), x.wrapping_mul(nibble(word, k as u32)));
+                }
+                j += 8;
+            }
+        }
+        while j + 2 <= n {
+            let b = *w.add(j / 2);
+            acc_add(acc.add(j), x.wrapping_mul(low_nibble(b)));
+            acc_add(acc.add(j + 1), x.wrapping_mul(high_nibble(b)));
+            j += 2;
+        }
+        if j < n {
+            acc_add(acc.add(j), x.wrapping_mul(low_nibble(*w.add(j / 2))));
+        }
+    }
+}
+
+/// int8 rows of a length known at compile time (fully unrolled inner loop).
+#[derive(Clone, Copy)]
+pub(crate) struct I8Fixed<const N: usize>;
+
+/// int8 rows of any length.
+#[derive(Clone, Copy)]
+pub(crate) struct I8Any(pub usize);
+
+/// int4 rows of a length known at compile time.
+#[derive(Clone, Copy)]
+pub(crate) struct I4Fixed<const N: usize>;
+
+/// int4 rows of any length.
+#[derive(Clone, Copy)]
+pub(crate) struct I4Any(pub usize);
+
+impl<const N: usize> RowKernel for I8Fixed<N> {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        N
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i8(w, acc, N) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i8(w, x, acc, N) }
+    }
+}
+
+impl RowKernel for I8Any {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        self.0
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i8(w, acc, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i8(w, x, acc, self.0) }
+    }
+}
+
+impl<const N: usize> RowKernel for I4Fixed<N> {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        N.div_ceil(2)
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i4(w, acc, N) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i4(w, x, acc, N) }
+    }
+}
+
+impl RowKernel for I4Any {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        self.0.div_ceil(2)
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i4(w, acc, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i4(w, x, acc, self.0) }
+    }
+}
+
+/// Runs `$body` with `$k` bound to the row kernel for `$weights` (rows of `$n` weights)
+/// and `$w: *const u8` to the start of the storage, after checking that the storage
+/// holds `$rows` rows (a panic otherwise, as a slice index would). Common row lengths
+/// get a fully unrolled kernel.
+macro_rules! with_kernel {
+    ($weights:expr, $rows:expr, $n:expr, |$k:ident, $w:ident| $body:expr) => {{
+        let (n, rows) = ($n, $rows);
+        let weights: $crate::weights::Weights = $weights;
+        assert!(
+            weights.len() >= weights.storage_len(rows, n),
+            "weights hold {} bytes, {} rows of {} need {}",
+            weights.len(),
+            rows,
+            n,
+            weights.storage_len(rows, n)
+        );
+        match weights {
+            $crate::weights::Weights::I8(w) => {
+                let $w = w.as_ptr() as *const u8;
+                match n {
+                    4 => {
+                        let $k = $crate::weights::I8Fixed::<4>;
+                        $body
+                    }
+                    8 => {
+                        let $k = $crate::weights::I8Fixed::<8>;
+                        $body
+                    }
+                    16 => {
+                        let $k = $crate::weights::I8Fixed::<16>;
+                        $body
+                    }
+                    _ => {
+                        let $k = $crate::weights::I8Any(n);
+                        $body
+                    }
+                }
+            }
+            $crate::weights::Weights::I4(w) => {
+                let $w = w.as_ptr();
+                match n {
+                    8 => {
+                        let $k = $crate::weights::I4Fixed::<8>;
+                        $body
+                    }
+                    16 => {
+                        let $k = $crate::weights::I4Fixed::<16>;
+                        $body
+                    }
+                    _ => {
+                        let $k = $crate::weights::I4Any(n);
+                        $body
+                    }
+                }
+            }
+        }
+    }};
+}
+pub(crate) use with_kernel;
 
 #[cfg(test)]
 mod tests {
