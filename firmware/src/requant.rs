@@ -85,6 +85,85 @@ impl Requant<'_> {
     }
 }
 
+/// [`requantize`] for one shift, decoded once per layer so that the per-element work is
+/// 32-bit: one `SMLAL`-style 64-bit product, a funnel shift and a saturating add. Every
+/// variant returns exactly what [`requantize`] returns (the unit tests compare them).
+pub(crate) trait Requantizer: Copy {
+    /// `requantize(acc, mult, shift, bias)`.
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32;
+}
+
+/// `shift = 0`: the general formula.
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftZero;
+
+/// `1 <= shift <= 31`: the shifted product may exceed 32 bits (then the general formula).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftLow(pub u32);
+
+/// `32 <= shift <= 62`: the shifted product always fits 32 bits (`|acc * mult| <= 2^62`).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftHigh(pub u32);
+
+impl Requantizer for ShiftZero {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        requantize(acc, mult, 0, bias)
+    }
+}
+
+impl Requantizer for ShiftLow {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        let s = self.0;
+        let t = acc as i64 * mult as i64 + (1i64 << (s - 1));
+        let (lo, hi) = (t as u32, (t >> 32) as i32);
+        // Bits s..s+32 of t, and whether t >> s is their sign extension (fits i32).
+        let v = ((lo >> s) | ((hi as u32) << (32 - s))) as i32;
+        if hi >> s == v >> 31 {
+            // Both terms fit i32, so the i32 saturating add is the i64 sum saturated.
+            v.saturating_add(bias)
+        } else {
+            requantize(acc, mult, s as u8, bias)
+        }
+    }
+}
+
+impl Requantizer for ShiftHigh {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        let t = acc as i64 * mult as i64 + (1i64 << (self.0 - 1));
+        // t >> shift = (high word of t) >> (shift - 32), |t| < 2^63, so it fits i32.
+        (((t >> 32) as i32) >> (self.0 - 32)).saturating_add(bias)
+    }
+}
+
+/// Runs `$body` with `$r` bound to the [`Requantizer`] for `$shift` (`<= MAX_SHIFT`).
+macro_rules! with_requantizer {
+    ($shift:expr, |$r:ident| $body:expr) => {{
+        let shift: u8 = $shift;
+        assert!(
+            shift <= $crate::requant::MAX_SHIFT,
+            "requant shift {shift} > 62"
+        );
+        match shift {
+            0 => {
+                let $r = $crate::requant::ShiftZero;
+                $body
+            }
+            1..=31 => {
+                let $r = $crate::requant::ShiftLow(shift as u32);
+                $body
+            }
+            _ => {
+                let $r = $crate::requant::ShiftHigh(shift as u32);
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_requantizer;
+
 /// How a kernel writes its output current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -95,6 +174,31 @@ pub enum Mode {
     Accumulate,
 }
 
+/// One channel of [`hwc_to_chw`]: `out[i] (=|+=) r(acc[i * stride])` for `i < out.len()`.
+#[inline(always)]
+fn channel<R: Requantizer, const ACC: bool>(
+    r: R,
+    acc: &[i32],
+    stride: usize,
+    m: i32,
+    b: i32,
+    out: &mut [i32],
+) {
+    if out.is_empty() {
+        return;
+    }
+    // One check for the whole channel instead of one per element.
+    assert!((out.len() - 1) * stride < acc.len());
+    let mut src = acc.as_ptr();
+    for o in out.iter_mut() {
+        // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len().
+        let a = unsafe { *src };
+        src = src.wrapping_add(stride);
+        let v = r.apply(a, m, b);
+        *o = if ACC { o.saturating_add(v) } else { v };
+    }
+}
+
 /// Requantises `[p][c]` accumulators (`p` = pixel, `channels` inner) into a `[c][p]`
 /// current map, storing or accumulating.
 pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], mode: Mode) {
@@ -102,30 +206,28 @@ pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], m
         return;
     }
     let plane = acc.len() / channels;
-    for c in 0..channels {
-        let (m, b) = (rq.mult[c], rq.bias[c]);
-        let dst = &mut out[c * plane..(c + 1) * plane];
-        let src = acc[c..].iter().step_by(channels);
-        match mode {
-            Mode::Store => {
-                for (o, &a) in dst.iter_mut().zip(src) {
-                    *o = requantize(a, m, rq.shift, b);
-                }
-            }
-            Mode::Accumulate => {
-                for (o, &a) in dst.iter_mut().zip(src) {
-                    *o = o.saturating_add(requantize(a, m, rq.shift, b));
-                }
+    let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
+    let out = &mut out[..channels * plane];
+    with_requantizer!(rq.shift, |r| {
+        for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+            let (m, b, src) = (mult[c], bias[c], &acc[c..]);
+            match mode {
+                Mode::Store => channel::<_, false>(r, src, channels, m, b, dst),
+                Mode::Accumulate => channel::<_, true>(r, src, channels, m, b, dst),
             }
         }
-    }
+    })
 }
 
 /// Requantises a vector in place, element `o` with channel `o` (linear layers).
 pub fn in_place(values: &mut [i32], rq: &Requant) {
-    for (o, v) in values.iter_mut().enumerate() {
-        *v = rq.apply(*v, o);
-    }
+    let n = values.len();
+    let (mult, bias) = (&rq.mult[..n], &rq.bias[..n]);
+    with_requantizer!(rq.shift, |r| {
+        for ((v, &m), &b) in values.iter_mut().zip(mult).zip(bias) {
+            *v = r.apply(*v, m, b);
+        }
+    })
 }
 
 /// Per-channel affine on a `[c][plane]` current map: `out[c][i] = requantize(input[c][i])`
@@ -144,6 +246,65 @@ pub fn affine_chw(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every decoded requantiser equals the formula, near every boundary of every shift.
+    #[test]
+    fn requantizers_match_the_formula() {
+        let accs = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30),
+            -65536,
+            -4097,
+            -3,
+            -2,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            4095,
+            65535,
+            1 << 30,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        let mults = [
+            i32::MIN,
+            -(1 << 30) - 12345,
+            -3,
+            -1,
+            0,
+            1,
+            2,
+            7,
+            1 << 30,
+            (1 << 30) + 987_654,
+            i32::MAX,
+        ];
+        let biases = [i32::MIN, -1_000_000, -5, 0, 5, 1_000_000, i32::MAX];
+        let mut x = 0x1234_5678u32;
+        for shift in 0..=MAX_SHIFT {
+            for &m in &mults {
+                for &b in &biases {
+                    let check = |a: i32| {
+                        let want = requantize(a, m, shift, b);
+                        let got = with_requantizer!(shift, |r| r.apply(a, m, b));
+                        assert_eq!(got, want, "acc {a} mult {m} shift {shift} bias {b}");
+                    };
+                    for &a in &accs {
+                        check(a);
+                    }
+                    for _ in 0..8 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        check(x as i32 >> (x % 24));
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn rounds_half_up_and_adds_bias() {
