@@ -88,39 +88,72 @@ fn tap_range(c: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Calls `f(y_bits_row, c, y, x0, bits)` for every row segment of a `[c][h][w]` bit
-/// map: `bits` holds columns `x0..x0 + 32` of row `(c, y)` (bit `i` = column `x0 + i`;
-/// columns past `w` are zero). Rows are read whole when `w <= 32`.
+/// True where division is one instruction (ARMv7-M's UDIV, or not an ARM core at all).
+const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
+
+/// Division by a layer constant `d`: a hardware divide, or on cores without one
+/// (ARMv6-M) a multiply by `ceil(2^16 / d)` and a shift, exact for every `n` with
+/// `n * d <= 2^16` (checked when the divider is made; larger maps divide in software).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DivBy {
+    d: usize,
+    magic: u32,
+    multiply: bool,
+}
+
+impl DivBy {
+    /// A divider by `d >= 1` for numerators `n <= max`.
+    pub(crate) fn new(d: usize, max: usize, hardware: bool) -> Self {
+        let multiply = !hardware && max.saturating_mul(d) <= 1 << 16;
+        DivBy {
+            d,
+            magic: (1u32 << 16).div_ceil(d as u32),
+            multiply,
+        }
+    }
+
+    /// `n / d`.
+    #[inline(always)]
+    pub(crate) fn div(self, n: usize) -> usize {
+        if self.multiply {
+            ((n as u32 * self.magic) >> 16) as usize
+        } else {
+            n / self.d
+        }
+    }
+}
+
+/// Calls `f(c, pix)` for every set bit `c * plane + pix` of the first `channels * plane`
+/// bits of `map`, in increasing order (bits past the end are ignored).
 #[inline(always)]
-pub(crate) fn for_each_row(
+pub(crate) fn for_each_spike(
     map: &[u32],
-    c: usize,
-    h: usize,
-    w: usize,
-    mut f: impl FnMut(usize, usize, usize, u32),
+    channels: usize,
+    plane: usize,
+    mut f: impl FnMut(usize, usize),
 ) {
-    let n = c * h * w;
-    let map = &map[..bits::words(n)];
-    let mut start = 0usize;
-    for ci in 0..c {
-        for y in 0..h {
-            let mut x0 = 0;
-            while x0 < w {
-                let len = if w - x0 < 32 { w - x0 } else { 32 };
-                let (wi, sh) = (start / 32, (start % 32) as u32);
-                let mut v = map[wi] >> sh;
-                if sh as usize + len > 32 {
-                    v |= map[wi + 1] << (32 - sh);
-                }
-                if len < 32 {
-                    v &= (1u32 << len) - 1;
-                }
-                if v != 0 {
-                    f(ci, y, x0, v);
-                }
-                x0 += len;
-                start += len;
+    let n = channels * plane;
+    if n == 0 {
+        return;
+    }
+    let words = bits::words(n);
+    let tail = if n % 32 == 0 {
+        u32::MAX
+    } else {
+        (1u32 << (n % 32)) - 1
+    };
+    let (mut c, mut c_start, mut c_end) = (0usize, 0usize, plane);
+    for (wi, &word) in map[..words].iter().enumerate() {
+        let mut bits = if wi + 1 == words { word & tail } else { word };
+        while bits != 0 {
+            let i = wi * 32 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            while i >= c_end {
+                c += 1;
+                c_start = c_end;
+                c_end += plane;
             }
+            f(c, i - c_start);
         }
     }
 }
@@ -129,7 +162,7 @@ pub(crate) fn for_each_row(
 ///
 /// # Safety
 /// `w` must hold `shape.rows()` rows of `kern.stride()` bytes and `acc` must hold
-/// `shape.acc_len(pool2)` accumulators; `kern.n() == shape.cout`.
+/// `shape.acc_len(pool2)` accumulators; the kernel's rows hold `shape.cout` weights.
 #[inline(always)]
 unsafe fn scatter_rows<K: RowKernel>(
     spikes: &[u32],
@@ -139,89 +172,121 @@ unsafe fn scatter_rows<K: RowKernel>(
     pool2: bool,
     acc: *mut i32,
 ) -> usize {
-    // SAFETY: the caller upholds this function's contract.
-    unsafe {
-        let (k, pad, cout, stride) = (s.k, s.k / 2, s.cout, kern.stride());
-        let mut taps = 0usize;
-        if !pool2 {
-            // Weight rows of one spike advance by `stride` along kx and `k * stride` along ky;
-            // its outputs move back by `cout` along kx and `w * cout` along ky.
-            let (wy, ay) = (k * stride, s.w * cout);
-            for_each_row(spikes, s.cin, s.h, s.w, |ci, y, x0, mut bits| {
-                let (ky0, ky1) = tap_range(y, pad, k, s.h);
-                if ky0 > ky1 {
-                    return;
-                }
-                let ny = ky1 + 1 - ky0;
-                let w_c = (ci * k + ky0) * k;
-                let a_y = (y + pad - ky0) * s.w;
-                while bits != 0 {
-                    let x = x0 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let (kx0, kx1) = tap_range(x, pad, k, s.w);
-                    if kx0 > kx1 {
-                        continue;
-                    }
-                    let nx = kx1 + 1 - kx0;
-                    taps += ny * nx;
-                    // In bounds: row (ci*k + ky)*k + kx < cin*k*k and output
-                    // (y + pad - ky, x + pad - kx) inside h x w for every ky, kx of the ranges.
-                    let mut wr = w.add((w_c + kx0) * stride);
-                    let mut ar = acc.add((a_y + x + pad - kx0) * cout);
-                    if nx == 3 {
-                        // The interior of a 3x3 kernel: offsets are constants of the kernel.
-                        for _ in 0..ny {
-                            kern.add(wr, ar);
-                            kern.add(wr.add(stride), ar.sub(cout));
-                            kern.add(wr.add(2 * stride), ar.sub(2 * cout));
-                            wr = wr.wrapping_add(wy);
-                            ar = ar.wrapping_sub(ay);
-                        }
-                    } else {
-                        for _ in 0..ny {
-                            let (mut wp, mut ap) = (wr, ar);
-                            for _ in 0..nx {
-                                kern.add(wp, ap);
-                                wp = wp.wrapping_add(stride);
-                                ap = ap.wrapping_sub(cout);
-                            }
-                            wr = wr.wrapping_add(wy);
-                            ar = ar.wrapping_sub(ay);
-                        }
-                    }
-                }
-            });
-        } else {
-            // Outputs of the 2x2 sum pool: the convolution output (oy, ox) lands on
-            // (oy / 2, ox / 2) when oy < 2 * (h / 2) and ox < 2 * (w / 2).
-            let (oh, ow, pw) = (s.h & !1, s.w & !1, s.w / 2);
-            for_each_row(spikes, s.cin, s.h, s.w, |ci, y, x0, mut bits| {
-                let (ky0, ky1) = tap_range(y, pad, k, oh);
-                if ky0 > ky1 {
-                    return;
-                }
-                while bits != 0 {
-                    let x = x0 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let (kx0, kx1) = tap_range(x, pad, k, ow);
-                    if kx0 > kx1 {
-                        continue;
-                    }
-                    taps += (ky1 + 1 - ky0) * (kx1 + 1 - kx0);
-                    for ky in ky0..=ky1 {
-                        let row = ((y + pad - ky) >> 1) * pw;
-                        let wr = w.add(((ci * k + ky) * k) * stride);
-                        for kx in kx0..=kx1 {
-                            // In bounds as above, with the pooled output inside h/2 x w/2.
-                            let a = acc.add((row + ((x + pad - kx) >> 1)) * cout);
-                            kern.add(wr.add(kx * stride), a);
-                        }
-                    }
-                }
-            });
-        }
-        taps
+    let (k, pad, cout, stride) = (s.k, s.k / 2, s.cout, kern.stride());
+    let (h, wd) = (s.h, s.w);
+    let plane = h * wd;
+    if plane == 0 {
+        return 0;
     }
+    let div = DivBy::new(wd, plane - 1, HW_DIV);
+    // Weight bytes per input channel; output strides of one row and one column.
+    let (wc_len, ay) = (k * k * stride, wd * cout);
+    let (k1, k3) = (k == 1 && !pool2, k == 3 && !pool2);
+    let (p3, pw) = (k == 3 && pool2, wd / 2);
+    let mut taps = 0usize;
+    // SAFETY (every pointer below): a tap (ky, kx) of input (c, y, x) reads weight row
+    // (c * k + ky) * k + kx < cin * k * k and, when its output (y + pad - ky,
+    // x + pad - kx) lies inside the h x w map (or its pooled output inside
+    // h/2 x w/2), writes the `cout` accumulators of that output; the ranges below keep
+    // exactly those taps. Pointers that step past the last tap are never dereferenced.
+    for_each_spike(spikes, s.cin, plane, |c, pix| unsafe {
+        let wc = w.add(c * wc_len);
+        if k1 {
+            taps += 1;
+            kern.add(wc, acc.add(pix * cout));
+            return;
+        }
+        let y = div.div(pix);
+        let x = pix - y * wd;
+        if k3 {
+            // Tap ky = 1 lands on row y; ky = 0 on y + 1 (inside iff y + 1 < h) and ky = 2
+            // on y - 1 (iff y >= 1); the same for columns.
+            let (t, b) = (y + 1 < h, y > 0);
+            let (l, r) = (x + 1 < wd, x > 0);
+            taps += (1 + t as usize + b as usize) * (1 + l as usize + r as usize);
+            // Tap (0, 0)'s output (y + 1, x + 1); kx moves back one column, ky one row.
+            let a0 = acc.wrapping_add((pix + wd + 1) * cout);
+            let row = |wr: *const u8, ar: *mut i32| {
+                if l {
+                    kern.add(wr, ar);
+                }
+                kern.add(wr.wrapping_add(stride), ar.wrapping_sub(cout));
+                if r {
+                    kern.add(wr.wrapping_add(2 * stride), ar.wrapping_sub(2 * cout));
+                }
+            };
+            if t {
+                row(wc, a0);
+            }
+            row(wc.wrapping_add(3 * stride), a0.wrapping_sub(ay));
+            if b {
+                row(wc.wrapping_add(6 * stride), a0.wrapping_sub(2 * ay));
+            }
+        } else if p3 {
+            // 3x3 then 2x2 sum pool: taps ky = 0, 1, 2 land on pooled rows (y + 1) / 2,
+            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2); the same for x.
+            let (oh, ow) = (h & !1, wd & !1);
+            let vy = [y + 1 < oh, y < oh, y > 0];
+            let vx = [x + 1 < ow, x < ow, x > 0];
+            let count = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
+            taps += count(vy) * count(vx);
+            let rows = [(y + 1) >> 1, y >> 1, y.wrapping_sub(1) >> 1];
+            let cols = [(x + 1) >> 1, x >> 1, x.wrapping_sub(1) >> 1];
+            for ky in 0..3 {
+                if !vy[ky] {
+                    continue;
+                }
+                let ar = acc.wrapping_add(rows[ky] * pw * cout);
+                let wr = wc.wrapping_add(3 * ky * stride);
+                for kx in 0..3 {
+                    if vx[kx] {
+                        kern.add(
+                            wr.wrapping_add(kx * stride),
+                            ar.wrapping_add(cols[kx] * cout),
+                        );
+                    }
+                }
+            }
+        } else if !pool2 {
+            let (ky0, ky1) = tap_range(y, pad, k, h);
+            let (kx0, kx1) = tap_range(x, pad, k, wd);
+            if ky0 > ky1 || kx0 > kx1 {
+                return;
+            }
+            let (ny, nx) = (ky1 + 1 - ky0, kx1 + 1 - kx0);
+            taps += ny * nx;
+            let mut wr = wc.add((ky0 * k + kx0) * stride);
+            let mut ar = acc.add(((y + pad - ky0) * wd + x + pad - kx0) * cout);
+            for _ in 0..ny {
+                let (mut wp, mut ap) = (wr, ar);
+                for _ in 0..nx {
+                    kern.add(wp, ap);
+                    wp = wp.wrapping_add(stride);
+                    ap = ap.wrapping_sub(cout);
+                }
+                wr = wr.wrapping_add(k * stride);
+                ar = ar.wrapping_sub(ay);
+            }
+        } else {
+            // The 2x2 sum pool: output (oy, ox) lands on (oy / 2, ox / 2) when
+            // oy < 2 * (h / 2) and ox < 2 * (w / 2).
+            let (ky0, ky1) = tap_range(y, pad, k, h & !1);
+            let (kx0, kx1) = tap_range(x, pad, k, wd & !1);
+            if ky0 > ky1 || kx0 > kx1 {
+                return;
+            }
+            taps += (ky1 + 1 - ky0) * (kx1 + 1 - kx0);
+            for ky in ky0..=ky1 {
+                let row = ((y + pad - ky) >> 1) * pw;
+                let wr = wc.add(ky * k * stride);
+                for kx in kx0..=kx1 {
+                    let a = acc.add((row + ((x + pad - kx) >> 1)) * cout);
+                    kern.add(wr.add(kx * stride), a);
+                }
+            }
+        }
+    });
+    taps
 }
 
 /// Convolves the spike map `spikes` (`[ci][y][x]` bits) into `acc` (zeroed first,
