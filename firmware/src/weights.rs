@@ -197,11 +197,18 @@ unsafe fn add_i8(w: *const u8, acc: *mut i32, n: usize) {
     unsafe {
         let mut j = 0;
         if DSP_ASM {
+            // Groups of 8 with a down-counter (2 loop instructions per 8 accumulates).
             let (mut wp, mut ap) = (w, acc);
-            while j + 4 <= n {
+            let mut g = n / 8;
+            while g > 0 {
                 add4_i8_dsp(&mut wp, &mut ap);
-                j += 4;
+                add4_i8_dsp(&mut wp, &mut ap);
+                g -= 1;
             }
+            if n & 4 != 0 {
+                add4_i8_dsp(&mut wp, &mut ap);
+            }
+            j = n & !3;
         } else if !BYTE_LOADS {
             while j + 4 <= n {
                 let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
@@ -255,6 +262,58 @@ unsafe fn add4_i8_dsp(w: &mut *const u8, acc: &mut *mut i32) {
     }
 }
 
+/// `acc[0..8] += w[0..8]` (int4, one word of 8 nibbles, weight `k` in bits `4k..4k+4`)
+/// and advances `w` by 4 bytes and `acc` by 8 elements: one SBFX and one ADD per weight
+/// (the last one a single ADD with ASR #28), two LDM/STM pairs.
+///
+/// # Safety
+/// `*w..*w + 4` readable, `*acc..*acc + 8` writable.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn add8_i4_dsp(w: &mut *const u8, acc: &mut *mut i32) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r3.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}], #4",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sbfx {u}, {t}, #0, #4",
+            "add r0, r0, {u}",
+            "sbfx {u}, {t}, #4, #4",
+            "add r1, r1, {u}",
+            "sbfx {u}, {t}, #8, #4",
+            "add r2, r2, {u}",
+            "sbfx {u}, {t}, #12, #4",
+            "add r3, r3, {u}",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sbfx {u}, {t}, #16, #4",
+            "add r0, r0, {u}",
+            "sbfx {u}, {t}, #20, #4",
+            "add r1, r1, {u}",
+            "sbfx {u}, {t}, #24, #4",
+            "add r2, r2, {u}",
+            "add.w r3, r3, {t}, asr #28",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            w = inout(reg) *w,
+            a = inout(reg) *acc,
+            t = out(reg) _,
+            u = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn add8_i4_dsp(_w: &mut *const u8, _acc: &mut *mut i32) {
+    unreachable!("add8_i4_dsp is only called on ARMv7E-M")
+}
+
 /// Never called: [`DSP_ASM`] is false on this target.
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 #[inline(always)]
@@ -297,7 +356,13 @@ unsafe fn add_i4(w: *const u8, acc: *mut i32, n: usize) {
     // SAFETY: the caller upholds this function's contract.
     unsafe {
         let mut j = 0;
-        if !BYTE_LOADS {
+        if DSP_ASM {
+            let (mut wp, mut ap) = (w, acc);
+            for _ in 0..n / 8 {
+                add8_i4_dsp(&mut wp, &mut ap);
+            }
+            j = n & !7;
+        } else if !BYTE_LOADS {
             while j + 8 <= n {
                 let word = u32::from_le((w.add(j / 2) as *const u32).read_unaligned());
                 let a = acc.add(j);
@@ -354,10 +419,6 @@ pub(crate) struct I8Fixed<const N: usize>;
 #[derive(Clone, Copy)]
 pub(crate) struct I8Any(pub usize);
 
-/// int4 rows of a length known at compile time.
-#[derive(Clone, Copy)]
-pub(crate) struct I4Fixed<const N: usize>;
-
 /// int4 rows of any length.
 #[derive(Clone, Copy)]
 pub(crate) struct I4Any(pub usize);
@@ -393,23 +454,6 @@ impl RowKernel for I8Any {
     unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
         // SAFETY: the caller upholds this function's contract.
         unsafe { mla_i8(w, x, acc, self.0) }
-    }
-}
-
-impl<const N: usize> RowKernel for I4Fixed<N> {
-    #[inline(always)]
-    fn stride(self) -> usize {
-        N.div_ceil(2)
-    }
-    #[inline(always)]
-    unsafe fn add(self, w: *const u8, acc: *mut i32) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { add_i4(w, acc, N) }
-    }
-    #[inline(always)]
-    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { mla_i4(w, x, acc, N) }
     }
 }
 
@@ -450,10 +494,6 @@ macro_rules! with_kernel {
             $crate::weights::Weights::I8(w) => {
                 let $w = w.as_ptr() as *const u8;
                 match n {
-                    4 => {
-                        let $k = $crate::weights::I8Fixed::<4>;
-                        $body
-                    }
                     8 => {
                         let $k = $crate::weights::I8Fixed::<8>;
                         $body
@@ -470,20 +510,8 @@ macro_rules! with_kernel {
             }
             $crate::weights::Weights::I4(w) => {
                 let $w = w.as_ptr();
-                match n {
-                    8 => {
-                        let $k = $crate::weights::I4Fixed::<8>;
-                        $body
-                    }
-                    16 => {
-                        let $k = $crate::weights::I4Fixed::<16>;
-                        $body
-                    }
-                    _ => {
-                        let $k = $crate::weights::I4Any(n);
-                        $body
-                    }
-                }
+                let $k = $crate::weights::I4Any(n);
+                $body
             }
         }
     }};
