@@ -14,7 +14,7 @@ use crate::weights::{with_kernel, RowKernel, Weights};
 pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i32]) -> u64 {
     let cout = shape.cout;
     let acc = &mut acc[..shape.acc_len(false)];
-    acc.fill(0);
+    crate::fill::zero(acc);
     let plane = shape.h * shape.w;
     let pixels = &pixels[..shape.cin * plane];
     if cout == 0 || shape.k == 0 {

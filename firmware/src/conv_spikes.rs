@@ -301,7 +301,7 @@ pub fn scatter(
 ) -> u64 {
     let cout = shape.cout;
     let acc = &mut acc[..shape.acc_len(pool2)];
-    acc.fill(0);
+    crate::fill::zero(acc);
     if cout == 0 || shape.k == 0 {
         return 0;
     }

@@ -81,6 +81,7 @@ pub mod bits;
 pub mod conv_pixels;
 pub mod conv_spikes;
 pub mod error;
+pub mod fill;
 pub mod input_pool;
 pub mod layout;
 pub mod lif;

@@ -11,7 +11,7 @@ use crate::weights::{with_kernel, RowKernel, Weights};
 /// (zeroed first). Returns the synaptic operations executed.
 pub fn from_spikes(spikes: &[u32], inputs: usize, weights: Weights, acc: &mut [i32]) -> u64 {
     let n = acc.len();
-    acc.fill(0);
+    crate::fill::zero(acc);
     if n == 0 {
         return 0;
     }
@@ -33,7 +33,7 @@ pub fn from_spikes(spikes: &[u32], inputs: usize, weights: Weights, acc: &mut [i
 /// (zeroed first). Returns the synaptic operations executed.
 pub fn from_counts(counts: &[u8], weights: Weights, acc: &mut [i32]) -> u64 {
     let n = acc.len();
-    acc.fill(0);
+    crate::fill::zero(acc);
     if n == 0 {
         return 0;
     }
