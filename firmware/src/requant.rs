@@ -116,16 +116,50 @@ impl Requantizer for ShiftLow {
     #[inline(always)]
     fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
         let s = self.0;
-        let t = acc as i64 * mult as i64 + (1i64 << (s - 1));
-        let (lo, hi) = (t as u32, (t >> 32) as i32);
-        // Bits s..s+32 of t, and whether t >> s is their sign extension (fits i32).
-        let v = ((lo >> s) | ((hi as u32) << (32 - s))) as i32;
-        if hi >> s == v >> 31 {
+        // Bits s..s+32 of t = acc * mult + 2^(s-1) (`v`), and the bits above them (`top`):
+        // t >> s fits i32 iff `top` is the sign extension of `v`.
+        let (v, top) = funnel_shift(acc, mult, s);
+        if top == v >> 31 {
             // Both terms fit i32, so the i32 saturating add is the i64 sum saturated.
             v.saturating_add(bias)
         } else {
             requantize(acc, mult, s as u8, bias)
         }
+    }
+}
+
+/// `((t >> s) as i32, (t >> (s + 32)) as i32)` for `t = acc * mult + 2^(s-1)`, `1 <= s <= 31`.
+#[inline(always)]
+fn funnel_shift(acc: i32, mult: i32, s: u32) -> (i32, i32) {
+    #[cfg(all(target_arch = "arm", target_feature = "thumb2"))]
+    {
+        // One SMLAL onto the rounding term, then the 64-bit shift in 4 instructions
+        // (the compiler's version masks the shift amounts: 7 or more).
+        let (v, top): (i32, i32);
+        // SAFETY: register-only arithmetic; 1 <= s <= 31 so both shifts are defined.
+        unsafe {
+            core::arch::asm!(
+                "smlal {lo}, {hi}, {a}, {m}",
+                "lsr.w {lo}, {lo}, {s}",
+                "lsl.w {t}, {hi}, {ls}",
+                "orr.w {lo}, {lo}, {t}",
+                "asr.w {hi}, {hi}, {s}",
+                lo = inout(reg) 1u32 << (s - 1) => v,
+                hi = inout(reg) 0i32 => top,
+                a = in(reg) acc,
+                m = in(reg) mult,
+                s = in(reg) s,
+                ls = in(reg) 32 - s,
+                t = out(reg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        (v, top)
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "thumb2")))]
+    {
+        let t = acc as i64 * mult as i64 + (1i64 << (s - 1));
+        ((t >> s) as i32, (t >> (s + 32)) as i32)
     }
 }
 
