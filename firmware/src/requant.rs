@@ -116,6 +116,9 @@ impl Requantizer for ShiftLow {
     #[inline(always)]
     fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
         let s = self.0;
+        if NO_LONG_MUL && s >= 17 && narrow(acc) {
+            return requantize_narrow(acc, mult, s, bias);
+        }
         // Bits s..s+32 of t = acc * mult + 2^(s-1) (`v`), and the bits above them (`top`):
         // t >> s fits i32 iff `top` is the sign extension of `v`.
         let (v, top) = funnel_shift(acc, mult, s);
@@ -126,6 +129,28 @@ impl Requantizer for ShiftLow {
             requantize(acc, mult, s as u8, bias)
         }
     }
+}
+
+/// True on cores without a 32x32 -> 64-bit multiply (ARMv6-M: Cortex-M0/M0+), where an
+/// `i64` product and shift are library calls (`__aeabi_lmul`, `__aeabi_lasr`).
+const NO_LONG_MUL: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// `|acc| <= 2^15` (`acc` in `-2^15..2^15`).
+#[inline(always)]
+fn narrow(acc: i32) -> bool {
+    (acc as u32).wrapping_add(1 << 15) < 1 << 16
+}
+
+/// [`requantize`] with 32-bit multiplies only, for `-2^15 <= acc < 2^15` and
+/// `17 <= shift <= 46`: with `mult = mh * 2^16 + ml` (`ml` unsigned 16-bit),
+/// `floor(t / 2^16) = acc * mh + floor(acc * ml / 2^16) + 2^(shift-17)` exactly (the
+/// rounding term is a multiple of 2^16), every term and the sum fit `i32`, and the rest
+/// of the shift is one arithmetic shift of the sum.
+#[inline(always)]
+pub(crate) fn requantize_narrow(acc: i32, mult: i32, shift: u32, bias: i32) -> i32 {
+    let (mh, ml) = (mult >> 16, mult & 0xffff);
+    let sum = acc * mh + ((acc * ml) >> 16) + (1 << (shift - 17));
+    (sum >> (shift - 16)).saturating_add(bias)
 }
 
 /// `((t >> s) as i32, (t >> (s + 32)) as i32)` for `t = acc * mult + 2^(s-1)`, `1 <= s <= 31`.
@@ -166,6 +191,9 @@ fn funnel_shift(acc: i32, mult: i32, s: u32) -> (i32, i32) {
 impl Requantizer for ShiftHigh {
     #[inline(always)]
     fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        if NO_LONG_MUL && self.0 <= 46 && narrow(acc) {
+            return requantize_narrow(acc, mult, self.0, bias);
+        }
         let t = acc as i64 * mult as i64 + (1i64 << (self.0 - 1));
         // t >> shift = (high word of t) >> (shift - 32), |t| < 2^63, so it fits i32.
         (((t >> 32) as i32) >> (self.0 - 32)).saturating_add(bias)
@@ -338,6 +366,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The 32-bit path of cores without a long multiply, over its whole domain's edges.
+    #[test]
+    fn narrow_path_matches_the_formula() {
+        let accs = [
+            -32768, -32767, -4097, -2, -1, 0, 1, 2, 255, 4096, 32766, 32767,
+        ];
+        let mults = [
+            i32::MIN,
+            -(1 << 30) - 77,
+            -65537,
+            -65536,
+            -1,
+            0,
+            1,
+            65535,
+            65536,
+        ];
+        let mults = mults.iter().chain(&[(1 << 30) + 12_345, i32::MAX]);
+        let mut x = 0x9e37_79b9u32;
+        for shift in 17..=46u32 {
+            for &m in mults.clone() {
+                for b in [i32::MIN, -3, 0, 9, i32::MAX] {
+                    let check = |a: i32| {
+                        assert_eq!(
+                            requantize_narrow(a, m, shift, b),
+                            requantize(a, m, shift as u8, b),
+                            "acc {a} mult {m} shift {shift} bias {b}"
+                        );
+                    };
+                    for &a in &accs {
+                        check(a);
+                    }
+                    for _ in 0..16 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        check((x as i32) >> 16);
+                    }
+                }
+            }
+        }
+        assert!(narrow(-32768) && narrow(32767) && !narrow(32768) && !narrow(-32769));
     }
 
     #[test]
