@@ -93,7 +93,7 @@ const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2
 
 /// Division by a layer constant `d`: a hardware divide, or on cores without one
 /// (ARMv6-M) a multiply by `ceil(2^16 / d)` and a shift, exact for every `n` with
-/// `n * d <= 2^16` (checked when the divider is made; larger maps divide in software).
+/// `n * d < 2^16` (checked when the divider is made; larger maps divide in software).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DivBy {
     d: usize,
@@ -104,7 +104,7 @@ pub(crate) struct DivBy {
 impl DivBy {
     /// A divider by `d >= 1` for numerators `n <= max`.
     pub(crate) fn new(d: usize, max: usize, hardware: bool) -> Self {
-        let multiply = !hardware && max.saturating_mul(d) <= 1 << 16;
+        let multiply = !hardware && max.saturating_mul(d) < 1 << 16;
         DivBy {
             d,
             magic: (1u32 << 16).div_ceil(d as u32),
@@ -366,6 +366,13 @@ mod tests {
             (3, 5, 1, 4, 3),
             (2, 4, 3, 6, 6),
             (1, 2, 3, 7, 2),
+            // Row kernels of every specialised width, wide rows, k = 5 (general path).
+            (2, 8, 3, 4, 5),
+            (1, 16, 3, 3, 4),
+            (2, 12, 3, 3, 3),
+            (1, 3, 3, 2, 35),
+            (2, 6, 5, 6, 5),
+            (1, 9, 5, 2, 3),
         ] {
             let s = ConvShape { cin, cout, k, h, w };
             let wq = weights(s.rows() * cout, 127);
@@ -413,6 +420,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn division_by_multiply_is_exact_where_enabled() {
+        for d in 1..=300usize {
+            for max in [d, 7 * d, 65536 / d, 65536 / d + 1, 5000] {
+                let div = DivBy::new(d, max, false);
+                for n in 0..=max {
+                    assert_eq!(div.div(n), n / d, "{n} / {d} (max {max})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spikes_past_the_map_are_ignored_and_channels_tracked() {
+        // 3 channels of 5: bits 0..15; the tail bits (15..64) are set and must not count.
+        let map = [0b1000_0100_0010_0001u32 | 0xffff_0000, u32::MAX];
+        let mut got = vec![];
+        for_each_spike(&map, 3, 5, |c, p| got.push((c, p)));
+        assert_eq!(got, [(0, 0), (1, 0), (2, 0)]);
+        let mut got = vec![];
+        for_each_spike(&[u32::MAX; 2], 2, 20, |c, p| got.push((c, p)));
+        assert_eq!(got.len(), 40);
+        assert_eq!((got[19], got[20], got[39]), ((0, 19), (1, 0), (1, 19)));
     }
 
     #[test]

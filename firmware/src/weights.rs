@@ -549,6 +549,44 @@ mod tests {
         assert_eq!(pack_i4(&[1, 2, 3], 2, &mut [0u8; 2]), Err(3));
     }
 
+    /// Every row kernel against the portable row functions, for every length up to 40.
+    #[test]
+    fn kernels_match_the_row_functions() {
+        fn check<K: RowKernel>(k: K, n: usize, w8: &[i8], w4: &[u8], int4: bool) {
+            let mut want = vec![5i32; n];
+            let mut got = vec![5i32; n + 1];
+            // SAFETY: the row holds `stride` bytes and `got` n (+1 guard) accumulators.
+            unsafe {
+                let w: *const u8 = if int4 { w4.as_ptr() } else { w8.as_ptr().cast() };
+                k.add(w, got.as_mut_ptr());
+                k.mla(w, -3, got.as_mut_ptr());
+            }
+            if int4 {
+                add_row_i4(&mut want, w4);
+                mla_row_i4(&mut want, -3, w4);
+            } else {
+                add_row_i8(&mut want, w8);
+                mla_row_i8(&mut want, -3, w8);
+            }
+            assert_eq!(&got[..n], want, "n = {n} int4 {int4}");
+            assert_eq!(got[n], 5, "n = {n}: no write past the row");
+        }
+        for n in 1..=40usize {
+            let w8: Vec<i8> = (0..n).map(|j| ((j * 73 + 11) % 256) as u8 as i8).collect();
+            let small: Vec<i8> = (0..n).map(|j| ((j * 5 + 3) % 16) as i8 - 8).collect();
+            let mut w4 = vec![0u8; n.div_ceil(2)];
+            pack_i4(&small, n, &mut w4).unwrap();
+            check(I8Any(n), n, &w8, &w4, false);
+            check(I4Any(n), n, &small, &w4, true);
+            if n == 8 {
+                check(I8Fixed::<8>, n, &w8, &w4, false);
+            }
+            if n == 16 {
+                check(I8Fixed::<16>, n, &w8, &w4, false);
+            }
+        }
+    }
+
     #[test]
     fn int4_rows_match_int8_rows() {
         for n in 1..11usize {
