@@ -557,7 +557,11 @@ mod tests {
             let mut got = vec![5i32; n + 1];
             // SAFETY: the row holds `stride` bytes and `got` n (+1 guard) accumulators.
             unsafe {
-                let w: *const u8 = if int4 { w4.as_ptr() } else { w8.as_ptr().cast() };
+                let w: *const u8 = if int4 {
+                    w4.as_ptr()
+                } else {
+                    w8.as_ptr().cast()
+                };
                 k.add(w, got.as_mut_ptr());
                 k.mla(w, -3, got.as_mut_ptr());
             }
