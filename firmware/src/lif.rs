@@ -155,6 +155,9 @@ pub fn layer_affine(
 
 /// Runs `$body` with `$decay: Fn(i16) -> i32` and `$reset: Fn(i32) -> i32` bound to the
 /// layer's rules (decoded once per layer, so the neuron loop has no branch on them).
+/// SNASNet's neuron (shift decay, hard reset) gets its own loop; the other three share
+/// one (two instantiations instead of four keep the code small): a shift by `n` is the
+/// same floor as a Q15 multiply by `2^(15-n)`, and a hard reset is `(u - thr) & 0`.
 macro_rules! with_neuron {
     ($lif:expr, |$decay:ident, $reset:ident| $body:expr) => {{
         let thr = $lif.threshold as i32;
@@ -163,18 +166,19 @@ macro_rules! with_neuron {
                 let ($decay, $reset) = (move |v: i16| (v as i32) >> n, |_: i32| 0);
                 $body
             }
-            (Decay::Shift(n), Reset::Subtract) => {
-                let ($decay, $reset) = (move |v: i16| (v as i32) >> n, move |u: i32| u - thr);
-                $body
-            }
-            (Decay::Q15(m), Reset::Hard) => {
-                let ($decay, $reset) = (move |v: i16| (v as i32 * m as i32) >> 15, |_: i32| 0);
-                $body
-            }
-            (Decay::Q15(m), Reset::Subtract) => {
+            (decay, reset) => {
+                // |v| <= 2^15, so v * m fits i32; a shift past 15 leaves only the sign.
+                let m: i32 = match decay {
+                    Decay::Shift(n) => 1 << (15 - n.min(15)),
+                    Decay::Q15(m) => m as i32,
+                };
+                let keep: i32 = match reset {
+                    Reset::Hard => 0,
+                    Reset::Subtract => -1,
+                };
                 let ($decay, $reset) = (
-                    move |v: i16| (v as i32 * m as i32) >> 15,
-                    move |u: i32| u - thr,
+                    move |v: i16| (v as i32 * m) >> 15,
+                    move |u: i32| (u - thr) & keep,
                 );
                 $body
             }
@@ -319,6 +323,44 @@ mod tests {
         let mut v = 0;
         assert!(!step(&lif, &mut v, 32766));
         assert_eq!(v, 32766);
+    }
+
+    /// The shared loop (shift as a multiply, reset as a mask) equals `step` for every rule.
+    #[test]
+    fn layer_equals_step_for_every_rule() {
+        let rules = [
+            (Decay::Shift(0), Reset::Hard),
+            (Decay::Shift(2), Reset::Subtract),
+            (Decay::Shift(7), Reset::Hard),
+            (Decay::Shift(15), Reset::Subtract),
+            (Decay::Q15(0), Reset::Hard),
+            (Decay::Q15(24576), Reset::Subtract),
+            (Decay::Q15(32767), Reset::Hard),
+        ];
+        for (decay, reset) in rules {
+            let lif = Lif {
+                decay,
+                threshold: 3000,
+                reset,
+            };
+            let n = 70;
+            let mut v: Vec<i16> = (0..n).map(|i| (i as i16 - 35) * 900).collect();
+            let mut v_ref = v.clone();
+            for t in 0..5 {
+                let input: Vec<i32> = (0..n as i32)
+                    .map(|i| ((i * 7919 + t * 104_729) % 20_000) - 9_000)
+                    .collect();
+                let mut spikes = [0u32; 3];
+                let k = layer(&lif, &mut v, &input, &mut spikes);
+                let mut k_ref = 0;
+                for i in 0..n {
+                    let fired = step(&lif, &mut v_ref[i], input[i]);
+                    k_ref += fired as u32;
+                    assert_eq!(bits::get(&spikes, i), fired, "{decay:?} {reset:?} t{t} i{i}");
+                }
+                assert_eq!((k, &v), (k_ref, &v_ref), "{decay:?} {reset:?} t{t}");
+            }
+        }
     }
 
     #[test]
