@@ -2,8 +2,10 @@
 //! on `[c][y][x]` Q12 currents, accumulated into a cell node.
 //!
 //! Each output is `floor(sum / 9)` of the window sum taken in `i64`, saturated to `i32`,
-//! then added (saturating) to the destination. The division uses a multiply by the
+//! then added (saturating) to the destination (or stored, for the first edge into a node). The division uses a multiply by the
 //! 32-bit reciprocal (exact for every `u32`) so Cortex-M0 needs no divide routine.
+
+use crate::requant::Mode;
 
 /// `floor(s / 9)` for any `i64` (fast path for sums that fit 32 bits).
 #[inline(always)]
@@ -20,25 +22,49 @@ pub const fn div9_floor(s: i64) -> i64 {
 
 /// `dst[c][y][x] = sat(dst + floor(window_sum(src, c, y, x) / 9))` for a `c x h x w` map.
 pub fn accumulate(src: &[i32], c: usize, h: usize, w: usize, dst: &mut [i32]) {
+    pool(src, c, h, w, dst, Mode::Accumulate);
+}
+
+/// `floor(window_sum / 9)` of every output, stored into `dst` or added to it
+/// (saturating, [`Mode`]). Each output row slides a window of three column sums
+/// (`i64`, 3 rows each) along `x`, so every input is loaded 3 times instead of 9.
+pub fn pool(src: &[i32], c: usize, h: usize, w: usize, dst: &mut [i32], mode: Mode) {
     let plane = h * w;
-    for ci in 0..c {
-        let s = &src[ci * plane..(ci + 1) * plane];
-        let d = &mut dst[ci * plane..(ci + 1) * plane];
+    if plane == 0 {
+        return;
+    }
+    let (src, dst) = (&src[..c * plane], &mut dst[..c * plane]);
+    for (s, d) in src.chunks_exact(plane).zip(dst.chunks_exact_mut(plane)) {
         for y in 0..h {
-            let y0 = y.saturating_sub(1);
-            let y1 = (y + 1).min(h - 1);
-            for x in 0..w {
-                let x0 = x.saturating_sub(1);
-                let x1 = (x + 1).min(w - 1);
-                let mut sum = 0i64;
-                for yy in y0..=y1 {
-                    for &v in &s[yy * w + x0..=yy * w + x1] {
-                        sum += v as i64;
-                    }
+            let mid = &s[y * w..(y + 1) * w];
+            // Missing rows (padding) read `mid` and count 0.
+            let (has_up, has_down) = (y > 0, y + 1 < h);
+            let up = if has_up { &s[(y - 1) * w..y * w] } else { mid };
+            let down = if has_down {
+                &s[(y + 1) * w..(y + 2) * w]
+            } else {
+                mid
+            };
+            let col = |x: usize| -> i64 {
+                let mut v = mid[x] as i64;
+                if has_up {
+                    v += up[x] as i64;
                 }
-                let q = div9_floor(sum);
-                let q = q.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-                d[y * w + x] = d[y * w + x].saturating_add(q);
+                if has_down {
+                    v += down[x] as i64;
+                }
+                v
+            };
+            let (mut left, mut here) = (0i64, col(0));
+            for (x, o) in d[y * w..(y + 1) * w].iter_mut().enumerate() {
+                let right = if x + 1 < w { col(x + 1) } else { 0 };
+                let q = div9_floor(left + here + right).clamp(i32::MIN as i64, i32::MAX as i64);
+                let q = q as i32;
+                *o = match mode {
+                    Mode::Store => q,
+                    Mode::Accumulate => o.saturating_add(q),
+                };
+                (left, here) = (here, right);
             }
         }
     }
@@ -92,6 +118,20 @@ mod tests {
                     assert_eq!(dst[(ci * h + y as usize) * w + x as usize] as f64, expect);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn store_equals_accumulate_into_zero() {
+        for (c, h, w) in [(1, 1, 1), (2, 1, 5), (1, 4, 1), (3, 5, 6)] {
+            let src: Vec<i32> = (0..c * h * w)
+                .map(|i| (i as i32).wrapping_mul(-1_640_531_527))
+                .collect();
+            let mut acc = vec![0; c * h * w];
+            accumulate(&src, c, h, w, &mut acc);
+            let mut st = vec![123; c * h * w];
+            pool(&src, c, h, w, &mut st, Mode::Store);
+            assert_eq!(acc, st, "{c}x{h}x{w}");
         }
     }
 

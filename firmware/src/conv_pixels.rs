@@ -7,34 +7,39 @@
 //! into the requantisation.
 
 use crate::conv_spikes::{for_each_tap, ConvShape};
-use crate::weights::{with_rows, Rows, Weights};
+use crate::weights::{with_kernel, RowKernel, Weights};
 
 /// Convolves `[ci][y][x]` pixels into `acc` (zeroed first, `shape.acc_len(false)`
 /// entries). Returns the synaptic operations executed.
 pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i32]) -> u64 {
     let cout = shape.cout;
     let acc = &mut acc[..shape.acc_len(false)];
-    acc.fill(0);
+    crate::fill::zero(acc);
     let plane = shape.h * shape.w;
-    let mut taps = 0u64;
-    with_rows!(weights, cout, |rows| {
-        for ci in 0..shape.cin {
-            let chan = &pixels[ci * plane..(ci + 1) * plane];
-            for y in 0..shape.h {
-                for x in 0..shape.w {
-                    let p = chan[y * shape.w + x];
-                    if p == 0 {
-                        continue;
-                    }
-                    for_each_tap(shape, false, ci, y, x, |r, off| {
-                        rows.mla(r, p as i32, &mut acc[off..off + cout]);
-                        taps += 1;
-                    });
-                }
+    let pixels = &pixels[..shape.cin * plane];
+    if cout == 0 || shape.k == 0 {
+        return 0;
+    }
+    let acc = acc.as_mut_ptr();
+    let taps = with_kernel!(weights, shape.rows(), cout, |kern, w| {
+        let mut taps = 0usize;
+        for (i, &p) in pixels.iter().enumerate() {
+            if p == 0 {
+                continue;
             }
+            // One division per non-zero pixel: the stem runs once per image.
+            let (ci, yx) = (i / plane, i % plane);
+            for_each_tap(shape, false, ci, yx / shape.w, yx % shape.w, |r, off| {
+                // SAFETY: `with_kernel!` checked that the weights hold `shape.rows()`
+                // rows and `for_each_tap` only yields rows < rows and outputs whose
+                // `cout` accumulators lie inside `acc` (acc_len(false) entries).
+                unsafe { kern.mla(w.add(r * kern.stride()), p as i32, acc.add(off)) };
+                taps += 1;
+            });
         }
+        taps
     });
-    taps * cout as u64
+    taps as u64 * cout as u64
 }
 
 #[cfg(test)]

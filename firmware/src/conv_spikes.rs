@@ -12,7 +12,7 @@
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.
 
 use crate::bits;
-use crate::weights::{with_rows, Rows, Weights};
+use crate::weights::{with_kernel, RowKernel, Weights};
 
 /// Shape of a same-size, stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,216 @@ pub(crate) fn for_each_tap(
     }
 }
 
+/// `[lo, hi]` of the kernel offsets `kk` whose output `c + pad - kk` lies in `0..size`
+/// (empty, `lo > hi`, when none does).
+#[inline(always)]
+fn tap_range(c: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
+    let lo = (c + pad + 1).saturating_sub(size);
+    let hi = if c + pad < k { c + pad } else { k - 1 };
+    (lo, hi)
+}
+
+/// True where division is one instruction (ARMv7-M's UDIV, or not an ARM core at all).
+const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
+
+/// Division by a layer constant `d`: a hardware divide, or on cores without one
+/// (ARMv6-M) a multiply by `ceil(2^16 / d)` and a shift, exact for every `n` with
+/// `n * d < 2^16` (checked when the divider is made; larger maps divide in software).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DivBy {
+    d: usize,
+    magic: u32,
+    multiply: bool,
+}
+
+impl DivBy {
+    /// A divider by `d >= 1` for numerators `n <= max`.
+    pub(crate) fn new(d: usize, max: usize, hardware: bool) -> Self {
+        let multiply = !hardware && max.saturating_mul(d) < 1 << 16;
+        DivBy {
+            d,
+            magic: (1u32 << 16).div_ceil(d as u32),
+            multiply,
+        }
+    }
+
+    /// `n / d`.
+    #[inline(always)]
+    pub(crate) fn div(self, n: usize) -> usize {
+        if self.multiply {
+            ((n as u32 * self.magic) >> 16) as usize
+        } else {
+            n / self.d
+        }
+    }
+}
+
+/// Calls `f(c, pix)` for every set bit `c * plane + pix` of the first `channels * plane`
+/// bits of `map`, in increasing order (bits past the end are ignored).
+#[inline(always)]
+pub(crate) fn for_each_spike(
+    map: &[u32],
+    channels: usize,
+    plane: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    let n = channels * plane;
+    if n == 0 {
+        return;
+    }
+    let words = bits::words(n);
+    let tail = if n % 32 == 0 {
+        u32::MAX
+    } else {
+        (1u32 << (n % 32)) - 1
+    };
+    let (mut c, mut c_start, mut c_end) = (0usize, 0usize, plane);
+    for (wi, &word) in map[..words].iter().enumerate() {
+        let mut bits = if wi + 1 == words { word & tail } else { word };
+        while bits != 0 {
+            let i = wi * 32 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            while i >= c_end {
+                c += 1;
+                c_start = c_end;
+                c_end += plane;
+            }
+            f(c, i - c_start);
+        }
+    }
+}
+
+/// The scatter loop for one row kernel (see [`scatter`]); returns the taps executed.
+///
+/// # Safety
+/// `w` must hold `shape.rows()` rows of `kern.stride()` bytes and `acc` must hold
+/// `shape.acc_len(pool2)` accumulators; the kernel's rows hold `shape.cout` weights.
+#[inline(always)]
+unsafe fn scatter_rows<K: RowKernel>(
+    spikes: &[u32],
+    s: &ConvShape,
+    kern: K,
+    w: *const u8,
+    pool2: bool,
+    acc: *mut i32,
+) -> usize {
+    let (k, pad, cout, stride) = (s.k, s.k / 2, s.cout, kern.stride());
+    let (h, wd) = (s.h, s.w);
+    let plane = h * wd;
+    if plane == 0 {
+        return 0;
+    }
+    let div = DivBy::new(wd, plane - 1, HW_DIV);
+    // Weight bytes per input channel; output strides of one row and one column.
+    let (wc_len, ay) = (k * k * stride, wd * cout);
+    let (k1, k3) = (k == 1 && !pool2, k == 3 && !pool2);
+    let (p3, pw) = (k == 3 && pool2, wd / 2);
+    let mut taps = 0usize;
+    // SAFETY (every pointer below): a tap (ky, kx) of input (c, y, x) reads weight row
+    // (c * k + ky) * k + kx < cin * k * k and, when its output (y + pad - ky,
+    // x + pad - kx) lies inside the h x w map (or its pooled output inside
+    // h/2 x w/2), writes the `cout` accumulators of that output; the ranges below keep
+    // exactly those taps. Pointers that step past the last tap are never dereferenced.
+    for_each_spike(spikes, s.cin, plane, |c, pix| unsafe {
+        let wc = w.add(c * wc_len);
+        if k1 {
+            taps += 1;
+            kern.add(wc, acc.add(pix * cout));
+            return;
+        }
+        let y = div.div(pix);
+        let x = pix - y * wd;
+        if k3 {
+            // Tap ky = 1 lands on row y; ky = 0 on y + 1 (inside iff y + 1 < h) and ky = 2
+            // on y - 1 (iff y >= 1); the same for columns.
+            let (t, b) = (y + 1 < h, y > 0);
+            let (l, r) = (x + 1 < wd, x > 0);
+            taps += (1 + t as usize + b as usize) * (1 + l as usize + r as usize);
+            // Tap (0, 0)'s output (y + 1, x + 1); kx moves back one column, ky one row.
+            let a0 = acc.wrapping_add((pix + wd + 1) * cout);
+            let row = |wr: *const u8, ar: *mut i32| {
+                if l {
+                    kern.add(wr, ar);
+                }
+                kern.add(wr.wrapping_add(stride), ar.wrapping_sub(cout));
+                if r {
+                    kern.add(wr.wrapping_add(2 * stride), ar.wrapping_sub(2 * cout));
+                }
+            };
+            if t {
+                row(wc, a0);
+            }
+            row(wc.wrapping_add(3 * stride), a0.wrapping_sub(ay));
+            if b {
+                row(wc.wrapping_add(6 * stride), a0.wrapping_sub(2 * ay));
+            }
+        } else if p3 {
+            // 3x3 then 2x2 sum pool: taps ky = 0, 1, 2 land on pooled rows (y + 1) / 2,
+            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2); the same for x.
+            let (oh, ow) = (h & !1, wd & !1);
+            let vy = [y + 1 < oh, y < oh, y > 0];
+            let vx = [x + 1 < ow, x < ow, x > 0];
+            let count = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
+            taps += count(vy) * count(vx);
+            let rows = [(y + 1) >> 1, y >> 1, y.wrapping_sub(1) >> 1];
+            let cols = [(x + 1) >> 1, x >> 1, x.wrapping_sub(1) >> 1];
+            for ky in 0..3 {
+                if !vy[ky] {
+                    continue;
+                }
+                let ar = acc.wrapping_add(rows[ky] * pw * cout);
+                let wr = wc.wrapping_add(3 * ky * stride);
+                for kx in 0..3 {
+                    if vx[kx] {
+                        kern.add(
+                            wr.wrapping_add(kx * stride),
+                            ar.wrapping_add(cols[kx] * cout),
+                        );
+                    }
+                }
+            }
+        } else if !pool2 {
+            let (ky0, ky1) = tap_range(y, pad, k, h);
+            let (kx0, kx1) = tap_range(x, pad, k, wd);
+            if ky0 > ky1 || kx0 > kx1 {
+                return;
+            }
+            let (ny, nx) = (ky1 + 1 - ky0, kx1 + 1 - kx0);
+            taps += ny * nx;
+            let mut wr = wc.add((ky0 * k + kx0) * stride);
+            let mut ar = acc.add(((y + pad - ky0) * wd + x + pad - kx0) * cout);
+            for _ in 0..ny {
+                let (mut wp, mut ap) = (wr, ar);
+                for _ in 0..nx {
+                    kern.add(wp, ap);
+                    wp = wp.wrapping_add(stride);
+                    ap = ap.wrapping_sub(cout);
+                }
+                wr = wr.wrapping_add(k * stride);
+                ar = ar.wrapping_sub(ay);
+            }
+        } else {
+            // The 2x2 sum pool: output (oy, ox) lands on (oy / 2, ox / 2) when
+            // oy < 2 * (h / 2) and ox < 2 * (w / 2).
+            let (ky0, ky1) = tap_range(y, pad, k, h & !1);
+            let (kx0, kx1) = tap_range(x, pad, k, wd & !1);
+            if ky0 > ky1 || kx0 > kx1 {
+                return;
+            }
+            taps += (ky1 + 1 - ky0) * (kx1 + 1 - kx0);
+            for ky in ky0..=ky1 {
+                let row = ((y + pad - ky) >> 1) * pw;
+                let wr = wc.add(ky * k * stride);
+                for kx in kx0..=kx1 {
+                    let a = acc.add((row + ((x + pad - kx) >> 1)) * cout);
+                    kern.add(wr.add(kx * stride), a);
+                }
+            }
+        }
+    });
+    taps
+}
+
 /// Convolves the spike map `spikes` (`[ci][y][x]` bits) into `acc` (zeroed first,
 /// `shape.acc_len(pool2)` entries, `[y][x][co]`). Returns the synaptic operations
 /// executed (accumulates).
@@ -91,17 +301,17 @@ pub fn scatter(
 ) -> u64 {
     let cout = shape.cout;
     let acc = &mut acc[..shape.acc_len(pool2)];
-    acc.fill(0);
-    let mut taps = 0u64;
-    with_rows!(weights, cout, |rows| {
-        bits::for_each_set_chw(spikes, shape.cin, shape.h, shape.w, |ci, y, x| {
-            for_each_tap(shape, pool2, ci, y, x, |r, off| {
-                rows.add(r, &mut acc[off..off + cout]);
-                taps += 1;
-            });
-        })
+    crate::fill::zero(acc);
+    if cout == 0 || shape.k == 0 {
+        return 0;
+    }
+    let acc = acc.as_mut_ptr();
+    let taps = with_kernel!(weights, shape.rows(), cout, |kern, w| {
+        // SAFETY: `with_kernel!` checked the weight storage, `acc` has acc_len entries
+        // and the kernel's row length is `cout`.
+        unsafe { scatter_rows(spikes, shape, kern, w, pool2, acc) }
     });
-    taps * cout as u64
+    taps as u64 * cout as u64
 }
 
 #[cfg(test)]
@@ -156,6 +366,13 @@ mod tests {
             (3, 5, 1, 4, 3),
             (2, 4, 3, 6, 6),
             (1, 2, 3, 7, 2),
+            // Row kernels of every specialised width, wide rows, k = 5 (general path).
+            (2, 8, 3, 4, 5),
+            (1, 16, 3, 3, 4),
+            (2, 12, 3, 3, 3),
+            (1, 3, 3, 2, 35),
+            (2, 6, 5, 6, 5),
+            (1, 9, 5, 2, 3),
         ] {
             let s = ConvShape { cin, cout, k, h, w };
             let wq = weights(s.rows() * cout, 127);
@@ -203,6 +420,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn division_by_multiply_is_exact_where_enabled() {
+        for d in 1..=300usize {
+            for max in [d, 7 * d, 65536 / d, 65536 / d + 1, 5000] {
+                let div = DivBy::new(d, max, false);
+                for n in 0..=max {
+                    assert_eq!(div.div(n), n / d, "{n} / {d} (max {max})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spikes_past_the_map_are_ignored_and_channels_tracked() {
+        // 3 channels of 5: bits 0..15; the tail bits (15..64) are set and must not count.
+        let map = [0b1000_0100_0010_0001u32 | 0xffff_0000, u32::MAX];
+        let mut got = vec![];
+        for_each_spike(&map, 3, 5, |c, p| got.push((c, p)));
+        assert_eq!(got, [(0, 0), (1, 0), (2, 0)]);
+        let mut got = vec![];
+        for_each_spike(&[u32::MAX; 2], 2, 20, |c, p| got.push((c, p)));
+        assert_eq!(got.len(), 40);
+        assert_eq!((got[19], got[20], got[39]), ((0, 19), (1, 0), (1, 19)));
     }
 
     #[test]

@@ -66,12 +66,24 @@
 //!
 //! # Cost on Cortex-M
 //!
-//! With `--release` for `thumbv7em-none-eabihf` (rustc 1.96), the int8 row kernel inside
-//! [`conv_spikes::scatter`] compiles to a 16-way unrolled loop of 64 instructions
-//! (`ldrsb`, `ldr`/`ldrd`, `add`, `str`, loop counter): 4 instructions per synaptic
-//! accumulate, plus a per-tap overhead outside the loop. The crate also builds for
-//! `thumbv6m-none-eabi` (Cortex-M0/M0+), where no divide instruction exists: no kernel
-//! divides per element (spike coordinates are decoded incrementally, /9 is a multiply).
+//! Measured with `scripts/bench-firmware` (QEMU instruction counts over whole
+//! inferences, `--release`, rustc 1.96); `scripts/profile-firmware` shows where they go.
+//!
+//! * **ARMv7E-M** (`thumbv7em-none-eabihf`): the int8 row kernel ([`weights`]) is inline
+//!   assembly, per 4 output channels one word load of the weights, one `LDM`, four
+//!   `SXTAB` and one `STM` (1.75 instructions per synaptic accumulate); int4 rows use
+//!   `SBFX`. [`conv_spikes::scatter`] decodes each spike with one `UDIV` and runs the
+//!   3x3 taps unrolled (border taps skipped by four flags); requantisation is one
+//!   `SMLAL`, a 4-instruction funnel shift and a `QADD`; a LIF neuron is about 17
+//!   instructions (`QADD`, `SSAT`). A whole inference costs 3.4 (32 channels) to 5.5
+//!   (8 channels, where neuron updates weigh more) instructions per synaptic operation.
+//! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
+//!   no unaligned loads: weights are read byte by byte (about 5 instructions per
+//!   accumulate), spike coordinates and /9 are multiplies, and requantisation has a
+//!   32-bit path for `|acc| <= 2^15` (the general `i64` formula otherwise).
+//!
+//! Every fast path returns exactly what the portable formula returns (the unit tests
+//! compare them on the host; the device tests compare the device with the host).
 #![cfg_attr(not(test), no_std)]
 
 pub mod add;
@@ -81,6 +93,7 @@ pub mod bits;
 pub mod conv_pixels;
 pub mod conv_spikes;
 pub mod error;
+pub mod fill;
 pub mod input_pool;
 pub mod layout;
 pub mod lif;

@@ -12,7 +12,7 @@
 //! [`Decay::Shift`]`(2)` with the 0.75 folded into `I`: [`Lif::SNASNET`].
 
 use crate::bits;
-use crate::requant::{requantize, Requant};
+use crate::requant::{with_requantizer, Requant, Requantizer};
 
 /// How the membrane leaks each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +67,26 @@ pub const fn sat_i16(x: i32) -> i16 {
     }
 }
 
+/// [`sat_i16`] as an `i32`. On ARMv7-M it is one `SSAT` kept opaque to the compiler,
+/// which otherwise splits the clamp around the threshold test into several branches.
+#[inline(always)]
+fn sat_i16_i32(x: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", target_feature = "thumb2"))]
+    {
+        let y: i32;
+        // SAFETY: a register-only instruction; it may set the Q flag, which nothing reads.
+        unsafe {
+            core::arch::asm!("ssat {y}, #16, {x}", x = in(reg) x, y = lateout(reg) y,
+                options(pure, nomem, nostack));
+        }
+        y
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "thumb2")))]
+    {
+        x.clamp(i16::MIN as i32, i16::MAX as i32)
+    }
+}
+
 /// `decay(v)` (see [`Decay`]).
 #[inline(always)]
 pub const fn decay(v: i16, d: Decay) -> i32 {
@@ -92,7 +112,18 @@ pub fn step(lif: &Lif, v: &mut i16, i: i32) -> bool {
 /// Steps a whole layer: `v[i]` with `input[i]`, writing spike bit `i` of `spikes`
 /// (`bits::words(v.len())` words, tail bits cleared). Returns the number of spikes.
 pub fn layer(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> u32 {
-    layer_with(lif, v, spikes, |i| input[i])
+    let input = &input[..v.len()];
+    let mut out = BitWriter::new(spikes, v.len());
+    with_neuron!(lif, |decay, reset| neurons(
+        v,
+        input,
+        lif.threshold as i32,
+        &decay,
+        &reset,
+        |x| x,
+        &mut out
+    ));
+    out.finish()
 }
 
 /// Steps a layer whose input is a `[c][plane]` current map passed through a per-channel
@@ -106,39 +137,122 @@ pub fn layer_affine(
     plane: usize,
     spikes: &mut [u32],
 ) -> u32 {
-    // Channel tracked incrementally (no division per neuron).
-    let (mut c, mut left) = (0usize, plane);
-    layer_with(lif, v, spikes, |i| {
-        if left == 0 {
-            c += 1;
-            left = plane;
-        }
-        left -= 1;
-        requantize(input[i], bn.mult[c], bn.shift, bn.bias[c])
-    })
+    let input = &input[..v.len()];
+    let mut out = BitWriter::new(spikes, v.len());
+    if plane > 0 {
+        // Channel by channel, each with its (mult, bias) read once: no division per neuron.
+        let channels = v.len().div_ceil(plane);
+        let params = bn.mult[..channels].iter().zip(&bn.bias[..channels]);
+        let thr = lif.threshold as i32;
+        with_requantizer!(bn.shift, |r| with_neuron!(lif, |decay, reset| {
+            for ((vs, xs), (&m, &b)) in v.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
+                neurons(vs, xs, thr, &decay, &reset, |x| r.apply(x, m, b), &mut out);
+            }
+        }));
+    }
+    out.finish()
 }
 
-/// Shared body: `current(i)` is called once per neuron in increasing `i`.
-#[inline(always)]
-fn layer_with(
-    lif: &Lif,
-    v: &mut [i16],
-    spikes: &mut [u32],
-    mut current: impl FnMut(usize) -> i32,
-) -> u32 {
-    let mut total = 0;
-    let words = bits::words(v.len());
-    for (wi, (word, vs)) in spikes[..words].iter_mut().zip(v.chunks_mut(32)).enumerate() {
-        let mut w = 0u32;
-        for (b, vi) in vs.iter_mut().enumerate() {
-            if step(lif, vi, current(wi * 32 + b)) {
-                w |= 1 << b;
+/// Runs `$body` with `$decay: Fn(i16) -> i32` and `$reset: Fn(i32) -> i32` bound to the
+/// layer's rules (decoded once per layer, so the neuron loop has no branch on them).
+/// SNASNet's neuron (shift decay, hard reset) gets its own loop; the other three share
+/// one (two instantiations instead of four keep the code small): a shift by `n` is the
+/// same floor as a Q15 multiply by `2^(15-n)`, and a hard reset is `(u - thr) & 0`.
+macro_rules! with_neuron {
+    ($lif:expr, |$decay:ident, $reset:ident| $body:expr) => {{
+        let thr = $lif.threshold as i32;
+        match ($lif.decay, $lif.reset) {
+            (Decay::Shift(n), Reset::Hard) => {
+                let ($decay, $reset) = (move |v: i16| (v as i32) >> n, |_: i32| 0);
+                $body
+            }
+            (decay, reset) => {
+                // |v| <= 2^15, so v * m fits i32; a shift past 15 leaves only the sign.
+                let m: i32 = match decay {
+                    Decay::Shift(n) => 1 << (15 - n.min(15)),
+                    Decay::Q15(m) => m as i32,
+                };
+                let keep: i32 = match reset {
+                    Reset::Hard => 0,
+                    Reset::Subtract => -1,
+                };
+                let ($decay, $reset) = (
+                    move |v: i16| (v as i32 * m) >> 15,
+                    move |u: i32| (u - thr) & keep,
+                );
+                $body
             }
         }
-        total += w.count_ones();
-        *word = w;
+    }};
+}
+use with_neuron;
+
+/// Packs spike bits LSB first into words, counting them.
+struct BitWriter<'a> {
+    words: core::slice::IterMut<'a, u32>,
+    word: u32,
+    mask: u32,
+    total: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    /// A writer for `n` bits into `spikes` (`bits::words(n)` words are written).
+    fn new(spikes: &'a mut [u32], n: usize) -> Self {
+        BitWriter {
+            words: spikes[..bits::words(n)].iter_mut(),
+            word: 0,
+            mask: 1,
+            total: 0,
+        }
     }
-    total
+
+    #[inline(always)]
+    fn push(&mut self, fire: bool) {
+        if fire {
+            self.word |= self.mask;
+        }
+        self.mask = self.mask.rotate_left(1);
+        if self.mask == 1 {
+            self.flush();
+        }
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        self.total += self.word.count_ones();
+        if let Some(w) = self.words.next() {
+            *w = self.word;
+        }
+        self.word = 0;
+    }
+
+    /// Writes the last partial word (tail bits zero); returns the number of spikes.
+    fn finish(mut self) -> u32 {
+        if self.mask != 1 {
+            self.flush();
+        }
+        self.total
+    }
+}
+
+/// [`step`] over neurons `v` with inputs `current(x)`, `x` from `xs` (same length).
+#[inline(always)]
+fn neurons(
+    v: &mut [i16],
+    xs: &[i32],
+    thr: i32,
+    decay: &impl Fn(i16) -> i32,
+    reset: &impl Fn(i32) -> i32,
+    current: impl Fn(i32) -> i32,
+    out: &mut BitWriter,
+) {
+    for (vi, &x) in v.iter_mut().zip(xs) {
+        // As `step`: v = sat_i16(decay(v) + I); spike iff v >= threshold, then reset.
+        let u = sat_i16_i32(decay(*vi).saturating_add(current(x)));
+        let fire = u >= thr;
+        *vi = if fire { reset(u) } else { u } as i16;
+        out.push(fire);
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +323,44 @@ mod tests {
         let mut v = 0;
         assert!(!step(&lif, &mut v, 32766));
         assert_eq!(v, 32766);
+    }
+
+    /// The shared loop (shift as a multiply, reset as a mask) equals `step` for every rule.
+    #[test]
+    fn layer_equals_step_for_every_rule() {
+        let rules = [
+            (Decay::Shift(0), Reset::Hard),
+            (Decay::Shift(2), Reset::Subtract),
+            (Decay::Shift(7), Reset::Hard),
+            (Decay::Shift(15), Reset::Subtract),
+            (Decay::Q15(0), Reset::Hard),
+            (Decay::Q15(24576), Reset::Subtract),
+            (Decay::Q15(32767), Reset::Hard),
+        ];
+        for (decay, reset) in rules {
+            let lif = Lif {
+                decay,
+                threshold: 3000,
+                reset,
+            };
+            let n = 70;
+            let mut v: Vec<i16> = (0..n).map(|i| (i as i16 - 35) * 900).collect();
+            let mut v_ref = v.clone();
+            for t in 0..5 {
+                let input: Vec<i32> = (0..n as i32)
+                    .map(|i| ((i * 7919 + t * 104_729) % 20_000) - 9_000)
+                    .collect();
+                let mut spikes = [0u32; 3];
+                let k = layer(&lif, &mut v, &input, &mut spikes);
+                let mut k_ref = 0;
+                for i in 0..n {
+                    let fired = step(&lif, &mut v_ref[i], input[i]);
+                    k_ref += fired as u32;
+                    assert_eq!(bits::get(&spikes, i), fired, "{decay:?} {reset:?} t{t} i{i}");
+                }
+                assert_eq!((k, &v), (k_ref, &v_ref), "{decay:?} {reset:?} t{t}");
+            }
+        }
     }
 
     #[test]

@@ -5,40 +5,59 @@
 //! non-zero input is one synaptic operation.
 
 use crate::bits;
-use crate::weights::{with_rows, Rows, Weights};
+use crate::weights::{with_kernel, RowKernel, Weights};
 
 /// `acc = W^T s` for a bit-packed input of `inputs` spikes; `acc.len()` = outputs
 /// (zeroed first). Returns the synaptic operations executed.
 pub fn from_spikes(spikes: &[u32], inputs: usize, weights: Weights, acc: &mut [i32]) -> u64 {
     let n = acc.len();
-    acc.fill(0);
-    let mut active = 0u64;
-    with_rows!(weights, n, |rows| {
+    crate::fill::zero(acc);
+    if n == 0 {
+        return 0;
+    }
+    let spikes = &spikes[..bits::words(inputs)];
+    let a = acc.as_mut_ptr();
+    let active = with_kernel!(weights, inputs, n, |kern, w| {
+        let mut active = 0usize;
         bits::for_each_set(spikes, inputs, |i| {
-            rows.add(i, acc);
+            // SAFETY: i < inputs rows (checked by `with_kernel!`), `n` accumulators.
+            unsafe { kern.add(w.add(i * kern.stride()), a) };
             active += 1;
-        })
+        });
+        active
     });
-    active * n as u64
+    active as u64 * n as u64
 }
 
 /// `acc = W^T x` for small non-negative inputs (spike counts); `acc.len()` = outputs
 /// (zeroed first). Returns the synaptic operations executed.
 pub fn from_counts(counts: &[u8], weights: Weights, acc: &mut [i32]) -> u64 {
     let n = acc.len();
-    acc.fill(0);
-    let mut active = 0u64;
-    with_rows!(weights, n, |rows| {
+    crate::fill::zero(acc);
+    if n == 0 {
+        return 0;
+    }
+    let a = acc.as_mut_ptr();
+    let active = with_kernel!(weights, counts.len(), n, |kern, w| {
+        let mut active = 0usize;
         for (i, &c) in counts.iter().enumerate() {
-            match c {
-                0 => {}
-                1 => rows.add(i, acc),
-                _ => rows.mla(i, c as i32, acc),
+            if c == 0 {
+                continue;
             }
-            active += (c != 0) as u64;
+            // SAFETY: i < counts.len() rows (checked by `with_kernel!`), `n` accumulators.
+            unsafe {
+                let row = w.add(i * kern.stride());
+                if c == 1 {
+                    kern.add(row, a);
+                } else {
+                    kern.mla(row, c as i32, a);
+                }
+            }
+            active += 1;
         }
+        active
     });
-    active * n as u64
+    active as u64 * n as u64
 }
 
 #[cfg(test)]

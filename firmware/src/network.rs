@@ -617,7 +617,10 @@ impl<'a> Network<'a> {
         }
         let l = &plan.layout;
         ws.membranes[..l.membranes_i16].fill(0);
-        ws.currents[..l.currents_i32].fill(0);
+        // Every other current is written before it is read in each step: only the
+        // backward-edge nodes (read at t = 0) and the class scores start at zero.
+        crate::fill::zero(&mut ws.currents[plan.persistent_off..plan.reduction_off]);
+        crate::fill::zero(&mut ws.currents[plan.scores_off..l.currents_i32]);
         let (mut spikes, mut synops) = (0u64, 0u64);
 
         // Direct encoding: the stem current is the same at every step.
@@ -690,7 +693,9 @@ impl<'a> Network<'a> {
                 }
                 for j in 1..=3u8 {
                     let dst_range = node(j);
-                    ws.currents[dst_range.clone()].fill(0);
+                    // The first edge into the node stores (sat(0 + x) = x), the others
+                    // accumulate; a node without edges is zero.
+                    let mut written = false;
                     let mut conv_index = 0;
                     for e in st.cell.edges {
                         let v_off = mem + conv_index * n;
@@ -698,11 +703,21 @@ impl<'a> Network<'a> {
                         if e.to != j {
                             continue;
                         }
+                        if matches!(e.op, Op::Zero) {
+                            continue;
+                        }
                         let (src, dst) = split(ws.currents, node(e.from), dst_range.clone());
+                        let mode = if written {
+                            Mode::Accumulate
+                        } else {
+                            Mode::Store
+                        };
+                        written = true;
                         match &e.op {
                             Op::Zero => {}
+                            Op::Skip if mode == Mode::Store => dst.copy_from_slice(src),
                             Op::Skip => add::accumulate(src, dst),
-                            Op::AvgPool3 => avgpool3::accumulate(src, g.c, g.h, g.w, dst),
+                            Op::AvgPool3 => avgpool3::pool(src, g.c, g.h, g.w, dst, mode),
                             Op::Conv { lif, conv } => {
                                 let v = &mut ws.membranes[v_off..v_off + n];
                                 spikes += lif::layer(lif, v, src, ws.spikes) as u64;
@@ -725,10 +740,13 @@ impl<'a> Network<'a> {
                                     &conv.requant,
                                     g.c,
                                     dst,
-                                    Mode::Accumulate,
+                                    mode,
                                 );
                             }
                         }
+                    }
+                    if !written {
+                        crate::fill::zero(&mut ws.currents[dst_range]);
                     }
                 }
                 mem += conv_edges(&st.cell) * n;

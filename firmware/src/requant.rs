@@ -85,6 +85,147 @@ impl Requant<'_> {
     }
 }
 
+/// [`requantize`] for one shift, decoded once per layer so that the per-element work is
+/// 32-bit: one `SMLAL`-style 64-bit product, a funnel shift and a saturating add. Every
+/// variant returns exactly what [`requantize`] returns (the unit tests compare them).
+pub(crate) trait Requantizer: Copy {
+    /// `requantize(acc, mult, shift, bias)`.
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32;
+}
+
+/// `shift = 0`: the general formula.
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftZero;
+
+/// `1 <= shift <= 31`: the shifted product may exceed 32 bits (then the general formula).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftLow(pub u32);
+
+/// `32 <= shift <= 62`: the shifted product always fits 32 bits (`|acc * mult| <= 2^62`).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftHigh(pub u32);
+
+impl Requantizer for ShiftZero {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        requantize(acc, mult, 0, bias)
+    }
+}
+
+impl Requantizer for ShiftLow {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        let s = self.0;
+        if NO_LONG_MUL && s >= 17 && narrow(acc) {
+            return requantize_narrow(acc, mult, s, bias);
+        }
+        // Bits s..s+32 of t = acc * mult + 2^(s-1) (`v`), and the bits above them (`top`):
+        // t >> s fits i32 iff `top` is the sign extension of `v`.
+        let (v, top) = funnel_shift(acc, mult, s);
+        if top == v >> 31 {
+            // Both terms fit i32, so the i32 saturating add is the i64 sum saturated.
+            v.saturating_add(bias)
+        } else {
+            requantize(acc, mult, s as u8, bias)
+        }
+    }
+}
+
+/// True on cores without a 32x32 -> 64-bit multiply (ARMv6-M: Cortex-M0/M0+), where an
+/// `i64` product and shift are library calls (`__aeabi_lmul`, `__aeabi_lasr`).
+const NO_LONG_MUL: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// `|acc| <= 2^15` (`acc` in `-2^15..2^15`).
+#[inline(always)]
+fn narrow(acc: i32) -> bool {
+    (acc as u32).wrapping_add(1 << 15) < 1 << 16
+}
+
+/// [`requantize`] with 32-bit multiplies only, for `-2^15 <= acc < 2^15` and
+/// `17 <= shift <= 46`: with `mult = mh * 2^16 + ml` (`ml` unsigned 16-bit),
+/// `floor(t / 2^16) = acc * mh + floor(acc * ml / 2^16) + 2^(shift-17)` exactly (the
+/// rounding term is a multiple of 2^16), every term and the sum fit `i32`, and the rest
+/// of the shift is one arithmetic shift of the sum.
+#[inline(always)]
+pub(crate) fn requantize_narrow(acc: i32, mult: i32, shift: u32, bias: i32) -> i32 {
+    let (mh, ml) = (mult >> 16, mult & 0xffff);
+    let sum = acc * mh + ((acc * ml) >> 16) + (1 << (shift - 17));
+    (sum >> (shift - 16)).saturating_add(bias)
+}
+
+/// `((t >> s) as i32, (t >> (s + 32)) as i32)` for `t = acc * mult + 2^(s-1)`, `1 <= s <= 31`.
+#[inline(always)]
+fn funnel_shift(acc: i32, mult: i32, s: u32) -> (i32, i32) {
+    #[cfg(all(target_arch = "arm", target_feature = "thumb2"))]
+    {
+        // One SMLAL onto the rounding term, then the 64-bit shift in 4 instructions
+        // (the compiler's version masks the shift amounts: 7 or more).
+        let (v, top): (i32, i32);
+        // SAFETY: register-only arithmetic; 1 <= s <= 31 so both shifts are defined.
+        unsafe {
+            core::arch::asm!(
+                "smlal {lo}, {hi}, {a}, {m}",
+                "lsr.w {lo}, {lo}, {s}",
+                "lsl.w {t}, {hi}, {ls}",
+                "orr.w {lo}, {lo}, {t}",
+                "asr.w {hi}, {hi}, {s}",
+                lo = inout(reg) 1u32 << (s - 1) => v,
+                hi = inout(reg) 0i32 => top,
+                a = in(reg) acc,
+                m = in(reg) mult,
+                s = in(reg) s,
+                ls = in(reg) 32 - s,
+                t = out(reg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        (v, top)
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "thumb2")))]
+    {
+        let t = acc as i64 * mult as i64 + (1i64 << (s - 1));
+        ((t >> s) as i32, (t >> (s + 32)) as i32)
+    }
+}
+
+impl Requantizer for ShiftHigh {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        if NO_LONG_MUL && self.0 <= 46 && narrow(acc) {
+            return requantize_narrow(acc, mult, self.0, bias);
+        }
+        let t = acc as i64 * mult as i64 + (1i64 << (self.0 - 1));
+        // t >> shift = (high word of t) >> (shift - 32), |t| < 2^63, so it fits i32.
+        (((t >> 32) as i32) >> (self.0 - 32)).saturating_add(bias)
+    }
+}
+
+/// Runs `$body` with `$r` bound to the [`Requantizer`] for `$shift` (`<= MAX_SHIFT`).
+macro_rules! with_requantizer {
+    ($shift:expr, |$r:ident| $body:expr) => {{
+        let shift: u8 = $shift;
+        assert!(
+            shift <= $crate::requant::MAX_SHIFT,
+            "requant shift {shift} > 62"
+        );
+        match shift {
+            0 => {
+                let $r = $crate::requant::ShiftZero;
+                $body
+            }
+            1..=31 => {
+                let $r = $crate::requant::ShiftLow(shift as u32);
+                $body
+            }
+            _ => {
+                let $r = $crate::requant::ShiftHigh(shift as u32);
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_requantizer;
+
 /// How a kernel writes its output current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -95,6 +236,31 @@ pub enum Mode {
     Accumulate,
 }
 
+/// One channel of [`hwc_to_chw`]: `out[i] (=|+=) r(acc[i * stride])` for `i < out.len()`.
+#[inline(always)]
+fn channel<R: Requantizer, const ACC: bool>(
+    r: R,
+    acc: &[i32],
+    stride: usize,
+    m: i32,
+    b: i32,
+    out: &mut [i32],
+) {
+    if out.is_empty() {
+        return;
+    }
+    // One check for the whole channel instead of one per element.
+    assert!((out.len() - 1) * stride < acc.len());
+    let mut src = acc.as_ptr();
+    for o in out.iter_mut() {
+        // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len().
+        let a = unsafe { *src };
+        src = src.wrapping_add(stride);
+        let v = r.apply(a, m, b);
+        *o = if ACC { o.saturating_add(v) } else { v };
+    }
+}
+
 /// Requantises `[p][c]` accumulators (`p` = pixel, `channels` inner) into a `[c][p]`
 /// current map, storing or accumulating.
 pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], mode: Mode) {
@@ -102,30 +268,28 @@ pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], m
         return;
     }
     let plane = acc.len() / channels;
-    for c in 0..channels {
-        let (m, b) = (rq.mult[c], rq.bias[c]);
-        let dst = &mut out[c * plane..(c + 1) * plane];
-        let src = acc[c..].iter().step_by(channels);
-        match mode {
-            Mode::Store => {
-                for (o, &a) in dst.iter_mut().zip(src) {
-                    *o = requantize(a, m, rq.shift, b);
-                }
-            }
-            Mode::Accumulate => {
-                for (o, &a) in dst.iter_mut().zip(src) {
-                    *o = o.saturating_add(requantize(a, m, rq.shift, b));
-                }
+    let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
+    let out = &mut out[..channels * plane];
+    with_requantizer!(rq.shift, |r| {
+        for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+            let (m, b, src) = (mult[c], bias[c], &acc[c..]);
+            match mode {
+                Mode::Store => channel::<_, false>(r, src, channels, m, b, dst),
+                Mode::Accumulate => channel::<_, true>(r, src, channels, m, b, dst),
             }
         }
-    }
+    })
 }
 
 /// Requantises a vector in place, element `o` with channel `o` (linear layers).
 pub fn in_place(values: &mut [i32], rq: &Requant) {
-    for (o, v) in values.iter_mut().enumerate() {
-        *v = rq.apply(*v, o);
-    }
+    let n = values.len();
+    let (mult, bias) = (&rq.mult[..n], &rq.bias[..n]);
+    with_requantizer!(rq.shift, |r| {
+        for ((v, &m), &b) in values.iter_mut().zip(mult).zip(bias) {
+            *v = r.apply(*v, m, b);
+        }
+    })
 }
 
 /// Per-channel affine on a `[c][plane]` current map: `out[c][i] = requantize(input[c][i])`
@@ -144,6 +308,109 @@ pub fn affine_chw(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every decoded requantiser equals the formula, near every boundary of every shift.
+    #[test]
+    fn requantizers_match_the_formula() {
+        let accs = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30),
+            -65536,
+            -4097,
+            -3,
+            -2,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            4095,
+            65535,
+            1 << 30,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        let mults = [
+            i32::MIN,
+            -(1 << 30) - 12345,
+            -3,
+            -1,
+            0,
+            1,
+            2,
+            7,
+            1 << 30,
+            (1 << 30) + 987_654,
+            i32::MAX,
+        ];
+        let biases = [i32::MIN, -1_000_000, -5, 0, 5, 1_000_000, i32::MAX];
+        let mut x = 0x1234_5678u32;
+        for shift in 0..=MAX_SHIFT {
+            for &m in &mults {
+                for &b in &biases {
+                    let check = |a: i32| {
+                        let want = requantize(a, m, shift, b);
+                        let got = with_requantizer!(shift, |r| r.apply(a, m, b));
+                        assert_eq!(got, want, "acc {a} mult {m} shift {shift} bias {b}");
+                    };
+                    for &a in &accs {
+                        check(a);
+                    }
+                    for _ in 0..8 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        check(x as i32 >> (x % 24));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 32-bit path of cores without a long multiply, over its whole domain's edges.
+    #[test]
+    fn narrow_path_matches_the_formula() {
+        let accs = [
+            -32768, -32767, -4097, -2, -1, 0, 1, 2, 255, 4096, 32766, 32767,
+        ];
+        let mults = [
+            i32::MIN,
+            -(1 << 30) - 77,
+            -65537,
+            -65536,
+            -1,
+            0,
+            1,
+            65535,
+            65536,
+        ];
+        let mults = mults.iter().chain(&[(1 << 30) + 12_345, i32::MAX]);
+        let mut x = 0x9e37_79b9u32;
+        for shift in 17..=46u32 {
+            for &m in mults.clone() {
+                for b in [i32::MIN, -3, 0, 9, i32::MAX] {
+                    let check = |a: i32| {
+                        assert_eq!(
+                            requantize_narrow(a, m, shift, b),
+                            requantize(a, m, shift as u8, b),
+                            "acc {a} mult {m} shift {shift} bias {b}"
+                        );
+                    };
+                    for &a in &accs {
+                        check(a);
+                    }
+                    for _ in 0..16 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        check((x as i32) >> 16);
+                    }
+                }
+            }
+        }
+        assert!(narrow(-32768) && narrow(32767) && !narrow(32768) && !narrow(-32769));
+    }
 
     #[test]
     fn rounds_half_up_and_adds_bias() {

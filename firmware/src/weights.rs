@@ -158,65 +158,365 @@ pub fn mla_row_i4(acc: &mut [i32], x: i32, w: &[u8]) {
     }
 }
 
-/// Row access shared by the kernels: `add`/`mla` row `r` into `acc` (`acc.len()` = n).
-pub(crate) trait Rows {
-    fn add(&self, r: usize, acc: &mut [i32]);
-    fn mla(&self, r: usize, x: i32, acc: &mut [i32]);
+/// True on cores without unaligned word loads (ARMv6-M: Cortex-M0/M0+), where the row
+/// kernels read weights byte by byte; elsewhere they read 4 int8 (or 8 int4) weights with
+/// one (possibly unaligned) word load and sign-extend each byte in a register.
+const BYTE_LOADS: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// A row kernel: the inner loop of every weight layer, for one storage format and one
+/// row length. Offsets are in storage elements (bytes), accumulators are raw pointers:
+/// the callers check the bounds once per layer, not once per row.
+pub(crate) trait RowKernel: Copy {
+    /// Storage bytes per row.
+    fn stride(self) -> usize;
+    /// `acc[j] += w[j]` for `j < n`.
+    ///
+    /// # Safety
+    /// `w..w + stride` must be readable and `acc..acc + n` writable (and not aliased).
+    unsafe fn add(self, w: *const u8, acc: *mut i32);
+    /// `acc[j] += x * w[j]` for `j < n`.
+    ///
+    /// # Safety
+    /// As [`RowKernel::add`].
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32);
 }
 
-/// int8 rows of `n` weights.
-pub(crate) struct RowsI8<'a> {
-    pub w: &'a [i8],
-    pub n: usize,
-}
-
-/// int4 rows of `n` weights, `ceil(n / 2)` bytes each.
-pub(crate) struct RowsI4<'a> {
-    pub w: &'a [u8],
-    pub stride: usize,
-}
-
-impl Rows for RowsI8<'_> {
-    #[inline(always)]
-    fn add(&self, r: usize, acc: &mut [i32]) {
-        add_row_i8(acc, &self.w[r * self.n..(r + 1) * self.n]);
-    }
-    #[inline(always)]
-    fn mla(&self, r: usize, x: i32, acc: &mut [i32]) {
-        mla_row_i8(acc, x, &self.w[r * self.n..(r + 1) * self.n]);
-    }
-}
-
-impl Rows for RowsI4<'_> {
-    #[inline(always)]
-    fn add(&self, r: usize, acc: &mut [i32]) {
-        add_row_i4(acc, &self.w[r * self.stride..(r + 1) * self.stride]);
-    }
-    #[inline(always)]
-    fn mla(&self, r: usize, x: i32, acc: &mut [i32]) {
-        mla_row_i4(acc, x, &self.w[r * self.stride..(r + 1) * self.stride]);
+/// `*a = *a + v` (wrapping).
+#[inline(always)]
+unsafe fn acc_add(a: *mut i32, v: i32) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        *a = (*a).wrapping_add(v);
     }
 }
 
-/// Calls `f` with the monomorphised row reader for `weights` (rows of `n` weights).
-macro_rules! with_rows {
-    ($weights:expr, $n:expr, |$rows:ident| $body:expr) => {
-        match $weights {
+/// int8 row of `n` weights: word loads of 4 weights, bytes for the tail.
+#[inline(always)]
+unsafe fn add_i8(w: *const u8, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if DSP_ASM {
+            // Groups of 8 with a down-counter (2 loop instructions per 8 accumulates).
+            let (mut wp, mut ap) = (w, acc);
+            let mut g = n / 8;
+            while g > 0 {
+                add4_i8_dsp(&mut wp, &mut ap);
+                add4_i8_dsp(&mut wp, &mut ap);
+                g -= 1;
+            }
+            if n & 4 != 0 {
+                add4_i8_dsp(&mut wp, &mut ap);
+            }
+            j = n & !3;
+        } else if !BYTE_LOADS {
+            while j + 4 <= n {
+                let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                acc_add(a, word as i8 as i32);
+                acc_add(a.add(1), (word >> 8) as i8 as i32);
+                acc_add(a.add(2), (word >> 16) as i8 as i32);
+                acc_add(a.add(3), (word as i32) >> 24);
+                j += 4;
+            }
+        }
+        while j < n {
+            acc_add(acc.add(j), *w.add(j) as i8 as i32);
+            j += 1;
+        }
+    }
+}
+
+/// True where [`add4_i8_dsp`] is the ARMv7E-M assembly (the DSP extension's SXTAB).
+const DSP_ASM: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
+
+/// `acc[0..4] += w[0..4]` (int8) and advances both pointers by 4 elements: one word load
+/// of the weights, one LDM and one STM of the accumulators and one SXTAB per weight
+/// (7 instructions for 4 accumulates; the compiler's own code needs 12 to 14). The
+/// weight load may be unaligned (allowed for LDR on ARMv7-M); `acc` is i32-aligned.
+///
+/// # Safety
+/// `*w..*w + 4` readable, `*acc..*acc + 4` writable.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn add4_i8_dsp(w: &mut *const u8, acc: &mut *mut i32) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r3.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}], #4",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sxtab r0, r0, {t}",
+            "sxtab r1, r1, {t}, ror #8",
+            "sxtab r2, r2, {t}, ror #16",
+            "add.w r3, r3, {t}, asr #24",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            w = inout(reg) *w,
+            a = inout(reg) *acc,
+            t = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// `acc[0..8] += w[0..8]` (int4, one word of 8 nibbles, weight `k` in bits `4k..4k+4`)
+/// and advances `w` by 4 bytes and `acc` by 8 elements: one SBFX and one ADD per weight
+/// (the last one a single ADD with ASR #28), two LDM/STM pairs.
+///
+/// # Safety
+/// `*w..*w + 4` readable, `*acc..*acc + 8` writable.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn add8_i4_dsp(w: &mut *const u8, acc: &mut *mut i32) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r3.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}], #4",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sbfx {u}, {t}, #0, #4",
+            "add r0, r0, {u}",
+            "sbfx {u}, {t}, #4, #4",
+            "add r1, r1, {u}",
+            "sbfx {u}, {t}, #8, #4",
+            "add r2, r2, {u}",
+            "sbfx {u}, {t}, #12, #4",
+            "add r3, r3, {u}",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sbfx {u}, {t}, #16, #4",
+            "add r0, r0, {u}",
+            "sbfx {u}, {t}, #20, #4",
+            "add r1, r1, {u}",
+            "sbfx {u}, {t}, #24, #4",
+            "add r2, r2, {u}",
+            "add.w r3, r3, {t}, asr #28",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            w = inout(reg) *w,
+            a = inout(reg) *acc,
+            t = out(reg) _,
+            u = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn add8_i4_dsp(_w: &mut *const u8, _acc: &mut *mut i32) {
+    unreachable!("add8_i4_dsp is only called on ARMv7E-M")
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn add4_i8_dsp(_w: &mut *const u8, _acc: &mut *mut i32) {
+    unreachable!("add4_i8_dsp is only called on ARMv7E-M")
+}
+
+#[inline(always)]
+unsafe fn mla_i8(w: *const u8, x: i32, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if !BYTE_LOADS {
+            while j + 4 <= n {
+                let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                acc_add(a, x.wrapping_mul(word as i8 as i32));
+                acc_add(a.add(1), x.wrapping_mul((word >> 8) as i8 as i32));
+                acc_add(a.add(2), x.wrapping_mul((word >> 16) as i8 as i32));
+                acc_add(a.add(3), x.wrapping_mul((word as i32) >> 24));
+                j += 4;
+            }
+        }
+        while j < n {
+            acc_add(acc.add(j), x.wrapping_mul(*w.add(j) as i8 as i32));
+            j += 1;
+        }
+    }
+}
+
+/// Sign-extended nibble `k` (0..8) of a little-endian word of packed int4 weights.
+#[inline(always)]
+const fn nibble(word: u32, k: u32) -> i32 {
+    ((word << (28 - 4 * k)) as i32) >> 28
+}
+
+/// int4 row of `n` weights (`ceil(n / 2)` bytes): words of 8 weights, bytes for the tail.
+#[inline(always)]
+unsafe fn add_i4(w: *const u8, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if DSP_ASM {
+            let (mut wp, mut ap) = (w, acc);
+            for _ in 0..n / 8 {
+                add8_i4_dsp(&mut wp, &mut ap);
+            }
+            j = n & !7;
+        } else if !BYTE_LOADS {
+            while j + 8 <= n {
+                let word = u32::from_le((w.add(j / 2) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                for k in 0..8 {
+                    acc_add(a.add(k), nibble(word, k as u32));
+                }
+                j += 8;
+            }
+        }
+        while j + 2 <= n {
+            let b = *w.add(j / 2);
+            acc_add(acc.add(j), low_nibble(b));
+            acc_add(acc.add(j + 1), high_nibble(b));
+            j += 2;
+        }
+        if j < n {
+            acc_add(acc.add(j), low_nibble(*w.add(j / 2)));
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn mla_i4(w: *const u8, x: i32, acc: *mut i32, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        let mut j = 0;
+        if !BYTE_LOADS {
+            while j + 8 <= n {
+                let word = u32::from_le((w.add(j / 2) as *const u32).read_unaligned());
+                let a = acc.add(j);
+                for k in 0..8 {
+                    acc_add(a.add(k), x.wrapping_mul(nibble(word, k as u32)));
+                }
+                j += 8;
+            }
+        }
+        while j + 2 <= n {
+            let b = *w.add(j / 2);
+            acc_add(acc.add(j), x.wrapping_mul(low_nibble(b)));
+            acc_add(acc.add(j + 1), x.wrapping_mul(high_nibble(b)));
+            j += 2;
+        }
+        if j < n {
+            acc_add(acc.add(j), x.wrapping_mul(low_nibble(*w.add(j / 2))));
+        }
+    }
+}
+
+/// int8 rows of a length known at compile time (fully unrolled inner loop).
+#[derive(Clone, Copy)]
+pub(crate) struct I8Fixed<const N: usize>;
+
+/// int8 rows of any length.
+#[derive(Clone, Copy)]
+pub(crate) struct I8Any(pub usize);
+
+/// int4 rows of any length.
+#[derive(Clone, Copy)]
+pub(crate) struct I4Any(pub usize);
+
+impl<const N: usize> RowKernel for I8Fixed<N> {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        N
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i8(w, acc, N) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i8(w, x, acc, N) }
+    }
+}
+
+impl RowKernel for I8Any {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        self.0
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i8(w, acc, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i8(w, x, acc, self.0) }
+    }
+}
+
+impl RowKernel for I4Any {
+    #[inline(always)]
+    fn stride(self) -> usize {
+        self.0.div_ceil(2)
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i4(w, acc, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i4(w, x, acc, self.0) }
+    }
+}
+
+/// Runs `$body` with `$k` bound to the row kernel for `$weights` (rows of `$n` weights)
+/// and `$w: *const u8` to the start of the storage, after checking that the storage
+/// holds `$rows` rows (a panic otherwise, as a slice index would). Common row lengths
+/// get a fully unrolled kernel.
+macro_rules! with_kernel {
+    ($weights:expr, $rows:expr, $n:expr, |$k:ident, $w:ident| $body:expr) => {{
+        let (n, rows) = ($n, $rows);
+        let weights: $crate::weights::Weights = $weights;
+        assert!(
+            weights.len() >= weights.storage_len(rows, n),
+            "weights hold {} bytes, {} rows of {} need {}",
+            weights.len(),
+            rows,
+            n,
+            weights.storage_len(rows, n)
+        );
+        match weights {
             $crate::weights::Weights::I8(w) => {
-                let $rows = $crate::weights::RowsI8 { w, n: $n };
-                $body
+                let $w = w.as_ptr() as *const u8;
+                match n {
+                    8 => {
+                        let $k = $crate::weights::I8Fixed::<8>;
+                        $body
+                    }
+                    16 => {
+                        let $k = $crate::weights::I8Fixed::<16>;
+                        $body
+                    }
+                    _ => {
+                        let $k = $crate::weights::I8Any(n);
+                        $body
+                    }
+                }
             }
             $crate::weights::Weights::I4(w) => {
-                let $rows = $crate::weights::RowsI4 {
-                    w,
-                    stride: ($n).div_ceil(2),
-                };
+                let $w = w.as_ptr();
+                let $k = $crate::weights::I4Any(n);
                 $body
             }
         }
-    };
+    }};
 }
-pub(crate) use with_rows;
+pub(crate) use with_kernel;
 
 #[cfg(test)]
 mod tests {
@@ -247,6 +547,48 @@ mod tests {
         }
         assert_eq!(pack_i4(&[8], 1, &mut [0u8]), Err(0));
         assert_eq!(pack_i4(&[1, 2, 3], 2, &mut [0u8; 2]), Err(3));
+    }
+
+    /// Every row kernel against the portable row functions, for every length up to 40.
+    #[test]
+    fn kernels_match_the_row_functions() {
+        fn check<K: RowKernel>(k: K, n: usize, w8: &[i8], w4: &[u8], int4: bool) {
+            let mut want = vec![5i32; n];
+            let mut got = vec![5i32; n + 1];
+            // SAFETY: the row holds `stride` bytes and `got` n (+1 guard) accumulators.
+            unsafe {
+                let w: *const u8 = if int4 {
+                    w4.as_ptr()
+                } else {
+                    w8.as_ptr().cast()
+                };
+                k.add(w, got.as_mut_ptr());
+                k.mla(w, -3, got.as_mut_ptr());
+            }
+            if int4 {
+                add_row_i4(&mut want, w4);
+                mla_row_i4(&mut want, -3, w4);
+            } else {
+                add_row_i8(&mut want, w8);
+                mla_row_i8(&mut want, -3, w8);
+            }
+            assert_eq!(&got[..n], want, "n = {n} int4 {int4}");
+            assert_eq!(got[n], 5, "n = {n}: no write past the row");
+        }
+        for n in 1..=40usize {
+            let w8: Vec<i8> = (0..n).map(|j| ((j * 73 + 11) % 256) as u8 as i8).collect();
+            let small: Vec<i8> = (0..n).map(|j| ((j * 5 + 3) % 16) as i8 - 8).collect();
+            let mut w4 = vec![0u8; n.div_ceil(2)];
+            pack_i4(&small, n, &mut w4).unwrap();
+            check(I8Any(n), n, &w8, &w4, false);
+            check(I4Any(n), n, &small, &w4, true);
+            if n == 8 {
+                check(I8Fixed::<8>, n, &w8, &w4, false);
+            }
+            if n == 16 {
+                check(I8Fixed::<16>, n, &w8, &w4, false);
+            }
+        }
     }
 
     #[test]
