@@ -356,7 +356,11 @@ mod tests {
                 for i in 0..n {
                     let fired = step(&lif, &mut v_ref[i], input[i]);
                     k_ref += fired as u32;
-                    assert_eq!(bits::get(&spikes, i), fired, "{decay:?} {reset:?} t{t} i{i}");
+                    assert_eq!(
+                        bits::get(&spikes, i),
+                        fired,
+                        "{decay:?} {reset:?} t{t} i{i}"
+                    );
                 }
                 assert_eq!((k, &v), (k_ref, &v_ref), "{decay:?} {reset:?} t{t}");
             }
