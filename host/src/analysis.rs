@@ -238,15 +238,21 @@ pub fn analyze(
     if let Some(c3) = ops.iter_mut().find(|o| o.op == Op::Conv3x3) {
         c3.kept = true;
     }
-    // Backward edges: the same cells with one forward edge 1->3 turned into 3->1.
+    // Backward edges: the same cells with a backward edge 2->1 (node 2's previous value
+    // into node 1) added where the pair (1, 2) has no forward edge.
     let mut back_trials = Vec::new();
+    let mut draws = 0usize;
     while back_trials.len() < cfg.cells_per_op {
-        let mut cell = crate::search::random_cell(&mut rng);
-        if cell.ops[0][1] == Op::Zero || cell.ops[1][3] == Op::Zero {
+        draws += 1;
+        if draws > 100_000 {
+            break;
+        }
+        let forward = crate::search::random_cell(&mut rng);
+        if forward.ops[1][2] != Op::Zero {
             continue;
         }
-        let forward = cell;
-        cell.ops[3][1] = Op::Conv3x3;
+        let mut cell = forward;
+        cell.ops[2][1] = Op::Conv3x3;
         let Ok(backward) = cell.validated() else {
             continue;
         };
@@ -346,6 +352,25 @@ pub fn analyze(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backward_variants_exist_for_random_cells() {
+        // The construction the analysis uses must find valid backward cells quickly.
+        let mut rng = Rng::new(5);
+        let mut found = 0;
+        for _ in 0..2000 {
+            let f = crate::search::random_cell(&mut rng);
+            if f.ops[1][2] != Op::Zero {
+                continue;
+            }
+            let mut c = f;
+            c.ops[2][1] = Op::Conv3x3;
+            if c.validated().is_ok_and(|b| b.has_backward()) {
+                found += 1;
+            }
+        }
+        assert!(found > 20, "{found}");
+    }
 
     #[test]
     fn replacement_removes_the_op_and_keeps_validity() {
