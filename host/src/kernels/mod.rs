@@ -11,6 +11,7 @@ mod bn;
 mod conv;
 mod lif;
 mod pool;
+mod reduce;
 mod runtime;
 mod sparse;
 
