@@ -269,4 +269,6 @@ pub fn conv2d_flop(
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_determinism;
+#[cfg(test)]
 mod tests_fused;
