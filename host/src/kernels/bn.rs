@@ -11,6 +11,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::reduce::{ordered_partials, sum_in_order};
+
 use super::{cpu_f32, KernelError};
 
 /// Rows (one channel's run of `inner` contiguous values) per rayon task, at least.
@@ -60,25 +62,19 @@ fn channel_sums(
     f: impl Fn(usize, usize, &mut f64, &mut f64) + Sync,
 ) -> (Vec<f64>, Vec<f64>) {
     let c = d.c;
-    let acc = (0..d.rows())
-        .into_par_iter()
-        .with_min_len(d.min_rows())
-        .fold(
-            || vec![0f64; 2 * c],
-            |mut acc, r| {
-                let ch = r % c;
-                let (a, b) = acc.split_at_mut(c);
-                f(r, ch, &mut a[ch], &mut b[ch]);
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f64; 2 * c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
-            },
-        );
+    // Fixed chunks of rows, partials summed in chunk order: bit-identical runs.
+    let parts = ordered_partials(
+        d.rows(),
+        d.min_rows(),
+        || vec![0f64; 2 * c],
+        |mut acc, r| {
+            let ch = r % c;
+            let (a, b) = acc.split_at_mut(c);
+            f(r, ch, &mut a[ch], &mut b[ch]);
+            acc
+        },
+    );
+    let acc = sum_in_order(parts, 2 * c);
     let (a, b) = acc.split_at(c);
     (a.to_vec(), b.to_vec())
 }

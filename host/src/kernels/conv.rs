@@ -17,6 +17,8 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::reduce::{ordered_partials, sum_in_order};
+
 use super::{cpu_f32, sparse, KernelError};
 
 /// Shape of one convolution: everything the kernels need, derived from the layouts.
@@ -386,44 +388,36 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let x_len = g.cin * g.h * g.w;
     let y_len = g.cout * p;
     let pointwise = g.is_pointwise();
-    (0..g.n)
-        .into_par_iter()
-        .fold(
-            || (vec![0.0f32; g.cout * kd], Vec::<f32>::new()),
-            |(mut dw, mut col), n| {
-                let xn = &x[n * x_len..(n + 1) * x_len];
-                let rhs: &[f32] = if pointwise {
-                    xn
-                } else {
-                    col.resize(kd * p, 0.0);
-                    im2col(xn, g, &mut col);
-                    &col
-                };
-                let dyn_ = &dy[n * y_len..(n + 1) * y_len];
-                // rhs^T (P x K): element (q, r) = rhs[r*P + q].
-                matmul(
-                    (g.cout, kd, p),
-                    &mut dw,
-                    (kd, 1),
-                    true,
-                    dyn_,
-                    (p, 1),
-                    rhs,
-                    (1, p),
-                );
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce(
-            || vec![0.0f32; g.cout * kd],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += *y;
-                }
-                a
-            },
-        )
+    // Fixed chunks of samples, partials summed in chunk order: bit-identical runs.
+    let parts = ordered_partials(
+        g.n,
+        1,
+        || (vec![0.0f32; g.cout * kd], Vec::<f32>::new()),
+        |(mut dw, mut col), n| {
+            let xn = &x[n * x_len..(n + 1) * x_len];
+            let rhs: &[f32] = if pointwise {
+                xn
+            } else {
+                col.resize(kd * p, 0.0);
+                im2col(xn, g, &mut col);
+                &col
+            };
+            let dyn_ = &dy[n * y_len..(n + 1) * y_len];
+            // rhs^T (P x K): element (q, r) = rhs[r*P + q].
+            matmul(
+                (g.cout, kd, p),
+                &mut dw,
+                (kd, 1),
+                true,
+                dyn_,
+                (p, 1),
+                rhs,
+                (1, p),
+            );
+            (dw, col)
+        },
+    );
+    sum_in_order(parts.into_iter().map(|(dw, _)| dw).collect(), g.cout * kd)
 }
 
 /// Input gradient `dX_n = col2im(W^T . dY_n)`, returned as (N, Cin, H, W).

@@ -11,6 +11,7 @@ mod bn;
 mod conv;
 mod lif;
 mod pool;
+mod reduce;
 mod runtime;
 mod sparse;
 
@@ -267,5 +268,7 @@ pub fn conv2d_flop(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_determinism;
 #[cfg(test)]
 mod tests_fused;

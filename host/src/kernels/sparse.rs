@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use super::reduce::{ordered_partials, sum_in_order};
+
 use super::conv::Geom;
 
 /// Inputs denser than this go through the dense GEMM path (SNN firing rates are
@@ -146,35 +148,29 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let x_len = g.cin * g.h * g.w;
     let y_len = cout * p;
     let taps = Taps::new(g);
-    let dwt = (0..g.n)
-        .into_par_iter()
-        .fold(
-            || (vec![0.0f32; kd * cout], vec![0.0f32; p * cout]),
-            |(mut dwt, mut dyt), n| {
-                let (xn, dyn_) = (
-                    &x[n * x_len..(n + 1) * x_len],
-                    &dy[n * y_len..(n + 1) * y_len],
-                );
-                with_simd(|| {
-                    transpose(dyn_, cout, p, &mut dyt);
-                    for_each_tap(xn, g, &taps, |row, q| {
-                        add_row(
-                            &mut dwt[row * cout..(row + 1) * cout],
-                            &dyt[q * cout..(q + 1) * cout],
-                        );
-                    });
+    // Fixed chunks of samples, partials summed in chunk order: bit-identical runs.
+    let parts = ordered_partials(
+        g.n,
+        1,
+        || (vec![0.0f32; kd * cout], vec![0.0f32; p * cout]),
+        |(mut dwt, mut dyt), n| {
+            let (xn, dyn_) = (
+                &x[n * x_len..(n + 1) * x_len],
+                &dy[n * y_len..(n + 1) * y_len],
+            );
+            with_simd(|| {
+                transpose(dyn_, cout, p, &mut dyt);
+                for_each_tap(xn, g, &taps, |row, q| {
+                    add_row(
+                        &mut dwt[row * cout..(row + 1) * cout],
+                        &dyt[q * cout..(q + 1) * cout],
+                    );
                 });
-                (dwt, dyt)
-            },
-        )
-        .map(|(dwt, _)| dwt)
-        .reduce(
-            || vec![0.0f32; kd * cout],
-            |mut a, b| {
-                add_row(&mut a, &b);
-                a
-            },
-        );
+            });
+            (dwt, dyt)
+        },
+    );
+    let dwt = sum_in_order(parts.into_iter().map(|(dwt, _)| dwt).collect(), kd * cout);
     let mut dw = vec![0.0f32; cout * kd];
     transpose(&dwt, kd, cout, &mut dw);
     dw
