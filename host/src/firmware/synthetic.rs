@@ -347,29 +347,12 @@ pub fn images(input: &InputShape, count: usize, seed: u64) -> TestSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spikenas_firmware::Workspace;
 
     fn infer_all(net: &Network<'_>, set: &TestSet) -> Vec<(usize, u64, u64)> {
-        let l = net.workspace_layout().unwrap();
-        let (mut m, mut c, mut sp, mut sc, mut b) = (
-            vec![0i16; l.membranes_i16],
-            vec![0i32; l.currents_i32],
-            vec![0u32; l.spikes_u32],
-            vec![0i32; l.scratch_i32],
-            vec![0u8; l.bytes_u8],
-        );
-        let mut ws = Workspace {
-            membranes: &mut m,
-            currents: &mut c,
-            spikes: &mut sp,
-            scratch: &mut sc,
-            bytes: &mut b,
-        };
-        (0..set.len())
-            .map(|i| {
-                let r = net.infer(set.image(i), &mut ws).unwrap();
-                (r.class, r.spikes, r.synops)
-            })
+        crate::firmware::validate::host_run(net, set)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.class, r.spikes, r.synops))
             .collect()
     }
 

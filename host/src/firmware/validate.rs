@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use spikenas_firmware::{Network, Workspace};
+use spikenas_firmware::Network;
 
 use crate::boards::{Profile, Targets};
 use crate::memory::Estimate;
@@ -87,21 +87,8 @@ fn mean(v: &[u64]) -> f64 {
 
 /// Runs `net` on the host on every image of `set`.
 pub fn host_run(net: &Network<'_>, set: &TestSet) -> Result<Vec<ImageResult>, FirmwareError> {
-    let l = net.workspace_layout()?;
-    let (mut m, mut c, mut sp, mut sc, mut b) = (
-        vec![0i16; l.membranes_i16],
-        vec![0i32; l.currents_i32],
-        vec![0u32; l.spikes_u32],
-        vec![0i32; l.scratch_i32],
-        vec![0u8; l.bytes_u8],
-    );
-    let mut ws = Workspace {
-        membranes: &mut m,
-        currents: &mut c,
-        spikes: &mut sp,
-        scratch: &mut sc,
-        bytes: &mut b,
-    };
+    let mut buf = crate::quant::WorkspaceBuf::new(&net.workspace_layout()?);
+    let mut ws = buf.view();
     (0..set.len())
         .map(|i| {
             let r = net.infer(set.image(i), &mut ws)?;
