@@ -47,7 +47,7 @@ pub struct SearchArgs {
     #[arg(long)]
     space: Option<PathBuf>,
     /// Training epochs for the chosen architecture (0: search only).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 15)]
     epochs: usize,
     /// Stop training after this many seconds.
     #[arg(long)]
