@@ -145,7 +145,7 @@ fn body<'a>(
             path: path.to_path_buf(),
             expected: expected as u64,
             actual: bytes.len() as u64,
-            detail: format!("{detail}, after decompression"),
+            detail: format!("{detail}; sizes after gunzip if gzipped"),
         });
     }
     if bytes.len() > expected {
