@@ -55,10 +55,19 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Images, DataError> {
         "IDX u8 images, 3 dimensions N x H x W",
     )?;
     let (count, height, width) = (dims[0], dims[1], dims[2]);
+    let len = count.checked_mul(height).and_then(|n| n.checked_mul(width));
+    let Some(len) = len.filter(|_| height > 0 && width > 0) else {
+        return Err(DataError::Malformed {
+            path: path.to_path_buf(),
+            message: format!(
+                "header declares {count} images of {height}x{width}, not a usable size"
+            ),
+        });
+    };
     let data = body(
         bytes,
         16,
-        count * height * width,
+        len,
         path,
         &format!("header declares {count} images of {height}x{width}"),
     )?;
@@ -136,7 +145,7 @@ fn body<'a>(
             path: path.to_path_buf(),
             expected: expected as u64,
             actual: bytes.len() as u64,
-            detail: format!("{detail}, after decompression"),
+            detail: format!("{detail}; sizes after gunzip if gzipped"),
         });
     }
     if bytes.len() > expected {
@@ -423,6 +432,27 @@ pub(crate) mod tests {
                 ..
             }
         ));
+
+        let mut empty = idx_images(0, 0, 5);
+        let err = parse_images(&empty, p).unwrap_err();
+        assert!(err.to_string().contains("0 images of 0x5"), "{err}");
+        // 2^32-1 images of (2^32-1)^2 pixels overflow: malformed, no huge allocation.
+        empty[4..16].fill(0xff);
+        let err = parse_images(&empty, p).unwrap_err();
+        assert!(matches!(err, DataError::Malformed { .. }), "{err:?}");
+        empty[8..16].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        let err = parse_images(&empty, p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Truncated {
+                    expected: 4294967311,
+                    actual: 16,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
 
         assert_eq!(
             parse_labels(&idx_labels(&[4, 5, 6]), p).unwrap(),

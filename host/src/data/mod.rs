@@ -58,7 +58,7 @@ pub struct Dataset {
 }
 
 /// How [`load`] splits and subsamples.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadOptions {
     /// Seed of every shuffle; the same seed gives identical splits.
     pub seed: u64,

@@ -66,6 +66,21 @@ impl fmt::Display for Source {
     }
 }
 
+/// As its string form, so reports and configs read `"data": "idx:/srv/mnist"`.
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// From its string form; an unknown form is an error listing the accepted ones.
+impl<'de> serde::Deserialize<'de> for Source {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +104,16 @@ mod tests {
             "cifar10:/x".parse::<Source>().unwrap(),
             Source::Cifar10(PathBuf::from("/x"))
         );
+    }
+
+    #[test]
+    fn serde_uses_the_string_form() {
+        let source = Source::Cifar10(PathBuf::from("c10"));
+        let json = serde_json::to_string(&source).unwrap();
+        assert_eq!(json, "\"cifar10:c10\"");
+        assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), source);
+        let err = serde_json::from_str::<Source>("\"svhn\"").unwrap_err();
+        assert!(err.to_string().contains("idx:DIR"), "{err}");
     }
 
     #[test]
