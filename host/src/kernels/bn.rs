@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::reduce::{ordered_partials, sum_in_order};
 
-use super::{cpu_f32, KernelError};
+use super::{check_grad_shape, cpu_f32, KernelError};
 
 /// Rows (one channel's run of `inner` contiguous values) per rayon task, at least.
 const MIN_TASK_ELEMS: usize = 16 * 1024;
@@ -333,14 +333,7 @@ impl candle_core::CustomOp2 for GradSumsOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = cpu_f32(self.name(), "x", s1, l1)?;
         let dy = cpu_f32(self.name(), "dy", s2, l2)?;
-        if l1.dims() != l2.dims() {
-            return Err(KernelError::GradShape {
-                op: self.name(),
-                got: l2.dims().to_vec(),
-                expected: l1.dims().to_vec(),
-            }
-            .into());
-        }
+        check_grad_shape(self.name(), l2.dims(), l1.dims())?;
         let d = Dims::new(l1.dims(), self.cdim)?;
         let inner = d.inner;
         let (sdy, sdyx) = channel_sums(d, |r, ch, a, b| {

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::reduce::{ordered_partials, sum_in_order};
 
-use super::{cpu_f32, sparse, KernelError};
+use super::{check_grad_shape, cpu_f32, sparse, KernelError};
 
 /// Shape of one convolution: everything the kernels need, derived from the layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -547,14 +547,7 @@ impl CustomOp2 for WeightGradOp {
             self.op.stride,
         )?;
         let expect = g.out_dims(l1.dims());
-        if l2.dims() != expect {
-            return Err(KernelError::GradShape {
-                op: self.name(),
-                got: l2.dims().to_vec(),
-                expected: expect.to_vec(),
-            }
-            .into());
-        }
+        check_grad_shape(self.name(), l2.dims(), &expect)?;
         let x = cpu_f32(self.name(), "x", s1, l1)?;
         let dy = cpu_f32(self.name(), "dy", s2, l2)?;
         let dw = if sparse::is_sparse_binary(x) {
@@ -587,14 +580,7 @@ impl CustomOp2 for InputGradOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geom::new(&self.x_dims, l2.dims(), self.op.padding, self.op.stride)?;
         let expect = g.out_dims(&self.x_dims);
-        if l1.dims() != expect {
-            return Err(KernelError::GradShape {
-                op: self.name(),
-                got: l1.dims().to_vec(),
-                expected: expect.to_vec(),
-            }
-            .into());
-        }
+        check_grad_shape(self.name(), l1.dims(), &expect)?;
         let dy = cpu_f32(self.name(), "dy", s1, l1)?;
         let wt = cpu_f32(self.name(), "w", s2, l2)?;
         Ok((

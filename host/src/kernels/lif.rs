@@ -16,7 +16,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, KernelError};
+use super::{check_grad_shape, cpu_f32, KernelError};
 
 /// Reset applied after a spike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -334,14 +334,7 @@ impl CustomOp2 for LifBackwardOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let cur = cpu_f32(self.name(), "currents", s1, l1)?;
         let gs = cpu_f32(self.name(), "grad", s2, l2)?;
-        if l1.dims() != l2.dims() {
-            return Err(KernelError::GradShape {
-                op: self.name(),
-                got: l2.dims().to_vec(),
-                expected: l1.dims().to_vec(),
-            }
-            .into());
-        }
+        check_grad_shape(self.name(), l2.dims(), l1.dims())?;
         let (t_steps, m) = time_steps(l1.dims())?;
         let p = self.params;
         let inv_tau = p.inv_tau();

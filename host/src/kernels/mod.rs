@@ -157,6 +157,23 @@ impl From<KernelError> for candle_core::Error {
 }
 
 /// The contiguous f32 data of a CPU storage, or a typed error naming the argument.
+/// Checks that a gradient has the shape its op expects.
+pub(crate) fn check_grad_shape(
+    op: &'static str,
+    got: &[usize],
+    expected: &[usize],
+) -> Result<(), KernelError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::GradShape {
+            op,
+            got: got.to_vec(),
+            expected: expected.to_vec(),
+        })
+    }
+}
+
 pub(crate) fn cpu_f32<'a>(
     op: &'static str,
     which: &'static str,
