@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::kernels::{
-    conv2d, conv2d_flop, lif_multistep, lif_multistep_reference, ConvBackend, LifParams,
+    conv2d, conv2d_flop, conv_lif, lif_multistep, lif_multistep_reference, ConvBackend, LifParams,
 };
 use spikenas_host::rng::Rng;
 use spikenas_host::snn::Network;
@@ -28,7 +28,13 @@ use spikenas_host::snn::Network;
 const BATCH: usize = 32;
 const T: usize = 4;
 const WARMUP: usize = 2;
-const STEPS: usize = 7;
+/// Timed steps per measurement; `SPIKENAS_BENCH_STEPS` overrides it (e.g. to profile).
+fn steps() -> usize {
+    std::env::var("SPIKENAS_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7)
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -86,31 +92,48 @@ impl Net {
         }
     }
 
-    /// Returns (loss, firing rates of the two LIF layers).
-    fn loss(&self, images: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, [f32; 2])> {
+    /// Returns the loss and the two LIF layers' outputs (layer 2 pooled: over even
+    /// sizes its mean is still the firing rate).
+    fn loss(&self, images: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, [Tensor; 2])> {
         let (b, c, h, w) = images.dims4()?;
         // Direct encoding: the image at every step; (T, B, C, H, W) throughout, so the
         // fast path has no reshape between convolution and LIF.
         let x = images.unsqueeze(0)?.expand((T, b, c, h, w))?;
-        let s1 = self.lif(&conv2d(&x, self.w1.as_tensor(), 1, 1, self.backend, false)?)?;
-        let s2 = self.lif(&conv2d(&s1, self.w2.as_tensor(), 1, 1, self.backend, true)?)?;
-        let p = s2
-            .reshape((T * b, 32, h, w))?
-            .avg_pool2d(2)?
-            .flatten_from(1)?;
+        let (s1, p) = match self.backend {
+            ConvBackend::Candle => {
+                let s1 = self.lif(&conv2d(&x, self.w1.as_tensor(), 1, 1, self.backend, false)?)?;
+                let s2 = self.lif(&conv2d(&s1, self.w2.as_tensor(), 1, 1, self.backend, true)?)?;
+                let p = s2.reshape((T * b, 32, h, w))?.avg_pool2d(2)?;
+                (s1, p)
+            }
+            // Each layer one node: conv -> LIF, and conv -> LIF -> avgpool2.
+            ConvBackend::Fast => {
+                let s1 = conv_lif(&x, self.w1.as_tensor(), 1, 1, &self.lif, false, false)?;
+                let p = conv_lif(&s1, self.w2.as_tensor(), 1, 1, &self.lif, true, true)?;
+                (s1, p)
+            }
+        };
+        let p_flat = p.reshape((T * b, ()))?;
         let fc = candle_nn::Linear::new(
             self.fc_w.as_tensor().clone(),
             Some(self.fc_b.as_tensor().clone()),
         );
-        let logits = fc.forward(&p)?.reshape((T, b, 10))?.mean(0)?;
+        let logits = fc.forward(&p_flat)?.reshape((T, b, 10))?.mean(0)?;
         let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
-        let rate = |s: &Tensor| s.mean_all()?.to_scalar::<f32>();
-        Ok((loss, [rate(&s1)?, rate(&s2)?]))
+        Ok((loss, [s1, p]))
     }
 }
 
-/// Times the training step; returns (median ms, first loss, firing rates).
-fn time_steps(cin: usize, hw: usize, backend: ConvBackend) -> (f64, f32, [f32; 2]) {
+/// Median ms of the training step and of its parts (forward, backward, optimizer).
+struct StepTimes {
+    total: f64,
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+}
+
+/// Times the training step; returns (times, first loss, firing rates).
+fn time_steps(cin: usize, hw: usize, backend: ConvBackend) -> (StepTimes, f32, [f32; 2]) {
     let mut rng = Rng::new(42);
     let images: Vec<f32> = (0..BATCH * cin * hw * hw).map(|_| rng.f32()).collect();
     let images = Tensor::from_vec(images, (BATCH, cin, hw, hw), &Device::Cpu).unwrap();
@@ -118,22 +141,36 @@ fn time_steps(cin: usize, hw: usize, backend: ConvBackend) -> (f64, f32, [f32; 2
     let labels = Tensor::from_vec(labels, BATCH, &Device::Cpu).unwrap();
     let net = Net::new(cin, hw, backend, 7);
     let mut opt = AdamW::new(net.vars(), ParamsAdamW::default()).unwrap();
-    let mut times = Vec::new();
+    let (mut times, mut split) = (Vec::new(), Vec::new());
     let (mut first_loss, mut rates) = (f32::NAN, [0.0; 2]);
-    for i in 0..WARMUP + STEPS {
+    for i in 0..WARMUP + steps() {
         let t0 = Instant::now();
         let (loss, r) = net.loss(&images, &labels).unwrap();
-        opt.backward_step(&loss).unwrap();
-        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        let grads = loss.backward().unwrap();
+        let t2 = Instant::now();
+        opt.step(&grads).unwrap();
+        drop(grads);
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         if i == 0 {
             first_loss = loss.to_scalar::<f32>().unwrap();
-            rates = r;
+            let rate = |s: &Tensor| s.mean_all().unwrap().to_scalar::<f32>().unwrap();
+            rates = [rate(&r[0]), rate(&r[1])];
         }
         if i >= WARMUP {
-            times.push(dt);
+            times.push(ms(t0, t3));
+            split.push([ms(t0, t1), ms(t1, t2), ms(t2, t3)]);
         }
     }
-    (median(times), first_loss, rates)
+    let part = |i: usize| median(split.iter().map(|s: &[f64; 3]| s[i]).collect());
+    let t = StepTimes {
+        total: median(times),
+        forward: part(0),
+        backward: part(1),
+        optimizer: part(2),
+    };
+    (t, first_loss, rates)
 }
 
 /// GFLOP/s of conv2 (16->32, 3x3, pad 1) alone on spikes at a 20% rate: forward, and
@@ -149,7 +186,7 @@ fn conv_gflops(hw: usize, backend: ConvBackend) -> (f64, f64) {
     let r = randn(&mut rng, &[n, 32, hw, hw], 1.0);
     let flop = conv2d_flop(x.dims(), w.dims(), 1, 1).unwrap();
     let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
-    for i in 0..WARMUP + STEPS {
+    for i in 0..WARMUP + steps() {
         let t0 = Instant::now();
         let y = conv2d(x.as_tensor(), w.as_tensor(), 1, 1, backend, true).unwrap();
         let t1 = Instant::now();
@@ -198,7 +235,7 @@ fn network_step(arch: Arch, input: InputShape, batch: usize) -> (f64, f32) {
     let labels = Tensor::from_vec(labels, batch, &dev).unwrap();
     let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW::default()).unwrap();
     let (mut times, mut first) = (Vec::new(), f32::NAN);
-    for i in 0..WARMUP + STEPS {
+    for i in 0..WARMUP + steps() {
         let t0 = Instant::now();
         let logits = net.forward(&images, true, ConvBackend::Fast).unwrap();
         let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
@@ -227,9 +264,10 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
         "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, CANDLE_NUM_THREADS={}, \
-         median of {STEPS} steps after {WARMUP} warm-up",
+         median of {} steps after {WARMUP} warm-up",
         rayon::current_num_threads(),
-        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default()
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
+        steps()
     );
     if filter.as_deref().is_none_or(|f| "matmul".contains(f)) {
         println!("candle matmul 2048x2048: {:.1} GFLOP/s", matmul_gflops());
@@ -253,11 +291,12 @@ fn main() {
             let (t, loss, rates) = time_steps(cin, hw, backend);
             let (gf_fwd, gf_bwd) = conv_gflops(hw, backend);
             println!(
-                "  {backend:>6}: {t:8.1} ms/step  (first loss {loss:.5}, firing rates {:.3} {:.3}); \
+                "  {backend:>6}: {:8.1} ms/step = forward {:.1} + backward {:.1} + AdamW {:.1} \
+                 (first loss {loss:.5}, firing rates {:.3} {:.3}); \
                  conv2 alone: forward {gf_fwd:.1} GFLOP/s, backward {gf_bwd:.1} GFLOP/s",
-                rates[0], rates[1]
+                t.total, t.forward, t.backward, t.optimizer, rates[0], rates[1]
             );
-            ms.push(t);
+            ms.push(t.total);
         }
         if let [candle, fast] = ms[..] {
             println!("  speedup fast vs candle: {:.1}x", candle / fast);

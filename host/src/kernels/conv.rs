@@ -498,16 +498,32 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = grad_res.contiguous()?;
+        // An input that no gradient can reach (the image of the first layer) gets none.
+        let want_dx = self.input_grad && x.track_op();
+        let (dx, dw) = self.grads(x, w, &grad_res.contiguous()?, want_dx)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl Conv2dOp {
+    /// `(dX, dW)` of this convolution from the output gradient `dy` (contiguous, the
+    /// output's shape); `dX` only when `want_dx`. The weight gradient takes the sparse
+    /// path when `x` is binary spikes at a low rate.
+    pub(crate) fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        want_dx: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Tensor)> {
         let dw = x.apply_op2_no_bwd(
-            &dy,
+            dy,
             &WeightGradOp {
                 op: *self,
                 w_shape: w.dims4()?,
             },
         )?;
-        // An input that no gradient can reach (the image of the first layer) gets none.
-        let dx = if self.input_grad && x.track_op() {
+        let dx = if want_dx {
             let op = InputGradOp {
                 op: *self,
                 x_dims: x.dims().to_vec(),
@@ -516,7 +532,7 @@ impl CustomOp2 for Conv2dOp {
         } else {
             None
         };
-        Ok((dx, Some(dw)))
+        Ok((dx, dw))
     }
 }
 

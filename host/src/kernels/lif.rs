@@ -272,6 +272,64 @@ fn spikes_chunk(
     }
 }
 
+/// Spikes (T x M, 0.0/1.0) of the multi-step LIF over the currents `cur` (T x M,
+/// row-major), parallel over neurons.
+pub(crate) fn spikes(cur: &[f32], t_steps: usize, m: usize, p: &LifParams) -> Vec<f32> {
+    let mut out = vec![0.0f32; cur.len()];
+    column_chunks(&mut out, t_steps, m)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(c, mut rows)| {
+            let width = rows.first().map_or(0, |r| r.len());
+            spikes_chunk(p, cur, m, c * CHUNK, width, &mut rows);
+        });
+    out
+}
+
+/// `dL/dcurrents` (T x M) from the currents and `dL/dspikes` `gs` (both T x M): BPTT
+/// through the membrane, recomputing `h` from the currents.
+pub(crate) fn backward(
+    cur: &[f32],
+    gs: &[f32],
+    t_steps: usize,
+    m: usize,
+    p: &LifParams,
+) -> Vec<f32> {
+    let p = *p;
+    let inv_tau = p.inv_tau();
+    let decay = 1.0 - inv_tau;
+    let mut out = vec![0.0f32; cur.len()];
+    column_chunks(&mut out, t_steps, m)
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(Vec::<f32>::new, |hbuf, (c, mut rows)| {
+            let width = rows.first().map_or(0, |r| r.len());
+            let col0 = c * CHUNK;
+            hbuf.resize(t_steps * width, 0.0);
+            forward_chunk(&p, cur, m, t_steps, col0, width, |t, j, h| {
+                hbuf[t * width + j] = h;
+            });
+            let mut gv = [0.0f32; CHUNK];
+            let gv = &mut gv[..width];
+            for t in (0..t_steps).rev() {
+                let g_row = &gs[t * m + col0..t * m + col0 + width];
+                let h_row = &hbuf[t * width..(t + 1) * width];
+                let o_row = &mut rows[t];
+                for j in 0..width {
+                    let x = h_row[j] - p.threshold;
+                    let dv_dh = match p.reset {
+                        Reset::Hard if x >= 0.0 => 0.0,
+                        _ => 1.0,
+                    };
+                    let gh = g_row[j] * p.surrogate.grad(x) + gv[j] * dv_dh;
+                    o_row[j] = gh * inv_tau;
+                    gv[j] = gh * decay;
+                }
+            }
+        });
+    out
+}
+
 /// The fused forward op.
 #[derive(Debug, Clone, Copy)]
 struct LifOp {
@@ -286,15 +344,7 @@ impl CustomOp1 for LifOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let cur = cpu_f32(self.name(), "currents", s, l)?;
         let (t_steps, m) = time_steps(l.dims())?;
-        let mut out = vec![0.0f32; cur.len()];
-        let p = self.params;
-        column_chunks(&mut out, t_steps, m)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(c, mut rows)| {
-                let width = rows.first().map_or(0, |r| r.len());
-                spikes_chunk(&p, cur, m, c * CHUNK, width, &mut rows);
-            });
+        let out = spikes(cur, t_steps, m, &self.params);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -336,38 +386,7 @@ impl CustomOp2 for LifBackwardOp {
         let gs = cpu_f32(self.name(), "grad", s2, l2)?;
         check_grad_shape(self.name(), l2.dims(), l1.dims())?;
         let (t_steps, m) = time_steps(l1.dims())?;
-        let p = self.params;
-        let inv_tau = p.inv_tau();
-        let decay = 1.0 - inv_tau;
-        let mut out = vec![0.0f32; cur.len()];
-        column_chunks(&mut out, t_steps, m)
-            .into_par_iter()
-            .enumerate()
-            .for_each_init(Vec::<f32>::new, |hbuf, (c, mut rows)| {
-                let width = rows.first().map_or(0, |r| r.len());
-                let col0 = c * CHUNK;
-                hbuf.resize(t_steps * width, 0.0);
-                forward_chunk(&p, cur, m, t_steps, col0, width, |t, j, h| {
-                    hbuf[t * width + j] = h;
-                });
-                let mut gv = [0.0f32; CHUNK];
-                let gv = &mut gv[..width];
-                for t in (0..t_steps).rev() {
-                    let g_row = &gs[t * m + col0..t * m + col0 + width];
-                    let h_row = &hbuf[t * width..(t + 1) * width];
-                    let o_row = &mut rows[t];
-                    for j in 0..width {
-                        let x = h_row[j] - p.threshold;
-                        let dv_dh = match p.reset {
-                            Reset::Hard if x >= 0.0 => 0.0,
-                            _ => 1.0,
-                        };
-                        let gh = g_row[j] * p.surrogate.grad(x) + gv[j] * dv_dh;
-                        o_row[j] = gh * inv_tau;
-                        gv[j] = gh * decay;
-                    }
-                }
-            });
+        let out = backward(cur, gs, t_steps, m, &self.params);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

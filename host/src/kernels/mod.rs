@@ -9,6 +9,7 @@
 
 mod bn;
 mod conv;
+mod fused;
 mod lif;
 mod pool;
 mod reduce;
@@ -25,6 +26,7 @@ pub use bn::{
     batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
     BnBatchStats,
 };
+pub use fused::{conv_lif, conv_lif_reference};
 pub use lif::{lif_multistep, lif_multistep_reference, LifParams, Reset, Surrogate};
 pub use pool::{avg_pool2, avg_pool3x3_same, avg_pool3x3_same_reference, repeat_time};
 pub use runtime::{cpu_runtime_tuned, tune_cpu_runtime, MMAP_THRESHOLD};
@@ -104,6 +106,9 @@ pub enum KernelError {
         /// Which argument.
         which: &'static str,
     },
+    /// A fused conv -> LIF input that is not (T, B, Cin, H, W).
+    #[error("conv_lif: x must be (T, B, Cin, H, W), got {0:?}; add the time dim (unsqueeze(0) for T = 1)")]
+    ConvLifRank(Vec<usize>),
     /// LIF input without a time dimension.
     #[error("lif: currents must be (T, B, ...) with at least 2 dims, got {0:?}")]
     LifRank(Vec<usize>),

@@ -47,6 +47,65 @@ fn fast_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
+/// 2x2/stride-2 average pooling of `x` (dims `dims`, rank >= 2) over the last two dims:
+/// the pooled values and their dims.
+pub(crate) fn pool2_forward(
+    x: &[f32],
+    dims: &[usize],
+) -> Result<(Vec<f32>, Vec<usize>), KernelError> {
+    let (n, h, w) = spatial("avg_pool2", dims)?;
+    let (ho, wo) = (h / 2, w / 2);
+    let y = per_plane(n, ho * wo, |p, o| {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        for oy in 0..ho {
+            let r0 = &xp[2 * oy * w..2 * oy * w + w];
+            let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
+            for ox in 0..wo {
+                let s = r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1];
+                o[oy * wo + ox] = s * 0.25;
+            }
+        }
+    });
+    let mut out = dims.to_vec();
+    let r = out.len();
+    out[r - 2] = ho;
+    out[r - 1] = wo;
+    Ok((y, out))
+}
+
+/// The gradient of [`pool2_forward`]: `dy` (dims `dy_dims`, the pooled dims of
+/// `x_dims`) -> `dx` (`x_dims`), a quarter of each window's gradient to each of its
+/// inputs (dropped rows and columns get 0).
+pub(crate) fn pool2_backward(
+    dy: &[f32],
+    dy_dims: &[usize],
+    x_dims: &[usize],
+) -> Result<Vec<f32>, KernelError> {
+    const OP: &str = "spikenas-avgpool2-backward";
+    let (n, h, w) = spatial(OP, x_dims)?;
+    let (ho, wo) = (h / 2, w / 2);
+    let (gn, gh, gw) = spatial(OP, dy_dims)?;
+    if (gn, gh, gw) != (n, ho, wo) {
+        return Err(KernelError::GradShape {
+            op: OP,
+            got: dy_dims.to_vec(),
+            expected: [&x_dims[..x_dims.len() - 2], &[ho, wo]].concat(),
+        });
+    }
+    Ok(per_plane(n, h * w, |p, o| {
+        let gp = &dy[p * ho * wo..(p + 1) * ho * wo];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let g = gp[oy * wo + ox] * 0.25;
+                o[2 * oy * w + 2 * ox] = g;
+                o[2 * oy * w + 2 * ox + 1] = g;
+                o[(2 * oy + 1) * w + 2 * ox] = g;
+                o[(2 * oy + 1) * w + 2 * ox + 1] = g;
+            }
+        }
+    }))
+}
+
 /// 2x2 average pooling, stride 2, over the last two dims.
 #[derive(Debug, Clone, Copy)]
 struct AvgPool2;
@@ -58,23 +117,7 @@ impl CustomOp1 for AvgPool2 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = cpu_f32(self.name(), "x", s, l)?;
-        let (n, h, w) = spatial(self.name(), l.dims())?;
-        let (ho, wo) = (h / 2, w / 2);
-        let y = per_plane(n, ho * wo, |p, o| {
-            let xp = &x[p * h * w..(p + 1) * h * w];
-            for oy in 0..ho {
-                let r0 = &xp[2 * oy * w..2 * oy * w + w];
-                let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
-                for ox in 0..wo {
-                    let s = r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1];
-                    o[oy * wo + ox] = s * 0.25;
-                }
-            }
-        });
-        let mut dims = l.dims().to_vec();
-        let r = dims.len();
-        dims[r - 2] = ho;
-        dims[r - 1] = wo;
+        let (y, dims) = pool2_forward(x, l.dims())?;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
@@ -99,29 +142,7 @@ impl CustomOp1 for AvgPool2Backward {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let dy = cpu_f32(self.name(), "dy", s, l)?;
-        let (n, h, w) = spatial(self.name(), &self.x_dims)?;
-        let (ho, wo) = (h / 2, w / 2);
-        let (gn, gh, gw) = spatial(self.name(), l.dims())?;
-        if (gn, gh, gw) != (n, ho, wo) {
-            return Err(KernelError::GradShape {
-                op: self.name(),
-                got: l.dims().to_vec(),
-                expected: [&self.x_dims[..self.x_dims.len() - 2], &[ho, wo]].concat(),
-            }
-            .into());
-        }
-        let dx = per_plane(n, h * w, |p, o| {
-            let gp = &dy[p * ho * wo..(p + 1) * ho * wo];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let g = gp[oy * wo + ox] * 0.25;
-                    o[2 * oy * w + 2 * ox] = g;
-                    o[2 * oy * w + 2 * ox + 1] = g;
-                    o[(2 * oy + 1) * w + 2 * ox] = g;
-                    o[(2 * oy + 1) * w + 2 * ox + 1] = g;
-                }
-            }
-        });
+        let dx = pool2_backward(dy, l.dims(), &self.x_dims)?;
         Ok((CpuStorage::F32(dx), Shape::from(self.x_dims.clone())))
     }
 }

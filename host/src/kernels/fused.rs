@@ -1,0 +1,300 @@
+//! Convolution -> LIF (-> 2x2 average pool) as one candle node.
+//!
+//! candle's backward pass costs every node of the graph a zero-filled gradient buffer
+//! of the node's size plus an element-wise add into it, single-threaded, on top of the
+//! op's own backward. For an SNN layer the convolution output and the spikes are the
+//! largest tensors of the step (T x batch x C x H x W), so a layer of three nodes
+//! (conv, LIF, pool) pays that three times over its widest tensors. As one node it pays
+//! it once, on the layer's (pooled) output, and the currents between conv and LIF stay
+//! inside the op: the forward keeps them for the backward, which runs the LIF's BPTT,
+//! the pool's spread and the convolution's two gradients back to back.
+//!
+//! The arithmetic is exactly that of [`super::conv2d`] (fast path), [`super::lif_multistep`]
+//! and [`super::avg_pool2`] in sequence; the tests check it against candle's own ops.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+
+use super::conv::{self, Conv2dOp, Geom};
+use super::lif::{self, LifParams};
+use super::{check_grad_shape, cpu_f32, pool, KernelError};
+
+/// `avg_pool2(LIF(conv2d(x, w)))` (or without the pool) as one node: `x` is
+/// (T, B, Cin, H, W), `w` (Cout, Cin, k, k); returns spikes (T, B, Cout, Ho, Wo), or
+/// their 2x2 averages (T, B, Cout, Ho/2, Wo/2) with `pool`.
+///
+/// `input_grad` as for [`super::conv2d`]: false for a first layer whose input needs no
+/// gradient. On a non-CPU device or a non-f32 dtype it runs the three ops separately.
+pub fn conv_lif(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    lif: &LifParams,
+    pool: bool,
+    input_grad: bool,
+) -> candle_core::Result<Tensor> {
+    lif.validate()?;
+    if x.rank() != 5 {
+        return Err(KernelError::ConvLifRank(x.dims().to_vec()).into());
+    }
+    Geom::new(x.dims(), w.dims(), padding, stride)?;
+    let fast_ok = x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    if !fast_ok {
+        let y = super::conv2d(x, w, padding, stride, super::ConvBackend::Fast, input_grad)?;
+        let s = lif::lif_multistep(&y, lif)?;
+        return if pool { pool::avg_pool2(&s) } else { Ok(s) };
+    }
+    let op = ConvLifOp {
+        conv: Conv2dOp {
+            padding,
+            stride,
+            input_grad,
+        },
+        lif: *lif,
+        pool,
+        currents: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+}
+
+/// The same from candle's own ops (`conv2d`, the tensor-op LIF, `avg_pool2d`), for tests.
+pub fn conv_lif_reference(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    lif: &LifParams,
+    pool: bool,
+) -> candle_core::Result<Tensor> {
+    let y = super::conv2d(x, w, padding, stride, super::ConvBackend::Candle, true)?;
+    let s = lif::lif_multistep_reference(&y, lif)?;
+    if !pool {
+        return Ok(s);
+    }
+    // Odd trailing rows/columns are cut first: candle's avg_pool2d drops them too, but
+    // its backward (nearest upsampling to the input size) spreads gradient onto them.
+    let (t, b, c, h, wd) = s.dims5()?;
+    let (h2, w2) = (h / 2 * 2, wd / 2 * 2);
+    s.narrow(3, 0, h2)?
+        .narrow(4, 0, w2)?
+        .reshape((t * b, c, h2, w2))?
+        .avg_pool2d(2)?
+        .reshape((t, b, c, h / 2, wd / 2))
+}
+
+/// The convolution's output (the LIF's input currents), kept by the forward for the
+/// backward.
+type Currents = Arc<(Vec<f32>, Vec<usize>)>;
+
+/// The fused op; `currents` is filled by the forward.
+#[derive(Debug)]
+struct ConvLifOp {
+    conv: Conv2dOp,
+    lif: LifParams,
+    pool: bool,
+    currents: Mutex<Option<Currents>>,
+}
+
+impl CustomOp2 for ConvLifOp {
+    fn name(&self) -> &'static str {
+        "spikenas-conv-lif"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.conv.padding, self.conv.stride)?;
+        let x = cpu_f32(self.name(), "x", s1, l1)?;
+        let w = cpu_f32(self.name(), "w", s2, l2)?;
+        let y = conv::forward(x, w, &g);
+        let y_dims = g.out_dims(l1.dims());
+        let t = y_dims[0];
+        let spikes = lif::spikes(&y, t, y.len() / t.max(1), &self.lif);
+        let (out, out_dims) = if self.pool {
+            pool::pool2_forward(&spikes, &y_dims)?
+        } else {
+            (spikes, y_dims.clone())
+        };
+        *self.currents.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new((y, y_dims)));
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let currents = self
+            .currents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(currents) = currents else {
+            candle_core::bail!("{}: backward before forward", self.name());
+        };
+        // dL/dcurrents: through the pool's spread and the LIF's BPTT.
+        let dy = grad_res.contiguous()?.apply_op1_no_bwd(&CurrentsGradOp {
+            lif: self.lif,
+            pool: self.pool,
+            currents,
+        })?;
+        let want_dx = self.conv.input_grad && x.track_op();
+        let (dx, dw) = self.conv.grads(x, w, &dy, want_dx)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+/// `dL/d(output) -> dL/dcurrents` of the fused op.
+#[derive(Debug)]
+struct CurrentsGradOp {
+    lif: LifParams,
+    pool: bool,
+    currents: Currents,
+}
+
+impl CustomOp1 for CurrentsGradOp {
+    fn name(&self) -> &'static str {
+        "spikenas-conv-lif-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let grad = cpu_f32(self.name(), "grad", s, l)?;
+        let (y, y_dims) = &*self.currents;
+        let spread;
+        let grad_spikes = if self.pool {
+            spread = pool::pool2_backward(grad, l.dims(), y_dims)?;
+            &spread[..]
+        } else {
+            check_grad_shape(self.name(), l.dims(), y_dims)?;
+            grad
+        };
+        let t = y_dims[0];
+        let dy = lif::backward(y, grad_spikes, t, y.len() / t.max(1), &self.lif);
+        Ok((CpuStorage::F32(dy), Shape::from(y_dims.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    use crate::rng::Rng;
+
+    fn randn(rng: &mut Rng, dims: &[usize], scale: f32) -> Tensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| scale * rng.normal()).collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Forward and both gradients against candle's ops, for binary (spike) and real
+    /// inputs, odd sizes, stride 2, with and without the pool.
+    #[test]
+    fn matches_candle_forward_and_gradients() {
+        let mut rng = Rng::new(11);
+        let lif = LifParams::default();
+        let cases = [
+            // (T, B, Cin, H, W, Cout, k, pad, stride, pool, binary input)
+            (2, 3, 4, 9, 7, 5, 3, 1, 1, true, true),
+            (3, 2, 3, 8, 8, 6, 3, 1, 1, false, false),
+            // candle's conv backward takes its output padding from H alone: square for stride 2.
+            (2, 2, 4, 11, 11, 3, 3, 1, 2, true, true),
+            (4, 1, 5, 6, 6, 4, 1, 0, 1, true, false),
+        ];
+        for (t, b, cin, h, wd, cout, k, pad, stride, pool, binary) in cases {
+            let n = t * b * cin * h * wd;
+            let xv: Vec<f32> = (0..n)
+                .map(|_| {
+                    if binary {
+                        f32::from(rng.f32() < 0.2)
+                    } else {
+                        rng.normal()
+                    }
+                })
+                .collect();
+            let x = Var::from_vec(xv, (t, b, cin, h, wd), &Device::Cpu).unwrap();
+            let scale = 3.0 / ((cin * k * k) as f32).sqrt();
+            let w = Var::from_tensor(&randn(&mut rng, &[cout, cin, k, k], scale)).unwrap();
+            let fast =
+                conv_lif(x.as_tensor(), w.as_tensor(), pad, stride, &lif, pool, true).unwrap();
+            let refr =
+                conv_lif_reference(x.as_tensor(), w.as_tensor(), pad, stride, &lif, pool).unwrap();
+            assert_eq!(fast.dims(), refr.dims());
+            let rate = fast.mean_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(
+                rate > 0.01,
+                "case {cin}->{cout}: no spikes, the test is vacuous"
+            );
+            assert!(max_diff(&fast, &refr) < 1e-5, "forward differs");
+            let r = randn(&mut rng, fast.dims(), 1.0);
+            let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (&refr * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("w", &w)] {
+                let a = gf.get(v.as_tensor()).unwrap();
+                let e = gr.get(v.as_tensor()).unwrap();
+                let scale = e.abs().unwrap().max_keepdim(0).unwrap();
+                let scale = scale.flatten_all().unwrap().max(0).unwrap();
+                let tol = 1e-4 * (1.0 + scale.to_scalar::<f32>().unwrap());
+                let d = max_diff(a, e);
+                assert!(
+                    d < tol,
+                    "d{name} differs by {d} (tol {tol}), case {cin}->{cout}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_layer_gets_no_input_gradient_and_bad_rank_is_an_error() {
+        let mut rng = Rng::new(2);
+        let x = Var::from_tensor(&randn(&mut rng, &[2, 2, 1, 6, 6], 1.0)).unwrap();
+        let w = Var::from_tensor(&randn(&mut rng, &[3, 1, 3, 3], 1.0)).unwrap();
+        let y = conv_lif(
+            x.as_tensor(),
+            w.as_tensor(),
+            1,
+            1,
+            &LifParams::default(),
+            false,
+            false,
+        )
+        .unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_none());
+        assert!(g.get(w.as_tensor()).is_some());
+        let flat = x.as_tensor().flatten(0, 1).unwrap();
+        let err = conv_lif(
+            &flat,
+            w.as_tensor(),
+            1,
+            1,
+            &LifParams::default(),
+            false,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("(T, B, Cin, H, W)"), "{err}");
+    }
+}
