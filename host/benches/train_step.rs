@@ -20,7 +20,8 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::kernels::{
-    conv2d, conv2d_flop, conv_lif, lif_multistep, lif_multistep_reference, ConvBackend, LifParams,
+    conv2d, conv2d_backward, conv2d_flop, conv_lif, lif_multistep, lif_multistep_reference,
+    ConvBackend, LifParams,
 };
 use spikenas_host::rng::Rng;
 use spikenas_host::snn::Network;
@@ -174,30 +175,32 @@ fn time_steps(cin: usize, hw: usize, backend: ConvBackend) -> (StepTimes, f32, [
 }
 
 /// GFLOP/s of conv2 (16->32, 3x3, pad 1) alone on spikes at a 20% rate: forward, and
-/// backward (weight + input gradient, 2x the forward FLOP).
+/// backward (weight + input gradient, 2x the forward FLOP), the kernels alone (no
+/// autograd): for candle, the ops its autograd runs for conv2d.
 fn conv_gflops(hw: usize, backend: ConvBackend) -> (f64, f64) {
     let mut rng = Rng::new(5);
     let n = T * BATCH;
     let x: Vec<f32> = (0..n * 16 * hw * hw)
         .map(|_| if rng.f32() < 0.2 { 1.0 } else { 0.0 })
         .collect();
-    let x = Var::from_vec(x, (n, 16, hw, hw), &Device::Cpu).unwrap();
-    let w = Var::from_tensor(&randn(&mut rng, &[32, 16, 3, 3], 0.1)).unwrap();
-    let r = randn(&mut rng, &[n, 32, hw, hw], 1.0);
+    let x = Tensor::from_vec(x, (n, 16, hw, hw), &Device::Cpu).unwrap();
+    let w = randn(&mut rng, &[32, 16, 3, 3], 0.1);
+    let dy = randn(&mut rng, &[n, 32, hw, hw], 1.0);
     let flop = conv2d_flop(x.dims(), w.dims(), 1, 1).unwrap();
     let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
     for i in 0..WARMUP + steps() {
         let t0 = Instant::now();
-        let y = conv2d(x.as_tensor(), w.as_tensor(), 1, 1, backend, true).unwrap();
+        let y = conv2d(&x, &w, 1, 1, backend, true).unwrap();
         let t1 = Instant::now();
-        let loss = (&y * &r).unwrap().sum_all().unwrap();
+        let (dx, dw) = conv2d_backward(&x, &w, &dy, 1, 1, backend).unwrap();
         let t2 = Instant::now();
-        let g = loss.backward().unwrap();
-        let t3 = Instant::now();
-        assert!(g.get(x.as_tensor()).is_some() && g.get(w.as_tensor()).is_some());
+        assert_eq!(
+            (y.dims(), dx.dims(), dw.dims()),
+            (dy.dims(), x.dims(), w.dims())
+        );
         if i >= WARMUP {
             fwd.push((t1 - t0).as_secs_f64());
-            bwd.push((t3 - t2).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
         }
     }
     (flop / median(fwd) / 1e9, 2.0 * flop / median(bwd) / 1e9)
@@ -260,7 +263,8 @@ fn main() {
     // own thread pool.
     spikenas_host::kernels::tune_cpu_runtime();
     // `cargo bench` passes --bench; an argument such as `28x28/fast` or `candle` selects
-    // the runs whose "size/backend" name contains it.
+    // the runs whose "size/backend/part" name contains it (part: `step` for the training
+    // step, `conv` for conv2 alone; `28x28/fast/step` times the step only).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
         "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, CANDLE_NUM_THREADS={}, \
@@ -282,14 +286,20 @@ fn main() {
         println!("\n{name}: conv arithmetic per step {step_gflop:.2} GFLOP");
         let mut ms = Vec::new();
         for backend in [ConvBackend::Candle, ConvBackend::Fast] {
-            if filter
-                .as_deref()
-                .is_some_and(|f| !format!("{name}/{backend}").contains(f))
-            {
+            let wanted = |part: &str| {
+                filter
+                    .as_deref()
+                    .is_none_or(|f| format!("{name}/{backend}/{part}").contains(f))
+            };
+            if !wanted("step") {
                 continue;
             }
             let (t, loss, rates) = time_steps(cin, hw, backend);
-            let (gf_fwd, gf_bwd) = conv_gflops(hw, backend);
+            let (gf_fwd, gf_bwd) = if wanted("conv") {
+                conv_gflops(hw, backend)
+            } else {
+                (f64::NAN, f64::NAN)
+            };
             println!(
                 "  {backend:>6}: {:8.1} ms/step = forward {:.1} + backward {:.1} + AdamW {:.1} \
                  (first loss {loss:.5}, firing rates {:.3} {:.3}); \

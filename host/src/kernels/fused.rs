@@ -84,6 +84,14 @@ pub fn conv_lif_reference(
         .reshape((t, b, c, h / 2, wd / 2))
 }
 
+/// The pooling planes of a (T, B, C, H, W) tensor.
+fn plane_pool(dims: &[usize]) -> lif::Pool2 {
+    lif::Pool2 {
+        h: dims[3],
+        w: dims[4],
+    }
+}
+
 /// The convolution's output (the LIF's input currents), kept by the forward for the
 /// backward.
 type Currents = Arc<(Vec<f32>, Vec<usize>)>;
@@ -115,12 +123,13 @@ impl CustomOp2 for ConvLifOp {
         let y = conv::forward(x, w, &g);
         let y_dims = g.out_dims(l1.dims());
         let t = y_dims[0];
-        let spikes = lif::spikes(&y, t, y.len() / t.max(1), &self.lif);
-        let (out, out_dims) = if self.pool {
-            pool::pool2_forward(&spikes, &y_dims)?
-        } else {
-            (spikes, y_dims.clone())
-        };
+        let pool2 = self.pool.then(|| plane_pool(&y_dims));
+        let out = lif::spikes(&y, t, y.len() / t.max(1), &self.lif, pool2);
+        let mut out_dims = y_dims.clone();
+        if self.pool {
+            out_dims[3] /= 2;
+            out_dims[4] /= 2;
+        }
         *self.currents.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new((y, y_dims)));
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
@@ -168,16 +177,15 @@ impl CustomOp1 for CurrentsGradOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let grad = cpu_f32(self.name(), "grad", s, l)?;
         let (y, y_dims) = &*self.currents;
-        let spread;
-        let grad_spikes = if self.pool {
-            spread = pool::pool2_backward(grad, l.dims(), y_dims)?;
-            &spread[..]
-        } else {
-            check_grad_shape(self.name(), l.dims(), y_dims)?;
-            grad
-        };
+        let mut expect = y_dims.clone();
+        if self.pool {
+            expect[3] /= 2;
+            expect[4] /= 2;
+        }
+        check_grad_shape(self.name(), l.dims(), &expect)?;
         let t = y_dims[0];
-        let dy = lif::backward(y, grad_spikes, t, y.len() / t.max(1), &self.lif);
+        let pool2 = self.pool.then(|| plane_pool(y_dims));
+        let dy = lif::backward(y, grad, t, y.len() / t.max(1), &self.lif, pool2);
         Ok((CpuStorage::F32(dy), Shape::from(y_dims.clone())))
     }
 }

@@ -13,10 +13,12 @@
 //! time, the backward recomputes `h` from the currents instead of storing it);
 //! [`lif_multistep_reference`] builds the same thing from candle tensor ops.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{check_grad_shape, cpu_f32, KernelError};
+use super::{check_grad_shape, cpu_f32, with_simd, KernelError};
 
 /// Reset applied after a spike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -186,148 +188,309 @@ pub fn lif_multistep_reference(
 /// T rows of it stay in L1/L2.
 const CHUNK: usize = 2048;
 
-/// Splits a (T, M) row-major buffer into per-chunk lists of T row pieces, so each
-/// parallel task owns the columns `c*CHUNK..` of every time step.
-fn column_chunks(buf: &mut [f32], t_steps: usize, m: usize) -> Vec<Vec<&mut [f32]>> {
-    let n_chunks = m.div_ceil(CHUNK);
-    let mut chunks: Vec<Vec<&mut [f32]>> =
+/// The 2x2/stride-2 average pool fused behind the LIF: each time step's M neurons are
+/// planes of `h x w` (the last two dims); tasks then hold whole planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pool2 {
+    /// Plane height.
+    pub h: usize,
+    /// Plane width.
+    pub w: usize,
+}
+
+impl Pool2 {
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    fn pooled_plane(&self) -> usize {
+        (self.h / 2) * (self.w / 2)
+    }
+}
+
+/// Neurons per task (per time step): `CHUNK`, or as many whole planes as fit in it
+/// (at least one) when pooling.
+fn task_width(m: usize, pool: Option<Pool2>) -> usize {
+    match pool {
+        None => CHUNK.min(m).max(1),
+        Some(p) => (CHUNK / p.plane().max(1)).max(1) * p.plane().max(1),
+    }
+}
+
+/// Splits a (T, M) row-major buffer into per-task lists of T row pieces of `width`
+/// columns, so each parallel task owns the same columns of every time step.
+fn column_chunks<E>(buf: &mut [E], t_steps: usize, m: usize, width: usize) -> Vec<Vec<&mut [E]>> {
+    let n_chunks = if m == 0 { 0 } else { m.div_ceil(width) };
+    let mut chunks: Vec<Vec<&mut [E]>> =
         (0..n_chunks).map(|_| Vec::with_capacity(t_steps)).collect();
+    if m == 0 {
+        return chunks;
+    }
     for row in buf.chunks_mut(m) {
-        for (c, piece) in row.chunks_mut(CHUNK).enumerate() {
+        for (c, piece) in row.chunks_mut(width).enumerate() {
             chunks[c].push(piece);
         }
     }
     chunks
 }
 
-/// Runs the forward recurrence over one chunk of neurons; `emit(t, j, h)` sees every
-/// pre-spike membrane value.
-#[inline]
-fn forward_chunk(
-    p: &LifParams,
-    currents: &[f32],
-    m: usize,
-    t_steps: usize,
-    col0: usize,
-    width: usize,
-    mut emit: impl FnMut(usize, usize, f32),
-) {
-    let inv_tau = p.inv_tau();
-    let vth = p.threshold;
-    let mut v = [0.0f32; CHUNK];
-    let v = &mut v[..width];
-    for t in 0..t_steps {
-        let i_row = &currents[t * m + col0..t * m + col0 + width];
-        for (j, (vj, &i)) in v.iter_mut().zip(i_row).enumerate() {
-            let h = *vj + (i - *vj) * inv_tau;
-            emit(t, j, h);
-            let fired = h - vth >= 0.0;
-            *vj = match (p.reset, fired) {
-                (_, false) => h,
-                (Reset::Hard, true) => 0.0,
-                (Reset::Subtract, true) => h - vth,
-            };
-        }
-    }
+/// A vector of `len` values every one of which the caller writes before reading:
+/// the parallel kernels fill it through [`column_chunks`] of its spare capacity.
+fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: every caller writes all `len` elements (each task writes each value of
+    // its row pieces, and the pieces tile the buffer).
+    unsafe { v.set_len(len) };
+    v
 }
 
-/// The forward recurrence over one chunk of neurons, writing the spikes into `rows`
-/// (one row piece per step): the same arithmetic as [`forward_chunk`], branch-free so
-/// that it vectorises.
-fn spikes_chunk(
-    p: &LifParams,
-    currents: &[f32],
-    m: usize,
-    col0: usize,
-    width: usize,
-    rows: &mut [&mut [f32]],
-) {
-    let inv_tau = p.inv_tau();
-    let vth = p.threshold;
-    let mut v = [0.0f32; CHUNK];
-    let v = &mut v[..width];
-    for (t, out) in rows.iter_mut().enumerate() {
-        let i_row = &currents[t * m + col0..t * m + col0 + width];
-        for ((vj, &i), o) in v.iter_mut().zip(i_row).zip(out.iter_mut()) {
-            let h = *vj + (i - *vj) * inv_tau;
-            let fired = h - vth >= 0.0;
-            *o = if fired { 1.0 } else { 0.0 };
-            *vj = match p.reset {
-                Reset::Hard => {
-                    if fired {
-                        0.0
-                    } else {
-                        h
+/// Calls `f` with the surrogate as a closure and the reset as a const generic, so the
+/// inner loops are branch-free and vectorise.
+macro_rules! specialise {
+    ($p:expr, |$sg:ident, $hard:ident| $body:expr) => {
+        match ($p.surrogate, $p.reset) {
+            (Surrogate::ATan { alpha }, reset) => {
+                let c = std::f32::consts::FRAC_PI_2 * alpha;
+                let half = alpha / 2.0;
+                let $sg = move |x: f32| {
+                    let a = c * x;
+                    half / (1.0 + a * a)
+                };
+                match reset {
+                    Reset::Hard => {
+                        const $hard: bool = true;
+                        $body
                     }
-                }
-                Reset::Subtract => {
-                    if fired {
-                        h - vth
-                    } else {
-                        h
+                    Reset::Subtract => {
+                        const $hard: bool = false;
+                        $body
                     }
-                }
-            };
-        }
-    }
-}
-
-/// Spikes (T x M, 0.0/1.0) of the multi-step LIF over the currents `cur` (T x M,
-/// row-major), parallel over neurons.
-pub(crate) fn spikes(cur: &[f32], t_steps: usize, m: usize, p: &LifParams) -> Vec<f32> {
-    let mut out = vec![0.0f32; cur.len()];
-    column_chunks(&mut out, t_steps, m)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(c, mut rows)| {
-            let width = rows.first().map_or(0, |r| r.len());
-            spikes_chunk(p, cur, m, c * CHUNK, width, &mut rows);
-        });
-    out
-}
-
-/// `dL/dcurrents` (T x M) from the currents and `dL/dspikes` `gs` (both T x M): BPTT
-/// through the membrane, recomputing `h` from the currents.
-pub(crate) fn backward(
-    cur: &[f32],
-    gs: &[f32],
-    t_steps: usize,
-    m: usize,
-    p: &LifParams,
-) -> Vec<f32> {
-    let p = *p;
-    let inv_tau = p.inv_tau();
-    let decay = 1.0 - inv_tau;
-    let mut out = vec![0.0f32; cur.len()];
-    column_chunks(&mut out, t_steps, m)
-        .into_par_iter()
-        .enumerate()
-        .for_each_init(Vec::<f32>::new, |hbuf, (c, mut rows)| {
-            let width = rows.first().map_or(0, |r| r.len());
-            let col0 = c * CHUNK;
-            hbuf.resize(t_steps * width, 0.0);
-            forward_chunk(&p, cur, m, t_steps, col0, width, |t, j, h| {
-                hbuf[t * width + j] = h;
-            });
-            let mut gv = [0.0f32; CHUNK];
-            let gv = &mut gv[..width];
-            for t in (0..t_steps).rev() {
-                let g_row = &gs[t * m + col0..t * m + col0 + width];
-                let h_row = &hbuf[t * width..(t + 1) * width];
-                let o_row = &mut rows[t];
-                for j in 0..width {
-                    let x = h_row[j] - p.threshold;
-                    let dv_dh = match p.reset {
-                        Reset::Hard if x >= 0.0 => 0.0,
-                        _ => 1.0,
-                    };
-                    let gh = g_row[j] * p.surrogate.grad(x) + gv[j] * dv_dh;
-                    o_row[j] = gh * inv_tau;
-                    gv[j] = gh * decay;
                 }
             }
-        });
-    out
+            (Surrogate::FastSigmoid { k }, reset) => {
+                let $sg = move |x: f32| {
+                    let d = 1.0 + k * x.abs();
+                    1.0 / (d * d)
+                };
+                match reset {
+                    Reset::Hard => {
+                        const $hard: bool = true;
+                        $body
+                    }
+                    Reset::Subtract => {
+                        const $hard: bool = false;
+                        $body
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// One step of the recurrence over a row of neurons: `h = v + (i - v)/tau` into `hrow`,
+/// spikes (0.0/1.0) into `srow`, the membrane after reset back into `v`.
+#[inline(always)]
+fn step_row<const HARD: bool>(
+    inv_tau: f32,
+    vth: f32,
+    i_row: &[f32],
+    v: &mut [f32],
+    hrow: &mut [f32],
+    srow: &mut [f32],
+) {
+    for (((vj, &i), h_out), s_out) in v.iter_mut().zip(i_row).zip(hrow).zip(srow) {
+        let h = *vj + (i - *vj) * inv_tau;
+        let fired = h - vth >= 0.0;
+        *h_out = h;
+        *s_out = if fired { 1.0 } else { 0.0 };
+        *vj = match (HARD, fired) {
+            (_, false) => h,
+            (true, true) => 0.0,
+            (false, true) => h - vth,
+        };
+    }
+}
+
+/// Pools the spikes `srow` (whole `h x w` planes) of one step into `out` (the same
+/// planes at `h/2 x w/2`), as [`super::pool::pool2_forward`] does.
+#[inline(always)]
+fn pool_row(pool: Pool2, srow: &[f32], out: &mut [MaybeUninit<f32>]) {
+    let (h, w) = (pool.h, pool.w);
+    let (ho, wo) = (h / 2, w / 2);
+    for (sp, op) in srow
+        .chunks_exact(pool.plane())
+        .zip(out.chunks_exact_mut(pool.pooled_plane().max(1)))
+    {
+        for oy in 0..ho {
+            let r0 = &sp[2 * oy * w..2 * oy * w + w];
+            let r1 = &sp[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
+            for ox in 0..wo {
+                let s = r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1];
+                op[oy * wo + ox].write(s * 0.25);
+            }
+        }
+    }
+}
+
+/// Spreads the pooled gradient `gp` of whole planes back onto `grow` (`h x w` planes):
+/// a quarter to each input of a window, 0 to dropped rows and columns.
+#[inline(always)]
+fn spread_row(pool: Pool2, gp: &[f32], grow: &mut [f32]) {
+    let (h, w) = (pool.h, pool.w);
+    let (ho, wo) = (h / 2, w / 2);
+    let (plane, pooled) = (pool.plane(), pool.pooled_plane());
+    for (i, gplane) in grow.chunks_exact_mut(plane).enumerate() {
+        let g = &gp[i * pooled..(i + 1) * pooled];
+        for y in 0..h {
+            let row = &mut gplane[y * w..(y + 1) * w];
+            if y / 2 >= ho {
+                row.fill(0.0);
+                continue;
+            }
+            let grow_p = &g[(y / 2) * wo..(y / 2) * wo + wo];
+            for (x, r) in row.iter_mut().enumerate() {
+                *r = if x / 2 < wo {
+                    grow_p[x / 2] * 0.25
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Spikes of the multi-step LIF over the currents `cur` (T x M, row-major): T x M
+/// values of 0.0/1.0, or with `pool` their 2x2 averages (T x M/4 for even planes).
+/// Parallel over neurons, sequential over time.
+pub(crate) fn spikes(
+    cur: &[f32],
+    t_steps: usize,
+    m: usize,
+    p: &LifParams,
+    pool: Option<Pool2>,
+) -> Vec<f32> {
+    let width = task_width(m, pool);
+    let (m_out, w_out) = match pool {
+        None => (m, width),
+        Some(pl) => (
+            m / pl.plane().max(1) * pl.pooled_plane(),
+            width / pl.plane().max(1) * pl.pooled_plane(),
+        ),
+    };
+    let (inv_tau, vth) = (p.inv_tau(), p.threshold);
+    filled(t_steps * m_out, |out| {
+        if m_out == 0 {
+            return;
+        }
+        column_chunks(out, t_steps, m_out, w_out.max(1))
+            .into_par_iter()
+            .enumerate()
+            .for_each_init(
+                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
+                |(v, hrow, srow), (c, mut rows)| {
+                    let col0 = c * width;
+                    let wd = width.min(m - col0);
+                    v.clear();
+                    v.resize(wd, 0.0);
+                    hrow.resize(wd, 0.0);
+                    srow.resize(wd, 0.0);
+                    with_simd(|| {
+                        specialise!(p, |_sg, HARD| {
+                            for (t, out) in rows.iter_mut().enumerate() {
+                                let i_row = &cur[t * m + col0..t * m + col0 + wd];
+                                step_row::<HARD>(inv_tau, vth, i_row, v, hrow, srow);
+                                match pool {
+                                    None => {
+                                        for (o, &s) in out.iter_mut().zip(srow.iter()) {
+                                            o.write(s);
+                                        }
+                                    }
+                                    Some(pl) => pool_row(pl, srow, out),
+                                }
+                            }
+                        })
+                    });
+                },
+            );
+    })
+}
+
+/// `dL/dcurrents` (T x M) from the currents and `dL/d(output)` `grad`: T x M spike
+/// gradients, or with `pool` the gradients of the pooled output (T x M/4). BPTT through
+/// the membrane, recomputing `h` from the currents.
+pub(crate) fn backward(
+    cur: &[f32],
+    grad: &[f32],
+    t_steps: usize,
+    m: usize,
+    p: &LifParams,
+    pool: Option<Pool2>,
+) -> Vec<f32> {
+    let width = task_width(m, pool);
+    let (m_g, w_g) = match pool {
+        None => (m, width),
+        Some(pl) => (
+            m / pl.plane().max(1) * pl.pooled_plane(),
+            width / pl.plane().max(1) * pl.pooled_plane(),
+        ),
+    };
+    let (inv_tau, vth) = (p.inv_tau(), p.threshold);
+    let decay = 1.0 - inv_tau;
+    filled(t_steps * m, |out| {
+        if m == 0 {
+            return;
+        }
+        column_chunks(out, t_steps, m, width)
+            .into_par_iter()
+            .enumerate()
+            .for_each_init(
+                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
+                |(hbuf, v, gbuf), (c, mut rows)| {
+                    let col0 = c * width;
+                    let wd = width.min(m - col0);
+                    hbuf.resize(t_steps * wd, 0.0);
+                    v.clear();
+                    v.resize(wd, 0.0);
+                    gbuf.resize(wd, 0.0);
+                    with_simd(|| {
+                        specialise!(p, |sg, HARD| {
+                            // Forward again, keeping h; the spikes go to a scratch row.
+                            let mut srow = std::mem::take(gbuf);
+                            for t in 0..t_steps {
+                                let i_row = &cur[t * m + col0..t * m + col0 + wd];
+                                let hrow = &mut hbuf[t * wd..(t + 1) * wd];
+                                step_row::<HARD>(inv_tau, vth, i_row, v, hrow, &mut srow);
+                            }
+                            *gbuf = srow;
+                            // v now carries dL/dv of the step after, from 0.
+                            v.fill(0.0);
+                            for t in (0..t_steps).rev() {
+                                let g_row: &[f32] = match pool {
+                                    None => &grad[t * m + col0..t * m + col0 + wd],
+                                    Some(pl) => {
+                                        let g0 = t * m_g + c * w_g;
+                                        let n = wd / pl.plane().max(1) * pl.pooled_plane();
+                                        spread_row(pl, &grad[g0..g0 + n], gbuf);
+                                        gbuf
+                                    }
+                                };
+                                let h_row = &hbuf[t * wd..(t + 1) * wd];
+                                for (((o, &g), &h), gv) in
+                                    rows[t].iter_mut().zip(g_row).zip(h_row).zip(v.iter_mut())
+                                {
+                                    let x = h - vth;
+                                    let dv_dh = if HARD && x >= 0.0 { 0.0 } else { 1.0 };
+                                    let gh = g * sg(x) + *gv * dv_dh;
+                                    o.write(gh * inv_tau);
+                                    *gv = gh * decay;
+                                }
+                            }
+                        })
+                    });
+                },
+            );
+    })
 }
 
 /// The fused forward op.
@@ -344,7 +507,7 @@ impl CustomOp1 for LifOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let cur = cpu_f32(self.name(), "currents", s, l)?;
         let (t_steps, m) = time_steps(l.dims())?;
-        let out = spikes(cur, t_steps, m, &self.params);
+        let out = spikes(cur, t_steps, m, &self.params, None);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -386,7 +549,7 @@ impl CustomOp2 for LifBackwardOp {
         let gs = cpu_f32(self.name(), "grad", s2, l2)?;
         check_grad_shape(self.name(), l2.dims(), l1.dims())?;
         let (t_steps, m) = time_steps(l1.dims())?;
-        let out = backward(cur, gs, t_steps, m, &self.params);
+        let out = backward(cur, gs, t_steps, m, &self.params, None);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

@@ -198,6 +198,24 @@ pub(crate) fn cpu_f32<'a>(
     }
 }
 
+/// Runs `f` compiled for AVX2 where the CPU has it (the crate's baseline target is
+/// plain x86-64, SSE2, which halves the width of every add here).
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// Which convolution implementation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum ConvBackend {
@@ -275,6 +293,52 @@ pub fn conv2d(
         }
         _ => x.conv2d(w, padding, stride, 1, 1),
     }
+}
+
+/// The two gradients of `conv2d(x, w)` from the output gradient `dy`: `(dX, dW)`.
+///
+/// `ConvBackend::Fast` (CPU, f32) runs this module's kernels, the ones its autograd
+/// backward runs; `ConvBackend::Candle` runs the ops candle's autograd runs for its
+/// conv2d (a transposed convolution for `dX`, a convolution of the transposed input
+/// and gradient for `dW`). For benchmarks of the backward kernels alone, without
+/// autograd's bookkeeping; `x` and `dy` are (N, C, H, W).
+pub fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    padding: usize,
+    stride: usize,
+    backend: ConvBackend,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let g = conv::Geom::new(x.dims(), w.dims(), padding, stride)?;
+    check_grad_shape("conv2d_backward", dy.dims(), &g.out_dims(x.dims()))?;
+    let fast_ok = x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    if backend == ConvBackend::Fast && fast_ok {
+        let op = conv::Conv2dOp {
+            padding,
+            stride,
+            input_grad: true,
+        };
+        let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, &dy.contiguous()?, true)?;
+        let dx = dx.expect("requested");
+        return Ok((dx, dw));
+    }
+    let (x, dy) = match x.rank() {
+        4 => (x.clone(), dy.clone()),
+        _ => (
+            x.reshape((g.n, g.cin, g.h, g.w))?,
+            dy.reshape((g.n, g.cout, g.ho, g.wo))?,
+        ),
+    };
+    let out_size = (g.ho - 1) * stride + g.k - 2 * padding;
+    let dx = dy.conv_transpose2d(w, padding, g.h - out_size, stride, 1)?;
+    let dw = x
+        .transpose(0, 1)?
+        .conv2d(&dy.transpose(0, 1)?, padding, 1, stride, 1)?
+        .transpose(0, 1)?
+        .narrow(2, 0, g.k)?
+        .narrow(3, 0, g.k)?;
+    Ok((dx, dw))
 }
 
 /// FLOP of one forward convolution (2 per multiply-add); the weight-gradient and the

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::reduce::{ordered_partials, sum_in_order};
 
 use super::conv::Geom;
+use super::with_simd;
 
 /// Inputs denser than this go through the dense GEMM path (SNN firing rates are
 /// typically 5-20%; at 25% the sparse adds are about 2x the work of 12%).
@@ -25,18 +26,18 @@ pub(crate) fn is_sparse_binary(x: &[f32]) -> bool {
     if x.is_empty() {
         return false;
     }
+    // Branch-free counts so the scan vectorises; one pass per 64 Ki values.
     let ones = x
         .par_chunks(1 << 16)
         .map(|c| {
-            let mut ones = 0usize;
-            for &v in c {
-                if v == 1.0 {
-                    ones += 1;
-                } else if v != 0.0 {
-                    return None;
+            with_simd(|| {
+                let (mut ones, mut other) = (0u32, 0u32);
+                for &v in c {
+                    ones += u32::from(v == 1.0);
+                    other += u32::from(v != 0.0 && v != 1.0);
                 }
-            }
-            Some(ones)
+                (other == 0).then_some(ones as usize)
+            })
         })
         .try_reduce(|| 0, |a, b| Some(a + b));
     ones.is_some_and(|o| o as f64 <= MAX_DENSITY * x.len() as f64)
@@ -100,24 +101,6 @@ fn for_each_tap(x: &[f32], g: &Geom, taps: &Taps, mut f: impl FnMut(usize, usize
             }
         }
     }
-}
-
-/// Runs `f` compiled for AVX2 where the CPU has it (the crate's baseline target is
-/// plain x86-64, SSE2, which halves the width of every add here).
-#[inline(always)]
-fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
 }
 
 #[inline(always)]

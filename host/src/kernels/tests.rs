@@ -363,3 +363,43 @@ fn adjoint_identity_where_candle_backward_fails() {
         assert!((dww - ry).abs() < tol, "<dw,w> {dww} vs <r,y> {ry}");
     }
 }
+
+/// The standalone backward (used by the benchmark) gives the same gradients on both
+/// backends, and they equal autograd's.
+#[test]
+fn conv2d_backward_agrees_across_backends_and_with_autograd() {
+    let mut rng = Rng::new(21);
+    for (dims, cout, k, pad, stride) in [
+        ([3, 4, 9, 9], 5, 3, 1, 1),
+        ([2, 3, 10, 10], 4, 3, 1, 2),
+        ([2, 6, 5, 5], 3, 1, 0, 1),
+    ] {
+        let x = Var::from_tensor(&spikes(&mut rng, &dims, 0.15)).unwrap();
+        let w = Var::from_tensor(&randn(&mut rng, &[cout, dims[1], k, k])).unwrap();
+        let y = conv2d(
+            x.as_tensor(),
+            w.as_tensor(),
+            pad,
+            stride,
+            ConvBackend::Candle,
+            true,
+        )
+        .unwrap();
+        let dy = randn(&mut rng, y.dims());
+        let auto = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        for backend in [ConvBackend::Candle, ConvBackend::Fast] {
+            let (dx, dw) =
+                conv2d_backward(x.as_tensor(), w.as_tensor(), &dy, pad, stride, backend).unwrap();
+            let ex = auto.get(x.as_tensor()).unwrap();
+            let ew = auto.get(w.as_tensor()).unwrap();
+            assert!(
+                max_abs_diff(&dx, ex) < 1e-4 * (1.0 + max_abs(ex)),
+                "{backend} dx"
+            );
+            assert!(
+                max_abs_diff(&dw, ew) < 1e-4 * (1.0 + max_abs(ew)),
+                "{backend} dw"
+            );
+        }
+    }
+}
