@@ -279,8 +279,48 @@ pub(crate) fn matmul_uninit(
     }
 }
 
+/// For a "same" convolution (stride 1, output as large as the input) every im2col row
+/// is the input plane shifted by one offset, with the rows and columns that fall into
+/// the padding zeroed: per tap `(ky, kx)`, the offset `dy*W + dx` (`dy = ky - pad`,
+/// `dx = kx - pad`), the valid output rows `oy0..oy1` and columns `ox0..ox1`.
+struct Shift {
+    off: isize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+impl Shift {
+    fn new(g: &Geom, ky: usize, kx: usize) -> Self {
+        let (h, w) = (g.h as isize, g.w as isize);
+        let (dy, dx) = (ky as isize - g.pad as isize, kx as isize - g.pad as isize);
+        let range = |d: isize, n: isize| ((-d).max(0) as usize, (n - d).clamp(0, n) as usize);
+        Self {
+            off: dy * w + dx,
+            rows: range(dy, h),
+            cols: range(dx, w),
+        }
+    }
+
+    /// The positions `q` of the valid rows whose source `q + off` lies in the plane.
+    fn span(&self, g: &Geom) -> (usize, usize) {
+        let plane = (g.h * g.w) as isize;
+        let (lo, hi) = ((self.rows.0 * g.w) as isize, (self.rows.1 * g.w) as isize);
+        let a = lo.max(-self.off).min(hi);
+        let b = hi.min(plane - self.off).max(a);
+        (a as usize, b as usize)
+    }
+}
+
+/// True when [`Shift`] applies: stride 1 and output size = input size.
+fn is_same(g: &Geom) -> bool {
+    g.stride == 1 && g.ho == g.h && g.wo == g.w
+}
+
 /// Writes the im2col matrix (K x P, row-major) of one sample `x` (Cin x H x W).
 pub(crate) fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
+    if is_same(g) {
+        return im2col_same(x, g, col);
+    }
     let (p, k, s) = (g.p(), g.k, g.stride);
     let plane = g.h * g.w;
     for ci in 0..g.cin {
@@ -314,9 +354,41 @@ pub(crate) fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
     }
 }
 
+/// [`im2col`] of a "same" convolution: one shifted copy per row, then the padding
+/// positions zeroed.
+fn im2col_same(x: &[f32], g: &Geom, col: &mut [f32]) {
+    let (p, k, w) = (g.p(), g.k, g.w);
+    for ci in 0..g.cin {
+        let xc = &x[ci * p..(ci + 1) * p];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row_idx = (ci * k + ky) * k + kx;
+                let row = &mut col[row_idx * p..(row_idx + 1) * p];
+                let sh = Shift::new(g, ky, kx);
+                let (a, b) = sh.span(g);
+                row[..a].fill(0.0);
+                let src = (a as isize + sh.off) as usize;
+                row[a..b].copy_from_slice(&xc[src..src + (b - a)]);
+                row[b..].fill(0.0);
+                let (c0, c1) = sh.cols;
+                if c0 > 0 || c1 < w {
+                    for oy in sh.rows.0..sh.rows.1 {
+                        row[oy * w..oy * w + c0].fill(0.0);
+                        row[oy * w + c1..(oy + 1) * w].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Adds the im2col-shaped matrix `col` (K x P) back into one sample `dx` (Cin x H x W),
-/// which must be zeroed (or hold values to add to).
-pub(crate) fn col2im(col: &[f32], g: &Geom, dx: &mut [f32]) {
+/// which must be zeroed (or hold values to add to). `col` is scratch: the "same" path
+/// zeroes its padding positions.
+pub(crate) fn col2im(col: &mut [f32], g: &Geom, dx: &mut [f32]) {
+    if is_same(g) {
+        return col2im_same(col, g, dx);
+    }
     let (p, k, s) = (g.p(), g.k, g.stride);
     let plane = g.h * g.w;
     for ci in 0..g.cin {
@@ -346,6 +418,35 @@ pub(crate) fn col2im(col: &[f32], g: &Geom, dx: &mut [f32]) {
                             *d += *sv;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] of a "same" convolution: the padding positions of each row zeroed, then
+/// one shifted add per row (each `dx` value gets its taps in the same order as the
+/// general path).
+fn col2im_same(col: &mut [f32], g: &Geom, dx: &mut [f32]) {
+    let (p, k, w) = (g.p(), g.k, g.w);
+    for ci in 0..g.cin {
+        let dxc = &mut dx[ci * p..(ci + 1) * p];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row_idx = (ci * k + ky) * k + kx;
+                let row = &mut col[row_idx * p..(row_idx + 1) * p];
+                let sh = Shift::new(g, ky, kx);
+                let (c0, c1) = sh.cols;
+                if c0 > 0 || c1 < w {
+                    for oy in sh.rows.0..sh.rows.1 {
+                        row[oy * w..oy * w + c0].fill(0.0);
+                        row[oy * w + c1..(oy + 1) * w].fill(0.0);
+                    }
+                }
+                let (a, b) = sh.span(g);
+                let dst = (a as isize + sh.off) as usize;
+                for (d, v) in dxc[dst..dst + (b - a)].iter_mut().zip(&row[a..b]) {
+                    *d += *v;
                 }
             }
         }
