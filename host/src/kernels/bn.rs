@@ -162,6 +162,24 @@ pub struct BnBatchStats {
     pub count: usize,
 }
 
+/// Per-channel mean and biased variance of `x` (layout `d`).
+fn batch_stats(x: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+    let inner = d.inner;
+    let (s1, s2) = channel_sums(d, |r, _, a, b| {
+        let row = &x[r * inner..(r + 1) * inner];
+        *a += row_sum(row);
+        *b += row_dot(row, row);
+    });
+    let n = d.count().max(1) as f64;
+    let mean = s1.iter().map(|&s| (s / n) as f32).collect();
+    let var = s1
+        .iter()
+        .zip(&s2)
+        .map(|(&s, &q)| ((q / n) - (s / n) * (s / n)).max(0.0) as f32)
+        .collect();
+    (mean, var)
+}
+
 /// Per-channel mean and biased variance of a contiguous f32 CPU tensor.
 #[derive(Debug, Clone, Copy)]
 struct StatsOp {
@@ -176,20 +194,8 @@ impl CustomOp1 for StatsOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = cpu_f32(self.name(), "x", s, l)?;
         let d = Dims::new(l.dims(), self.cdim)?;
-        let inner = d.inner;
-        let (s1, s2) = channel_sums(d, |r, _, a, b| {
-            let row = &x[r * inner..(r + 1) * inner];
-            *a += row_sum(row);
-            *b += row_dot(row, row);
-        });
-        let n = d.count().max(1) as f64;
-        let mut out = Vec::with_capacity(2 * d.c);
-        out.extend(s1.iter().map(|&s| (s / n) as f32));
-        out.extend(
-            s1.iter()
-                .zip(&s2)
-                .map(|(&s, &q)| ((q / n) - (s / n) * (s / n)).max(0.0) as f32),
-        );
+        let (mean, var) = batch_stats(x, d);
+        let out = [mean, var].concat();
         Ok((CpuStorage::F32(out), Shape::from((2, d.c))))
     }
 }
@@ -197,7 +203,7 @@ impl CustomOp1 for StatsOp {
 /// `y = (x - mean) * invstd * gamma + beta` with fixed per-channel `mean`, `invstd`; in
 /// training mode the backward also differentiates through the batch statistics.
 #[derive(Debug, Clone)]
-struct NormOp {
+pub(crate) struct NormOp {
     cdim: usize,
     mean: Vec<f32>,
     invstd: Vec<f32>,
@@ -250,6 +256,21 @@ impl CustomOp3 for NormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgamma, dbeta) = self.grads(x, gamma, grad, x.track_op())?;
+        Ok((dx, Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl NormOp {
+    /// `(dx, dgamma, dbeta)` of this normalisation of `x` from the output gradient;
+    /// `dx` only when `want_dx`.
+    pub(crate) fn grads(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        grad: &Tensor,
+        want_dx: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
         let dy = grad.contiguous()?;
         let d = Dims::new(x.dims(), self.cdim)?;
         // Per channel: sum(dy) and sum(dy * (x - mean)).
@@ -265,8 +286,8 @@ impl CustomOp3 for NormOp {
         let dgamma: Vec<f32> = sdyx.iter().zip(&self.invstd).map(|(s, i)| s * i).collect();
         let dgamma = Tensor::from_vec(dgamma, d.c, x.device())?;
         let dbeta = sums.get(0)?;
-        if !x.track_op() {
-            return Ok((None, Some(dgamma), Some(dbeta)));
+        if !want_dx {
+            return Ok((None, dgamma, dbeta));
         }
         let g = gamma.to_vec1::<f32>()?;
         let n = d.count().max(1) as f32;
@@ -296,7 +317,7 @@ impl CustomOp3 for NormOp {
                 k0,
             },
         )?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        Ok((Some(dx), dgamma, dbeta))
     }
 }
 
@@ -378,6 +399,36 @@ impl candle_core::CustomOp2 for InputGradOp {
         let dx = channel_affine(d, dy, b, &self.ka, &self.kb, &self.k0);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
+}
+
+/// Training-mode batch-norm of the values `x` (dims `dims`, channels at `cdim`) on
+/// slices: the output, the op that differentiates it ([`NormOp::grads`]) and the batch
+/// statistics. The same arithmetic as [`batch_norm_train`].
+pub(crate) fn train_forward(
+    x: &[f32],
+    dims: &[usize],
+    cdim: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Result<(Vec<f32>, NormOp, BnBatchStats), KernelError> {
+    let d = Dims::new(dims, cdim)?;
+    check_channels("spikenas-bn", d.c, gamma.len(), beta.len())?;
+    let (mean, var) = batch_stats(x, d);
+    let op = NormOp {
+        cdim,
+        invstd: inv_std(&var, eps),
+        mean: mean.clone(),
+        batch_stats: true,
+    };
+    let (scale, shift) = op.coefficients(gamma, beta);
+    let y = channel_affine(d, x, None, &scale, &[], &shift);
+    let stats = BnBatchStats {
+        mean,
+        var,
+        count: d.count(),
+    };
+    Ok((y, op, stats))
 }
 
 fn fast_ok(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> bool {

@@ -1,4 +1,5 @@
-//! Convolution -> LIF (-> 2x2 average pool) as one candle node.
+//! Convolution -> LIF (-> 2x2 average pool), and convolution -> batch-norm, each as one
+//! candle node.
 //!
 //! candle's backward pass costs every node of the graph a zero-filled gradient buffer
 //! of the node's size plus an element-wise add into it, single-threaded, on top of the
@@ -9,13 +10,19 @@
 //! inside the op: the forward keeps them for the backward, which runs the LIF's BPTT,
 //! the pool's spread and the convolution's two gradients back to back.
 //!
+//! Convolution -> batch-norm (training mode) likewise keeps the convolution's output
+//! inside the node, for the batch-norm's backward.
+//!
 //! The arithmetic is exactly that of [`super::conv2d`] (fast path), [`super::lif_multistep`]
 //! and [`super::avg_pool2`] in sequence; the tests check it against candle's own ops.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor,
+};
 
+use super::bn::{self, BnBatchStats, NormOp};
 use super::conv::{self, Conv2dOp, Geom};
 use super::lif::{self, LifParams};
 use super::{check_grad_shape, cpu_f32, pool, KernelError};
@@ -190,6 +197,135 @@ impl CustomOp1 for CurrentsGradOp {
     }
 }
 
+/// `batch_norm_train(conv2d(x, w), gamma, beta)` as one node: `x` (..., Cin, H, W) with
+/// one or more leading batch dims, `w` (Cout, Cin, k, k), `gamma`/`beta` (Cout,).
+/// Returns the normalised output and the batch statistics (update the running averages
+/// from them, as after [`super::batch_norm_train`]). `input_grad` as for
+/// [`super::conv2d`]. On a non-CPU device or a non-f32 dtype it runs the two ops.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_train(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    padding: usize,
+    stride: usize,
+    input_grad: bool,
+    eps: f64,
+) -> candle_core::Result<(Tensor, BnBatchStats)> {
+    let g = Geom::new(x.dims(), w.dims(), padding, stride)?;
+    let fast_ok = [x, w, gamma, beta]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if !fast_ok {
+        let y = super::conv2d(x, w, padding, stride, super::ConvBackend::Fast, input_grad)?;
+        return super::batch_norm_train(&y, gamma, beta, y.rank() - 3, eps);
+    }
+    let (cg, cb) = (gamma.elem_count(), beta.elem_count());
+    if cg != g.cout || cb != g.cout {
+        return Err(KernelError::BnParams {
+            op: "conv_bn_train",
+            channels: g.cout,
+            gamma: cg,
+            beta: cb,
+        }
+        .into());
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let op = ConvBnOp {
+        conv: Conv2dOp {
+            padding,
+            stride,
+            input_grad,
+        },
+        eps,
+        saved: saved.clone(),
+    };
+    // gamma and beta travel as one (2*Cout,) argument; candle's cat backward splits
+    // their gradients again.
+    let gb = Tensor::cat(&[&gamma.flatten_all()?, &beta.flatten_all()?], 0)?;
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
+    let stats = saved
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|s: &ConvBnSaved| s.stats.clone());
+    match stats {
+        Some(stats) => Ok((y, stats)),
+        None => candle_core::bail!("conv_bn_train: the forward kept no statistics"),
+    }
+}
+
+/// What the conv -> batch-norm forward keeps: the convolution's output, the
+/// normalisation (which differentiates itself) and the batch statistics.
+#[derive(Debug)]
+struct ConvBnSaved {
+    y: Tensor,
+    norm: NormOp,
+    stats: BnBatchStats,
+}
+
+#[derive(Debug)]
+struct ConvBnOp {
+    conv: Conv2dOp,
+    eps: f64,
+    saved: Arc<Mutex<Option<ConvBnSaved>>>,
+}
+
+impl CustomOp3 for ConvBnOp {
+    fn name(&self) -> &'static str {
+        "spikenas-conv-bn"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.conv.padding, self.conv.stride)?;
+        let x = cpu_f32(self.name(), "x", s1, l1)?;
+        let w = cpu_f32(self.name(), "w", s2, l2)?;
+        let gb = cpu_f32(self.name(), "gamma/beta", s3, l3)?;
+        let y = conv::forward(x, w, &g);
+        let y_dims = g.out_dims(l1.dims());
+        let (gamma, beta) = gb.split_at(gb.len() / 2);
+        let (z, norm, stats) =
+            bn::train_forward(&y, &y_dims, y_dims.len() - 3, gamma, beta, self.eps)?;
+        let y = Tensor::from_vec(y, y_dims.clone(), &Device::Cpu)?;
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(ConvBnSaved { y, norm, stats });
+        Ok((CpuStorage::F32(z), Shape::from(y_dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        gb: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (y, norm) = match &*self.saved.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(s) => (s.y.clone(), s.norm.clone()),
+            None => candle_core::bail!("{}: backward before forward", self.name()),
+        };
+        let c = gb.elem_count() / 2;
+        let (dy, dgamma, dbeta) = norm.grads(&y, &gb.narrow(0, 0, c)?, grad_res, true)?;
+        let dy = match dy {
+            Some(dy) => dy.contiguous()?,
+            None => candle_core::bail!("{}: no output gradient", self.name()),
+        };
+        let dgb = Tensor::cat(&[&dgamma, &dbeta], 0)?;
+        let want_dx = self.conv.input_grad && x.track_op();
+        let (dx, dw) = self.conv.grads(x, w, &dy, want_dx)?;
+        Ok((dx, Some(dw), Some(dgb)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +440,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("(T, B, Cin, H, W)"), "{err}");
+    }
+
+    /// conv -> batch-norm: output, statistics and all four gradients against conv2d +
+    /// the batch-norm reference, on (T, B, ...) and (N, ...) inputs.
+    #[test]
+    fn conv_bn_matches_the_two_ops() {
+        let mut rng = Rng::new(5);
+        for (xd, cout, k, pad, stride) in [
+            (vec![2, 3, 4, 7, 9], 5, 3, 1, 1),
+            (vec![6, 3, 8, 8], 4, 3, 1, 2),
+            (vec![3, 4, 5, 5], 6, 1, 0, 1),
+        ] {
+            let cin = xd[xd.len() - 3];
+            let x = Var::from_tensor(&randn(&mut rng, &xd, 1.0)).unwrap();
+            let w = Var::from_tensor(&randn(&mut rng, &[cout, cin, k, k], 0.5)).unwrap();
+            let gamma = Var::from_tensor(&randn(&mut rng, &[cout], 1.0)).unwrap();
+            let beta = Var::from_tensor(&randn(&mut rng, &[cout], 1.0)).unwrap();
+            let args = (
+                x.as_tensor(),
+                w.as_tensor(),
+                gamma.as_tensor(),
+                beta.as_tensor(),
+            );
+            let (fast, stats) =
+                conv_bn_train(args.0, args.1, args.2, args.3, pad, stride, true, 1e-5).unwrap();
+            let y = crate::kernels::conv2d(
+                args.0,
+                args.1,
+                pad,
+                stride,
+                crate::kernels::ConvBackend::Candle,
+                true,
+            )
+            .unwrap();
+            let cdim = y.rank() - 3;
+            let (refr, rstats) =
+                crate::kernels::batch_norm_train_reference(&y, args.2, args.3, cdim, 1e-5).unwrap();
+            assert!(max_diff(&fast, &refr) < 1e-4, "forward differs");
+            for (a, b) in stats.mean.iter().zip(&rstats.mean) {
+                assert!((a - b).abs() < 1e-4);
+            }
+            assert_eq!(stats.count, rstats.count);
+            let r = randn(&mut rng, fast.dims(), 1.0);
+            let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (&refr * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("w", &w), ("gamma", &gamma), ("beta", &beta)] {
+                let a = gf.get(v.as_tensor()).unwrap();
+                let e = gr.get(v.as_tensor()).unwrap();
+                let scale = e.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                let tol = 1e-3 * (1.0 + scale.to_scalar::<f32>().unwrap());
+                let d = max_diff(a, e);
+                assert!(d < tol, "d{name} differs by {d} (tol {tol}), x {xd:?}");
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ pub use bn::{
     batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
     BnBatchStats,
 };
-pub use fused::{conv_lif, conv_lif_reference};
+pub use fused::{conv_bn_train, conv_lif, conv_lif_reference};
 pub use lif::{lif_multistep, lif_multistep_reference, LifParams, Reset, Surrogate};
 pub use pool::{avg_pool2, avg_pool3x3_same, avg_pool3x3_same_reference, repeat_time};
 pub use runtime::{cpu_runtime_tuned, tune_cpu_runtime, MMAP_THRESHOLD};

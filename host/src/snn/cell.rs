@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use super::lif;
 use super::Ctx;
 use crate::arch::{Cell, Edge, Op, NODES};
+use crate::kernels::ConvBackend;
 
 /// One edge's op with its weights.
 #[derive(Debug)]
@@ -90,6 +91,42 @@ impl Bn {
         }
         let (y, stats) =
             crate::kernels::batch_norm_train(x, &self.weight, &self.bias, cdim, self.eps)?;
+        self.update_running(&stats)?;
+        Ok(y)
+    }
+
+    /// `forward(conv2d(x, w))`: a `k x k` convolution with padding `k/2`, stride 1. In
+    /// training with the fast kernels the two run as one node
+    /// ([`crate::kernels::conv_bn_train`]); otherwise one after the other.
+    pub fn forward_conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        input_grad: bool,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let pad = w.dim(3)? / 2;
+        if ctx.train && ctx.conv == ConvBackend::Fast {
+            let (y, stats) = crate::kernels::conv_bn_train(
+                x,
+                w,
+                &self.weight,
+                &self.bias,
+                pad,
+                1,
+                input_grad,
+                self.eps,
+            )?;
+            self.update_running(&stats)?;
+            return Ok(y);
+        }
+        let y = crate::kernels::conv2d(x, w, pad, 1, ctx.conv, input_grad)?;
+        self.forward(&y, ctx.train)
+    }
+
+    /// Moves the running averages towards a training batch's statistics (momentum,
+    /// unbiased variance, as PyTorch does).
+    fn update_running(&self, stats: &crate::kernels::BnBatchStats) -> Result<()> {
         let m = self.momentum as f32;
         let n = stats.count as f32;
         let unbias = if stats.count > 1 { n / (n - 1.0) } else { 1.0 };
@@ -103,8 +140,7 @@ impl Bn {
             var.set(&Tensor::from_vec(new, old.len(), var.device())?)
         };
         update(&self.running_mean, &stats.mean, 1.0)?;
-        update(&self.running_var, &stats.var, unbias)?;
-        Ok(y)
+        update(&self.running_var, &stats.var, unbias)
     }
 }
 
@@ -139,10 +175,8 @@ impl EdgeOp {
             (Op::Skip, _) => Ok(input.clone()),
             (Op::AvgPool3x3, _) => avgpool3x3_same(input),
             (_, Some((w, bn))) => {
-                let k = w.dim(3)?;
                 let s = spikes.expect("conv op needs spikes");
-                let y = crate::kernels::conv2d(s, w, k / 2, 1, ctx.conv, true)?;
-                bn.forward(&y, ctx.train)
+                bn.forward_conv(s, w, true, ctx)
             }
             (op, None) => candle_core::bail!("edge op {op:?} has no weights"),
         }
@@ -273,7 +307,6 @@ impl CellNet {
 pub struct ConvBn {
     weight: Tensor,
     bn: Bn,
-    padding: usize,
 }
 
 impl ConvBn {
@@ -281,17 +314,12 @@ impl ConvBn {
     pub fn new(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<Self> {
         let weight = conv_weight(cin, cout, k, &vb.pp("conv"))?;
         let bn = Bn::new(cout, vb.pp("bn"))?;
-        Ok(ConvBn {
-            weight,
-            bn,
-            padding: k / 2,
-        })
+        Ok(ConvBn { weight, bn })
     }
 
     /// Convolve then normalise; `x` is `(N, C, H, W)` or `(T, B, C, H, W)`.
     pub fn forward(&self, x: &Tensor, ctx: &Ctx, input_grad: bool) -> Result<Tensor> {
-        let y = crate::kernels::conv2d(x, &self.weight, self.padding, 1, ctx.conv, input_grad)?;
-        self.bn.forward(&y, ctx.train)
+        self.bn.forward_conv(x, &self.weight, input_grad, ctx)
     }
 }
 
