@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::reduce::{ordered_partials, sum_in_order};
 
-use super::{check_grad_shape, cpu_f32, KernelError};
+use super::{check_grad_shape, cpu_f32, with_simd, KernelError};
 
 /// Rows (one channel's run of `inner` contiguous values) per rayon task, at least.
 const MIN_TASK_ELEMS: usize = 16 * 1024;
@@ -70,7 +70,7 @@ fn channel_sums(
         |mut acc, r| {
             let ch = r % c;
             let (a, b) = acc.split_at_mut(c);
-            f(r, ch, &mut a[ch], &mut b[ch]);
+            with_simd(|| f(r, ch, &mut a[ch], &mut b[ch]));
             acc
         },
     );
@@ -99,7 +99,7 @@ fn channel_affine(
         .for_each(|(r, o)| {
             let ch = r % d.c;
             let ar = &a[r * inner..(r + 1) * inner];
-            match b {
+            with_simd(|| match b {
                 Some(b) => {
                     let br = &b[r * inner..(r + 1) * inner];
                     let (x, y, z) = (ka[ch], kb[ch], k0[ch]);
@@ -113,7 +113,7 @@ fn channel_affine(
                         o.write(x * av + z);
                     }
                 }
-            }
+            });
         });
     // SAFETY: the chunks tile all `n` values (a.len() = rows * inner) and every value of
     // every chunk was written above.
@@ -121,6 +121,7 @@ fn channel_affine(
     out
 }
 
+#[inline(always)]
 fn row_sum(v: &[f32]) -> f64 {
     // Eight independent f64 lanes: vectorises and keeps the error small.
     let mut lanes = [0f64; 8];
@@ -133,6 +134,7 @@ fn row_sum(v: &[f32]) -> f64 {
     chunks.remainder().iter().map(|&x| x as f64).sum::<f64>() + lanes.iter().sum::<f64>()
 }
 
+#[inline(always)]
 fn row_dot(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0f64; 8];
     let mut ca = a.chunks_exact(8);

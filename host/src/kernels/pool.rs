@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, KernelError};
+use super::{cpu_f32, with_simd, KernelError};
 
 /// Planes (H x W images) per rayon task, at least this many values.
 const MIN_TASK_ELEMS: usize = 16 * 1024;
@@ -39,7 +39,7 @@ fn per_plane(planes: usize, len: usize, f: impl Fn(usize, &mut [f32]) + Sync) ->
     out.par_chunks_mut(len)
         .with_min_len(min)
         .enumerate()
-        .for_each(|(p, o)| f(p, o));
+        .for_each(|(p, o)| with_simd(|| f(p, o)));
     out
 }
 
