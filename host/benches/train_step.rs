@@ -3,14 +3,18 @@
 //! Net (direct encoding, the image fed at every step): conv3x3(Cin->16, pad 1) -> LIF ->
 //! conv3x3(16->32, pad 1) -> LIF -> avgpool2 -> linear(->10); the logits are averaged
 //! over T, loss = cross-entropy; AdamW (candle_nn) updates the weights. Batch 32, T = 4,
-//! f32, on 1x28x28 and 3x32x32 inputs.
+//! f32, on 1x28x28 and 3x32x32 inputs. The candle path builds it from candle's conv2d,
+//! the tensor-op LIF and avg_pool2d; the fast path from two fused nodes,
+//! `conv_lif(x)` and `conv_lif(s1, pool)` (the same arithmetic, checked by the tests).
 //!
 //! Then the whole training step of the project's own network (`snn::Network`, the
 //! default architecture, AdamW) on digits-sized (1x8x8) and Fashion-MNIST-sized
 //! (1x28x28 with pool=2) batches of 64: ms/step and images/s.
 //!
-//! Run: `cargo bench -p spikenas-host --bench train_step` (RAYON_NUM_THREADS defaults to
-//! 2 here; set it to override). Prints ms/step (median after warm-up), the speedup, the
+//! Run: `cargo bench -p spikenas-host --bench train_step` (RAYON_NUM_THREADS and
+//! CANDLE_NUM_THREADS default to 2 here, 2 threads for both thread pools: candle's own
+//! path is 10-15% faster with its pool at 2 than inline at 1, the fast path the same;
+//! set them to override). Prints ms/step (median after warm-up), the speedup, the
 //! GFLOP/s of the second convolution alone (forward, and backward = weight + input
 //! gradient) for each backend, and a big candle matmul's GFLOP/s for scale.
 
@@ -258,9 +262,12 @@ fn main() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "2");
     }
-    // As training does: candle's element-wise ops inline (CANDLE_NUM_THREADS=1 unless
-    // set), malloc keeps freed buffers. Run with CANDLE_NUM_THREADS=2 to see candle's
-    // own thread pool.
+    // Candle's own pool at 2 threads: its best setting for its own path (training sets
+    // 1, see kernels::tune_cpu_runtime; the fast path times the same either way). Then,
+    // as training does, malloc keeps freed buffers.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "2");
+    }
     spikenas_host::kernels::tune_cpu_runtime();
     // `cargo bench` passes --bench; an argument such as `28x28/fast` or `candle` selects
     // the runs whose "size/backend/part" name contains it (part: `step` for the training
