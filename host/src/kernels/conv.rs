@@ -725,15 +725,15 @@ mod timing {
     #[test]
     #[ignore]
     fn print_kernel_timings() {
-        for (cin, cout) in [(1, 16), (16, 32)] {
-            let g = Geom::new(&[128, cin, 28, 28], &[cout, cin, 3, 3], 1, 1).unwrap();
-            let x: Vec<f32> = (0..128 * cin * 784)
-                .map(|i| if (i * 7919) % 100 < 12 { 1.0 } else { 0.0 })
+        for (cin, cout, hw, rate) in [(1, 16, 28, 12), (16, 32, 28, 12), (16, 32, 32, 8)] {
+            let g = Geom::new(&[128, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
+            let x: Vec<f32> = (0..128 * cin * hw * hw)
+                .map(|i| if (i * 7919) % 100 < rate { 1.0 } else { 0.0 })
                 .collect();
             let w: Vec<f32> = (0..cout * cin * 9)
                 .map(|i| ((i * 31) % 7) as f32 / 7.0)
                 .collect();
-            let dy: Vec<f32> = (0..128 * cout * 784)
+            let dy: Vec<f32> = (0..128 * cout * hw * hw)
                 .map(|i| ((i * 17) % 11) as f32 / 11.0)
                 .collect();
             let f = g.forward_flop() / 1e6;
@@ -741,14 +741,15 @@ mod timing {
             let t1 = best(|| drop(weight_grad(&x, &dy, &g)));
             let t2 = best(|| drop(input_grad(&dy, &w, &g)));
             let mut col = vec![0.0; g.kdim() * g.p()];
+            let len = cin * hw * hw;
             let t3 = best(|| {
                 for n in 0..128 {
-                    im2col(&x[n * cin * 784..(n + 1) * cin * 784], &g, &mut col)
+                    im2col(&x[n * len..(n + 1) * len], &g, &mut col)
                 }
             });
             let t5 = best(|| drop(sparse::weight_grad(&x, &dy, &g)));
             let t6 = best(|| assert!(sparse::is_sparse_binary(&x)));
-            println!("  sparse (12% ones): dW {t5:.2} ms, check {t6:.2} ms");
+            println!("  sparse ({rate}% ones, {hw}x{hw}): dW {t5:.2} ms, check {t6:.2} ms");
             println!(
                 "{cin}->{cout}: fwd {t0:.2} ms {:.1} GF/s, dW {t1:.2} ms {:.1} GF/s, dX {t2:.2} ms {:.1} GF/s, im2col x128 serial {t3:.2} ms",
                 f / t0, f / t1, f / t2
