@@ -453,29 +453,40 @@ fn col2im_same(col: &mut [f32], g: &Geom, dx: &mut [f32]) {
     }
 }
 
+/// `Y_n = W . col(X_n)` of one sample `xn` (Cin x H x W) into `yn` (Cout x P), every
+/// value written; `col` is scratch.
+pub(crate) fn forward_sample(
+    xn: &[f32],
+    w: &[f32],
+    g: &Geom,
+    col: &mut Vec<f32>,
+    yn: &mut [MaybeUninit<f32>],
+) {
+    let (kd, p) = (g.kdim(), g.p());
+    let rhs: &[f32] = if g.is_pointwise() {
+        xn
+    } else {
+        col.resize(kd * p, 0.0);
+        im2col(xn, g, col);
+        col
+    };
+    matmul_uninit((g.cout, p, kd), yn, (p, 1), w, (kd, 1), rhs, (p, 1));
+}
+
 /// Forward convolution of the whole batch: returns `Y` (N, Cout, Ho, Wo), contiguous.
 pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
-    let (kd, p) = (g.kdim(), g.p());
+    let p = g.p();
     let x_len = g.cin * g.h * g.w;
     let len = g.n * g.cout * p;
     let mut y = Vec::with_capacity(len);
     if len == 0 {
         return y;
     }
-    let pointwise = g.is_pointwise();
     y.spare_capacity_mut()[..len]
         .par_chunks_mut(g.cout * p)
         .enumerate()
         .for_each_init(Vec::<f32>::new, |col, (n, yn)| {
-            let xn = &x[n * x_len..(n + 1) * x_len];
-            let rhs: &[f32] = if pointwise {
-                xn
-            } else {
-                col.resize(kd * p, 0.0);
-                im2col(xn, g, col);
-                col
-            };
-            matmul_uninit((g.cout, p, kd), yn, (p, 1), w, (kd, 1), rhs, (p, 1));
+            forward_sample(&x[n * x_len..(n + 1) * x_len], w, g, col, yn);
         });
     // SAFETY: the chunks tile the first `len` elements and each chunk's GEMM wrote all
     // of its Cout x P values (matmul_uninit writes every element).
@@ -483,12 +494,40 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     y
 }
 
+/// Adds one sample's `dY_n . col(X_n)^T` to `dw` (Cout x K); `col` is scratch.
+pub(crate) fn weight_grad_sample(
+    xn: &[f32],
+    dyn_: &[f32],
+    g: &Geom,
+    col: &mut Vec<f32>,
+    dw: &mut [f32],
+) {
+    let (kd, p) = (g.kdim(), g.p());
+    let rhs: &[f32] = if g.is_pointwise() {
+        xn
+    } else {
+        col.resize(kd * p, 0.0);
+        im2col(xn, g, col);
+        col
+    };
+    // rhs^T (P x K): element (q, r) = rhs[r*P + q].
+    matmul(
+        (g.cout, kd, p),
+        dw,
+        (kd, 1),
+        true,
+        dyn_,
+        (p, 1),
+        rhs,
+        (1, p),
+    );
+}
+
 /// Weight gradient `dW (Cout x K) = sum_n dY_n . col(X_n)^T`.
 pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (kd, p) = (g.kdim(), g.p());
     let x_len = g.cin * g.h * g.w;
     let y_len = g.cout * p;
-    let pointwise = g.is_pointwise();
     // Fixed chunks of samples, partials summed in chunk order: bit-identical runs.
     let parts = ordered_partials(
         g.n,
@@ -496,71 +535,56 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         || (vec![0.0f32; g.cout * kd], Vec::<f32>::new()),
         |(mut dw, mut col), n| {
             let xn = &x[n * x_len..(n + 1) * x_len];
-            let rhs: &[f32] = if pointwise {
-                xn
-            } else {
-                col.resize(kd * p, 0.0);
-                im2col(xn, g, &mut col);
-                &col
-            };
             let dyn_ = &dy[n * y_len..(n + 1) * y_len];
-            // rhs^T (P x K): element (q, r) = rhs[r*P + q].
-            matmul(
-                (g.cout, kd, p),
-                &mut dw,
-                (kd, 1),
-                true,
-                dyn_,
-                (p, 1),
-                rhs,
-                (1, p),
-            );
+            weight_grad_sample(xn, dyn_, g, &mut col, &mut dw);
             (dw, col)
         },
     );
     sum_in_order(parts.into_iter().map(|(dw, _)| dw).collect(), g.cout * kd)
 }
 
+/// `dX_n = col2im(W^T . dY_n)` of one sample into `dxn` (Cin x H x W, zeroed or
+/// holding values to add to); `dcol` is scratch.
+pub(crate) fn input_grad_sample(
+    dyn_: &[f32],
+    w: &[f32],
+    g: &Geom,
+    dcol: &mut Vec<f32>,
+    dxn: &mut [f32],
+) {
+    let (kd, p) = (g.kdim(), g.p());
+    // W^T (K x Cout): element (r, c) = w[c*K + r].
+    if g.is_pointwise() {
+        matmul((kd, p, g.cout), dxn, (p, 1), true, w, (1, kd), dyn_, (p, 1));
+    } else {
+        dcol.resize(kd * p, 0.0);
+        matmul(
+            (kd, p, g.cout),
+            dcol,
+            (p, 1),
+            false,
+            w,
+            (1, kd),
+            dyn_,
+            (p, 1),
+        );
+        col2im(dcol, g, dxn);
+    }
+}
+
 /// Input gradient `dX_n = col2im(W^T . dY_n)`, returned as (N, Cin, H, W).
 pub(crate) fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
-    let (kd, p) = (g.kdim(), g.p());
+    let p = g.p();
     let x_len = g.cin * g.h * g.w;
     let y_len = g.cout * p;
     let mut dx = vec![0.0f32; g.n * x_len];
     if dx.is_empty() {
         return dx;
     }
-    let pointwise = g.is_pointwise();
     dx.par_chunks_mut(x_len)
         .enumerate()
         .for_each_init(Vec::<f32>::new, |dcol, (n, dxn)| {
-            let dyn_ = &dy[n * y_len..(n + 1) * y_len];
-            // W^T (K x Cout): element (r, c) = w[c*K + r].
-            if pointwise {
-                matmul(
-                    (kd, p, g.cout),
-                    dxn,
-                    (p, 1),
-                    false,
-                    w,
-                    (1, kd),
-                    dyn_,
-                    (p, 1),
-                );
-            } else {
-                dcol.resize(kd * p, 0.0);
-                matmul(
-                    (kd, p, g.cout),
-                    dcol,
-                    (p, 1),
-                    false,
-                    w,
-                    (1, kd),
-                    dyn_,
-                    (p, 1),
-                );
-                col2im(dcol, g, dxn);
-            }
+            input_grad_sample(&dy[n * y_len..(n + 1) * y_len], w, g, dcol, dxn);
         });
     dx
 }

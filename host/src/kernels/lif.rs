@@ -360,6 +360,118 @@ fn spread_row(pool: Pool2, gp: &[f32], grow: &mut [f32]) {
     }
 }
 
+/// Scratch rows of one LIF task, reused across tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    v: Vec<f32>,
+    h: Vec<f32>,
+    row: Vec<f32>,
+}
+
+/// The forward over one group of `wd` neurons (whole planes with `pool`): `cur(t)` is
+/// step t's currents, `out[t]` receives step t's spikes (or their pooled averages).
+#[inline]
+pub(crate) fn spikes_task<'a>(
+    p: &LifParams,
+    pool: Option<Pool2>,
+    wd: usize,
+    cur: impl Fn(usize) -> &'a [f32],
+    out: &mut [&mut [MaybeUninit<f32>]],
+    s: &mut Scratch,
+) {
+    let (inv_tau, vth) = (p.inv_tau(), p.threshold);
+    s.v.clear();
+    s.v.resize(wd, 0.0);
+    s.h.resize(wd, 0.0);
+    s.row.resize(wd, 0.0);
+    let Scratch { v, h, row } = s;
+    with_simd(|| {
+        specialise!(p, |_sg, HARD| {
+            for (t, o) in out.iter_mut().enumerate() {
+                step_row::<HARD>(inv_tau, vth, &cur(t)[..wd], v, h, row);
+                match pool {
+                    None => {
+                        for (o, &x) in o.iter_mut().zip(row.iter()) {
+                            o.write(x);
+                        }
+                    }
+                    Some(pl) => pool_row(pl, row, o),
+                }
+            }
+        })
+    });
+}
+
+/// The backward over one group of `wd` neurons: `cur(t)` is step t's currents,
+/// `grad(t)` the gradient of step t's output (spikes, or their pooled averages with
+/// `pool`), `out[t]` receives `dL/dcurrents` of step t.
+#[inline]
+pub(crate) fn backward_task<'a>(
+    p: &LifParams,
+    pool: Option<Pool2>,
+    wd: usize,
+    cur: impl Fn(usize) -> &'a [f32],
+    grad: impl Fn(usize) -> &'a [f32],
+    out: &mut [&mut [MaybeUninit<f32>]],
+    s: &mut Scratch,
+) {
+    let t_steps = out.len();
+    let (inv_tau, vth) = (p.inv_tau(), p.threshold);
+    let decay = 1.0 - inv_tau;
+    s.h.resize(t_steps * wd, 0.0);
+    s.v.clear();
+    s.v.resize(wd, 0.0);
+    s.row.resize(wd, 0.0);
+    let Scratch { v, h: hbuf, row } = s;
+    with_simd(|| {
+        specialise!(p, |sg, HARD| {
+            // Forward again, keeping h; the spikes go to the scratch row.
+            for t in 0..t_steps {
+                let hrow = &mut hbuf[t * wd..(t + 1) * wd];
+                step_row::<HARD>(inv_tau, vth, &cur(t)[..wd], v, hrow, row);
+            }
+            // v now carries dL/dv of the step after, from 0.
+            v.fill(0.0);
+            for t in (0..t_steps).rev() {
+                let g_row: &[f32] = match pool {
+                    None => &grad(t)[..wd],
+                    Some(pl) => {
+                        spread_row(pl, grad(t), row);
+                        row
+                    }
+                };
+                let h_row = &hbuf[t * wd..(t + 1) * wd];
+                for (((o, &g), &h), gv) in out[t].iter_mut().zip(g_row).zip(h_row).zip(v.iter_mut())
+                {
+                    let x = h - vth;
+                    let dv_dh = if HARD && x >= 0.0 { 0.0 } else { 1.0 };
+                    let gh = g * sg(x) + *gv * dv_dh;
+                    o.write(gh * inv_tau);
+                    *gv = gh * decay;
+                }
+            }
+        })
+    });
+}
+
+/// Neurons per task and the matching width of the (pooled) output row piece.
+pub(crate) fn task_widths(m: usize, pool: Option<Pool2>) -> (usize, usize) {
+    let width = task_width(m, pool);
+    let w_out = match pool {
+        None => width,
+        Some(pl) => width / pl.plane().max(1) * pl.pooled_plane(),
+    };
+    (width, w_out)
+}
+
+/// Output values per step for `m` neurons: `m`, or the pooled count.
+fn out_len(m: usize, pool: Option<Pool2>) -> usize {
+    match pool {
+        None => m,
+        Some(pl) => m / pl.plane().max(1) * pl.pooled_plane(),
+    }
+}
+
 /// Spikes of the multi-step LIF over the currents `cur` (T x M, row-major): T x M
 /// values of 0.0/1.0, or with `pool` their 2x2 averages (T x M/4 for even planes).
 /// Parallel over neurons, sequential over time.
@@ -370,15 +482,8 @@ pub(crate) fn spikes(
     p: &LifParams,
     pool: Option<Pool2>,
 ) -> Vec<f32> {
-    let width = task_width(m, pool);
-    let (m_out, w_out) = match pool {
-        None => (m, width),
-        Some(pl) => (
-            m / pl.plane().max(1) * pl.pooled_plane(),
-            width / pl.plane().max(1) * pl.pooled_plane(),
-        ),
-    };
-    let (inv_tau, vth) = (p.inv_tau(), p.threshold);
+    let (width, w_out) = task_widths(m, pool);
+    let m_out = out_len(m, pool);
     filled(t_steps * m_out, |out| {
         if m_out == 0 {
             return;
@@ -386,33 +491,11 @@ pub(crate) fn spikes(
         column_chunks(out, t_steps, m_out, w_out.max(1))
             .into_par_iter()
             .enumerate()
-            .for_each_init(
-                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
-                |(v, hrow, srow), (c, mut rows)| {
-                    let col0 = c * width;
-                    let wd = width.min(m - col0);
-                    v.clear();
-                    v.resize(wd, 0.0);
-                    hrow.resize(wd, 0.0);
-                    srow.resize(wd, 0.0);
-                    with_simd(|| {
-                        specialise!(p, |_sg, HARD| {
-                            for (t, out) in rows.iter_mut().enumerate() {
-                                let i_row = &cur[t * m + col0..t * m + col0 + wd];
-                                step_row::<HARD>(inv_tau, vth, i_row, v, hrow, srow);
-                                match pool {
-                                    None => {
-                                        for (o, &s) in out.iter_mut().zip(srow.iter()) {
-                                            o.write(s);
-                                        }
-                                    }
-                                    Some(pl) => pool_row(pl, srow, out),
-                                }
-                            }
-                        })
-                    });
-                },
-            );
+            .for_each_init(Scratch::default, |s, (c, mut rows)| {
+                let col0 = c * width;
+                let wd = width.min(m - col0);
+                spikes_task(p, pool, wd, |t| &cur[t * m + col0..], &mut rows, s);
+            });
     })
 }
 
@@ -427,16 +510,8 @@ pub(crate) fn backward(
     p: &LifParams,
     pool: Option<Pool2>,
 ) -> Vec<f32> {
-    let width = task_width(m, pool);
-    let (m_g, w_g) = match pool {
-        None => (m, width),
-        Some(pl) => (
-            m / pl.plane().max(1) * pl.pooled_plane(),
-            width / pl.plane().max(1) * pl.pooled_plane(),
-        ),
-    };
-    let (inv_tau, vth) = (p.inv_tau(), p.threshold);
-    let decay = 1.0 - inv_tau;
+    let (width, w_g) = task_widths(m, pool);
+    let m_g = out_len(m, pool);
     filled(t_steps * m, |out| {
         if m == 0 {
             return;
@@ -444,52 +519,20 @@ pub(crate) fn backward(
         column_chunks(out, t_steps, m, width)
             .into_par_iter()
             .enumerate()
-            .for_each_init(
-                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
-                |(hbuf, v, gbuf), (c, mut rows)| {
-                    let col0 = c * width;
-                    let wd = width.min(m - col0);
-                    hbuf.resize(t_steps * wd, 0.0);
-                    v.clear();
-                    v.resize(wd, 0.0);
-                    gbuf.resize(wd, 0.0);
-                    with_simd(|| {
-                        specialise!(p, |sg, HARD| {
-                            // Forward again, keeping h; the spikes go to a scratch row.
-                            let mut srow = std::mem::take(gbuf);
-                            for t in 0..t_steps {
-                                let i_row = &cur[t * m + col0..t * m + col0 + wd];
-                                let hrow = &mut hbuf[t * wd..(t + 1) * wd];
-                                step_row::<HARD>(inv_tau, vth, i_row, v, hrow, &mut srow);
-                            }
-                            *gbuf = srow;
-                            // v now carries dL/dv of the step after, from 0.
-                            v.fill(0.0);
-                            for t in (0..t_steps).rev() {
-                                let g_row: &[f32] = match pool {
-                                    None => &grad[t * m + col0..t * m + col0 + wd],
-                                    Some(pl) => {
-                                        let g0 = t * m_g + c * w_g;
-                                        let n = wd / pl.plane().max(1) * pl.pooled_plane();
-                                        spread_row(pl, &grad[g0..g0 + n], gbuf);
-                                        gbuf
-                                    }
-                                };
-                                let h_row = &hbuf[t * wd..(t + 1) * wd];
-                                for (((o, &g), &h), gv) in
-                                    rows[t].iter_mut().zip(g_row).zip(h_row).zip(v.iter_mut())
-                                {
-                                    let x = h - vth;
-                                    let dv_dh = if HARD && x >= 0.0 { 0.0 } else { 1.0 };
-                                    let gh = g * sg(x) + *gv * dv_dh;
-                                    o.write(gh * inv_tau);
-                                    *gv = gh * decay;
-                                }
-                            }
-                        })
-                    });
-                },
-            );
+            .for_each_init(Scratch::default, |s, (c, mut rows)| {
+                let col0 = c * width;
+                let wd = width.min(m - col0);
+                let n_g = out_len(wd, pool);
+                backward_task(
+                    p,
+                    pool,
+                    wd,
+                    |t| &cur[t * m + col0..],
+                    |t| &grad[t * m_g + c * w_g..t * m_g + c * w_g + n_g],
+                    &mut rows,
+                    s,
+                );
+            });
     })
 }
 

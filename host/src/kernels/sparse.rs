@@ -64,13 +64,13 @@ fn tap_table(in_len: usize, out_len: usize, g: &Geom) -> Vec<Vec<(usize, usize)>
 }
 
 /// Per-axis tap tables of one convolution.
-struct Taps {
+pub(crate) struct Taps {
     y: Vec<Vec<(usize, usize)>>,
     x: Vec<Vec<(usize, usize)>>,
 }
 
 impl Taps {
-    fn new(g: &Geom) -> Self {
+    pub(crate) fn new(g: &Geom) -> Self {
         Self {
             y: tap_table(g.h, g.ho, g),
             x: tap_table(g.w, g.wo, g),
@@ -141,21 +141,41 @@ pub(crate) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
                 &x[n * x_len..(n + 1) * x_len],
                 &dy[n * y_len..(n + 1) * y_len],
             );
-            with_simd(|| {
-                transpose(dyn_, cout, p, &mut dyt);
-                for_each_tap(xn, g, &taps, |row, q| {
-                    add_row(
-                        &mut dwt[row * cout..(row + 1) * cout],
-                        &dyt[q * cout..(q + 1) * cout],
-                    );
-                });
-            });
+            weight_grad_sample(xn, dyn_, g, &taps, &mut dwt, &mut dyt);
             (dwt, dyt)
         },
     );
     let dwt = sum_in_order(parts.into_iter().map(|(dwt, _)| dwt).collect(), kd * cout);
-    let mut dw = vec![0.0f32; cout * kd];
-    transpose(&dwt, kd, cout, &mut dw);
+    finish(&dwt, g)
+}
+
+/// Adds one binary sample's weight gradient to `dwt` (K x Cout, transposed);
+/// `dyt` is scratch (P x Cout).
+pub(crate) fn weight_grad_sample(
+    xn: &[f32],
+    dyn_: &[f32],
+    g: &Geom,
+    taps: &Taps,
+    dwt: &mut [f32],
+    dyt: &mut Vec<f32>,
+) {
+    let (p, cout) = (g.p(), g.cout);
+    dyt.resize(p * cout, 0.0);
+    with_simd(|| {
+        transpose(dyn_, cout, p, dyt);
+        for_each_tap(xn, g, taps, |row, q| {
+            add_row(
+                &mut dwt[row * cout..(row + 1) * cout],
+                &dyt[q * cout..(q + 1) * cout],
+            );
+        });
+    });
+}
+
+/// `dW` (Cout x K) from the transposed sum `dwt` (K x Cout).
+pub(crate) fn finish(dwt: &[f32], g: &Geom) -> Vec<f32> {
+    let mut dw = vec![0.0f32; g.cout * g.kdim()];
+    transpose(dwt, g.kdim(), g.cout, &mut dw);
     dw
 }
 
