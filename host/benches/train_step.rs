@@ -11,6 +11,10 @@
 //! default architecture, AdamW) on digits-sized (1x8x8) and Fashion-MNIST-sized
 //! (1x28x28 with pool=2) batches of 64: ms/step and images/s.
 //!
+//! The two paths run in alternating rounds (3 rounds, each a switch step and 5 timed
+//! steps per path) so that the slow spells of a shared machine fall on both; the
+//! speedup is the median of the per-step ratios.
+//!
 //! Run: `cargo bench -p spikenas-host --bench train_step` (RAYON_NUM_THREADS and
 //! CANDLE_NUM_THREADS default to 2 here, 2 threads for both thread pools: candle's own
 //! path is 10-15% faster with its pool at 2 than inline at 1, the fast path the same;
@@ -33,12 +37,15 @@ use spikenas_host::snn::Network;
 const BATCH: usize = 32;
 const T: usize = 4;
 const WARMUP: usize = 2;
+/// Rounds of the reference-network timing (each backend `steps()` timed steps a round).
+const ROUNDS: usize = 3;
+
 /// Timed steps per measurement; `SPIKENAS_BENCH_STEPS` overrides it (e.g. to profile).
 fn steps() -> usize {
     std::env::var("SPIKENAS_BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(7)
+        .unwrap_or(5)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -137,45 +144,84 @@ struct StepTimes {
     optimizer: f64,
 }
 
-/// Times the training step; returns (times, first loss, firing rates).
-fn time_steps(cin: usize, hw: usize, backend: ConvBackend) -> (StepTimes, f32, [f32; 2]) {
+/// One backend's training run on the reference network: its net, optimiser and the
+/// times of its steps.
+struct Run {
+    backend: ConvBackend,
+    net: Net,
+    opt: AdamW,
+    times: Vec<[f64; 4]>,
+    first_loss: f32,
+    rates: [f32; 2],
+}
+
+impl Run {
+    fn new(cin: usize, hw: usize, backend: ConvBackend) -> Self {
+        let net = Net::new(cin, hw, backend, 7);
+        let opt = AdamW::new(net.vars(), ParamsAdamW::default()).unwrap();
+        Self {
+            backend,
+            net,
+            opt,
+            times: Vec::new(),
+            first_loss: f32::NAN,
+            rates: [0.0; 2],
+        }
+    }
+
+    /// One training step; `timed` keeps its times (total, forward, backward, AdamW).
+    fn step(&mut self, images: &Tensor, labels: &Tensor, timed: bool) {
+        let t0 = Instant::now();
+        let (loss, r) = self.net.loss(images, labels).unwrap();
+        let t1 = Instant::now();
+        let grads = loss.backward().unwrap();
+        let t2 = Instant::now();
+        self.opt.step(&grads).unwrap();
+        drop(grads);
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        if self.first_loss.is_nan() {
+            self.first_loss = loss.to_scalar::<f32>().unwrap();
+            let rate = |s: &Tensor| s.mean_all().unwrap().to_scalar::<f32>().unwrap();
+            self.rates = [rate(&r[0]), rate(&r[1])];
+        }
+        if timed {
+            self.times
+                .push([ms(t0, t3), ms(t0, t1), ms(t1, t2), ms(t2, t3)]);
+        }
+    }
+
+    fn medians(&self) -> StepTimes {
+        let part = |i: usize| median(self.times.iter().map(|s| s[i]).collect());
+        StepTimes {
+            total: part(0),
+            forward: part(1),
+            backward: part(2),
+            optimizer: part(3),
+        }
+    }
+}
+
+/// Times the training steps of the given backends on the same batch in alternating
+/// rounds (each round: every backend runs one untimed step, which absorbs the switch,
+/// then `steps()` timed ones), so that a slow spell of this shared machine falls on
+/// both alike.
+fn time_steps(cin: usize, hw: usize, backends: &[ConvBackend]) -> Vec<Run> {
     let mut rng = Rng::new(42);
     let images: Vec<f32> = (0..BATCH * cin * hw * hw).map(|_| rng.f32()).collect();
     let images = Tensor::from_vec(images, (BATCH, cin, hw, hw), &Device::Cpu).unwrap();
     let labels: Vec<u32> = (0..BATCH).map(|_| rng.below(10) as u32).collect();
     let labels = Tensor::from_vec(labels, BATCH, &Device::Cpu).unwrap();
-    let net = Net::new(cin, hw, backend, 7);
-    let mut opt = AdamW::new(net.vars(), ParamsAdamW::default()).unwrap();
-    let (mut times, mut split) = (Vec::new(), Vec::new());
-    let (mut first_loss, mut rates) = (f32::NAN, [0.0; 2]);
-    for i in 0..WARMUP + steps() {
-        let t0 = Instant::now();
-        let (loss, r) = net.loss(&images, &labels).unwrap();
-        let t1 = Instant::now();
-        let grads = loss.backward().unwrap();
-        let t2 = Instant::now();
-        opt.step(&grads).unwrap();
-        drop(grads);
-        let t3 = Instant::now();
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        if i == 0 {
-            first_loss = loss.to_scalar::<f32>().unwrap();
-            let rate = |s: &Tensor| s.mean_all().unwrap().to_scalar::<f32>().unwrap();
-            rates = [rate(&r[0]), rate(&r[1])];
-        }
-        if i >= WARMUP {
-            times.push(ms(t0, t3));
-            split.push([ms(t0, t1), ms(t1, t2), ms(t2, t3)]);
+    let mut runs: Vec<Run> = backends.iter().map(|&b| Run::new(cin, hw, b)).collect();
+    for round in 0..ROUNDS {
+        for run in runs.iter_mut() {
+            let warmup = if round == 0 { WARMUP } else { 1 };
+            for i in 0..warmup + steps() {
+                run.step(&images, &labels, i >= warmup);
+            }
         }
     }
-    let part = |i: usize| median(split.iter().map(|s: &[f64; 3]| s[i]).collect());
-    let t = StepTimes {
-        total: median(times),
-        forward: part(0),
-        backward: part(1),
-        optimizer: part(2),
-    };
-    (t, first_loss, rates)
+    runs
 }
 
 /// GFLOP/s of conv2 (16->32, 3x3, pad 1) alone on spikes at a 20% rate: forward, and
@@ -274,10 +320,12 @@ fn main() {
     // step, `conv` for conv2 alone; `28x28/fast/step` times the step only).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
-        "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, CANDLE_NUM_THREADS={}, \
-         median of {} steps after {WARMUP} warm-up",
+        "train_step: batch {BATCH}, T {T}, f32, {} rayon threads, CANDLE_NUM_THREADS={}; \
+         reference net: medians of {ROUNDS} rounds x {} steps per path; conv alone and \
+         network: median of {} steps after {WARMUP} warm-up",
         rayon::current_num_threads(),
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
+        steps(),
         steps()
     );
     if filter.as_deref().is_none_or(|f| "matmul".contains(f)) {
@@ -291,32 +339,50 @@ fn main() {
         // conv1: forward + weight grad; conv2: forward + weight grad + input grad.
         let step_gflop = (2.0 * conv1 + 3.0 * conv2) / 1e9;
         println!("\n{name}: conv arithmetic per step {step_gflop:.2} GFLOP");
-        let mut ms = Vec::new();
-        for backend in [ConvBackend::Candle, ConvBackend::Fast] {
-            let wanted = |part: &str| {
-                filter
-                    .as_deref()
-                    .is_none_or(|f| format!("{name}/{backend}/{part}").contains(f))
-            };
-            if !wanted("step") {
-                continue;
-            }
-            let (t, loss, rates) = time_steps(cin, hw, backend);
-            let (gf_fwd, gf_bwd) = if wanted("conv") {
+        let wanted = |backend: ConvBackend, part: &str| {
+            filter
+                .as_deref()
+                .is_none_or(|f| format!("{name}/{backend}/{part}").contains(f))
+        };
+        let backends: Vec<ConvBackend> = [ConvBackend::Candle, ConvBackend::Fast]
+            .into_iter()
+            .filter(|&b| wanted(b, "step"))
+            .collect();
+        let runs = time_steps(cin, hw, &backends);
+        for run in &runs {
+            let backend = run.backend;
+            let (gf_fwd, gf_bwd) = if wanted(backend, "conv") {
                 conv_gflops(hw, backend)
             } else {
                 (f64::NAN, f64::NAN)
             };
+            let t = run.medians();
             println!(
                 "  {backend:>6}: {:8.1} ms/step = forward {:.1} + backward {:.1} + AdamW {:.1} \
-                 (first loss {loss:.5}, firing rates {:.3} {:.3}); \
+                 (first loss {:.5}, firing rates {:.3} {:.3}); \
                  conv2 alone: forward {gf_fwd:.1} GFLOP/s, backward {gf_bwd:.1} GFLOP/s",
-                t.total, t.forward, t.backward, t.optimizer, rates[0], rates[1]
+                t.total,
+                t.forward,
+                t.backward,
+                t.optimizer,
+                run.first_loss,
+                run.rates[0],
+                run.rates[1]
             );
-            ms.push(t.total);
         }
-        if let [candle, fast] = ms[..] {
-            println!("  speedup fast vs candle: {:.1}x", candle / fast);
+        if let [candle, fast] = &runs[..] {
+            // Per pair of steps at the same place in their rounds, then the median.
+            let ratios: Vec<f64> = candle
+                .times
+                .iter()
+                .zip(&fast.times)
+                .map(|(c, f)| c[0] / f[0])
+                .collect();
+            println!(
+                "  speedup fast vs candle: {:.1}x (median of per-step ratios; {:.1}x of medians)",
+                median(ratios),
+                candle.medians().total / fast.medians().total
+            );
         }
     }
     let shape = |hw: usize| InputShape {

@@ -16,7 +16,10 @@
 //! The arithmetic is exactly that of [`super::conv2d`] (fast path), [`super::lif_multistep`]
 //! and [`super::avg_pool2`] in sequence; the tests check it against candle's own ops.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use rayon::prelude::*;
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor,
@@ -127,11 +130,9 @@ impl CustomOp2 for ConvLifOp {
         let g = Geom::new(l1.dims(), l2.dims(), self.conv.padding, self.conv.stride)?;
         let x = cpu_f32(self.name(), "x", s1, l1)?;
         let w = cpu_f32(self.name(), "w", s2, l2)?;
-        let y = conv::forward(x, w, &g);
         let y_dims = g.out_dims(l1.dims());
-        let t = y_dims[0];
         let pool2 = self.pool.then(|| plane_pool(&y_dims));
-        let out = lif::spikes(&y, t, y.len() / t.max(1), &self.lif, pool2);
+        let (y, out) = forward_by_item(x, w, &g, y_dims[0], &self.lif, pool2);
         let mut out_dims = y_dims.clone();
         if self.pool {
             out_dims[3] /= 2;
@@ -166,6 +167,78 @@ impl CustomOp2 for ConvLifOp {
         let (dx, dw) = self.conv.grads(x, w, &dy, want_dx)?;
         Ok((dx, Some(dw)))
     }
+}
+
+/// The samples `t*B + b` of a (T*B, len) buffer grouped by batch item `b`, each group
+/// in time order: one task computes a batch item's T steps back to back, so the LIF
+/// reads the convolution's output while it is still in cache.
+fn by_item<E>(buf: &mut [E], t_steps: usize, len: usize) -> Vec<Vec<&mut [E]>> {
+    let n = if len == 0 { 0 } else { buf.len() / len };
+    let b = n / t_steps.max(1);
+    let mut groups: Vec<Vec<&mut [E]>> = (0..b).map(|_| Vec::with_capacity(t_steps)).collect();
+    if len > 0 {
+        for (i, chunk) in buf.chunks_mut(len).enumerate() {
+            groups[i % b].push(chunk);
+        }
+    }
+    groups
+}
+
+/// The values of a slice every element of which has been written.
+///
+/// # Safety
+/// Every element of `s` must be initialised.
+unsafe fn assume_init(s: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout; the caller guarantees initialisation.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) }
+}
+
+/// The fused forward, one task per batch item: the T convolutions of its samples, then
+/// the LIF (and pool) over them. Returns the currents (N, Cout, Ho, Wo) and the output.
+fn forward_by_item(
+    x: &[f32],
+    w: &[f32],
+    g: &Geom,
+    t_steps: usize,
+    lif: &LifParams,
+    pool: Option<lif::Pool2>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (y_len, x_len) = (g.cout * g.p(), g.cin * g.h * g.w);
+    let o_len = lif::out_len(y_len, pool);
+    let (width, _) = lif::task_widths(y_len, pool);
+    let mut y = Vec::with_capacity(g.n * y_len);
+    let mut out = Vec::with_capacity(g.n * o_len);
+    let ys = by_item(&mut y.spare_capacity_mut()[..g.n * y_len], t_steps, y_len);
+    let os = by_item(&mut out.spare_capacity_mut()[..g.n * o_len], t_steps, o_len);
+    let b_items = ys.len();
+    ys.into_par_iter().zip(os).enumerate().for_each_init(
+        || (Vec::new(), lif::Scratch::default()),
+        |(col, scratch), (b, (mut yb, mut ob))| {
+            for (t, yn) in yb.iter_mut().enumerate() {
+                let n = t * b_items + b;
+                conv::forward_sample(&x[n * x_len..(n + 1) * x_len], w, g, col, yn);
+            }
+            // SAFETY: forward_sample wrote every value of every sample above.
+            let yr: Vec<&[f32]> = yb.iter().map(|s| unsafe { assume_init(s) }).collect();
+            let (mut c0, mut o0) = (0, 0);
+            while c0 < y_len {
+                let wd = width.min(y_len - c0);
+                let wo = lif::out_len(wd, pool);
+                let mut rows: Vec<&mut [MaybeUninit<f32>]> =
+                    ob.iter_mut().map(|o| &mut o[o0..o0 + wo]).collect();
+                lif::spikes_task(lif, pool, wd, |t| &yr[t][c0..], &mut rows, scratch);
+                c0 += wd;
+                o0 += wo;
+            }
+        },
+    );
+    // SAFETY: the groups tile both buffers; every sample was written by the GEMM (y)
+    // and every output value by spikes_task (each step's row pieces tile the row).
+    unsafe {
+        y.set_len(g.n * y_len);
+        out.set_len(g.n * o_len);
+    }
+    (y, out)
 }
 
 /// `dL/d(output) -> dL/dcurrents` of the fused op.

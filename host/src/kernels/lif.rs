@@ -465,7 +465,7 @@ pub(crate) fn task_widths(m: usize, pool: Option<Pool2>) -> (usize, usize) {
 }
 
 /// Output values per step for `m` neurons: `m`, or the pooled count.
-fn out_len(m: usize, pool: Option<Pool2>) -> usize {
+pub(crate) fn out_len(m: usize, pool: Option<Pool2>) -> usize {
     match pool {
         None => m,
         Some(pl) => m / pl.plane().max(1) * pl.pooled_plane(),
