@@ -217,3 +217,37 @@ fn training_steps_are_bit_identical() {
     // The steps did train: a different seed gives different weights.
     assert_ne!(want.unwrap(), train_a_few_steps(8));
 }
+
+#[test]
+fn fused_conv_lif_is_deterministic() {
+    let mut rng = Rng::new(14);
+    // (T, B, C, H, W) binary input: the sparse weight gradient, one task per item.
+    let x = tensor(&mut rng, &[4, 6, 8, 12, 12], Some(0.12));
+    let w = tensor(&mut rng, &[16, 8, 3, 3], None)
+        .affine(0.4, 0.0)
+        .unwrap();
+    for pool in [false, true] {
+        let out_dims: &[usize] = if pool {
+            &[4, 6, 16, 6, 6]
+        } else {
+            &[4, 6, 16, 12, 12]
+        };
+        let r = tensor(&mut rng, out_dims, None);
+        assert_same_in_every_pool("conv_lif", || {
+            let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+            let lif = LifParams::default();
+            let s = conv_lif(xv.as_tensor(), wv.as_tensor(), 1, 1, &lif, pool, true).unwrap();
+            let rate = s.mean_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(
+                rate > 0.02,
+                "too few spikes ({rate}) for a meaningful check"
+            );
+            let g = (&s * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            [
+                bits(&s),
+                bits(g.get(xv.as_tensor()).unwrap()),
+                bits(g.get(wv.as_tensor()).unwrap()),
+            ]
+        });
+    }
+}
