@@ -7,7 +7,11 @@
 //!   pool that the fast kernels use. On 2 cores the pools' threads (and the caller, which
 //!   spins without limit until the pool's worker has finished) fight for the cores: 68%
 //!   of all cycles were spin loops. With `CANDLE_NUM_THREADS=1` candle's element-wise
-//!   ops run inline on the calling thread: 3.6x faster steps.
+//!   ops run inline on the calling thread: 3.6x faster steps. Since the fused kernels
+//!   (conv -> batch-norm, conv -> LIF, LIF with pooling) candle runs far fewer large
+//!   element-wise ops, and the difference has shrunk: Fashion-MNIST training at T = 2
+//!   is within 3% either way, the `train_step` bench's network step at T = 4 about 10%
+//!   faster with 2. 1 stays the default: never much slower, and immune to the spinning.
 //! - Every tensor of a few hundred KiB or more was a fresh `mmap` from glibc's malloc,
 //!   so each op paid a page fault per 4 KiB of its output (20% of the time in the
 //!   kernel). Raising glibc's mmap and trim thresholds keeps freed buffers on the heap
