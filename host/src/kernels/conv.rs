@@ -453,6 +453,17 @@ fn col2im_same(col: &mut [f32], g: &Geom, dx: &mut [f32]) {
     }
 }
 
+/// The im2col matrix (K x P) of one sample: `xn` itself for a pointwise convolution,
+/// else built in `col`.
+fn col_matrix<'a>(xn: &'a [f32], g: &Geom, col: &'a mut Vec<f32>) -> &'a [f32] {
+    if g.is_pointwise() {
+        return xn;
+    }
+    col.resize(g.kdim() * g.p(), 0.0);
+    im2col(xn, g, col);
+    col
+}
+
 /// `Y_n = W . col(X_n)` of one sample `xn` (Cin x H x W) into `yn` (Cout x P), every
 /// value written; `col` is scratch.
 pub(crate) fn forward_sample(
@@ -463,13 +474,7 @@ pub(crate) fn forward_sample(
     yn: &mut [MaybeUninit<f32>],
 ) {
     let (kd, p) = (g.kdim(), g.p());
-    let rhs: &[f32] = if g.is_pointwise() {
-        xn
-    } else {
-        col.resize(kd * p, 0.0);
-        im2col(xn, g, col);
-        col
-    };
+    let rhs = col_matrix(xn, g, col);
     matmul_uninit((g.cout, p, kd), yn, (p, 1), w, (kd, 1), rhs, (p, 1));
 }
 
@@ -503,13 +508,7 @@ pub(crate) fn weight_grad_sample(
     dw: &mut [f32],
 ) {
     let (kd, p) = (g.kdim(), g.p());
-    let rhs: &[f32] = if g.is_pointwise() {
-        xn
-    } else {
-        col.resize(kd * p, 0.0);
-        im2col(xn, g, col);
-        col
-    };
+    let rhs = col_matrix(xn, g, col);
     // rhs^T (P x K): element (q, r) = rhs[r*P + q].
     matmul(
         (g.cout, kd, p),

@@ -404,25 +404,13 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    use crate::kernels::tests::{max_abs, max_abs_diff as max_diff};
     use crate::rng::Rng;
 
     fn randn(rng: &mut Rng, dims: &[usize], scale: f32) -> Tensor {
         let n: usize = dims.iter().product();
         let v: Vec<f32> = (0..n).map(|_| scale * rng.normal()).collect();
         Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Forward and both gradients against candle's ops, for binary (spike) and real
@@ -470,9 +458,7 @@ mod tests {
             for (name, v) in [("x", &x), ("w", &w)] {
                 let a = gf.get(v.as_tensor()).unwrap();
                 let e = gr.get(v.as_tensor()).unwrap();
-                let scale = e.abs().unwrap().max_keepdim(0).unwrap();
-                let scale = scale.flatten_all().unwrap().max(0).unwrap();
-                let tol = 1e-4 * (1.0 + scale.to_scalar::<f32>().unwrap());
+                let tol = 1e-4 * (1.0 + max_abs(e));
                 let d = max_diff(a, e);
                 assert!(
                     d < tol,
@@ -561,8 +547,7 @@ mod tests {
             for (name, v) in [("x", &x), ("w", &w), ("gamma", &gamma), ("beta", &beta)] {
                 let a = gf.get(v.as_tensor()).unwrap();
                 let e = gr.get(v.as_tensor()).unwrap();
-                let scale = e.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-                let tol = 1e-3 * (1.0 + scale.to_scalar::<f32>().unwrap());
+                let tol = 1e-3 * (1.0 + max_abs(e));
                 let d = max_diff(a, e);
                 assert!(d < tol, "d{name} differs by {d} (tol {tol}), x {xd:?}");
             }

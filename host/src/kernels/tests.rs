@@ -20,7 +20,7 @@ fn spikes(rng: &mut Rng, dims: &[usize], rate: f32) -> Tensor {
     Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     (a - b)
         .unwrap()
@@ -34,7 +34,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
-fn max_abs(a: &Tensor) -> f32 {
+pub(crate) fn max_abs(a: &Tensor) -> f32 {
     a.abs()
         .unwrap()
         .flatten_all()
