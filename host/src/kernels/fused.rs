@@ -94,6 +94,16 @@ pub fn conv_lif_reference(
         .reshape((t, b, c, h / 2, wd / 2))
 }
 
+/// The dims of the fused op's output for currents of dims `y_dims` (T, B, C, H, W).
+fn output_dims(y_dims: &[usize], pool: bool) -> Vec<usize> {
+    let mut d = y_dims.to_vec();
+    if pool {
+        d[3] /= 2;
+        d[4] /= 2;
+    }
+    d
+}
+
 /// The pooling planes of a (T, B, C, H, W) tensor.
 fn plane_pool(dims: &[usize]) -> lif::Pool2 {
     lif::Pool2 {
@@ -133,11 +143,7 @@ impl CustomOp2 for ConvLifOp {
         let y_dims = g.out_dims(l1.dims());
         let pool2 = self.pool.then(|| plane_pool(&y_dims));
         let (y, out) = forward_by_item(x, w, &g, y_dims[0], &self.lif, pool2);
-        let mut out_dims = y_dims.clone();
-        if self.pool {
-            out_dims[3] /= 2;
-            out_dims[4] /= 2;
-        }
+        let out_dims = output_dims(&y_dims, self.pool);
         *self.currents.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new((y, y_dims)));
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
@@ -257,12 +263,7 @@ impl CustomOp1 for CurrentsGradOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let grad = cpu_f32(self.name(), "grad", s, l)?;
         let (y, y_dims) = &*self.currents;
-        let mut expect = y_dims.clone();
-        if self.pool {
-            expect[3] /= 2;
-            expect[4] /= 2;
-        }
-        check_grad_shape(self.name(), l.dims(), &expect)?;
+        check_grad_shape(self.name(), l.dims(), &output_dims(y_dims, self.pool))?;
         let t = y_dims[0];
         let pool2 = self.pool.then(|| plane_pool(y_dims));
         let dy = lif::backward(y, grad, t, y.len() / t.max(1), &self.lif, pool2);
