@@ -1,11 +1,11 @@
 //! `spikenas-host train`: train one architecture on a dataset and write a checkpoint.
 //!
 //! Measured on 2 shared CPU cores (release build):
-//! - `train --dataset digits` (defaults: 15 epochs): 99.44% test in 27 s of training.
+//! - `train --dataset digits` (defaults: 15 epochs): 98.89% test in 8.9 s of training.
 //! - Fashion-MNIST, 54k train / 6k val / 10k test, T = 2, 14x14 input (pool=2):
 //!   `train --dataset fashion-mnist --arch
 //!   cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=2,pool=2 --epochs 12
-//!   --time-budget 1200`: 90.27% test in 993 s of training (9 epochs: 89.87% in 784 s).
+//!   --time-budget 1200`: 90.12% test in 498 s of training (about 37 s an epoch).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub struct TrainArgs {
     /// Dataset: fashion-mnist, digits, idx:DIR or cifar10:DIR.
     #[arg(long, default_value = "digits")]
     dataset: Source,
-    /// Passes over the training split (digits: 15 reach ~99% in ~30 s on 2 cores).
+    /// Passes over the training split (digits: 15 reach ~99% in ~10 s on 2 cores).
     #[arg(long, default_value_t = 15)]
     epochs: usize,
     /// Images per step.
