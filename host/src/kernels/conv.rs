@@ -367,8 +367,10 @@ fn im2col_same(x: &[f32], g: &Geom, col: &mut [f32]) {
                 let sh = Shift::new(g, ky, kx);
                 let (a, b) = sh.span(g);
                 row[..a].fill(0.0);
-                let src = (a as isize + sh.off) as usize;
-                row[a..b].copy_from_slice(&xc[src..src + (b - a)]);
+                if a < b {
+                    let src = (a as isize + sh.off) as usize;
+                    row[a..b].copy_from_slice(&xc[src..src + (b - a)]);
+                }
                 row[b..].fill(0.0);
                 let (c0, c1) = sh.cols;
                 if c0 > 0 || c1 < w {
@@ -444,6 +446,9 @@ fn col2im_same(col: &mut [f32], g: &Geom, dx: &mut [f32]) {
                     }
                 }
                 let (a, b) = sh.span(g);
+                if a == b {
+                    continue;
+                }
                 let dst = (a as isize + sh.off) as usize;
                 for (d, v) in dxc[dst..dst + (b - a)].iter_mut().zip(&row[a..b]) {
                     *d += *v;

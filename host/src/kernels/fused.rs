@@ -178,14 +178,17 @@ impl CustomOp2 for ConvLifOp {
 /// The samples `t*B + b` of a (T*B, len) buffer grouped by batch item `b`, each group
 /// in time order: one task computes a batch item's T steps back to back, so the LIF
 /// reads the convolution's output while it is still in cache.
-fn by_item<E>(buf: &mut [E], t_steps: usize, len: usize) -> Vec<Vec<&mut [E]>> {
-    let n = if len == 0 { 0 } else { buf.len() / len };
-    let b = n / t_steps.max(1);
-    let mut groups: Vec<Vec<&mut [E]>> = (0..b).map(|_| Vec::with_capacity(t_steps)).collect();
-    if len > 0 {
-        for (i, chunk) in buf.chunks_mut(len).enumerate() {
-            groups[i % b].push(chunk);
-        }
+/// `buf` holds `t_steps * b_items` samples of `len` values (`len` may be 0).
+fn by_item<E>(buf: &mut [E], t_steps: usize, b_items: usize, len: usize) -> Vec<Vec<&mut [E]>> {
+    if len == 0 {
+        return (0..b_items)
+            .map(|_| (0..t_steps).map(|_| <&mut [E]>::default()).collect())
+            .collect();
+    }
+    let mut groups: Vec<Vec<&mut [E]>> =
+        (0..b_items).map(|_| Vec::with_capacity(t_steps)).collect();
+    for (i, chunk) in buf.chunks_mut(len).enumerate() {
+        groups[i % b_items].push(chunk);
     }
     groups
 }
@@ -214,9 +217,19 @@ fn forward_by_item(
     let (width, _) = lif::task_widths(y_len, pool);
     let mut y = Vec::with_capacity(g.n * y_len);
     let mut out = Vec::with_capacity(g.n * o_len);
-    let ys = by_item(&mut y.spare_capacity_mut()[..g.n * y_len], t_steps, y_len);
-    let os = by_item(&mut out.spare_capacity_mut()[..g.n * o_len], t_steps, o_len);
-    let b_items = ys.len();
+    let b_items = g.n / t_steps.max(1);
+    let ys = by_item(
+        &mut y.spare_capacity_mut()[..g.n * y_len],
+        t_steps,
+        b_items,
+        y_len,
+    );
+    let os = by_item(
+        &mut out.spare_capacity_mut()[..g.n * o_len],
+        t_steps,
+        b_items,
+        o_len,
+    );
     ys.into_par_iter().zip(os).enumerate().for_each_init(
         || (Vec::new(), lif::Scratch::default()),
         |(col, scratch), (b, (mut yb, mut ob))| {
@@ -467,6 +480,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn pooling_a_single_row_gives_an_empty_output_and_gradients() {
+        let mut rng = Rng::new(3);
+        let x = Var::from_tensor(&randn(&mut rng, &[2, 2, 3, 1, 5], 1.0)).unwrap();
+        let w = Var::from_tensor(&randn(&mut rng, &[4, 3, 3, 3], 1.0)).unwrap();
+        let lif = LifParams::default();
+        let y = conv_lif(x.as_tensor(), w.as_tensor(), 1, 1, &lif, true, true).unwrap();
+        assert_eq!(y.dims(), &[2, 2, 4, 0, 2]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let dw = g.get(w.as_tensor()).unwrap();
+        assert_eq!(max_abs(dw), 0.0, "nothing reaches the output");
     }
 
     #[test]

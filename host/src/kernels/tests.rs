@@ -403,3 +403,27 @@ fn conv2d_backward_agrees_across_backends_and_with_autograd() {
         }
     }
 }
+
+/// "Same" 3x3 convolutions on planes thinner than the kernel (the shifted-copy im2col
+/// and col2im meet empty spans there), forward and both gradients against candle.
+#[test]
+fn same_conv_on_tiny_planes_matches_candle() {
+    let mut rng = Rng::new(31);
+    for (h, w) in [(1, 5), (2, 1), (1, 1), (3, 2)] {
+        let x = Var::from_tensor(&randn(&mut rng, &[2, 3, h, w])).unwrap();
+        let wt = Var::from_tensor(&randn(&mut rng, &[4, 3, 3, 3])).unwrap();
+        let run = |backend| {
+            let y = conv2d(x.as_tensor(), wt.as_tensor(), 1, 1, backend, true).unwrap();
+            let r = Tensor::ones(y.dims(), y.dtype(), y.device()).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = g.get(x.as_tensor()).unwrap().clone();
+            let dw = g.get(wt.as_tensor()).unwrap().clone();
+            (y, dx, dw)
+        };
+        let (fy, fdx, fdw) = run(ConvBackend::Fast);
+        let (cy, cdx, cdw) = run(ConvBackend::Candle);
+        assert_close(&format!("y {h}x{w}"), &fy, &cy);
+        assert_close(&format!("dx {h}x{w}"), &fdx, &cdx);
+        assert_close(&format!("dw {h}x{w}"), &fdw, &cdw);
+    }
+}
