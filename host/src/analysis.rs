@@ -177,6 +177,63 @@ fn trial(
     })
 }
 
+/// Trains the proxy with cell `with` and with cell `without` and reports the pair to
+/// `progress` under `label`.
+fn paired_trial(
+    label: &str,
+    with: Cell,
+    without: Cell,
+    data: &Dataset,
+    device: &Device,
+    cfg: &AnalysisConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Trial, Trial), AnalysisError> {
+    let a = trial(
+        Arch {
+            cell: with,
+            ..cfg.proxy
+        },
+        data,
+        device,
+        cfg,
+    )?;
+    let b = trial(
+        Arch {
+            cell: without,
+            ..cfg.proxy
+        },
+        data,
+        device,
+        cfg,
+    )?;
+    progress(&format!(
+        "{label}: {} {:.2}% vs {} {:.2}%",
+        a.arch,
+        100.0 * a.accuracy,
+        b.arch,
+        100.0 * b.accuracy
+    ));
+    Ok((a, b))
+}
+
+impl OpImpact {
+    /// The impact of `op` from its (with, without) trial pairs; kept when the impact
+    /// reaches `keep_threshold`.
+    fn from_trials(op: Op, trials: Vec<(Trial, Trial)>, keep_threshold: f32) -> Self {
+        let with = mean(trials.iter().map(|t| t.0.accuracy));
+        let without = mean(trials.iter().map(|t| t.1.accuracy));
+        let impact = with - without;
+        OpImpact {
+            op,
+            with,
+            without,
+            impact,
+            kept: impact >= keep_threshold,
+            trials,
+        }
+    }
+}
+
 fn mean(xs: impl Iterator<Item = f32>) -> f32 {
     let v: Vec<f32> = xs.collect();
     v.iter().sum::<f32>() / v.len().max(1) as f32
@@ -203,36 +260,12 @@ pub fn analyze(
             if without == cell {
                 continue;
             }
-            let a = trial(Arch { cell, ..cfg.proxy }, data, device, cfg)?;
-            let b = trial(
-                Arch {
-                    cell: without,
-                    ..cfg.proxy
-                },
-                data,
-                device,
-                cfg,
-            )?;
-            progress(&format!(
-                "{op:?}: {} {:.2}% vs {} {:.2}%",
-                a.arch,
-                100.0 * a.accuracy,
-                b.arch,
-                100.0 * b.accuracy
-            ));
-            trials.push((a, b));
+            let label = format!("{op:?}");
+            trials.push(paired_trial(
+                &label, cell, without, data, device, cfg, progress,
+            )?);
         }
-        let with = mean(trials.iter().map(|t| t.0.accuracy));
-        let without = mean(trials.iter().map(|t| t.1.accuracy));
-        let impact = with - without;
-        ops.push(OpImpact {
-            op,
-            with,
-            without,
-            impact,
-            kept: impact >= cfg.keep_threshold,
-            trials,
-        });
+        ops.push(OpImpact::from_trials(op, trials, cfg.keep_threshold));
     }
     // Conv3x3 is the op that makes a cell learn; never drop it.
     if let Some(c3) = ops.iter_mut().find(|o| o.op == Op::Conv3x3) {
@@ -259,43 +292,11 @@ pub fn analyze(
         if !backward.has_backward() {
             continue;
         }
-        let a = trial(
-            Arch {
-                cell: backward,
-                ..cfg.proxy
-            },
-            data,
-            device,
-            cfg,
-        )?;
-        let b = trial(
-            Arch {
-                cell: forward,
-                ..cfg.proxy
-            },
-            data,
-            device,
-            cfg,
-        )?;
-        progress(&format!(
-            "backward: {} {:.2}% vs {} {:.2}%",
-            a.arch,
-            100.0 * a.accuracy,
-            b.arch,
-            100.0 * b.accuracy
-        ));
-        back_trials.push((a, b));
+        back_trials.push(paired_trial(
+            "backward", backward, forward, data, device, cfg, progress,
+        )?);
     }
-    let with = mean(back_trials.iter().map(|t| t.0.accuracy));
-    let without = mean(back_trials.iter().map(|t| t.1.accuracy));
-    let backward = OpImpact {
-        op: Op::Conv3x3,
-        with,
-        without,
-        impact: with - without,
-        kept: with - without >= cfg.keep_threshold,
-        trials: back_trials,
-    };
+    let backward = OpImpact::from_trials(Op::Conv3x3, back_trials, cfg.keep_threshold);
     // Timesteps, on the first conv3x3 cell.
     let t_cell = ops
         .iter()

@@ -209,18 +209,13 @@ pub(crate) fn matmul(
     rhs: &[f32],
     rhs_st: Strides,
 ) {
-    if m == 0 || n == 0 {
-        return;
+    if !accumulate {
+        // SAFETY: MaybeUninit<f32> has f32's layout, and matmul_uninit writes only
+        // initialised f32 values, so `dst` stays initialised.
+        let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        return matmul_uninit((m, n, k), dst, dst_st, lhs, lhs_st, rhs, rhs_st);
     }
-    assert!(last(m, n, dst_st) < dst.len(), "matmul: dst too small");
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst[i * dst_st.0 + j * dst_st.1] = 0.0;
-                }
-            }
-        }
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
     check_bounds((m, n, k), dst.len(), dst_st, lhs, lhs_st, rhs, rhs_st);
@@ -230,7 +225,7 @@ pub(crate) fn matmul(
             (m, n, k),
             dst.as_mut_ptr(),
             dst_st,
-            accumulate,
+            true,
             lhs,
             lhs_st,
             rhs,
