@@ -27,9 +27,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use spikenas_firmware as fw;
 
 use crate::arch::{Arch, InputShape, Op};
-use crate::quant::{
-    QConv, QEdge, QHead, QLinear, QOp, QReduction, QRequant, QStage, QWeights, QuantizedNetwork,
-};
+use crate::quant::assemble::{assemble, LayerSource};
+use crate::quant::{QConv, QHead, QLinear, QOp, QReduction, QRequant, QWeights, QuantizedNetwork};
 use crate::snn::cell::edge_name;
 
 /// Metadata key prefix.
@@ -303,6 +302,53 @@ pub fn save(path: &Path, q: &QuantizedNetwork, info: &ModelInfo) -> Result<(), E
 struct Reader<'a> {
     path: &'a Path,
     st: SafeTensors<'a>,
+    bits: u8,
+}
+
+impl LayerSource for Reader<'_> {
+    type Error = ExportError;
+
+    fn stem(&self, dims: (usize, usize, usize)) -> Result<QConv, ExportError> {
+        self.conv("stem", dims)
+    }
+
+    fn reduction(&self, p: &str, dims: (usize, usize, usize)) -> Result<QReduction, ExportError> {
+        Ok(QReduction {
+            bn: self.requant(&format!("{p}.bn_in"), dims.0)?,
+            lif: self.lif(p)?,
+            conv: self.conv(p, dims)?,
+        })
+    }
+
+    fn conv_edge(
+        &self,
+        p: &str,
+        dims: (usize, usize, usize),
+    ) -> Result<(fw::Lif, QConv), ExportError> {
+        Ok((self.lif(p)?, self.conv(p, dims)?))
+    }
+
+    fn head(
+        &self,
+        channels: usize,
+        features: usize,
+        fc: usize,
+        outputs: usize,
+    ) -> Result<QHead, ExportError> {
+        let (hidden, output) = if fc > 0 {
+            let fc1 = self.linear("head.fc1", features, fc)?;
+            let lif = self.lif("head.fc1")?;
+            (Some((fc1, lif)), self.linear("head.fc2", fc, outputs)?)
+        } else {
+            (None, self.linear("head.fc2", features, outputs)?)
+        };
+        Ok(QHead {
+            bn: self.requant("head.bn", channels)?,
+            lif: self.lif("head")?,
+            hidden,
+            output,
+        })
+    }
 }
 
 impl Reader<'_> {
@@ -396,9 +442,9 @@ impl Reader<'_> {
     fn conv(
         &self,
         layer: &str,
-        bits: u8,
         (cin, cout, k): (usize, usize, usize),
     ) -> Result<QConv, ExportError> {
+        let bits = self.bits;
         Ok(QConv {
             cin,
             cout,
@@ -408,13 +454,8 @@ impl Reader<'_> {
         })
     }
 
-    fn linear(
-        &self,
-        layer: &str,
-        bits: u8,
-        inputs: usize,
-        outputs: usize,
-    ) -> Result<QLinear, ExportError> {
+    fn linear(&self, layer: &str, inputs: usize, outputs: usize) -> Result<QLinear, ExportError> {
+        let bits = self.bits;
         Ok(QLinear {
             inputs,
             outputs,
@@ -483,7 +524,6 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelI
             format!("{shape} too small for architecture {arch}"),
         ));
     }
-    let r = Reader { path, st };
     if arch.weight_bits != bits {
         return Err(bad(
             "bits",
@@ -493,71 +533,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelI
             ),
         ));
     }
-    let stem = r.conv("stem", bits, (channels, arch.channels, 3))?;
-    let mut stages = Vec::with_capacity(arch.stages);
-    for s in 0..arch.stages {
-        let cs = arch.stage_channels(s);
-        let reduction = if s > 0 {
-            let prev = arch.stage_channels(s - 1);
-            let p = format!("stage{s}.reduce");
-            Some(QReduction {
-                bn: r.requant(&format!("{p}.bn_in"), prev)?,
-                lif: r.lif(&p)?,
-                conv: r.conv(&p, bits, (prev, cs, 3))?,
-            })
-        } else {
-            None
-        };
-        let mut edges = Vec::new();
-        for e in arch.cell.edges() {
-            let op = match e.op {
-                Op::Zero => continue,
-                Op::Skip => QOp::Skip,
-                Op::AvgPool3x3 => QOp::AvgPool3,
-                Op::Conv1x1 | Op::Conv3x3 => {
-                    let p = format!("stage{s}.cell.{}", edge_name(&e));
-                    let k = e.op.kernel().expect("conv op");
-                    QOp::Conv {
-                        lif: r.lif(&p)?,
-                        conv: r.conv(&p, bits, (cs, cs, k))?,
-                    }
-                }
-            };
-            edges.push(QEdge {
-                from: e.from as u8,
-                to: e.to as u8,
-                op,
-            });
-        }
-        stages.push(QStage { reduction, edges });
-    }
-    let last = arch.stage_channels(arch.stages - 1);
-    let d = input.head_features(&arch);
-    let outputs = classes * arch.cluster;
-    let (hidden, output) = if arch.fc > 0 {
-        let fc1 = r.linear("head.fc1", bits, d, arch.fc)?;
-        let lif = r.lif("head.fc1")?;
-        (
-            Some((fc1, lif)),
-            r.linear("head.fc2", bits, arch.fc, outputs)?,
-        )
-    } else {
-        (None, r.linear("head.fc2", bits, d, outputs)?)
-    };
-    let head = QHead {
-        bn: r.requant("head.bn", last)?,
-        lif: r.lif("head")?,
-        hidden,
-        output,
-    };
-    let q = QuantizedNetwork {
-        arch,
-        input,
-        bits,
-        stem,
-        stages,
-        head,
-    };
+    let q = assemble(arch, input, bits, &Reader { path, st, bits })?;
     q.with_firmware(|n| n.validate())
         .map_err(|source| ExportError::Invalid {
             path: path.to_path_buf(),

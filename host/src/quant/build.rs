@@ -15,15 +15,15 @@ use candle_core::Var;
 use candle_nn::VarMap;
 use spikenas_firmware as fw;
 
+use super::assemble::{assemble, LayerSource};
 use super::weights::{quantize_weights, WeightLayout};
 use super::{
-    calibrate, QConv, QEdge, QHead, QLinear, QOp, QReduction, QRequant, QStage, QuantError,
-    QuantReport, QuantizedNetwork,
+    calibrate, QConv, QHead, QLinear, QReduction, QRequant, QuantError, QuantReport,
+    QuantizedNetwork,
 };
-use crate::arch::{Arch, Op};
+use crate::arch::Arch;
 use crate::data::Split;
 use crate::kernels::{LifParams, Reset};
-use crate::snn::cell::edge_name;
 use crate::snn::Network;
 
 /// Output logits are Q12 (no `1/tau`: they feed no neuron).
@@ -66,99 +66,16 @@ pub(crate) fn fold(
         data: &data,
         bits,
         q: 4096.0 / net.lif.tau as f64,
+        lif: lif("lif", &net.lif)?,
     };
-    let lif = f.lif("lif", &net.lif)?;
     // Only live edges reach the firmware: nodes on no input->output path are zeroed
     // (a parsed Arch is already validated; one built field by field may not be).
     let arch = Arch {
         cell: net.arch.cell.validated()?,
+        weight_bits: bits,
         ..net.arch
     };
-    let input = net.input;
-    let mut arch_q = arch;
-    arch_q.weight_bits = bits;
-
-    let stem = f.conv_bn(
-        "stem",
-        "stem.conv.weight",
-        "stem.bn",
-        (input.channels, arch.channels, 3),
-        1.0 / 255.0,
-    )?;
-    let mut stages = Vec::with_capacity(arch.stages);
-    for s in 0..arch.stages {
-        let cs = arch.stage_channels(s);
-        let reduction = if s > 0 {
-            let prev = arch.stage_channels(s - 1);
-            let p = format!("stage{s}.reduce");
-            Some(QReduction {
-                bn: f.standalone_bn(&format!("{p}.bn_in"), prev)?,
-                lif,
-                conv: f.conv_bn(
-                    &p,
-                    &format!("{p}.conv.weight"),
-                    &format!("{p}.bn"),
-                    (prev, cs, 3),
-                    0.25,
-                )?,
-            })
-        } else {
-            None
-        };
-        let mut edges = Vec::new();
-        for e in arch.cell.edges() {
-            let op = match e.op {
-                Op::Zero => continue,
-                Op::Skip => QOp::Skip,
-                Op::AvgPool3x3 => QOp::AvgPool3,
-                Op::Conv1x1 | Op::Conv3x3 => {
-                    let k = e.op.kernel().expect("conv op");
-                    let p = format!("stage{s}.cell.{}", edge_name(&e));
-                    QOp::Conv {
-                        lif,
-                        conv: f.conv_bn(
-                            &p,
-                            &format!("{p}.conv.weight"),
-                            &format!("{p}.bn"),
-                            (cs, cs, k),
-                            1.0,
-                        )?,
-                    }
-                }
-            };
-            edges.push(QEdge {
-                from: e.from as u8,
-                to: e.to as u8,
-                op,
-            });
-        }
-        stages.push(QStage { reduction, edges });
-    }
-    let last = arch.stage_channels(arch.stages - 1);
-    let d = input.head_features(&arch);
-    let outputs = input.classes * arch.cluster;
-    let head_bn = f.standalone_bn("head.bn", last)?;
-    let (hidden, output) = if arch.fc > 0 {
-        let fc1 = f.linear("head.fc1", (d, arch.fc), f.q, 0.25)?;
-        let fc2 = f.linear("head.fc2", (arch.fc, outputs), LOGIT_SCALE, 1.0)?;
-        (Some((fc1, lif)), fc2)
-    } else {
-        let fc2 = f.linear("head.fc2", (d, outputs), LOGIT_SCALE, 0.25)?;
-        (None, fc2)
-    };
-    let qn = QuantizedNetwork {
-        arch: arch_q,
-        input,
-        bits,
-        stem,
-        stages,
-        head: QHead {
-            bn: head_bn,
-            lif,
-            hidden,
-            output,
-        },
-    };
+    let qn = assemble(arch, net.input, bits, &f)?;
     qn.workspace_layout()?;
     Ok(qn)
 }
@@ -168,6 +85,69 @@ struct Folder<'a> {
     bits: u8,
     /// Current scale: Q12 times 1/tau.
     q: f64,
+    /// The network's one LIF (every layer shares its parameters).
+    lif: fw::Lif,
+}
+
+impl LayerSource for Folder<'_> {
+    type Error = QuantError;
+
+    fn stem(&self, dims: (usize, usize, usize)) -> Result<QConv, QuantError> {
+        self.conv_bn("stem", "stem.conv.weight", "stem.bn", dims, 1.0 / 255.0)
+    }
+
+    fn reduction(&self, p: &str, dims: (usize, usize, usize)) -> Result<QReduction, QuantError> {
+        Ok(QReduction {
+            bn: self.standalone_bn(&format!("{p}.bn_in"), dims.0)?,
+            lif: self.lif,
+            conv: self.conv_bn(
+                p,
+                &format!("{p}.conv.weight"),
+                &format!("{p}.bn"),
+                dims,
+                0.25,
+            )?,
+        })
+    }
+
+    fn conv_edge(
+        &self,
+        p: &str,
+        dims: (usize, usize, usize),
+    ) -> Result<(fw::Lif, QConv), QuantError> {
+        let conv = self.conv_bn(
+            p,
+            &format!("{p}.conv.weight"),
+            &format!("{p}.bn"),
+            dims,
+            1.0,
+        )?;
+        Ok((self.lif, conv))
+    }
+
+    fn head(
+        &self,
+        channels: usize,
+        features: usize,
+        fc: usize,
+        outputs: usize,
+    ) -> Result<QHead, QuantError> {
+        let bn = self.standalone_bn("head.bn", channels)?;
+        let (hidden, output) = if fc > 0 {
+            let fc1 = self.linear("head.fc1", (features, fc), self.q, 0.25)?;
+            let fc2 = self.linear("head.fc2", (fc, outputs), LOGIT_SCALE, 1.0)?;
+            (Some((fc1, self.lif)), fc2)
+        } else {
+            let fc2 = self.linear("head.fc2", (features, outputs), LOGIT_SCALE, 0.25)?;
+            (None, fc2)
+        };
+        Ok(QHead {
+            bn,
+            lif: self.lif,
+            hidden,
+            output,
+        })
+    }
 }
 
 impl Folder<'_> {
@@ -263,39 +243,41 @@ impl Folder<'_> {
             requant: requant(prefix, &mult, &bias)?,
         })
     }
+}
 
-    fn lif(&self, layer: &str, p: &LifParams) -> Result<fw::Lif, QuantError> {
-        let err = |what: String| QuantError::Lif {
-            layer: layer.to_string(),
-            what,
-        };
-        let thr = (p.threshold as f64 * 4096.0).round();
-        if !(1.0..=32767.0).contains(&thr) {
-            return Err(err(format!(
-                "threshold {} is outside the Q12 i16 membrane range (0, 8)",
-                p.threshold
-            )));
-        }
-        let keep = 1.0 - 1.0 / p.tau as f64;
-        if !(0.0..1.0).contains(&keep) {
-            return Err(err(format!(
-                "tau {} gives a decay factor {keep} outside [0, 1); use tau >= 1",
-                p.tau
-            )));
-        }
-        let decay = (0u8..=15)
-            .find(|&n| (keep - 0.5f64.powi(n as i32)).abs() < 1e-6)
-            .map(fw::Decay::Shift)
-            .unwrap_or_else(|| fw::Decay::Q15((keep * 32768.0).round().min(32767.0) as i16));
-        Ok(fw::Lif {
-            decay,
-            threshold: thr as i16,
-            reset: match p.reset {
-                Reset::Hard => fw::Reset::Hard,
-                Reset::Subtract => fw::Reset::Subtract,
-            },
-        })
+/// The firmware's LIF for `p` (Q12 threshold, decay as a shift when it is a power of
+/// two); errors name `layer`.
+fn lif(layer: &str, p: &LifParams) -> Result<fw::Lif, QuantError> {
+    let err = |what: String| QuantError::Lif {
+        layer: layer.to_string(),
+        what,
+    };
+    let thr = (p.threshold as f64 * 4096.0).round();
+    if !(1.0..=32767.0).contains(&thr) {
+        return Err(err(format!(
+            "threshold {} is outside the Q12 i16 membrane range (0, 8)",
+            p.threshold
+        )));
     }
+    let keep = 1.0 - 1.0 / p.tau as f64;
+    if !(0.0..1.0).contains(&keep) {
+        return Err(err(format!(
+            "tau {} gives a decay factor {keep} outside [0, 1); use tau >= 1",
+            p.tau
+        )));
+    }
+    let decay = (0u8..=15)
+        .find(|&n| (keep - 0.5f64.powi(n as i32)).abs() < 1e-6)
+        .map(fw::Decay::Shift)
+        .unwrap_or_else(|| fw::Decay::Q15((keep * 32768.0).round().min(32767.0) as i16));
+    Ok(fw::Lif {
+        decay,
+        threshold: thr as i16,
+        reset: match p.reset {
+            Reset::Hard => fw::Reset::Hard,
+            Reset::Subtract => fw::Reset::Subtract,
+        },
+    })
 }
 
 /// Per-channel reals and biases to one shared shift: the largest `|real|` gets a

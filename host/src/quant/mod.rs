@@ -28,6 +28,7 @@
 //! 1000` (a stratified 1,000): float 80.10%, int8 80.00% (agreement 95.9%), int4 80.00%
 //! (92.3%). Per-layer spike rates float vs int8 agree to within 0.001.
 
+pub(crate) mod assemble;
 mod build;
 mod calibrate;
 mod eval;
