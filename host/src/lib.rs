@@ -22,4 +22,5 @@ pub mod score;
 pub mod search;
 pub mod session;
 pub mod snn;
+pub mod stats;
 pub mod train;

@@ -1,5 +1,5 @@
 //! The main job, `search --board B`: search the architecture that fits the board,
-//! train it, and write the results (later stages add quantization and firmware).
+//! train it, quantize it, and write the model, the reports and the firmware crate.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,8 @@ use crate::output::Staged;
 use crate::report::SearchReport;
 use crate::rng::Rng;
 use crate::search::space::SearchSpace;
-use crate::search::{self, Fit, Scorer, SearchConfig};
+use crate::search::feasible::TrainBudget;
+use crate::search::{self, Fit, Scorer, SearchConfig, SearchData};
 use crate::session::input_shape;
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
@@ -162,6 +163,12 @@ pub struct SearchJob {
     pub search: SearchConfig,
     /// How to train the winner (None: search only).
     pub train: Option<TrainConfig>,
+    /// Fit the recipe's batch size to the dataset's size
+    /// ([`train::default_batch_size`]), and its epochs too unless `epochs_given`
+    /// ([`train::default_epochs`]).
+    pub auto_recipe: bool,
+    /// The recipe's epochs were chosen by the user: keep them.
+    pub epochs_given: bool,
 }
 
 /// Estimated CPU cycles per dense multiply-accumulate of a timestep on a
@@ -196,6 +203,11 @@ pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Target
             .first_overflow()
             .map(|o| o.to_string())
             .or(e.problem.clone()),
+        regions: e
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.used, r.capacity))
+            .collect(),
     }
 }
 
@@ -221,38 +233,72 @@ pub fn score_batches(
         .collect()
 }
 
+/// The final training's recipe of `job` on `data` (batch size and epochs fitted to the
+/// dataset where the job asks for it).
+pub fn recipe_of(data: &Dataset, job: &SearchJob) -> Option<TrainConfig> {
+    job.train.clone().map(|t| {
+        if !job.auto_recipe {
+            return t;
+        }
+        let epochs = t.epochs;
+        let fitted = fitted_recipe(data, t);
+        if job.epochs_given {
+            TrainConfig { epochs, ..fitted }
+        } else {
+            fitted
+        }
+    })
+}
+
+/// `t` with the batch size and epochs fitted to `data`'s training split.
+pub fn fitted_recipe(data: &Dataset, t: TrainConfig) -> TrainConfig {
+    let batch_size = train::default_batch_size(data.train.len());
+    TrainConfig {
+        batch_size,
+        epochs: train::default_epochs(data.train.len(), batch_size),
+        ..t
+    }
+}
+
+/// The search configuration of `job` on `data`: the final training's recipe and
+/// budget (images, seconds) filled in, so the search chooses for the training that
+/// will follow.
+pub fn search_config(data: &Dataset, job: &SearchJob) -> SearchConfig {
+    let mut cfg = job.search.clone();
+    // Search only: choose for the default recipe.
+    let recipe =
+        recipe_of(data, job).unwrap_or_else(|| fitted_recipe(data, TrainConfig::default()));
+    cfg.train_budget = Some(TrainBudget {
+        images: (recipe.epochs * data.train.len()) as u64,
+        seconds: recipe
+            .time_budget
+            .map_or(f64::INFINITY, |d| d.as_secs_f64()),
+    });
+    cfg.recipe = recipe;
+    cfg
+}
+
 /// Run the search on loaded data (no output written): the core of [`run`], also used
-/// by the benchmark that runs both strategies on the same data.
+/// by the benchmarks.
 pub fn search_on(
     data: &Dataset,
     job: &SearchJob,
     device: &Device,
 ) -> Result<search::SearchOutcome, PipelineError> {
     let input = input_shape(data);
-    let batches = score_batches(
-        data,
-        job.search.score_batch,
-        job.search.score_repeats,
-        job.search.seed,
-        device,
-    )?;
-    let mut scorer = Scorer::new(
-        &batches,
-        input,
-        device.clone(),
-        job.search.seed,
-        job.search.conv,
-    );
+    let cfg = search_config(data, job);
+    let batches = score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
+    let mut scorer = Scorer::new(&batches, input, device.clone(), cfg.seed, cfg.conv);
     let (board, targets) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, board, targets);
-    Ok(search::search(
-        &job.space,
-        &input,
-        &board.name,
-        &check,
-        &mut scorer,
-        &job.search,
-    )?)
+    let ctx = SearchData {
+        data,
+        input,
+        board: &board.name,
+        memory: &check,
+        device: device.clone(),
+    };
+    Ok(search::search(&job.space, &ctx, &mut scorer, &cfg)?)
 }
 
 /// What [`run`] wrote.
@@ -292,8 +338,9 @@ pub fn run(
         training: None,
         quantization: None,
         sections: Vec::new(),
+        clock_hz: job.board.clock_hz,
     };
-    if let Some(cfg) = &job.train {
+    if let Some(cfg) = &recipe_of(&data, job) {
         let arch = report.search.best;
         let (net, varmap) =
             Network::init(arch, input, LifParams::default(), device, job.search.seed)?;

@@ -1,6 +1,7 @@
 //! Search reports: `report.json` (everything, machine-readable), `report.md` (what a
-//! person reads) and `candidates.svg` (score against memory, with the budget line and
-//! the chosen architecture).
+//! person reads, with the Pareto view of the candidates evaluated: accuracy estimate,
+//! memory per region, latency) and `candidates.svg` (the ranking signal against memory,
+//! with the budget line and the chosen architecture).
 
 use std::fmt::Write as _;
 
@@ -33,6 +34,90 @@ pub struct SearchReport {
     pub quantization: Option<crate::pipeline::QuantSummary>,
     /// Extra sections appended by later stages (quantization, firmware), as markdown.
     pub sections: Vec<(String, String)>,
+    /// The board's clock (for latency estimates; 0 where it has none).
+    #[serde(default)]
+    pub clock_hz: u64,
+}
+
+/// Indices of the candidates no other candidate beats on every axis at once: higher
+/// accuracy estimate, less memory (tightest region), fewer MACs.
+pub fn pareto_front(points: &[(f64, f64, u64)]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| {
+            let (a, m, c) = points[i];
+            !points.iter().any(|&(a2, m2, c2)| {
+                a2 >= a && m2 <= m && c2 <= c && (a2 > a || m2 < m || c2 < c)
+            })
+        })
+        .collect()
+}
+
+/// Estimated milliseconds of one inference (all timesteps) at `clock_hz`, with the
+/// search's cycles-per-MAC figure.
+pub fn latency_ms(macs: u64, timesteps: usize, clock_hz: u64) -> Option<f64> {
+    (clock_hz > 0).then(|| {
+        macs as f64 * timesteps as f64 * crate::pipeline::CYCLES_PER_MAC * 1000.0 / clock_hz as f64
+    })
+}
+
+/// The Pareto view: every candidate the search evaluated, what it would cost and what
+/// it is expected to give, the chosen one and the Pareto-optimal ones marked.
+fn pareto_table(s: &SearchOutcome, clock_hz: u64) -> String {
+    let rows: Vec<&crate::search::CandidateRecord> = s
+        .candidates
+        .iter()
+        .filter(|c| c.score.is_some_and(f64::is_finite))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let points: Vec<(f64, f64, u64)> = rows
+        .iter()
+        .map(|c| (c.score.unwrap_or(f64::NAN), c.fit.worst_ratio, c.macs))
+        .collect();
+    let front = pareto_front(&points);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| points[b].0.total_cmp(&points[a].0));
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Candidates evaluated (Pareto view)\n\n{}: higher is better. Memory is per region (used / budget); latency is estimated at the board's clock. **chosen** marks the pick, * a Pareto-optimal candidate (no other is more accurate, smaller and faster at once).\n",
+        s.signal
+    );
+    let _ = writeln!(
+        md,
+        "| | architecture | {} | memory per region | MACs/step | latency | est. training |\n|---|---|---:|---|---:|---:|---:|",
+        s.signal
+    );
+    let best = s.best.to_string();
+    for i in order {
+        let c = rows[i];
+        let mark = match (c.arch == best, front.contains(&i)) {
+            (true, true) => "**chosen** *",
+            (true, false) => "**chosen**",
+            (false, true) => "*",
+            (false, false) => "",
+        };
+        let regions = c
+            .fit
+            .regions
+            .iter()
+            .map(|(n, u, cap)| format!("{n} {:.1}/{:.0} KB", *u as f64 / 1024.0, *cap as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let t = c.arch.parse::<crate::arch::Arch>().map_or(1, |a| a.timesteps);
+        let lat = latency_ms(c.macs, t, clock_hz).map_or("-".into(), |v| format!("{v:.1} ms"));
+        let train = c.train_seconds.map_or("-".into(), |v| format!("{v:.0} s"));
+        let _ = writeln!(
+            md,
+            "| {mark} | `{}` | {:.3} | {regions} | {} | {lat} | {train} |",
+            c.arch,
+            points[i].0,
+            c.macs
+        );
+    }
+    md.push('\n');
+    md
 }
 
 impl SearchReport {
@@ -62,7 +147,7 @@ impl SearchReport {
         let _ = writeln!(md, "| | |\n|---|---|");
         let _ = writeln!(md, "| strategy | {:?} |", s.strategy);
         let _ = writeln!(md, "| input | {} |", self.input);
-        let _ = writeln!(md, "| training-free score | {:.3} |", s.best_score);
+        let _ = writeln!(md, "| {} | {:.3} |", s.signal, s.best_score);
         if let Some(t) = &self.training {
             let _ = writeln!(
                 md,
@@ -90,9 +175,19 @@ impl SearchReport {
         let _ = writeln!(md, "| candidates generated | {} |", s.generated);
         let _ = writeln!(md, "| pruned by memory | {} |", s.pruned_by_memory);
         let _ = writeln!(md, "| pruned by latency budget | {} |", s.pruned_by_compute);
+        let _ = writeln!(md, "| pruned by training time | {} |", s.pruned_by_training);
+        let _ = writeln!(md, "| feasible | {} |", s.feasible);
+        if let Some(m) = &s.cost_model {
+            let _ = writeln!(
+                md,
+                "| training cost on this machine | {:.2} us/image + {:.3} ns per MAC-equivalent |",
+                m.fixed_s * 1e6,
+                m.per_unit_s * 1e9
+            );
+        }
         let _ = writeln!(
             md,
-            "| scored | {} (cache hits {}) |",
+            "| evaluations | {} (cache hits {}) |",
             s.scored, s.cache_hits
         );
         let _ = writeln!(md, "| seed | {} |\n", self.seed);
@@ -113,6 +208,7 @@ impl SearchReport {
             "\n## Memory per layer\n\n```\n{}```\n",
             self.memory_table
         );
+        md.push_str(&pareto_table(s, self.clock_hz));
         for (title, body) in &self.sections {
             let _ = writeln!(md, "## {title}\n\n{body}\n");
         }
@@ -209,9 +305,10 @@ pub fn candidates_svg(outcome: &SearchOutcome, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">training-free score</text>"#,
+        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>"#,
         (top + h - bottom) / 2.0,
-        (top + h - bottom) / 2.0
+        (top + h - bottom) / 2.0,
+        xml_escape(&outcome.signal)
     );
     // Budget line.
     let _ = writeln!(
@@ -254,4 +351,28 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pareto_front_keeps_the_non_dominated() {
+        let pts = [
+            (0.9, 0.5, 100), // best accuracy
+            (0.8, 0.2, 100), // smaller
+            (0.8, 0.5, 100), // dominated by the first (and the second)
+            (0.7, 0.9, 10),  // fastest
+            (0.6, 0.9, 20),  // dominated by the fourth
+        ];
+        assert_eq!(pareto_front(&pts), vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn latency_at_the_clock() {
+        assert_eq!(latency_ms(1_000_000, 2, 0), None);
+        let ms = latency_ms(1_000_000, 2, 100_000_000).unwrap();
+        assert!((ms - 20.0 * crate::pipeline::CYCLES_PER_MAC).abs() < 1e-9);
+    }
 }

@@ -145,32 +145,6 @@ pub fn score_network(
     Ok(total / batches.len().max(1) as f64)
 }
 
-/// Kendall's tau-b rank correlation of two equally long series (ties handled).
-pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "kendall_tau needs equal lengths");
-    let (mut concordant, mut discordant, mut ties_a, mut ties_b) = (0f64, 0f64, 0f64, 0f64);
-    for i in 0..a.len() {
-        for j in i + 1..a.len() {
-            let da = (a[i] - a[j]).signum() * ((a[i] - a[j]).abs() > 0.0) as i32 as f64;
-            let db = (b[i] - b[j]).signum() * ((b[i] - b[j]).abs() > 0.0) as i32 as f64;
-            match (da == 0.0, db == 0.0) {
-                (true, true) => {}
-                (true, false) => ties_a += 1.0,
-                (false, true) => ties_b += 1.0,
-                (false, false) if da == db => concordant += 1.0,
-                (false, false) => discordant += 1.0,
-            }
-        }
-    }
-    let n0 = concordant + discordant;
-    let denom = ((n0 + ties_a) * (n0 + ties_b)).sqrt();
-    if denom == 0.0 {
-        0.0
-    } else {
-        (concordant - discordant) / denom
-    }
-}
-
 /// A CPU tensor of binary spikes from rows of 0/1, for tests and examples.
 pub fn spikes_from_rows(rows: &[&[u8]]) -> candle_core::Result<Tensor> {
     let n = rows.first().map_or(0, |r| r.len());
@@ -219,14 +193,6 @@ mod tests {
         diff.add(&spikes_from_rows(&[&[1, 0, 1, 0], &[0, 1, 0, 1]]).unwrap())
             .unwrap();
         assert!(diff.score().is_finite());
-    }
-
-    #[test]
-    fn kendall_tau_known_values() {
-        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), 1.0);
-        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), -1.0);
-        // One discordant pair of three: (2 - 1) / 3.
-        assert!((kendall_tau(&[1.0, 2.0, 3.0], &[1.0, 3.0, 2.0]) - 1.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]

@@ -66,6 +66,27 @@ impl Default for TrainConfig {
     }
 }
 
+/// Fewest optimiser steps a default recipe takes: 15 epochs of Fashion-MNIST are
+/// 12,660 steps, but 15 epochs of the 1,257 training digits only 300, too few for a
+/// small network to converge.
+pub const MIN_RECIPE_STEPS: usize = 3000;
+
+/// Default batch size for `train_images` training images: 64, smaller on small
+/// datasets (down to 16) so that they still get enough optimiser steps. Measured on
+/// digits (1,257 images), `cell=0333.0033.0003.0000,ch=4,stages=1,fc=128,t=2`: after 2
+/// epochs 83.6% at batch 16 against 14.2% at batch 64; after 10 epochs 97.2% vs 94.4%.
+pub fn default_batch_size(train_images: usize) -> usize {
+    (train_images / 80).clamp(16, 64)
+}
+
+/// Default number of epochs for `train_images` images in batches of `batch_size`:
+/// 15, or more on small datasets so that training takes at least
+/// [`MIN_RECIPE_STEPS`] steps (at most 300 epochs).
+pub fn default_epochs(train_images: usize, batch_size: usize) -> usize {
+    let steps_per_epoch = train_images.div_ceil(batch_size.max(1)).max(1);
+    MIN_RECIPE_STEPS.div_ceil(steps_per_epoch).clamp(15, 300)
+}
+
 /// What one epoch did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochStats {
@@ -187,6 +208,31 @@ pub fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
     peak * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos())
 }
 
+/// The learning rate of `step` of `total`: cosine over the steps, or over the time
+/// budget where that runs out first, so that a training the budget cuts short still
+/// ends its schedule (at a low rate) instead of stopping at a high one. Without a
+/// time budget, or while it is not binding, this is [`cosine_lr`] exactly.
+pub fn scheduled_lr(
+    cfg: &TrainConfig,
+    step: usize,
+    total: usize,
+    elapsed: Duration,
+) -> f64 {
+    let by_steps = if total == 0 {
+        0.0
+    } else {
+        step as f64 / total as f64
+    };
+    let by_time = cfg.time_budget.map_or(0.0, |b| {
+        elapsed.as_secs_f64() / b.as_secs_f64().max(1e-9)
+    });
+    if by_time > by_steps {
+        cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * by_time.min(1.0)).cos())
+    } else {
+        cosine_lr(cfg.lr, step, total)
+    }
+}
+
 /// Train `net` (whose variables are in `varmap`) on `data`.
 pub fn train(
     net: &Network,
@@ -233,7 +279,7 @@ pub fn train(
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for batch in order.chunks(cfg.batch_size).take(steps_per_epoch) {
-            opt.set_lr(cosine_lr(cfg.lr, report.steps, total_steps));
+            opt.set_lr(scheduled_lr(cfg, report.steps, total_steps, started.elapsed()));
             let (images, labels) = data.train.batch(batch, device)?;
             let logits = net.forward(&images, true, cfg.conv)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
@@ -368,6 +414,42 @@ fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_epochs_fit_the_dataset() {
+        // Fashion-MNIST (54,000 training images): 15 epochs.
+        assert_eq!(default_epochs(54_000, 64), 15);
+        // digits (1,257): 20 steps an epoch, 150 epochs for 3,000 steps.
+        assert_eq!(default_epochs(1_257, 64), 150);
+        assert_eq!(default_batch_size(1_257), 16);
+        assert_eq!(default_batch_size(54_000), 64);
+        assert_eq!(default_epochs(1_257, 16), 38);
+        assert_eq!(default_epochs(10, 64), 300);
+    }
+
+    #[test]
+    fn schedule_follows_the_time_budget_when_it_binds() {
+        let cfg = TrainConfig {
+            lr: 1.0,
+            time_budget: Some(Duration::from_secs(100)),
+            ..Default::default()
+        };
+        // Not binding: the step schedule, exactly.
+        let s = scheduled_lr(&cfg, 50, 100, Duration::from_secs(10));
+        assert_eq!(s, cosine_lr(1.0, 50, 100));
+        // Binding: half the time gone at a tenth of the steps gives the midpoint rate.
+        let t = scheduled_lr(&cfg, 10, 100, Duration::from_secs(50));
+        assert!((t - 0.5).abs() < 1e-12, "{t}");
+        assert!(scheduled_lr(&cfg, 10, 100, Duration::from_secs(100)).abs() < 1e-12);
+        let free = TrainConfig {
+            time_budget: None,
+            ..cfg
+        };
+        assert_eq!(
+            scheduled_lr(&free, 10, 100, Duration::from_secs(1000)),
+            cosine_lr(1.0, 10, 100)
+        );
+    }
 
     #[test]
     fn cosine_schedule_ends_at_zero() {

@@ -35,6 +35,8 @@ fn job(board: &str, catalog: &Catalog) -> SearchJob {
         space,
         board,
         train: None,
+        auto_recipe: false,
+        epochs_given: true,
     }
 }
 
@@ -74,6 +76,7 @@ fn impossible_budget_names_the_smallest_need() {
         .to_string();
     assert!(e.contains("microbit"), "{e}");
     assert!(e.contains("smallest candidate"), "{e}");
+    assert!(e.contains("--latency-ms"), "{e}");
 }
 
 #[test]
@@ -98,6 +101,11 @@ fn main_job_writes_reports_and_refuses_to_overwrite() {
     }
     let md = std::fs::read_to_string(run.dir.join("report.md")).unwrap();
     assert!(md.contains(&run.report.search.best.to_string()));
+    // The Pareto view lists what the search trained, the pick marked.
+    let s = &run.report.search;
+    assert!(md.contains("Pareto view") && md.contains("**chosen**"), "{md}");
+    assert!(s.candidates.iter().all(|c| !c.proxy.is_empty()), "{:?}", s.candidates);
+    assert!(s.candidates.len() >= 2 && s.feasible >= s.candidates.len());
     let e = pipeline::run(&job, &Device::Cpu, &out, false)
         .unwrap_err()
         .to_string();

@@ -13,7 +13,7 @@ use spikenas_host::device::DeviceChoice;
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::pipeline::{self, SearchJob};
 use spikenas_host::search::space::SearchSpace;
-use spikenas_host::search::{SearchConfig, Strategy};
+use spikenas_host::search::{SearchConfig, Strategy, DEFAULT_SEARCH_FRACTION};
 use spikenas_host::train::TrainConfig;
 
 /// Search the architecture with the best expected accuracy that fits the board's memory.
@@ -24,13 +24,22 @@ pub struct SearchArgs {
     /// Dataset: fashion-mnist, digits, idx:DIR or cifar10:DIR.
     #[arg(long, default_value = "fashion-mnist")]
     dataset: Source,
-    /// spikenas (memory-aware, fast) or snasnet (the baseline).
+    /// spikenas (memory- and training-time-aware, short trainings), largest (the previous
+    /// search: largest configuration per cell, training-free score) or snasnet (the
+    /// baseline).
     #[arg(long, value_enum, default_value_t = Strategy::Spikenas)]
     strategy: Strategy,
-    /// Seconds the search may take (the best candidate so far wins).
+    /// Most seconds the search may take, whatever its share of the training.
     #[arg(long, default_value_t = 300)]
     time_budget: u64,
-    /// Stop when the best score has not improved for this many candidates.
+    /// spikenas: share of the training time the search may spend (its short trainings
+    /// included).
+    #[arg(long, default_value_t = DEFAULT_SEARCH_FRACTION)]
+    search_fraction: f64,
+    /// spikenas: most candidates in the successive-halving pool.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    pool: u64,
+    /// largest: stop when the best score has not improved for this many candidates.
     #[arg(long, default_value_t = 40)]
     patience: usize,
     /// Latency budget per inference in milliseconds on the board's clock (limits MACs;
@@ -46,9 +55,10 @@ pub struct SearchArgs {
     /// A search space file (default: the shipped analysis result).
     #[arg(long)]
     space: Option<PathBuf>,
-    /// Training epochs for the chosen architecture (0: search only).
-    #[arg(long, default_value_t = 15)]
-    epochs: usize,
+    /// Training epochs for the chosen architecture (0: search only; default: 15, more on
+    /// small datasets so that training takes at least 3,000 steps).
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Stop training after this many seconds.
     #[arg(long)]
     train_time: Option<u64>,
@@ -104,6 +114,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             strategy: args.strategy,
             time_budget: Duration::from_secs(args.time_budget),
             patience: args.patience,
+            search_fraction: args.search_fraction,
+            pool: args.pool as usize,
             max_macs,
             samples: args.samples,
             score_batch: args.score_batch,
@@ -112,8 +124,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             progress: !args.quiet,
             ..Default::default()
         },
-        train: (args.epochs > 0).then(|| TrainConfig {
-            epochs: args.epochs,
+        auto_recipe: true,
+        epochs_given: args.epochs.is_some(),
+        train: (args.epochs != Some(0)).then(|| TrainConfig {
+            epochs: args.epochs.unwrap_or(15),
             seed: args.seed,
             conv: args.conv,
             time_budget: args.train_time.map(Duration::from_secs),
@@ -121,17 +135,25 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             ..Default::default()
         }),
     };
+    if !(args.search_fraction > 0.0 && args.search_fraction < 1.0) {
+        anyhow::bail!(
+            "--search-fraction {} is out of range: give a share of the training time between 0 and 1, e.g. 0.08",
+            args.search_fraction
+        );
+    }
     let run = pipeline::run(&job, &device, &out, args.force).context("search failed")?;
     let r = &run.report;
     let s = &r.search;
     println!("board {}: chosen {}", r.board, s.best);
     println!(
-        "  score {:.3}; {} canonical cells, {} generated, {} pruned by memory, {} by latency, {} scored in {:.1} s ({})",
+        "  {} {:.3}; {} canonical cells, {} generated, {} pruned by memory, {} by latency, {} by training time, {} evaluations in {:.1} s ({})",
+        s.signal,
         s.best_score,
         s.canonical_cells,
         s.generated,
         s.pruned_by_memory,
         s.pruned_by_compute,
+        s.pruned_by_training,
         s.scored,
         s.seconds,
         s.stopped_by

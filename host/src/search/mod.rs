@@ -1,20 +1,20 @@
-//! The architecture search: SpikeNAS's fast memory-aware search, and SNASNet's
-//! random-sampling baseline for comparison on the same data, seed and machine.
+//! The architecture search: SpikeNAS's fast memory-aware search, the previous
+//! largest-first search, and SNASNet's random-sampling baseline, all on the same data,
+//! seed and machine.
 //!
-//! SpikeNAS (ours, following the paper's steps; see ARCHITECTURE.md):
-//! 1. the op set and macro choices come from the operation analysis
-//!    ([`space::SearchSpace`], written by `analyze-ops`);
-//! 2. every canonical cell ([`cells::enumerate`]) is paired with the largest macro
-//!    configuration that the memory model says fits the board: candidates that cannot
-//!    fit are rejected before any tensor exists;
-//! 3. feasible candidates are scored largest-first with the training-free score, each
-//!    architecture at most once (cache), until the best score has not improved for
-//!    `patience` candidates or the time budget ends.
-//!
-//! SNASNet: score `samples` random cells at one fixed macro configuration, ignoring
-//! memory, then keep the best-scoring one that fits.
+//! - [`halving::spikenas`] (the default): the feasible space (exact memory model,
+//!   latency, trainability in the job's time on this machine), one candidate per macro
+//!   family, then successive halving with short trainings. See [`halving`].
+//! - [`largest`]: every cell deployed at its largest macro configuration that fits, cells
+//!   ranked by coordinate ascent on SNASNet's training-free score (kept to compare).
+//! - [`snasnet`]: score `samples` random cells at one fixed macro configuration,
+//!   ignoring memory, then keep the best-scoring one that fits.
 
 pub mod cells;
+pub mod cost;
+pub mod feasible;
+pub mod fidelity;
+pub mod halving;
 pub mod space;
 
 use std::collections::HashMap;
@@ -24,10 +24,15 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cell, Op, FORWARD_PAIRS};
+use crate::data::Dataset;
 use crate::kernels::ConvBackend;
 use crate::rng::Rng;
 use crate::snn::lif::LifParams;
 use crate::snn::{InputShape, Network};
+use crate::train::TrainConfig;
+use cost::CostModel;
+use feasible::TrainBudget;
+use fidelity::ProxyResult;
 use space::{macs, SearchSpace};
 
 /// The memory verdict on one candidate.
@@ -43,6 +48,9 @@ pub struct Fit {
     pub worst_ratio: f64,
     /// The first region over budget and by how much, if any.
     pub overflow: Option<String>,
+    /// Per region: (name, used bytes, capacity bytes).
+    #[serde(default)]
+    pub regions: Vec<(String, u64, u64)>,
 }
 
 /// Decides whether a candidate fits the board (the memory model, in microseconds).
@@ -60,8 +68,12 @@ impl<F: Fn(&Arch) -> Fit> MemoryCheck for F {
 /// Which search to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Strategy {
-    /// SpikeNAS: memory-aware, canonical cells, largest feasible first, early stop.
+    /// SpikeNAS: the feasible (memory, latency, training time) space, one candidate per
+    /// macro family, successive halving with short trainings.
     Spikenas,
+    /// The previous SpikeNAS search: each cell at its largest feasible configuration,
+    /// cells by coordinate ascent on the training-free score.
+    Largest,
     /// SNASNet: N random candidates scored without memory awareness, best that fits kept.
     Snasnet,
 }
@@ -73,8 +85,22 @@ pub struct SearchConfig {
     pub strategy: Strategy,
     /// Stop after this long (scoring stops; the best so far wins).
     pub time_budget: Duration,
-    /// SpikeNAS: stop when the best score has not improved for this many candidates.
+    /// Largest: stop when the best score has not improved for this many candidates.
     pub patience: usize,
+    /// SpikeNAS: the recipe of the final training (optimiser, learning rate, batch
+    /// size, convolution backend; the short trainings use the same).
+    pub recipe: TrainConfig,
+    /// SpikeNAS: images and seconds of the final training (None: no time limit).
+    pub train_budget: Option<TrainBudget>,
+    /// SpikeNAS: share of the final training's time the search may spend.
+    pub search_fraction: f64,
+    /// SpikeNAS: most candidates in the successive-halving pool.
+    pub pool: usize,
+    /// SpikeNAS: growth of the short trainings from rung to rung (and the share kept).
+    pub eta: usize,
+    /// SpikeNAS: training costs to use instead of calibrating them (tests).
+    #[serde(skip)]
+    pub cost_model: Option<CostModel>,
     /// Largest MACs per timestep a candidate may need (the latency budget), if any.
     pub max_macs: Option<u64>,
     /// SNASNet: number of random candidates scored.
@@ -94,12 +120,22 @@ pub struct SearchConfig {
     pub progress: bool,
 }
 
+/// Default [`SearchConfig::search_fraction`]: the search takes at most this share of the
+/// training it chooses for (calibration, short trainings and evaluation together).
+pub const DEFAULT_SEARCH_FRACTION: f64 = 0.08;
+
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             strategy: Strategy::Spikenas,
             time_budget: Duration::from_secs(300),
             patience: 40,
+            recipe: TrainConfig::default(),
+            train_budget: None,
+            search_fraction: DEFAULT_SEARCH_FRACTION,
+            pool: 12,
+            eta: 3,
+            cost_model: None,
             max_macs: None,
             samples: 5000,
             baseline_macro: Arch::default(),
@@ -121,8 +157,15 @@ pub struct CandidateRecord {
     pub macs: u64,
     /// The memory verdict.
     pub fit: Fit,
-    /// The training-free score (None if not scored).
+    /// The value of the ranking signal: the training-free score (largest, snasnet) or
+    /// the last proxy accuracy (spikenas); None if not evaluated.
     pub score: Option<f64>,
+    /// SpikeNAS: estimated seconds of the final training on this machine.
+    #[serde(default)]
+    pub train_seconds: Option<f64>,
+    /// SpikeNAS: the short trainings of this candidate, one per rung reached.
+    #[serde(default)]
+    pub proxy: Vec<ProxyResult>,
 }
 
 /// What a search found and what it cost.
@@ -132,8 +175,10 @@ pub struct SearchOutcome {
     pub strategy: Strategy,
     /// The chosen architecture.
     pub best: Arch,
-    /// Its score.
+    /// Its value of the ranking signal.
     pub best_score: f64,
+    /// What ranked the candidates.
+    pub signal: String,
     /// Its memory verdict.
     pub best_fit: Fit,
     /// Distinct canonical cells in the space (SpikeNAS) or distinct cells sampled (SNASNet).
@@ -146,6 +191,10 @@ pub struct SearchOutcome {
     pub pruned_by_memory: usize,
     /// Candidates rejected by the compute limit (MACs per timestep).
     pub pruned_by_compute: usize,
+    /// Candidates rejected because their training would not finish in time.
+    pub pruned_by_training: usize,
+    /// Candidates that passed every check (SpikeNAS).
+    pub feasible: usize,
     /// Candidates scored (network forward passes).
     pub scored: usize,
     /// Score evaluations saved by the cache.
@@ -154,7 +203,9 @@ pub struct SearchOutcome {
     pub seconds: f64,
     /// Why it stopped.
     pub stopped_by: String,
-    /// Every scored or feasible candidate considered.
+    /// The training cost model calibrated on this machine (SpikeNAS).
+    pub cost_model: Option<CostModel>,
+    /// Every scored or trained candidate.
     pub candidates: Vec<CandidateRecord>,
 }
 
@@ -171,6 +222,19 @@ pub enum SearchError {
         /// What it needs and where.
         needs: String,
     },
+    /// Candidates fit the board but none can be trained in the time given.
+    #[error("architectures fit board `{board}`, but none can train {images} images within {seconds:.0} s on this machine; give more --train-time, fewer --epochs or --max-train")]
+    NothingTrainable {
+        /// Board name.
+        board: String,
+        /// Images the recipe trains.
+        images: u64,
+        /// The training time.
+        seconds: f64,
+    },
+    /// A training step failed.
+    #[error(transparent)]
+    Train(Box<crate::train::TrainError>),
     /// No candidate could be scored (e.g. all singular kernels).
     #[error(
         "no candidate could be scored within the time budget of {0:?}; give a larger --time-budget"
@@ -182,6 +246,36 @@ pub enum SearchError {
     /// Building a candidate network failed.
     #[error(transparent)]
     Network(#[from] crate::snn::network::NetworkError),
+}
+
+impl From<crate::train::TrainError> for SearchError {
+    fn from(e: crate::train::TrainError) -> Self {
+        SearchError::Train(Box::new(e))
+    }
+}
+
+/// What a search works on: the data, the board's memory model and the device.
+pub struct SearchData<'a> {
+    /// The dataset (the short trainings use its training and validation splits).
+    pub data: &'a Dataset,
+    /// The network input.
+    pub input: InputShape,
+    /// The board's name (for errors).
+    pub board: &'a str,
+    /// The memory model.
+    pub memory: &'a dyn MemoryCheck,
+    /// Where to train and score.
+    pub device: Device,
+}
+
+impl std::fmt::Debug for SearchData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchData")
+            .field("dataset", &self.data.spec.name)
+            .field("input", &self.input)
+            .field("board", &self.board)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Scores architectures on fixed batches, each at most once.
@@ -275,15 +369,14 @@ fn progress(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
 /// Run the configured search.
 pub fn search(
     space: &SearchSpace,
-    input: &InputShape,
-    board: &str,
-    memory: &dyn MemoryCheck,
+    ctx: &SearchData<'_>,
     scorer: &mut Scorer<'_>,
     cfg: &SearchConfig,
 ) -> Result<SearchOutcome, SearchError> {
     match cfg.strategy {
-        Strategy::Spikenas => spikenas(space, input, board, memory, scorer, cfg),
-        Strategy::Snasnet => snasnet(input, board, memory, scorer, cfg),
+        Strategy::Spikenas => halving::spikenas(space, ctx, cfg),
+        Strategy::Largest => largest(space, &ctx.input, ctx.board, ctx.memory, scorer, cfg),
+        Strategy::Snasnet => snasnet(&ctx.input, ctx.board, ctx.memory, scorer, cfg),
     }
 }
 
@@ -392,7 +485,7 @@ struct Tally {
     smallest: Option<(Arch, Fit)>,
 }
 
-/// SpikeNAS's fast memory-aware search.
+/// The previous SpikeNAS search (kept to compare against).
 ///
 /// 1. Every canonical cell is paired with its largest feasible macro configuration
 ///    (memory model and compute limit, microseconds each); cells with none are out.
@@ -403,7 +496,7 @@ struct Tally {
 ///    configuration ([`proxy_arch`]) and each at most once (cache): on the order of
 ///    edges x ops evaluations instead of thousands.
 /// 3. The winning cell is deployed in its largest feasible configuration.
-pub fn spikenas(
+pub fn largest(
     space: &SearchSpace,
     input: &InputShape,
     board: &str,
@@ -462,6 +555,8 @@ pub fn spikenas(
             macs: m,
             fit,
             score: Some(s),
+            train_seconds: None,
+            proxy: Vec::new(),
         });
         bar.inc(1);
         Ok(Some(s))
@@ -528,20 +623,25 @@ pub fn spikenas(
         return Err(SearchError::NothingScored(cfg.time_budget));
     }
     let (arch, _, fit) = deployment(best_cell, &mut tally).expect("scored cells are feasible");
+    let deploy_count = deploy.values().filter(|d| d.is_some()).count();
     Ok(SearchOutcome {
-        strategy: Strategy::Spikenas,
+        strategy: Strategy::Largest,
         best: arch,
         best_score: best,
+        signal: "training-free score (SNASNet)".into(),
         best_fit: fit,
         canonical_cells: cells.len(),
         space_size: cells.len() * space.macro_archs(start).len(),
         generated: tally.generated,
         pruned_by_memory: tally.pruned_by_memory,
         pruned_by_compute: tally.pruned_by_compute,
+        pruned_by_training: 0,
+        feasible: deploy_count,
         scored: records.len(),
         cache_hits: scorer.hits,
         seconds: started.elapsed().as_secs_f64(),
         stopped_by,
+        cost_model: None,
         candidates: records,
     })
 }
@@ -594,6 +694,8 @@ pub fn snasnet(
                 macs: macs(&arch, input),
                 fit: memory.check(&arch),
                 score: Some(s),
+                train_seconds: None,
+                proxy: Vec::new(),
             },
         ));
         bar.inc(1);
@@ -636,16 +738,20 @@ pub fn snasnet(
         strategy: Strategy::Snasnet,
         best: records[pi].0,
         best_score: records[pi].1.score.unwrap_or(f64::NAN),
+        signal: "training-free score (SNASNet)".into(),
         best_fit: records[pi].1.fit.clone(),
         canonical_cells: distinct.len(),
         space_size: scored,
         generated: scored,
         pruned_by_memory: pruned,
         pruned_by_compute: 0,
+        pruned_by_training: 0,
+        feasible: scored - pruned,
         scored,
         cache_hits: 0,
         seconds: started.elapsed().as_secs_f64(),
         stopped_by,
+        cost_model: None,
         candidates: records.into_iter().map(|(_, r)| r).collect(),
     })
 }
@@ -695,12 +801,13 @@ mod tests {
                 ram_bytes: 0,
                 worst_ratio: m as f64 / max_macs as f64,
                 overflow: (m > max_macs).then(|| format!("flash: {} B over", m - max_macs)),
+                regions: Vec::new(),
             }
         }
     }
 
     #[test]
-    fn spikenas_only_scores_feasible_and_picks_within_budget() {
+    fn largest_only_scores_feasible_and_picks_within_budget() {
         let (batches, input) = setup();
         let mut scorer = Scorer::new(&batches, input, Device::Cpu, 1, ConvBackend::default());
         let cap = 6000;
@@ -709,7 +816,7 @@ mod tests {
             patience: 1000,
             ..Default::default()
         };
-        let out = spikenas(
+        let out = largest(
             &tiny_space(),
             &input,
             "fake",
@@ -735,7 +842,7 @@ mod tests {
             progress: false,
             ..Default::default()
         };
-        let e = spikenas(
+        let e = largest(
             &tiny_space(),
             &input,
             "fake",

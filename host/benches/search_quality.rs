@@ -1,0 +1,519 @@
+//! Search quality: does the search find better networks than the alternatives a user
+//! has? Under one board budget and one training recipe (same epochs, seeds and data),
+//! this trains and reports the test accuracy (float, and integer through the firmware
+//! crate's kernels) of:
+//! - the SpikeNAS pick (the search run exactly as the main job runs it);
+//! - the previous search's pick (`--strategy largest`);
+//! - the SNASNet pick (5,000 random cells scored in the hand-picked macro configuration,
+//!   best that fits);
+//! - the README's hand-picked network, where it fits;
+//! - architectures drawn uniformly at random from the feasible space of the board
+//!   (memory, latency, detail, training time: the set SpikeNAS ranks);
+//!
+//! and prints the pick's rank among the random ones, and Kendall tau and Spearman rho
+//! (with 95% bootstrap intervals) of every ranking signal against trained accuracy.
+//!
+//! ```text
+//! cargo bench -p spikenas-host --bench search_quality -- [--board netduinoplus2]
+//!     [--dataset fashion-mnist] [--random 20] [--seeds 2] [--epochs 3]
+//!     [--max-train 12000] [--max-test 5000] [--samples 5000] [--main-train-time 900]
+//!     [--draw-seed 1] [--out FILE.md]
+//! ```
+//!
+//! `--max-train 0` and `--max-test 0` mean the whole split. Trained results are cached
+//! in `target/search-quality-cache.json` (keyed by dataset, recipe, seed and
+//! architecture), so a rerun after a change to the search trains only new picks. The search itself sees the
+//! whole dataset and the main job's recipe (default epochs, `--main-train-time`), as
+//! `scripts/run` gives it; the recipe above is the benchmark's, the same for everyone.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use candle_core::Device;
+use spikenas_host::arch::Arch;
+use spikenas_host::boards::Catalog;
+use spikenas_host::data::{self, Dataset, LoadOptions, Source};
+use spikenas_host::kernels::ConvBackend;
+use spikenas_host::pipeline::{
+    fit_of, max_macs_for_latency, quantize_winner, score_batches, search_config, search_on,
+    SearchJob,
+};
+use spikenas_host::rng::Rng;
+use spikenas_host::search::cells;
+use spikenas_host::search::feasible::Feasible;
+use spikenas_host::search::fidelity::{Proxy, ProxyData};
+use spikenas_host::search::halving::{MAX_EVAL_IMAGES, MIN_EVAL_IMAGES};
+use spikenas_host::search::space::{macs, SearchSpace};
+use spikenas_host::search::{Scorer, SearchConfig, Strategy};
+use spikenas_host::session::input_shape;
+use spikenas_host::snn::lif::LifParams;
+use spikenas_host::snn::Network;
+use spikenas_host::stats::{bootstrap_interval, kendall_tau, spearman_rho};
+use spikenas_host::train::{self, TrainConfig};
+
+/// The README's hand-picked network (`train --arch ...` in the README).
+const HAND_PICKED: &str = "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=2,pool=2";
+
+struct Args {
+    board: String,
+    dataset: Source,
+    random: usize,
+    seeds: u64,
+    epochs: usize,
+    max_train: Option<usize>,
+    max_test: Option<usize>,
+    samples: usize,
+    main_train_time: u64,
+    draw_seed: u64,
+    out: Option<std::path::PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        board: "netduinoplus2".into(),
+        dataset: Source::FashionMnist,
+        random: 20,
+        seeds: 2,
+        epochs: 3,
+        max_train: Some(12_000),
+        max_test: Some(5_000),
+        samples: 5000,
+        main_train_time: 900,
+        draw_seed: 1,
+        out: None,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let key = argv[i].as_str();
+        if key == "--bench" {
+            i += 1;
+            continue;
+        }
+        let value = argv
+            .get(i + 1)
+            .with_context(|| format!("{key} needs a value"))?;
+        let limit = |v: &str| -> anyhow::Result<Option<usize>> {
+            let n: usize = v.parse()?;
+            Ok((n > 0).then_some(n))
+        };
+        match key {
+            "--board" => a.board = value.clone(),
+            "--dataset" => a.dataset = value.parse().map_err(anyhow::Error::msg)?,
+            "--random" => a.random = value.parse()?,
+            "--seeds" => a.seeds = value.parse()?,
+            "--epochs" => a.epochs = value.parse()?,
+            "--max-train" => a.max_train = limit(value)?,
+            "--max-test" => a.max_test = limit(value)?,
+            "--samples" => a.samples = value.parse()?,
+            "--main-train-time" => a.main_train_time = value.parse()?,
+            "--draw-seed" => a.draw_seed = value.parse()?,
+            "--out" => a.out = Some(value.into()),
+            _ => bail!("unknown argument {key}; see the doc comment of benches/search_quality.rs"),
+        }
+        i += 2;
+    }
+    if a.seeds == 0 || a.epochs == 0 || a.random < 2 {
+        bail!("--seeds and --epochs must be at least 1 and --random at least 2");
+    }
+    Ok(a)
+}
+
+/// One architecture under test, with its signals and trained results.
+struct Entry {
+    name: String,
+    arch: Arch,
+    /// Signal name -> value.
+    signals: HashMap<&'static str, f64>,
+    /// (float, integer) test accuracy per seed.
+    acc: Vec<(f64, f64)>,
+    train_seconds: Vec<f64>,
+}
+
+impl Entry {
+    fn new(name: impl Into<String>, arch: Arch) -> Self {
+        Entry {
+            name: name.into(),
+            arch,
+            signals: HashMap::new(),
+            acc: Vec::new(),
+            train_seconds: Vec::new(),
+        }
+    }
+    fn mean_int(&self) -> f64 {
+        self.acc.iter().map(|a| a.1).sum::<f64>() / self.acc.len().max(1) as f64
+    }
+    fn mean_float(&self) -> f64 {
+        self.acc.iter().map(|a| a.0).sum::<f64>() / self.acc.len().max(1) as f64
+    }
+    fn spread_int(&self) -> f64 {
+        let (lo, hi) = self
+            .acc
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), a| {
+                (l.min(a.1), h.max(a.1))
+            });
+        hi - lo
+    }
+}
+
+const SIGNALS: [&str; 5] = [
+    "proxy accuracy, rung 1",
+    "proxy accuracy, rung 0",
+    "log MACs",
+    "SNASNet score",
+    "est. training s",
+];
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let catalog = Catalog::discover()?;
+    let board = catalog.board(&args.board)?.clone();
+    let space = SearchSpace::shipped();
+    let mut log = String::new();
+    macro_rules! out {
+        ($($t:tt)*) => {{
+            let line = format!($($t)*);
+            println!("{line}");
+            let _ = writeln!(log, "{line}");
+        }};
+    }
+
+    // The main job's search, on the whole dataset, as `scripts/run` runs it.
+    let full = data::load(&args.dataset, &LoadOptions::default())?;
+    let input = input_shape(&full);
+    let mut job = SearchJob {
+        board: board.clone(),
+        targets: catalog.targets().clone(),
+        source: args.dataset.clone(),
+        load: LoadOptions::default(),
+        space: space.clone(),
+        search: SearchConfig {
+            max_macs: Some(max_macs_for_latency(
+                &board,
+                space.macros.timesteps,
+                1000.0,
+            )),
+            ..Default::default()
+        },
+        train: Some(TrainConfig {
+            time_budget: Some(Duration::from_secs(args.main_train_time)),
+            progress: false,
+            ..Default::default()
+        }),
+        auto_recipe: true,
+        epochs_given: false,
+    };
+    let main_cfg = search_config(&full, &job);
+    let main_budget = main_cfg.train_budget.expect("a training recipe");
+    let ours = search_on(&full, &job, &device)?;
+    let model = ours.cost_model.context("SpikeNAS calibrates a cost model")?;
+    job.search.strategy = Strategy::Largest;
+    job.search.progress = false;
+    let largest = search_on(&full, &job, &device)?;
+    let hand: Arch = HAND_PICKED.parse().map_err(anyhow::Error::msg)?;
+    let hand = Arch {
+        timesteps: space.macros.timesteps,
+        ..hand
+    };
+    job.search.strategy = Strategy::Snasnet;
+    job.search.samples = args.samples;
+    job.search.baseline_macro = hand;
+    job.search.time_budget = Duration::from_secs(24 * 3600);
+    let snas = search_on(&full, &job, &device)?;
+
+    out!(
+        "# Search quality: {} on {} ({})\n",
+        args.dataset,
+        board.name,
+        input_desc(&full)
+    );
+    out!(
+        "Main job the searches chose for: {} epochs of {} images, {} s of training; search share {:.0}%.\n",
+        main_cfg.recipe.epochs,
+        full.train.len(),
+        args.main_train_time,
+        100.0 * main_cfg.search_fraction
+    );
+    out!("| search | pick | seconds | evaluations |\n|---|---|---|---|");
+    for (name, o) in [
+        ("SpikeNAS", &ours),
+        ("largest (previous)", &largest),
+        ("SNASNet", &snas),
+    ] {
+        out!(
+            "| {name} | `{}` | {:.1} | {} |",
+            o.best,
+            o.seconds,
+            o.scored
+        );
+    }
+    out!(
+        "\nSpikeNAS search time: {:.1}% of the main job's training time ({} s); {:.0}x faster than SNASNet's {} samples.\n",
+        100.0 * ours.seconds / args.main_train_time as f64,
+        args.main_train_time,
+        snas.seconds / ours.seconds.max(1e-9),
+        args.samples
+    );
+
+    // The feasible space SpikeNAS ranks, with the same training-time filter.
+    let cells = cells::enumerate(&space.ops, space.backward);
+    let (b, t) = (&job.board, &job.targets);
+    let check = |a: &Arch| fit_of(a, &input, b, t);
+    let fits = Feasible::enumerate(&space, &cells, &input, &check, main_cfg.max_macs);
+    let mut feasible = fits.clone();
+    feasible.restrict_to_trainable(&input, &model, &main_budget, 0.1);
+    out!(
+        "Feasible space: {} candidates ({} over memory, {} over latency, {} too slow to train in {} s).\n",
+        feasible.candidates.len(),
+        feasible.pruned_by_memory,
+        feasible.pruned_by_compute,
+        feasible.pruned_by_training,
+        args.main_train_time
+    );
+    let trainable: std::collections::HashSet<Arch> =
+        feasible.candidates.iter().map(|c| c.arch).collect();
+
+    let mut entries = vec![
+        Entry::new("SpikeNAS pick", ours.best),
+        Entry::new("largest pick", largest.best),
+        Entry::new("SNASNet pick", snas.best),
+    ];
+    if check(&hand).fits {
+        entries.push(Entry::new("hand-picked", hand));
+    } else {
+        out!("The hand-picked network `{hand}` does not fit {}.\n", board.name);
+    }
+    let mut rng = Rng::new(args.draw_seed);
+    let mut drawn = std::collections::HashSet::new();
+    let want = args.random.min(feasible.candidates.len());
+    // Drawn from the memory-feasible list and kept when trainable, so that the draws do
+    // not move with the timing noise of the cost calibration.
+    while drawn.len() < want {
+        let c = &fits.candidates[rng.below(fits.candidates.len())];
+        if trainable.contains(&c.arch) && drawn.insert(c.arch) {
+            entries.push(Entry::new(format!("random {}", drawn.len()), c.arch));
+        }
+    }
+
+    // Signals: the search's proxy at both rungs (same data, images and seed as the
+    // search), MACs, SNASNet's score in the deployed configuration, training cost.
+    let rung_images: Vec<usize> = ours
+        .candidates
+        .iter()
+        .find(|c| c.arch == ours.best.to_string())
+        .map(|c| c.proxy.iter().map(|p| p.images).collect())
+        .unwrap_or_default();
+    let proxy_data = rung_images.last().map(|&n| {
+        ProxyData::new(&full, n, MIN_EVAL_IMAGES, MAX_EVAL_IMAGES, main_cfg.seed)
+    });
+    let batches = score_batches(&full, 64, 2, 0, &device)?;
+    let scorer = Scorer::new(&batches, input, device.clone(), 0, ConvBackend::default());
+    for e in entries.iter_mut() {
+        e.signals
+            .insert("log MACs", (macs(&e.arch, &input) as f64).ln());
+        e.signals.insert(
+            "est. training s",
+            model.seconds(&e.arch, &input, main_budget.images),
+        );
+        e.signals
+            .insert("SNASNet score", scorer.evaluate(&e.arch).unwrap_or(f64::NAN));
+        if let Some(pd) = &proxy_data {
+            let proxy = Proxy {
+                input,
+                data: pd,
+                recipe: main_cfg.recipe.clone(),
+                device: device.clone(),
+            };
+            for (rung, &n) in rung_images.iter().enumerate() {
+                let r = proxy.train(&e.arch, n, main_cfg.seed)?;
+                let key = if rung == 0 {
+                    "proxy accuracy, rung 0"
+                } else {
+                    "proxy accuracy, rung 1"
+                };
+                e.signals.insert(key, r.accuracy);
+            }
+        }
+        eprintln!("signals of {} ({}) done", e.name, e.arch);
+    }
+
+    // The benchmark's recipe, the same for everyone.
+    let data = data::load(
+        &args.dataset,
+        &LoadOptions {
+            max_train: args.max_train,
+            max_test: args.max_test,
+            ..Default::default()
+        },
+    )?;
+    let cache_path = std::path::PathBuf::from("target/search-quality-cache.json");
+    let mut cache: HashMap<String, ((f64, f64), f64)> = std::fs::read(&cache_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for e in entries.iter_mut() {
+        for seed in 0..args.seeds {
+            let key = format!(
+                "{}|{:?}|{:?}|{}|{seed}|{}",
+                args.dataset, args.max_train, args.max_test, args.epochs, e.arch
+            );
+            let (acc, secs) = match cache.get(&key) {
+                Some(v) => *v,
+                None => {
+                    let v = train_once(&e.arch, &data, seed, args.epochs, &device)?;
+                    cache.insert(key, v);
+                    std::fs::write(&cache_path, serde_json::to_vec(&cache)?)?;
+                    v
+                }
+            };
+            eprintln!(
+                "{} seed {seed}: float {:.2}% int {:.2}% ({:.0} s)  {}",
+                e.name,
+                100.0 * acc.0,
+                100.0 * acc.1,
+                secs,
+                e.arch
+            );
+            e.acc.push(acc);
+            e.train_seconds.push(secs);
+        }
+    }
+
+    out!(
+        "\nRecipe: {} epochs on {} training images, tested on {} images, seeds 0..{}; integer accuracy through the firmware crate's kernels.\n",
+        args.epochs,
+        data.train.len(),
+        data.test.len(),
+        args.seeds
+    );
+    out!("| name | architecture | int acc (mean) | spread | float acc | train s | proxy r1 | proxy r0 | log MACs | SNASNet score |");
+    out!("|---|---|---|---|---|---|---|---|---|---|");
+    for e in &entries {
+        let sig = |k: &str| e.signals.get(k).map_or("-".into(), |v| format!("{v:.3}"));
+        out!(
+            "| {} | `{}` | {:.2}% | {:.2} | {:.2}% | {:.0} | {} | {} | {} | {} |",
+            e.name,
+            e.arch,
+            100.0 * e.mean_int(),
+            100.0 * e.spread_int(),
+            100.0 * e.mean_float(),
+            e.train_seconds.iter().sum::<f64>() / e.train_seconds.len().max(1) as f64,
+            sig("proxy accuracy, rung 1"),
+            sig("proxy accuracy, rung 0"),
+            sig("log MACs"),
+            sig("SNASNet score")
+        );
+    }
+
+    let random: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.name.starts_with("random"))
+        .collect();
+    let best_random = random
+        .iter()
+        .map(|e| e.mean_int())
+        .fold(f64::NEG_INFINITY, f64::max);
+    out!("");
+    for e in entries.iter().filter(|e| !e.name.starts_with("random")) {
+        let better = random.iter().filter(|r| r.mean_int() > e.mean_int()).count();
+        out!(
+            "{}: rank {} of {} random architectures (top {:.0}%), {:+.2} points vs the best random, {:+.2} vs the random mean",
+            e.name,
+            better + 1,
+            random.len() + 1,
+            100.0 * (better + 1) as f64 / (random.len() + 1) as f64,
+            100.0 * (e.mean_int() - best_random),
+            100.0 * (e.mean_int() - random.iter().map(|r| r.mean_int()).sum::<f64>() / random.len() as f64)
+        );
+    }
+    let pick = &entries[0];
+    for other in entries[1..].iter().filter(|e| !e.name.starts_with("random")) {
+        out!(
+            "SpikeNAS pick vs {}: {:+.2} points (integer, mean over seeds)",
+            other.name,
+            100.0 * (pick.mean_int() - other.mean_int())
+        );
+    }
+
+    out!(
+        "\nRank correlation with trained integer accuracy over all {} architectures (95% bootstrap interval, 2,000 resamples):\n",
+        entries.len()
+    );
+    out!("| signal | Kendall tau | interval | Spearman rho | interval |\n|---|---|---|---|---|");
+    let acc: Vec<f64> = entries.iter().map(Entry::mean_int).collect();
+    for key in SIGNALS {
+        let pairs: Vec<(f64, f64)> = entries
+            .iter()
+            .zip(&acc)
+            .filter_map(|(e, a)| e.signals.get(key).filter(|v| v.is_finite()).map(|v| (*v, *a)))
+            .collect();
+        if pairs.len() < 3 {
+            continue;
+        }
+        let (x, y): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+        let (tl, th) = bootstrap_interval(&x, &y, kendall_tau, 2000, 11);
+        let (sl, sh) = bootstrap_interval(&x, &y, spearman_rho, 2000, 11);
+        out!(
+            "| {key} | {:.3} | [{tl:.3}, {th:.3}] | {:.3} | [{sl:.3}, {sh:.3}] |",
+            kendall_tau(&x, &y),
+            spearman_rho(&x, &y)
+        );
+    }
+    out!(
+        "\nWall time of the benchmark: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    let path = args.out.unwrap_or_else(|| {
+        format!(
+            "target/search-quality-{}-{}.md",
+            board.name,
+            args.dataset.to_string().replace([':', '/'], "_")
+        )
+        .into()
+    });
+    std::fs::write(&path, log).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("tables written to {}", path.display());
+    Ok(())
+}
+
+fn input_desc(d: &Dataset) -> String {
+    format!(
+        "{}x{}x{}, {} classes",
+        d.spec.channels, d.spec.height, d.spec.width, d.spec.classes
+    )
+}
+
+/// Train `arch` with the benchmark's recipe; (float, integer) test accuracy and the
+/// training seconds.
+fn train_once(
+    arch: &Arch,
+    data: &Dataset,
+    seed: u64,
+    epochs: usize,
+    device: &Device,
+) -> anyhow::Result<((f64, f64), f64)> {
+    let input = input_shape(data);
+    let (net, vars) = Network::init(*arch, input, LifParams::default(), device, seed)?;
+    let cfg = TrainConfig {
+        epochs,
+        seed,
+        batch_size: train::default_batch_size(data.train.len()),
+        progress: false,
+        ..Default::default()
+    };
+    let report = match train::train(&net, &vars, data, device, &cfg) {
+        Ok(r) => r,
+        Err(train::TrainError::Diverged { .. }) => return Ok(((0.0, 0.0), 0.0)),
+        Err(e) => return Err(e.into()),
+    };
+    let (_, q) = quantize_winner(&net, &vars, data, device, cfg.conv)?;
+    Ok((
+        (q.float_accuracy as f64, q.int_accuracy as f64),
+        report.train_seconds,
+    ))
+}

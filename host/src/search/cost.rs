@@ -1,0 +1,220 @@
+//! What training a candidate costs on the machine at hand.
+//!
+//! The search must not return a network the job cannot train in its time budget (a
+//! 64-channel full-resolution network on a 2-core CPU trains at a few dozen images a
+//! second). The cost of one training image is modelled as
+//!
+//! ```text
+//! seconds/image = fixed + per_unit * work(arch),
+//! work(arch)   = T * (MACs + NEURON_WORK * neurons)
+//! ```
+//!
+//! MACs (convolutions and classifier) dominate large networks; the element-wise work
+//! of LIF, batch-norm and pooling, per neuron and timestep, dominates small ones. The
+//! two coefficients are calibrated at the start of a search by timing a few training
+//! steps of the cheapest and the dearest feasible candidate on the actual device
+//! ([`CostModel::calibrate`]), so the figures are this machine's.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Arch, InputShape};
+use crate::data::Split;
+use crate::kernels::ConvBackend;
+use crate::snn::lif::LifParams;
+use crate::snn::Network;
+use crate::train::TrainConfig;
+
+use super::space::macs;
+
+/// Relative cost of one neuron-timestep of element-wise work (LIF forward and
+/// backward through time, batch-norm, pooling) against one multiply-accumulate of a
+/// convolution, which runs as a GEMM at a far higher rate.
+pub const NEURON_WORK: f64 = 32.0;
+
+/// Neuron-sized element-wise work per timestep: every LIF, batch-norm and pooled
+/// element the network touches in one step.
+pub fn neurons(arch: &Arch, input: &InputShape) -> u64 {
+    let mut total = 0u64;
+    for s in 0..arch.stages {
+        let (h, w) = input.spatial(arch, s);
+        let c = arch.stage_channels(s) as u64;
+        let plane = c * (h * w) as u64;
+        if s > 0 {
+            let (ph, pw) = input.spatial(arch, s - 1);
+            // BN -> LIF on the previous stage, conv -> BN -> pool to this stage.
+            total += 2 * arch.stage_channels(s - 1) as u64 * (ph * pw) as u64 + 2 * plane;
+        }
+        let edges = arch.cell.edges();
+        let convs = edges.iter().filter(|e| e.op.kernel().is_some()).count() as u64;
+        // Each conv edge: LIF on its source, BN on its output; every edge adds into a node.
+        total += 2 * convs * plane + edges.len() as u64 * plane;
+    }
+    let (h, w) = input.spatial(arch, arch.stages - 1);
+    total += 2 * arch.stage_channels(arch.stages - 1) as u64 * (h * w) as u64;
+    total + arch.fc as u64
+}
+
+/// Training work of one image (all timesteps), in MAC-equivalents.
+pub fn work(arch: &Arch, input: &InputShape) -> f64 {
+    arch.timesteps as f64 * (macs(arch, input) as f64 + NEURON_WORK * neurons(arch, input) as f64)
+}
+
+/// Seconds per training image as a function of [`work`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CostModel {
+    /// Seconds per image that do not depend on the network's size.
+    pub fixed_s: f64,
+    /// Seconds per image per unit of work.
+    pub per_unit_s: f64,
+}
+
+impl CostModel {
+    /// Seconds to train one image of `arch`.
+    pub fn seconds_per_image(&self, arch: &Arch, input: &InputShape) -> f64 {
+        self.fixed_s + self.per_unit_s * work(arch, input)
+    }
+
+    /// Seconds to train `images` images of `arch`.
+    pub fn seconds(&self, arch: &Arch, input: &InputShape, images: u64) -> f64 {
+        self.seconds_per_image(arch, input) * images as f64
+    }
+
+    /// The line through two measured points `(work, seconds per image)`; the slope
+    /// and intercept are kept non-negative so that a noisy pair cannot make large
+    /// networks look free.
+    pub fn through(a: (f64, f64), b: (f64, f64)) -> CostModel {
+        let (lo, hi) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+        let per_unit_s = if hi.0 > lo.0 {
+            ((hi.1 - lo.1) / (hi.0 - lo.0)).max(0.0)
+        } else {
+            0.0
+        };
+        let per_unit_s = if per_unit_s == 0.0 {
+            // Equal work or a noisy pair: scale the dearer point.
+            hi.1 / hi.0.max(1.0)
+        } else {
+            per_unit_s
+        };
+        CostModel {
+            fixed_s: (lo.1 - per_unit_s * lo.0).max(0.0),
+            per_unit_s,
+        }
+    }
+
+    /// Time `steps` training steps (after one warm-up step) of `cheap` and of
+    /// `dear` on `train`, and fit the model through the two points.
+    pub fn calibrate(
+        cheap: &Arch,
+        dear: &Arch,
+        input: &InputShape,
+        train: &Split,
+        cfg: &TrainConfig,
+        steps: usize,
+        device: &Device,
+    ) -> Result<CostModel, crate::search::SearchError> {
+        let a = measure(cheap, input, train, cfg, steps, device)?;
+        let b = measure(dear, input, train, cfg, steps, device)?;
+        Ok(CostModel::through(
+            (work(cheap, input), a),
+            (work(dear, input), b),
+        ))
+    }
+}
+
+/// Measured seconds per training image of `arch`: forward, backward and optimiser
+/// step on batches of `cfg.batch_size` images from `train`.
+pub fn measure(
+    arch: &Arch,
+    input: &InputShape,
+    train: &Split,
+    cfg: &TrainConfig,
+    steps: usize,
+    device: &Device,
+) -> Result<f64, crate::search::SearchError> {
+    let (net, varmap) = Network::init(*arch, *input, LifParams::default(), device, cfg.seed)?;
+    let batch = cfg.batch_size.min(train.len()).max(1);
+    let idx: Vec<usize> = (0..batch).collect();
+    let (images, labels) = train.batch(&idx, device)?;
+    use candle_nn::Optimizer;
+    let vars = varmap.all_vars();
+    let mut opt = candle_nn::AdamW::new(
+        vars,
+        candle_nn::ParamsAdamW {
+            lr: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let mut step = || -> Result<(), crate::search::SearchError> {
+        let logits = net.forward(&images, true, cfg.conv)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+        opt.backward_step(&loss)?;
+        Ok(())
+    };
+    step()?;
+    let started = Instant::now();
+    for _ in 0..steps.max(1) {
+        step()?;
+    }
+    Ok(started.elapsed().as_secs_f64() / (steps.max(1) * batch) as f64)
+}
+
+/// The convolution backend is part of the cost; record which one a model was
+/// calibrated with.
+pub fn describe(model: &CostModel, conv: ConvBackend) -> String {
+    format!(
+        "{:.2} us/image + {:.3} ns per MAC-equivalent ({conv} convolutions)",
+        model.fixed_s * 1e6,
+        model.per_unit_s * 1e9
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_through_two_points() {
+        let m = CostModel::through((10.0, 2.0), (30.0, 6.0));
+        assert!((m.per_unit_s - 0.2).abs() < 1e-12);
+        assert!(m.fixed_s.abs() < 1e-12);
+        // Order does not matter; a negative slope is refused.
+        let n = CostModel::through((30.0, 6.0), (10.0, 2.0));
+        assert_eq!(m, n);
+        let flat = CostModel::through((10.0, 3.0), (30.0, 2.0));
+        assert!(flat.per_unit_s > 0.0 && flat.fixed_s >= 0.0);
+    }
+
+    #[test]
+    fn work_grows_with_size_and_timesteps() {
+        let input = InputShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+            classes: 10,
+        };
+        let small: Arch = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2"
+            .parse()
+            .unwrap();
+        let wide = Arch {
+            channels: 16,
+            ..small
+        };
+        let longer = Arch {
+            timesteps: 4,
+            ..small
+        };
+        let pooled = Arch {
+            input_pool: 2,
+            ..small
+        };
+        assert!(work(&wide, &input) > 4.0 * work(&small, &input));
+        assert!((work(&longer, &input) - 2.0 * work(&small, &input)).abs() < 1e-6);
+        assert!(work(&pooled, &input) < work(&small, &input) / 3.0);
+        // By hand: one conv edge at 4x28x28: LIF + BN + the edge's add, plus the head.
+        let plane = 4 * 28 * 28;
+        assert_eq!(neurons(&small, &input), (3 * plane + 2 * plane) as u64);
+    }
+}

@@ -1,0 +1,247 @@
+//! The feasible space of a board: every (canonical cell, macro configuration) pair
+//! that fits the board's memory (the exact memory model), its latency budget, keeps
+//! enough spatial detail, and can be trained in the job's time on this machine.
+//!
+//! The search ranks only these; the search-quality benchmark draws its random
+//! architectures uniformly from the same set.
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Arch, Cell, InputShape};
+
+use super::cost::CostModel;
+use super::space::{macs, SearchSpace};
+use super::{pooling_keeps_detail, Fit, MemoryCheck};
+
+/// The final training the search chooses for: how many images it will see and in
+/// how much time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainBudget {
+    /// Images the recipe trains (epochs x training images).
+    pub images: u64,
+    /// Seconds the training may take (the job's `--train-time`).
+    pub seconds: f64,
+}
+
+/// One feasible candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The architecture.
+    pub arch: Arch,
+    /// Multiply-accumulates per timestep.
+    pub macs: u64,
+    /// The memory verdict (fits).
+    pub fit: Fit,
+}
+
+/// The feasible candidates and what each check rejected.
+#[derive(Debug, Clone, Default)]
+pub struct Feasible {
+    /// Candidates that pass every check, in enumeration order.
+    pub candidates: Vec<Candidate>,
+    /// (cell, macro) pairs generated.
+    pub generated: usize,
+    /// Rejected: pooling leaves too little detail or the classifier sees nothing.
+    pub pruned_by_detail: usize,
+    /// Rejected by the latency budget (MACs per timestep).
+    pub pruned_by_compute: usize,
+    /// Rejected by the memory model.
+    pub pruned_by_memory: usize,
+    /// Rejected because 8-bit weights of the same network fit (int8 is more accurate
+    /// at the same training cost).
+    pub pruned_by_dominance: usize,
+    /// Rejected because the recipe would not finish in the training time.
+    pub pruned_by_training: usize,
+    /// The candidate that needs least memory among those rejected by memory.
+    pub smallest: Option<(Arch, Fit)>,
+    /// The candidate with the fewest MACs among those rejected by the latency budget.
+    pub fastest: Option<(Arch, u64)>,
+}
+
+impl Feasible {
+    /// Every candidate of `space` over `cells` that passes the memory, latency and
+    /// detail checks, with 4-bit variants dropped where the 8-bit one fits.
+    pub fn enumerate(
+        space: &SearchSpace,
+        cells: &[Cell],
+        input: &InputShape,
+        memory: &dyn MemoryCheck,
+        max_macs: Option<u64>,
+    ) -> Feasible {
+        let mut out = Feasible::default();
+        let mut fits8 = std::collections::HashSet::new();
+        let mut fours = Vec::new();
+        for &cell in cells {
+            for arch in space.macro_archs(cell) {
+                out.generated += 1;
+                if input.head_features(&arch) == 0 || !pooling_keeps_detail(&arch, input) {
+                    out.pruned_by_detail += 1;
+                    continue;
+                }
+                let m = macs(&arch, input);
+                if max_macs.is_some_and(|limit| m > limit) {
+                    out.pruned_by_compute += 1;
+                    if out.fastest.is_none_or(|(_, f)| m < f) {
+                        out.fastest = Some((arch, m));
+                    }
+                    continue;
+                }
+                let fit = memory.check(&arch);
+                if !fit.fits {
+                    out.pruned_by_memory += 1;
+                    if out.smallest.as_ref().is_none_or(|(_, f)| {
+                        fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes
+                    }) {
+                        out.smallest = Some((arch, fit));
+                    }
+                    continue;
+                }
+                let c = Candidate { arch, macs: m, fit };
+                if arch.weight_bits == 8 {
+                    fits8.insert(arch);
+                    out.candidates.push(c);
+                } else {
+                    fours.push(c);
+                }
+            }
+        }
+        for c in fours {
+            if fits8.contains(&Arch {
+                weight_bits: 8,
+                ..c.arch
+            }) {
+                out.pruned_by_dominance += 1;
+            } else {
+                out.candidates.push(c);
+            }
+        }
+        out
+    }
+
+    /// Keep the candidates whose whole recipe trains within `budget` at the costs of
+    /// `model` (with `margin` of the time spare for evaluation and noise).
+    pub fn restrict_to_trainable(
+        &mut self,
+        input: &InputShape,
+        model: &CostModel,
+        budget: &TrainBudget,
+        margin: f64,
+    ) {
+        let before = self.candidates.len();
+        let limit = budget.seconds * (1.0 - margin);
+        self.candidates
+            .retain(|c| model.seconds(&c.arch, input, budget.images) <= limit);
+        self.pruned_by_training += before - self.candidates.len();
+    }
+
+    /// The candidates with the least and the most training work (for calibration).
+    pub fn extremes(&self, input: &InputShape) -> Option<(Arch, Arch)> {
+        let key = |c: &&Candidate| super::cost::work(&c.arch, input);
+        let lo = self
+            .candidates
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))?;
+        let hi = self
+            .candidates
+            .iter()
+            .max_by(|a, b| key(a).total_cmp(&key(b)))?;
+        Some((lo.arch, hi.arch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::Op;
+    use crate::search::cells;
+    use crate::search::space::MacroSpace;
+
+    fn space() -> SearchSpace {
+        SearchSpace {
+            ops: vec![Op::Conv1x1, Op::Conv3x3],
+            backward: false,
+            macros: MacroSpace {
+                channels: vec![4, 8, 16],
+                stages: vec![1, 2],
+                fc: vec![0, 32],
+                input_pool: vec![1, 2],
+                weight_bits: vec![8, 4],
+                timesteps: 2,
+                cluster: 1,
+            },
+            provenance: "test".into(),
+        }
+    }
+
+    const INPUT: InputShape = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
+
+    /// A fake memory model: flash is the weight count at its bit width, capped.
+    fn cap(limit: u64) -> impl Fn(&Arch) -> Fit {
+        move |a: &Arch| {
+            let bytes = macs(a, &INPUT) / 50 * a.weight_bits as u64 / 8;
+            Fit {
+                fits: bytes <= limit,
+                flash_bytes: bytes,
+                ram_bytes: 0,
+                worst_ratio: bytes as f64 / limit as f64,
+                overflow: None,
+                regions: Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn every_candidate_passes_every_check_and_counts_add_up() {
+        let s = space();
+        let cells = cells::enumerate(&s.ops, false);
+        let f = Feasible::enumerate(&s, &cells, &INPUT, &cap(20_000), Some(2_000_000));
+        assert!(!f.candidates.is_empty());
+        for c in &f.candidates {
+            assert!(c.fit.fits && c.macs <= 2_000_000);
+            if c.arch.weight_bits == 4 {
+                // Only where the 8-bit twin does not fit.
+                assert!(!cap(20_000)(&Arch {
+                    weight_bits: 8,
+                    ..c.arch
+                })
+                .fits);
+            }
+        }
+        assert!(f.pruned_by_memory > 0 && f.pruned_by_compute > 0 && f.pruned_by_dominance > 0);
+        assert_eq!(
+            f.generated,
+            f.candidates.len()
+                + f.pruned_by_detail
+                + f.pruned_by_compute
+                + f.pruned_by_memory
+                + f.pruned_by_dominance
+        );
+        assert_eq!(f.generated, cells.len() * s.macro_archs(cells[0]).len());
+    }
+
+    #[test]
+    fn training_budget_removes_the_dear_candidates() {
+        let s = space();
+        let cells = cells::enumerate(&s.ops, false);
+        let mut f = Feasible::enumerate(&s, &cells, &INPUT, &cap(u64::MAX), None);
+        let (lo, hi) = f.extremes(&INPUT).unwrap();
+        let model = CostModel {
+            fixed_s: 0.0,
+            per_unit_s: 1e-9,
+        };
+        let budget = TrainBudget {
+            images: 1000,
+            seconds: model.seconds(&hi, &INPUT, 1000) / 2.0,
+        };
+        let n = f.candidates.len();
+        f.restrict_to_trainable(&INPUT, &model, &budget, 0.0);
+        assert!(f.pruned_by_training > 0 && f.candidates.len() + f.pruned_by_training == n);
+        assert!(f.candidates.iter().any(|c| c.arch == lo));
+        assert!(f.candidates.iter().all(|c| c.arch != hi));
+    }
+}

@@ -1,0 +1,479 @@
+//! SpikeNAS's fast memory-aware search, as this project does it (v2):
+//!
+//! 1. **Feasible space.** Every canonical cell of the analysed op set times every macro
+//!    configuration (channels, stages, classifier width, input pooling, weight bits) is
+//!    checked against the exact memory model, the latency budget and the detail rules
+//!    (microseconds each; no tensors). 4-bit variants are dropped where the 8-bit
+//!    network fits.
+//! 2. **Trainable in the job's time.** The cost of a training image on this machine is
+//!    calibrated on the cheapest and the dearest feasible candidate
+//!    ([`CostModel::calibrate`]); candidates whose recipe cannot finish within the
+//!    training time are dropped, so a large budget (Jetson) does not yield a network
+//!    that cannot be trained.
+//! 3. **Candidate pool (training-free).** The feasible space is grouped by network
+//!    shape (stages, input pooling, weight bits); each shape sends its candidate with the
+//!    most multiply-accumulates (the most capacity the board and the training time allow
+//!    for that shape), then each shape and classifier width not yet in does. Shapes differ
+//!    in how they learn; within a shape, capacity is what the budgets buy.
+//! 4. **Successive halving (multi-fidelity).** Every pool member is trained briefly on a
+//!    fixed subset (the same images for all) and evaluated on held-out images; the best
+//!    third is trained again three times longer; the best of that rung wins (with three
+//!    candidates or fewer, the first rung decides). The budget
+//!    of all short trainings together is a fixed share of the job's training time
+//!    (`search_fraction`, 8% by default), planned with the calibrated costs.
+//!
+//! Every candidate the search trains is recorded with its proxy accuracies, measured
+//! throughput, memory per region and size, for the report's Pareto view.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::arch::Arch;
+
+use super::cost::{self, CostModel};
+use super::feasible::{Candidate, Feasible};
+use super::fidelity::{Proxy, ProxyData, ProxyResult};
+use super::space::SearchSpace;
+use super::{cells, nothing_fits, CandidateRecord, SearchConfig, SearchData, SearchError};
+use super::{SearchOutcome, Strategy};
+
+/// Training steps timed per calibration network.
+const CALIBRATION_STEPS: usize = 3;
+
+/// Fewest batches a rung-0 short training may have: below this, accuracy says more
+/// about the initialisation than the architecture (measured on digits at batch 16:
+/// after 81 steps two of seven networks were still at chance, after 243 steps all
+/// were ranked as their full trainings rank them, stage count first).
+const MIN_RUNG0_BATCHES: usize = 60;
+
+/// Images evaluated per short training: at least this many (topped up from the
+/// training split on small datasets) ...
+pub const MIN_EVAL_IMAGES: usize = 500;
+/// ... and at most this many.
+pub const MAX_EVAL_IMAGES: usize = 2000;
+
+/// Share of the training time kept free when checking trainability (evaluation,
+/// noise in the cost model).
+const TRAIN_MARGIN: f64 = 0.1;
+
+/// The shape of a network that the pool must cover: how many stages, at what input
+/// resolution, with what weight width. These decide how a network learns in a short
+/// recipe (measured on digits: one stage on 8x8 reached 96.4-97.8%, two stages
+/// 93.7-97.8% after the same training), so every one of them gets a candidate before
+/// any gets a second.
+fn shape(a: &Arch) -> (usize, usize, u8) {
+    (a.stages, a.input_pool, a.weight_bits)
+}
+
+/// The largest candidate (most MACs; ties: smallest flash) of each group of `feasible`
+/// under `key`, largest first.
+fn largest_per<K: Ord>(feasible: &[Candidate], key: impl Fn(&Arch) -> K) -> Vec<Candidate> {
+    let mut best: BTreeMap<K, &Candidate> = BTreeMap::new();
+    for c in feasible {
+        let e = best.entry(key(&c.arch)).or_insert(c);
+        if (c.macs, std::cmp::Reverse(c.fit.flash_bytes))
+            > (e.macs, std::cmp::Reverse(e.fit.flash_bytes))
+        {
+            *e = c;
+        }
+    }
+    let mut out: Vec<Candidate> = best.into_values().cloned().collect();
+    out.sort_by(|a, b| {
+        b.macs
+            .cmp(&a.macs)
+            .then(a.fit.flash_bytes.cmp(&b.fit.flash_bytes))
+    });
+    out
+}
+
+/// Step 3, the candidate pool in priority order (a plan that cannot afford all of them
+/// drops from the end): first the largest candidate of every network shape
+/// ([`shape`]: stages, input pooling, weight bits), then the largest of every shape and
+/// classifier width not yet in, each tier largest first. Within a group, the largest
+/// candidate is the most capacity that the memory, latency and training-time budgets
+/// buy for that shape.
+pub fn family_pool(feasible: &[Candidate]) -> Vec<Candidate> {
+    let mut pool = largest_per(feasible, shape);
+    for c in largest_per(feasible, |a| (shape(a), a.fc)) {
+        if !pool.iter().any(|p| p.arch == c.arch) {
+            pool.push(c);
+        }
+    }
+    pool
+}
+
+/// The plan of the short trainings: pool size, images per rung-0 training, and the
+/// growth factor between rungs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RungPlan {
+    /// Candidates trained in rung 0.
+    pub pool: usize,
+    /// Images per candidate in rung 0.
+    pub rung0_images: usize,
+    /// Candidates promoted to rung 1 (`ceil(pool / eta)`; 0 when that is one: rung 0
+    /// then decides).
+    pub promoted: usize,
+    /// Images per candidate in rung 1 (`eta` times rung 0).
+    pub rung1_images: usize,
+}
+
+/// Plan two rungs within `seconds`, for candidates costing `per_image` seconds each
+/// (largest pool first, shrunk until rung 0 gets at least [`MIN_RUNG0_BATCHES`]).
+pub fn plan(
+    per_image: &[f64],
+    seconds: f64,
+    eta: usize,
+    batch: usize,
+    eval_images: usize,
+) -> Option<RungPlan> {
+    let eta = eta.max(2);
+    for n in (2..=per_image.len()).rev() {
+        let costs = &per_image[..n];
+        // With a single survivor rung 0 decides: no rung 1.
+        let promoted = match n.div_ceil(eta) {
+            1 => 0,
+            p => p,
+        };
+        // Rung 1 takes the dearest `promoted` as a bound; evaluation costs about a
+        // third of a training image per held-out image, charged as training images.
+        let mut sorted = costs.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let rung0: f64 = costs.iter().sum();
+        let rung1: f64 = sorted[..promoted].iter().sum::<f64>() * eta as f64;
+        let eval = (n + promoted) as f64 * eval_images as f64 / 3.0;
+        let mean = rung0 / n as f64;
+        let images = (seconds / mean.max(1e-12) - eval) * mean / (rung0 + rung1);
+        if images >= (MIN_RUNG0_BATCHES * batch) as f64 {
+            let rung0_images = images as usize;
+            return Some(RungPlan {
+                pool: n,
+                rung0_images,
+                promoted,
+                rung1_images: rung0_images * eta,
+            });
+        }
+    }
+    None
+}
+
+/// Run the search (see the module docs).
+pub fn spikenas(
+    space: &SearchSpace,
+    ctx: &SearchData<'_>,
+    cfg: &SearchConfig,
+) -> Result<SearchOutcome, SearchError> {
+    let started = Instant::now();
+    let input = &ctx.input;
+    let cells = cells::enumerate(&space.ops, space.backward);
+    let mut feasible = Feasible::enumerate(space, &cells, input, ctx.memory, cfg.max_macs);
+    if feasible.candidates.is_empty() {
+        return Err(match (feasible.smallest, feasible.fastest, cfg.max_macs) {
+            (None, Some((arch, m)), Some(limit)) => SearchError::NothingFits {
+                board: ctx.board.into(),
+                smallest: arch.to_string(),
+                needs: format!(
+                    "{m} MACs per timestep, but the latency budget allows {limit}; give a larger --latency-ms"
+                ),
+            },
+            (smallest, _, _) => nothing_fits(ctx.board, smallest),
+        });
+    }
+    let say = |msg: String| {
+        if cfg.progress {
+            eprintln!("search: {msg}");
+        }
+    };
+    say(format!(
+        "{} feasible of {} candidates ({} canonical cells; {} over memory, {} over latency, {} too coarse, {} int4 dominated by int8) in {:.1} s",
+        feasible.candidates.len(),
+        feasible.generated,
+        cells.len(),
+        feasible.pruned_by_memory,
+        feasible.pruned_by_compute,
+        feasible.pruned_by_detail,
+        feasible.pruned_by_dominance,
+        started.elapsed().as_secs_f64()
+    ));
+    // Step 2: the cost of training on this machine.
+    let model = match cfg.cost_model {
+        Some(m) => m,
+        None => {
+            let (lo, hi) = feasible.extremes(input).expect("non-empty");
+            CostModel::calibrate(
+                &lo,
+                &hi,
+                input,
+                &ctx.data.train,
+                &cfg.recipe,
+                CALIBRATION_STEPS,
+                &ctx.device,
+            )?
+        }
+    };
+    say(format!(
+        "training cost here: {}",
+        cost::describe(&model, cfg.recipe.conv)
+    ));
+    if let Some(budget) = &cfg.train_budget {
+        feasible.restrict_to_trainable(input, &model, budget, TRAIN_MARGIN);
+        if feasible.candidates.is_empty() {
+            return Err(SearchError::NothingTrainable {
+                board: ctx.board.into(),
+                images: budget.images,
+                seconds: budget.seconds,
+            });
+        }
+        say(format!(
+            "{} trainable within {:.0} s ({} images); {} too slow to train",
+            feasible.candidates.len(),
+            budget.seconds,
+            budget.images,
+            feasible.pruned_by_training
+        ));
+    }
+    // Step 3: the pool, largest first.
+    let mut pool = family_pool(&feasible.candidates);
+    pool.truncate(cfg.pool.max(1));
+    let per_image: Vec<f64> = pool
+        .iter()
+        .map(|c| model.seconds_per_image(&c.arch, input))
+        .collect();
+    // The search's share of the training it chooses for: of the time budget, or of the
+    // recipe's estimated time where that is shorter (small datasets).
+    let recipe_seconds = cfg.train_budget.map(|b| {
+        let mut t: Vec<f64> = per_image.iter().map(|c| c * b.images as f64).collect();
+        t.sort_by(f64::total_cmp);
+        b.seconds.min(t[t.len() / 2])
+    });
+    let search_seconds = recipe_seconds
+        .map_or(cfg.time_budget.as_secs_f64(), |s| s * cfg.search_fraction)
+        .min(cfg.time_budget.as_secs_f64());
+    let left = (search_seconds - started.elapsed().as_secs_f64()).max(0.0);
+    let batch = cfg.recipe.batch_size.max(1);
+    let mut records: Vec<CandidateRecord> = Vec::new();
+    let record = |c: &Candidate, proxy: Vec<ProxyResult>| CandidateRecord {
+        arch: c.arch.to_string(),
+        macs: c.macs,
+        fit: c.fit.clone(),
+        score: proxy.last().map(|p| p.accuracy),
+        train_seconds: cfg
+            .train_budget
+            .map(|b| model.seconds(&c.arch, input, b.images)),
+        proxy,
+    };
+    let eval_images = ctx
+        .data
+        .val
+        .len()
+        .clamp(MIN_EVAL_IMAGES.min(ctx.data.train.len() / 2), MAX_EVAL_IMAGES);
+    let Some(plan) = plan(&per_image, left, cfg.eta, batch, eval_images) else {
+        // No time for short trainings: the largest candidate of the pool.
+        say(format!(
+            "no time for short trainings ({left:.1} s left); taking the largest trainable candidate"
+        ));
+        let best = pool[0].clone();
+        records.push(record(&best, Vec::new()));
+        return Ok(outcome(
+            best,
+            f64::NAN,
+            &feasible,
+            cells.len(),
+            space,
+            records,
+            started,
+            "no time for short trainings: largest trainable candidate".into(),
+            model,
+        ));
+    };
+    pool.truncate(plan.pool);
+    say(format!(
+        "successive halving: {} candidates x {} images, best {} x {} images ({:.0} s planned)",
+        plan.pool,
+        plan.rung0_images,
+        plan.promoted,
+        if plan.promoted > 0 {
+            plan.rung1_images
+        } else {
+            0
+        },
+        left
+    ));
+    let proxy_data = ProxyData::new(
+        ctx.data,
+        if plan.promoted > 0 {
+            plan.rung1_images
+        } else {
+            plan.rung0_images
+        },
+        MIN_EVAL_IMAGES,
+        MAX_EVAL_IMAGES,
+        cfg.seed,
+    );
+    let proxy = Proxy {
+        input: *input,
+        data: &proxy_data,
+        recipe: cfg.recipe.clone(),
+        device: ctx.device.clone(),
+    };
+    let mut results: Vec<Vec<ProxyResult>> = vec![Vec::new(); pool.len()];
+    let mut alive: Vec<usize> = (0..pool.len()).collect();
+    let rungs: &[(usize, usize, usize)] = if plan.promoted > 0 {
+        &[
+            (0, plan.rung0_images, plan.promoted),
+            (1, plan.rung1_images, 1),
+        ]
+    } else {
+        &[(0, plan.rung0_images, 1)]
+    };
+    for &(rung, images, keep) in rungs {
+        for &i in &alive {
+            let r = proxy.train(&pool[i].arch, images, cfg.seed)?;
+            say(format!(
+                "rung {rung}: {} {:.2}% ({:.0} img/s)",
+                pool[i].arch,
+                100.0 * r.accuracy,
+                r.images_per_second
+            ));
+            results[i].push(r);
+        }
+        // Rank by accuracy at this rung; a candidate whose measured speed says the
+        // recipe would not finish in time goes last.
+        let too_slow = |i: usize| {
+            cfg.train_budget.is_some_and(|b| {
+                let ips = results[i].last().map_or(0.0, |r| r.images_per_second);
+                ips > 0.0 && b.images as f64 / ips > b.seconds
+            })
+        };
+        alive.sort_by(|&a, &b| {
+            too_slow(a).cmp(&too_slow(b)).then(
+                results[b]
+                    .last()
+                    .map(|r| r.accuracy)
+                    .partial_cmp(&results[a].last().map(|r| r.accuracy))
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
+        });
+        alive.truncate(keep);
+    }
+    let winner = alive[0];
+    for (i, c) in pool.iter().enumerate() {
+        records.push(record(c, results[i].clone()));
+    }
+    let best_acc = results[winner].last().map_or(f64::NAN, |r| r.accuracy);
+    Ok(outcome(
+        pool[winner].clone(),
+        best_acc,
+        &feasible,
+        cells.len(),
+        space,
+        records,
+        started,
+        match plan.promoted {
+            0 => format!(
+                "short trainings: best of {} candidates at {} images",
+                plan.pool, plan.rung0_images
+            ),
+            p => format!(
+                "successive halving: {} candidates, best of {p} at {} images",
+                plan.pool, plan.rung1_images
+            ),
+        },
+        model,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn outcome(
+    best: Candidate,
+    best_score: f64,
+    feasible: &Feasible,
+    cells: usize,
+    space: &SearchSpace,
+    records: Vec<CandidateRecord>,
+    started: Instant,
+    stopped_by: String,
+    model: CostModel,
+) -> SearchOutcome {
+    SearchOutcome {
+        strategy: Strategy::Spikenas,
+        best: best.arch,
+        best_score,
+        signal: "proxy accuracy (short training, held-out images)".into(),
+        best_fit: best.fit,
+        canonical_cells: cells,
+        space_size: cells * space.macro_archs(best.arch.cell).len(),
+        generated: feasible.generated,
+        pruned_by_memory: feasible.pruned_by_memory,
+        pruned_by_compute: feasible.pruned_by_compute,
+        pruned_by_training: feasible.pruned_by_training,
+        feasible: feasible.candidates.len(),
+        scored: records.iter().map(|r| r.proxy.len()).sum(),
+        cache_hits: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        stopped_by,
+        cost_model: Some(model),
+        candidates: records,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_fits_the_budget_and_shrinks_the_pool_when_short() {
+        let costs = vec![1e-3; 12];
+        let p = plan(&costs, 100.0, 3, 64, MAX_EVAL_IMAGES).unwrap();
+        assert_eq!((p.pool, p.promoted), (12, 4));
+        assert_eq!(p.rung1_images, 3 * p.rung0_images);
+        let spent = 12.0 * p.rung0_images as f64 * 1e-3
+            + 4.0 * p.rung1_images as f64 * 1e-3
+            + 16.0 * MAX_EVAL_IMAGES as f64 / 3.0 * 1e-3;
+        assert!(spent <= 100.0 + 1e-6 && spent > 95.0, "{spent}");
+        // Less time: fewer candidates, never fewer than MIN_RUNG0_BATCHES batches.
+        let q = plan(&costs, 10.0, 3, 64, MAX_EVAL_IMAGES).unwrap();
+        assert!(q.pool < 12 && q.rung0_images >= MIN_RUNG0_BATCHES * 64, "{q:?}");
+        assert!(plan(&costs, 0.5, 3, 64, MAX_EVAL_IMAGES).is_none());
+    }
+
+    #[test]
+    fn single_survivor_means_one_rung() {
+        let p = plan(&[1e-3, 1e-3], 100.0, 3, 16, 100).unwrap();
+        assert_eq!((p.pool, p.promoted), (2, 0));
+    }
+
+    #[test]
+    fn one_representative_per_family_the_largest() {
+        let mk = |s: &str, m: u64, flash: u64| Candidate {
+            arch: s.parse().unwrap(),
+            macs: m,
+            fit: crate::search::Fit {
+                fits: true,
+                flash_bytes: flash,
+                ram_bytes: 0,
+                worst_ratio: 0.5,
+                overflow: None,
+                regions: Vec::new(),
+            },
+        };
+        let pool = family_pool(&[
+            mk("cell=0003.0000.0000.0000,ch=4,stages=1,fc=0", 10, 1),
+            mk("cell=0003.0000.0000.0000,ch=8,stages=1,fc=0", 30, 5),
+            mk("cell=0002.0000.0000.0000,ch=16,stages=1,fc=0", 30, 4),
+            mk("cell=0003.0000.0000.0000,ch=4,stages=2,fc=0", 20, 1),
+        ]);
+        // Shapes first (one stage, two stages), then no further classifier widths.
+        assert_eq!(pool.len(), 2);
+        // Equal MACs: the smaller flash wins.
+        assert_eq!((pool[0].arch.channels, pool[0].fit.flash_bytes), (16, 4));
+        assert_eq!(pool[1].arch.stages, 2);
+        let wider = family_pool(&[
+            mk("cell=0003.0000.0000.0000,ch=8,stages=1,fc=0", 30, 5),
+            mk("cell=0003.0000.0000.0000,ch=4,stages=1,fc=64", 20, 5),
+            mk("cell=0003.0000.0000.0000,ch=4,stages=2,fc=0", 10, 1),
+        ]);
+        let order: Vec<(usize, usize)> =
+            wider.iter().map(|c| (c.arch.stages, c.arch.fc)).collect();
+        assert_eq!(order, vec![(1, 0), (2, 0), (1, 64)]);
+    }
+}
