@@ -10,6 +10,8 @@ use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::output::write_atomic;
 
+use super::common::at_least_one;
+
 /// Measure each operation's impact on accuracy by short proxy trainings and write the
 /// op set, backward-edge choice and T the search uses.
 #[derive(Debug, Args)]
@@ -18,13 +20,13 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value = "fashion-mnist")]
     dataset: Source,
     /// Training images used by each proxy training.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = at_least_one)]
     max_train: usize,
     /// Epochs of each proxy training.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     epochs: usize,
     /// Random cells per op.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     cells_per_op: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]
