@@ -84,7 +84,18 @@ fn numeric_arguments_that_used_to_panic_are_refused() {
         (&["train", "--weight-decay=-1"], "--weight-decay"),
         (&["train", "--max-train", "0"], "--max-train"),
         (&["analyze-ops", "--cells-per-op", "0"], "--cells-per-op"),
-        (&["quantize", "--checkpoint", "c", "--out", "q", "--max-test", "0"], "--max-test"),
+        (
+            &[
+                "quantize",
+                "--checkpoint",
+                "c",
+                "--out",
+                "q",
+                "--max-test",
+                "0",
+            ],
+            "--max-test",
+        ),
         (&["infer", "--model", "m", "--samples", "0"], "--samples"),
         (&["train", "--arch", ""], "the encoding is empty"),
         (&["train", "--arch", "ch=4,ch=8"], "`ch` is given twice"),
@@ -112,9 +123,33 @@ fn force_never_empties_the_current_folder_or_its_parents() {
     let abs = format!("{}/.", sub.display());
     for out in [".", "./", "..", "../work/.", abs.as_str()] {
         let commands: [&[&str]; 3] = [
-            &["train", "--dataset", "digits", "--epochs", "1", "--out", out, "--force"],
-            &["quantize", "--checkpoint", "c.safetensors", "--out", out, "--force"],
-            &["generate", "--board", "microbit", "--synthetic", TINY, "--force", out],
+            &[
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                out,
+                "--force",
+            ],
+            &[
+                "quantize",
+                "--checkpoint",
+                "c.safetensors",
+                "--out",
+                out,
+                "--force",
+            ],
+            &[
+                "generate",
+                "--board",
+                "microbit",
+                "--synthetic",
+                TINY,
+                "--force",
+                out,
+            ],
         ];
         for args in commands {
             let stderr = refused(&sub, args);
@@ -139,8 +174,23 @@ fn force_never_replaces_what_spikenas_did_not_write() {
     fs::write(mine.join("thesis.tex"), b"years of work").unwrap();
     for args in [
         &["train", "--epochs", "1", "--out", "mine", "--force"][..],
-        &["quantize", "--checkpoint", "c", "--out", "mine/.", "--force"],
-        &["generate", "--board", "microbit", "--synthetic", TINY, "--force", "mine"],
+        &[
+            "quantize",
+            "--checkpoint",
+            "c",
+            "--out",
+            "mine/.",
+            "--force",
+        ],
+        &[
+            "generate",
+            "--board",
+            "microbit",
+            "--synthetic",
+            TINY,
+            "--force",
+            "mine",
+        ],
     ] {
         let stderr = refused(&cwd, args);
         assert!(
@@ -153,11 +203,34 @@ fn force_never_replaces_what_spikenas_did_not_write() {
     let started = std::time::Instant::now();
     let stderr = refused(
         &cwd,
-        &["train", "--dataset", "digits", "--out", "precious.txt", "--force"],
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--out",
+            "precious.txt",
+            "--force",
+        ],
     );
     assert!(started.elapsed().as_secs() < 30, "checked before training");
     assert!(stderr.contains("is an existing file"), "{stderr}");
     assert!(!stderr.contains("directory"), "{stderr}");
+    // analyze-ops writes a file: a folder is refused before the proxy trainings.
+    let stderr = refused(
+        &cwd,
+        &[
+            "analyze-ops",
+            "--dataset",
+            "digits",
+            "--out",
+            "mine",
+            "--force",
+        ],
+    );
+    assert!(
+        stderr.contains("is a folder") && stderr.contains("Fix:"),
+        "{stderr}"
+    );
     intact(&cwd);
     assert_eq!(listing(&cwd), ["mine", "precious.txt"]);
     fs::remove_dir_all(&cwd).unwrap();
@@ -167,21 +240,41 @@ fn force_never_replaces_what_spikenas_did_not_write() {
 fn train_output_is_replaced_whole_only_with_force() {
     let cwd = scratch("train");
     let args = [
-        "train", "--dataset", "digits", "--epochs", "1", "--max-train", "200", "--arch", TINY,
-        "--quiet", "--out", "run",
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--max-train",
+        "200",
+        "--arch",
+        TINY,
+        "--quiet",
+        "--out",
+        "run",
     ];
     succeeds(&cwd, &args);
     let run = cwd.join("run");
     assert!(run.join(MARKER).is_file() && run.join("checkpoint.safetensors").is_file());
     let stderr = refused(&cwd, &args);
-    assert!(stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
     fs::write(run.join("stale.txt"), b"from before").unwrap();
     let mut forced = args.to_vec();
     forced.push("--force");
     succeeds(&cwd, &forced);
-    assert!(!run.join("stale.txt").exists(), "the old folder was replaced whole");
+    assert!(
+        !run.join("stale.txt").exists(),
+        "the old folder was replaced whole"
+    );
     assert!(run.join("checkpoint.safetensors").is_file());
-    assert_eq!(listing(&cwd), ["precious.txt", "run"], "no staging or old folder left");
+    assert_eq!(
+        listing(&cwd),
+        ["precious.txt", "run"],
+        "no staging or old folder left"
+    );
     fs::remove_dir_all(&cwd).unwrap();
 }
 
@@ -190,20 +283,37 @@ fn generate_writes_a_whole_crate_or_nothing() {
     let cwd = scratch("generate");
     let gen = |out: &str, arch: &str, extra: &[&str]| {
         let mut args = vec![
-            "generate", "--board", "microbit", "--synthetic", arch, "--input", "1x8x8",
-            "--images", "4", out,
+            "generate",
+            "--board",
+            "microbit",
+            "--synthetic",
+            arch,
+            "--input",
+            "1x8x8",
+            "--images",
+            "4",
+            out,
         ];
         args.extend_from_slice(extra);
         host(&cwd, &args)
     };
     assert!(gen("fw", TINY, &[]).status.success());
     let fw = cwd.join("fw");
-    for file in [MARKER, "spikenas-crate.json", "Cargo.toml", "src/model.rs", "memory.x"] {
+    for file in [
+        MARKER,
+        "spikenas-crate.json",
+        "Cargo.toml",
+        "src/model.rs",
+        "memory.x",
+    ] {
         assert!(fw.join(file).is_file(), "{file}");
     }
     let info = fs::read_to_string(fw.join("spikenas-crate.json")).unwrap();
     assert!(info.contains("\"board\": \"microbit\""), "{info}");
-    assert!(!gen("fw", TINY, &[]).status.success(), "exists without --force");
+    assert!(
+        !gen("fw", TINY, &[]).status.success(),
+        "exists without --force"
+    );
     assert!(gen("fw", TINY, &["--force"]).status.success());
     // A network that does not fit the micro:bit's 16 KiB of RAM: refused before anything
     // is written, naming the region and the bytes over; the old crate stays.
@@ -220,7 +330,11 @@ fn generate_writes_a_whole_crate_or_nothing() {
     assert!(fw.join("src/model.rs").is_file(), "the old crate stays");
     let out = gen("other", big, &[]);
     assert!(!out.status.success());
-    assert_eq!(listing(&cwd), ["fw", "precious.txt"], "no half crate, no staging folder");
+    assert_eq!(
+        listing(&cwd),
+        ["fw", "precious.txt"],
+        "no half crate, no staging folder"
+    );
     fs::remove_dir_all(&cwd).unwrap();
 }
 
@@ -230,8 +344,16 @@ fn build_refuses_a_crate_generated_for_another_board() {
     succeeds(
         &cwd,
         &[
-            "generate", "--board", "netduinoplus2", "--synthetic", TINY, "--input", "1x8x8",
-            "--images", "4", "fw",
+            "generate",
+            "--board",
+            "netduinoplus2",
+            "--synthetic",
+            TINY,
+            "--input",
+            "1x8x8",
+            "--images",
+            "4",
+            "fw",
         ],
     );
     for command in ["build", "validate", "flash"] {
@@ -266,7 +388,14 @@ fn a_board_file_cannot_inject_into_the_generated_crate() {
         fs::write(cwd.join("evil.yaml"), text).unwrap();
         let stderr = refused(
             &cwd,
-            &["generate", "--board-file", "evil.yaml", "--synthetic", TINY, "fw"],
+            &[
+                "generate",
+                "--board-file",
+                "evil.yaml",
+                "--synthetic",
+                TINY,
+                "fw",
+            ],
         );
         assert!(
             stderr.contains("evil.yaml") && stderr.contains(field) && stderr.contains("Fix:"),

@@ -339,7 +339,16 @@ fn injections_in_every_written_profile_string_are_refused() {
 #[test]
 fn board_names_must_be_safe_file_names() {
     let nd = shipped_text("netduinoplus2");
-    for name in ["../../evil", "/abs", ".hidden", "-rf", "a/b", "a\\b", "x y", ""] {
+    for name in [
+        "../../evil",
+        "/abs",
+        ".hidden",
+        "-rf",
+        "a/b",
+        "a\\b",
+        "x y",
+        "",
+    ] {
         let text = nd.replace("name: netduinoplus2", &format!("name: {name:?}"));
         let (field, problem) = invalid_field(&text);
         assert_eq!(field, "name", "{name}: {problem}");
@@ -364,7 +373,11 @@ fn injections_in_target_strings_are_refused() {
     for attack in INJECTIONS {
         for (field, original, key) in [
             ("m4.triple", "triple: thumbv7em-none-eabihf", "triple: "),
-            ("m4.qemu_machine", "qemu_machine: netduinoplus2", "qemu_machine: "),
+            (
+                "m4.qemu_machine",
+                "qemu_machine: netduinoplus2",
+                "qemu_machine: ",
+            ),
         ] {
             let text = good.replace(original, &format!("{key}{attack}"));
             let e = Targets::from_yaml(&text, Path::new("t.yaml"))

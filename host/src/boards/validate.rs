@@ -273,7 +273,12 @@ fn chip_is_safe(p: &Profile) -> Check {
 
 fn region_names_are_safe(p: &Profile) -> Check {
     for (i, r) in p.regions.iter().enumerate() {
-        safe(format!("regions[{i}].name"), "region name", &r.name, "sram1")?;
+        safe(
+            format!("regions[{i}].name"),
+            "region name",
+            &r.name,
+            "sram1",
+        )?;
     }
     if let Some(region) = &p.reserves.region {
         safe("reserves.region", "region name", region, "sram1")?;

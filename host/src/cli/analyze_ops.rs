@@ -45,11 +45,22 @@ pub struct AnalyzeArgs {
 
 /// Run `analyze-ops`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    if args.out.exists() && !args.force {
-        anyhow::bail!(
-            "{} already exists; choose another --out or pass --force",
-            args.out.display()
-        );
+    // Checked before the (long) proxy trainings, so no work is lost at the end.
+    let details = args.out.with_extension("analysis.json");
+    for path in [&args.out, &details] {
+        if path.is_dir() {
+            anyhow::bail!(
+                "{} is a folder; the search space is written as one file. Fix: give --out a \
+                 file name, e.g. runs/search-space.json",
+                path.display()
+            );
+        }
+        if path.exists() && !args.force {
+            anyhow::bail!(
+                "{} already exists. Fix: choose another --out, or pass --force to replace it",
+                path.display()
+            );
+        }
     }
     let device = args.device.open()?;
     let data = data::load(
@@ -100,7 +111,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         &args.out,
         serde_json::to_string_pretty(&result.space)?.as_bytes(),
     )?;
-    let details = args.out.with_extension("analysis.json");
     write_atomic(&details, serde_json::to_string_pretty(&result)?.as_bytes())?;
     println!(
         "search space written to {} (measurements in {})",

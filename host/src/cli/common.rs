@@ -68,7 +68,7 @@ fn finite(text: &str) -> Result<f64, String> {
 pub fn positive(text: &str) -> Result<f64, String> {
     let x = finite(text)?;
     if x <= 0.0 {
-        return Err(format!("{x} must be above 0 (e.g. 3e-3)"));
+        return Err("must be above 0, e.g. 3e-3".into());
     }
     Ok(x)
 }
@@ -77,7 +77,7 @@ pub fn positive(text: &str) -> Result<f64, String> {
 pub fn non_negative(text: &str) -> Result<f64, String> {
     let x = finite(text)?;
     if x < 0.0 {
-        return Err(format!("{x} must be 0 or more (0 turns it off)"));
+        return Err("must be 0 or more (0 turns it off)".into());
     }
     Ok(x)
 }

@@ -74,14 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => info.dataset.parse()?,
         };
         let data = data::load(&source, &LoadOptions::default())?;
-        let krate = pipeline::write_firmware(
-            &q,
-            &board,
-            catalog.targets(),
-            &dir,
-            &data.test,
-            args.images,
-        )?;
+        let krate =
+            pipeline::write_firmware(&q, &board, catalog.targets(), &dir, &data.test, args.images)?;
         (krate, args.images.min(data.test.len()))
     } else {
         let arch: Arch = args.synthetic.as_deref().unwrap_or_default().parse()?;

@@ -316,15 +316,18 @@ mod tests {
         let arch: Arch = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2"
             .parse()
             .unwrap();
-        let net = SyntheticNetwork::new(&arch, &InputShape::parse("1x8x8", 10).unwrap(), 3)
-            .unwrap();
+        let net =
+            SyntheticNetwork::new(&arch, &InputShape::parse("1x8x8", 10).unwrap(), 3).unwrap();
         let dir = std::env::temp_dir().join(format!("spikenas-build-board-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let nd = catalog.board("netduinoplus2").unwrap();
         net.with_network(|n| crate::firmware::generate(n, nd, catalog.targets(), &dir))
             .unwrap();
         let info = crate::firmware::CrateInfo::read(&dir).unwrap();
-        assert_eq!((info.board.as_str(), info.triple.as_str()), ("netduinoplus2", "thumbv7em-none-eabihf"));
+        assert_eq!(
+            (info.board.as_str(), info.triple.as_str()),
+            ("netduinoplus2", "thumbv7em-none-eabihf")
+        );
         // Refused before cargo runs, so this needs no firmware toolchain.
         for other in ["microbit", "mps2-an386"] {
             let err = build(

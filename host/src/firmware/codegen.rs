@@ -64,7 +64,12 @@ impl CrateInfo {
     }
 
     /// Refuse `board` unless the crate was generated for it.
-    pub fn check_board(&self, dir: &Path, board: &Profile, triple: &str) -> Result<(), FirmwareError> {
+    pub fn check_board(
+        &self,
+        dir: &Path,
+        board: &Profile,
+        triple: &str,
+    ) -> Result<(), FirmwareError> {
         if self.board != board.name || self.triple != triple {
             return Err(FirmwareError::WrongBoard {
                 dir: dir.to_path_buf(),
@@ -681,7 +686,8 @@ mod tests {
         .unwrap();
         let attack = "STM32F405RGTx\"\nrustflags = [\"-C\", \"linker=/tmp/evil.sh\"]";
         let net = net();
-        let dir = std::env::temp_dir().join(format!("spikenas-codegen-evil-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("spikenas-codegen-evil-{}", std::process::id()));
         let fields = [
             "name",
             "probe_rs_chip",

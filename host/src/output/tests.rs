@@ -67,7 +67,10 @@ fn dropped_stage_leaves_nothing_and_keeps_the_old_result() {
         let s = Staged::new(&old, true).unwrap();
         s.write("half.txt", b"half").unwrap();
     }
-    assert_eq!(fs::read_to_string(old.join("keep.txt")).unwrap(), "old result");
+    assert_eq!(
+        fs::read_to_string(old.join("keep.txt")).unwrap(),
+        "old result"
+    );
     assert!(!old.join("half.txt").exists());
     assert_eq!(listing(&root), ["old"]);
     fs::remove_dir_all(&root).unwrap();
@@ -98,10 +101,17 @@ fn the_current_folder_its_parents_home_and_root_are_never_replaced() {
                 path.display()
             );
             let text = err.to_string();
-            assert!(text.contains("never replaces") && text.contains("Fix:"), "{text}");
+            assert!(
+                text.contains("never replaces") && text.contains("Fix:"),
+                "{text}"
+            );
         }
     }
-    assert_eq!(listing(&cwd), before, "nothing was created in the current folder");
+    assert_eq!(
+        listing(&cwd),
+        before,
+        "nothing was created in the current folder"
+    );
     let err = Staged::new(Path::new("."), true).unwrap_err().to_string();
     assert!(err.contains("the current folder"), "{err}");
     let err = Staged::new(Path::new(".."), true).unwrap_err().to_string();
@@ -174,7 +184,13 @@ fn a_file_or_a_link_is_refused_at_once_without_saying_directory() {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let err = Staged::new(&link, true).unwrap_err();
         assert!(
-            matches!(err, OutputError::NotAFolder { kind: "symbolic link", .. }),
+            matches!(
+                err,
+                OutputError::NotAFolder {
+                    kind: "symbolic link",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(real.join("a").exists());
@@ -217,7 +233,10 @@ fn leftovers_of_dead_processes_are_cleaned_safely() {
     let err = s.unwrap_err();
     assert!(matches!(err, OutputError::Exists(_)), "{err}");
     assert!(!stale.exists(), "stale staging folder removed");
-    assert!(!old.exists() && root.join("out/data").exists(), "old folder restored");
+    assert!(
+        !old.exists() && root.join("out/data").exists(),
+        "old folder restored"
+    );
     assert!(foreign.exists() && live.exists() && other.exists());
     fs::remove_dir_all(&root).unwrap();
 }
