@@ -48,7 +48,8 @@ pub struct Args {
     images: usize,
     /// Output folder (must not exist yet; --force replaces a crate spikenas generated).
     out: PathBuf,
-    /// Replace an existing output folder that spikenas generated.
+    /// Replace an output folder that spikenas generated earlier (one with a
+    /// .spikenas-output marker).
     #[arg(long)]
     force: bool,
 }

@@ -38,7 +38,8 @@ pub struct QuantizeArgs {
     /// Output directory (model.safetensors, quant.json, checkpoint.safetensors).
     #[arg(long)]
     out: PathBuf,
-    /// Replace an existing output directory.
+    /// Replace an output folder that spikenas wrote earlier (one with a .spikenas-output
+    /// marker; never the current folder, its parents or the home folder).
     #[arg(long)]
     force: bool,
 }

@@ -64,7 +64,8 @@ pub struct TrainArgs {
     /// Output directory (checkpoint.safetensors, train.json).
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
-    /// Replace an existing output directory.
+    /// Replace an output folder that spikenas wrote earlier (one with a .spikenas-output
+    /// marker; never the current folder, its parents or the home folder).
     #[arg(long)]
     force: bool,
     /// No progress bar.

@@ -4,7 +4,8 @@
 //!
 //! | file | from |
 //! |---|---|
-//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner) |
+//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner, board), each value TOML-escaped ([`super::template`]) |
+//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for ([`CrateInfo`]) |
 //! | `rust-toolchain.toml`, `build.rs`, `src/main.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
 //! | `src/model.rs` | written here: the network as `static` items and the workspace as `static mut` buffers sized by `Network::workspace_layout` |
@@ -12,6 +13,12 @@
 //!
 //! The generator is generic over any [`Network`]: it walks the description and writes
 //! what it finds; nothing in it knows how the network was made.
+//!
+//! Board strings reach build files that cargo runs (a linker, a runner): profile
+//! validation allows only plain names, [`generate`] checks them again, and every value
+//! is escaped for the place it lands in. Every file's text is made before the first one
+//! is written; `spikenas-host generate` writes into a staging folder and renames it into
+//! place ([`crate::output::Staged`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
