@@ -205,6 +205,27 @@ impl Drop for Staged {
     }
 }
 
+/// Refuses `out` as an output folder if the input file or folder `input` (`what` names
+/// it, e.g. `the model --model reads`) lies inside it: replacing `out` would delete the
+/// input. Call it before [`Staged::new`]; an `out` or `input` that does not exist
+/// passes.
+pub fn refuse_if_inside(out: &Path, input: &Path, what: &str) -> Result<(), OutputError> {
+    let (Ok(out_real), Ok(input_real)) = (out.canonicalize(), input.canonicalize()) else {
+        return Ok(());
+    };
+    if input_real.starts_with(&out_real) {
+        return Err(OutputError::BadPath {
+            path: out.to_path_buf(),
+            why: format!(
+                "it holds {what} ({}), which replacing the folder would delete",
+                input.display()
+            ),
+            fix: "write the output to another folder".into(),
+        });
+    }
+    Ok(())
+}
+
 /// True if `dir` is a real folder (not a link) holding the [`MARKER`] file.
 pub fn is_spikenas_output(dir: &Path) -> bool {
     fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())

@@ -330,6 +330,18 @@ fn generate_writes_a_whole_crate_or_nothing() {
     assert!(fw.join("src/model.rs").is_file(), "the old crate stays");
     let out = gen("other", big, &[]);
     assert!(!out.status.success());
+    // A crate written over the model it is generated from would delete the model.
+    let stderr = refused(
+        &cwd,
+        &[
+            "generate", "--board", "microbit", "--model", "fw", "--force", "fw",
+        ],
+    );
+    assert!(
+        stderr.contains("which replacing the folder would delete"),
+        "{stderr}"
+    );
+    assert!(fw.join("src/model.rs").is_file());
     assert_eq!(
         listing(&cwd),
         ["fw", "precious.txt"],

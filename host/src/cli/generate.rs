@@ -7,7 +7,7 @@ use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::firmware::{self, synthetic};
-use spikenas_host::output::Staged;
+use spikenas_host::output::{self, Staged};
 use spikenas_host::{export, memory, pipeline};
 
 use super::common::BoardArgs;
@@ -60,6 +60,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Checked before any work; the crate is written beside the target and renamed into
     // place whole, so a failure never leaves half a crate, and --force replaces only a
     // folder spikenas wrote.
+    if let Some(model) = &args.model {
+        output::refuse_if_inside(&args.out, model, "the model --model reads")?;
+    }
     let staged = Staged::new(&args.out, args.force)?;
     let dir = staged.dir().to_path_buf();
     let (krate, images) = if let Some(model) = &args.model {

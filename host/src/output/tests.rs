@@ -253,3 +253,17 @@ fn write_atomic_refuses_a_folder() {
     assert_eq!(listing(&root), ["space.json"]);
     fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn an_output_folder_may_not_hold_its_own_input() {
+    let root = scratch("inside");
+    let model = root.join("q");
+    written(&model, "model.safetensors", "weights");
+    let err = refuse_if_inside(&model, &model.join("model.safetensors"), "the model").unwrap_err();
+    assert!(matches!(err, OutputError::BadPath { .. }), "{err}");
+    assert!(err.to_string().contains("the model"), "{err}");
+    refuse_if_inside(&model.join("."), &model, "the model").unwrap_err();
+    refuse_if_inside(&root.join("fw"), &model, "the model").unwrap();
+    refuse_if_inside(&root.join("missing"), &root.join("also-missing"), "x").unwrap();
+    fs::remove_dir_all(&root).unwrap();
+}
