@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The file that marks a folder as written by spikenas (so `--force` may replace it).
 pub const MARKER: &str = ".spikenas-output";
 
-const MARKER_TEXT: &str = "This folder was written by spikenas-host; `--force` may replace it \
+/// What the [`MARKER`] file says.
+pub const MARKER_TEXT: &str = "This folder was written by spikenas-host; `--force` may replace it \
                            as a whole. Remove this file to protect the folder.\n";
 
 /// Errors writing output.

@@ -324,6 +324,7 @@ mod tests {
         net.with_network(|n| crate::firmware::generate(n, nd, catalog.targets(), &dir))
             .unwrap();
         let info = crate::firmware::CrateInfo::read(&dir).unwrap();
+        assert!(crate::output::is_spikenas_output(&dir));
         assert_eq!(
             (info.board.as_str(), info.triple.as_str()),
             ("netduinoplus2", "thumbv7em-none-eabihf")

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner, board), each value TOML-escaped ([`super::template`]) |
 //! | `spikenas-crate.json` | written here: the board, target and triple the crate is for ([`CrateInfo`]) |
+//! | `.spikenas-output` | the marker of a folder spikenas wrote ([`crate::output::MARKER`]) |
 //! | `rust-toolchain.toml`, `build.rs`, `src/main.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
 //! | `src/model.rs` | written here: the network as `static` items and the workspace as `static mut` buffers sized by `Network::workspace_layout` |
@@ -119,7 +120,8 @@ pub fn firmware_crate_dir() -> PathBuf {
 }
 
 /// Writes the board application for `net` on `board` into `out_dir` (created if
-/// missing; files of an earlier generation are replaced, `target/` is kept).
+/// missing; files of an earlier generation are replaced, `target/` is kept), with the
+/// [`crate::output::MARKER`] that lets `--force` replace the folder later.
 pub fn generate(
     net: &Network<'_>,
     board: &Profile,
@@ -185,8 +187,14 @@ pub fn generate(
         triple: target.triple.clone(),
     };
     let info = serde_json::to_string_pretty(&info).map_err(|e| bad(e.to_string()))? + "\n";
-    let files: [(&str, String); 9] = [
+    let files: [(&str, String); 10] = [
         (CRATE_INFO_FILE, info),
+        // The crate folder is spikenas's own (also inside a search's output folder), so
+        // `generate --force` may replace it.
+        (
+            crate::output::MARKER,
+            crate::output::MARKER_TEXT.to_string(),
+        ),
         ("Cargo.toml", fill(TEMPLATE_CARGO)?),
         ("Cargo.lock", TEMPLATE_LOCK.to_string()),
         (".cargo/config.toml", fill(TEMPLATE_CONFIG)?),
