@@ -113,6 +113,35 @@ pub enum AnalysisError {
     /// Tensor op.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// The configuration cannot give a result.
+    #[error("analysis configuration: {0}")]
+    Config(String),
+}
+
+impl AnalysisConfig {
+    /// Refuses settings that leave the analysis without measurements (every op needs at
+    /// least one pair of trials, and T at least one candidate).
+    pub fn check(&self) -> Result<(), AnalysisError> {
+        if self.cells_per_op == 0 {
+            return Err(AnalysisError::Config(
+                "cells_per_op is 0, so no op would be measured; give at least 1 \
+                 (--cells-per-op 1)"
+                    .into(),
+            ));
+        }
+        if self.timesteps.is_empty() || self.timesteps.contains(&0) {
+            return Err(AnalysisError::Config(format!(
+                "timesteps {:?}: give at least one, each at least 1",
+                self.timesteps
+            )));
+        }
+        if self.train.epochs == 0 {
+            return Err(AnalysisError::Config(
+                "0 training epochs measure nothing; give at least 1 (--epochs 1)".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A random valid forward cell that uses `op` on at least one edge.
@@ -247,6 +276,7 @@ pub fn analyze(
     cfg: &AnalysisConfig,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Analysis, AnalysisError> {
+    cfg.check()?;
     let started = std::time::Instant::now();
     let mut rng = Rng::new(cfg.seed ^ 0xa11a);
     let mut ops = Vec::new();
@@ -301,7 +331,9 @@ pub fn analyze(
     let t_cell = ops
         .iter()
         .find(|o| o.op == Op::Conv3x3)
-        .map(|o| o.trials[0].0.arch.parse::<Arch>().expect("valid").cell);
+        .and_then(|o| o.trials.first())
+        .and_then(|t| t.0.arch.parse::<Arch>().ok())
+        .map(|a| a.cell);
     let t_cell = t_cell.unwrap_or(Arch::default().cell);
     let mut timesteps = Vec::new();
     for &t in &cfg.timesteps {
@@ -385,6 +417,30 @@ mod tests {
                     assert_eq!(r.validated().unwrap(), r);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_config_that_measures_nothing_is_refused() {
+        let data = crate::data::load(&crate::data::Source::Digits, &Default::default()).unwrap();
+        for (cfg, needle) in [
+            (
+                AnalysisConfig {
+                    cells_per_op: 0,
+                    ..Default::default()
+                },
+                "cells_per_op is 0",
+            ),
+            (
+                AnalysisConfig {
+                    timesteps: vec![],
+                    ..Default::default()
+                },
+                "timesteps",
+            ),
+        ] {
+            let err = analyze(&data, &Device::Cpu, &cfg, &mut |_| {}).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
         }
     }
 }

@@ -372,10 +372,29 @@ impl FromStr for Arch {
             example: EXAMPLE,
         };
         let mut arch = Arch::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parts: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        if parts.is_empty() {
+            return Err(err(
+                "the encoding is empty; give at least one key=value (omitted keys take the \
+                 default's value)"
+                    .into(),
+            ));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for part in parts {
             let (key, value) = part
                 .split_once('=')
                 .ok_or_else(|| err(format!("`{part}` is not key=value")))?;
+            let key = key.trim();
+            let value = value.trim();
+            if seen.contains(&key) {
+                return Err(err(format!("`{key}` is given twice; give each key once")));
+            }
+            seen.push(key);
             let num = || {
                 value
                     .parse::<usize>()
@@ -389,7 +408,13 @@ impl FromStr for Arch {
                 "t" => arch.timesteps = num()?,
                 "pool" => arch.input_pool = num()?,
                 "cluster" => arch.cluster = num()?,
-                "bits" => arch.weight_bits = num()? as u8,
+                "bits" => {
+                    arch.weight_bits = match num()? {
+                        4 => 4,
+                        8 => 8,
+                        n => return Err(err(format!("`bits` is {n}; it must be 8 or 4"))),
+                    }
+                }
                 other => {
                     return Err(err(format!(
                     "unknown key `{other}` (known: cell, ch, stages, fc, t, pool, cluster, bits)"
@@ -499,6 +524,34 @@ mod tests {
         // Node 1 reaches nowhere: 0->1 removed.
         let a: Arch = "cell=0301.0000.0000.0000".parse().unwrap();
         assert_eq!(a.cell.to_string(), "0001.0000.0000.0000");
+    }
+
+    #[test]
+    fn empty_duplicated_and_out_of_range_encodings_are_refused() {
+        for empty in ["", " ", ",", " , ,"] {
+            let e = empty.parse::<Arch>().unwrap_err().to_string();
+            assert!(e.contains("the encoding is empty"), "{empty:?}: {e}");
+        }
+        let e = "ch=4,ch=8".parse::<Arch>().unwrap_err().to_string();
+        assert!(e.contains("`ch` is given twice"), "{e}");
+        let e = "cell=0003.0000.0000.0000,t=2, t=2"
+            .parse::<Arch>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`t` is given twice"), "{e}");
+        // 264 would wrap to 8 in a u8: refused, as is every width but 4 and 8.
+        for bits in ["264", "260", "0", "16", "18446744073709551620"] {
+            let e = format!("bits={bits}")
+                .parse::<Arch>()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("must be 8 or 4") || e.contains("is not a number"),
+                "{bits}: {e}"
+            );
+        }
+        assert_eq!("bits=4".parse::<Arch>().unwrap().weight_bits, 4);
+        assert_eq!("bits=8".parse::<Arch>().unwrap().weight_bits, 8);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use catalog::{find_root, Catalog, ROOT_ENV};
 pub use error::BoardError;
-pub use validate::Problem;
+pub use validate::{is_safe_identifier, Problem};
 
 /// The model budget of a Linux board whose profile does not set `model_budget_bytes`.
 pub const DEFAULT_MODEL_BUDGET_BYTES: u64 = 512 * 1024 * 1024;

@@ -19,11 +19,12 @@ mod error;
 pub mod flash;
 pub mod qemu;
 pub mod synthetic;
+pub mod template;
 pub mod testset;
 pub mod validate;
 
 pub use build::{build, BuildReport, RegionReport};
-pub use codegen::{generate, GeneratedCrate};
+pub use codegen::{generate, CrateInfo, GeneratedCrate, CRATE_INFO_FILE};
 pub use error::FirmwareError;
 pub use testset::TestSet;
 pub use validate::{DeviceRun, ImageResult};

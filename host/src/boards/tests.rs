@@ -275,3 +275,115 @@ fn rule_breaks_carry_the_line_of_their_field() {
         matches!(parse(&nd), Err(BoardError::Invalid { line: Some(l), .. }) if l as usize == line)
     );
 }
+
+/// Values that would break out of the generated crate's files or paths if written as
+/// they are (YAML double-quoted strings, so `\n` and `\"` are real newlines and quotes).
+const INJECTIONS: [&str; 9] = [
+    r#""STM32F746NGHx\"\nrustflags = [\"-C\", \"linker=/path/to/script\"]""#,
+    r#""x\"y""#,
+    r#""a\nb""#,
+    r#""{{RUNNER}}""#,
+    r#""back\\slash""#,
+    r#""with space""#,
+    r#""evil */ MEMORY""#,
+    r#""../../evil""#,
+    r#""/abs""#,
+];
+
+#[test]
+fn injections_in_every_written_profile_string_are_refused() {
+    let disco = shipped_text("stm32f746g-disco");
+    let cases = [
+        ("name", "name: stm32f746g-disco", "name: "),
+        (
+            "probe_rs_chip",
+            "probe_rs_chip: STM32F746NGHx",
+            "probe_rs_chip: ",
+        ),
+        ("regions[2].name", "name: sram1", "name: "),
+    ];
+    for (field, original, key) in cases {
+        for attack in INJECTIONS {
+            let text = disco.replace(original, &format!("{key}{attack}"));
+            assert_ne!(text, disco);
+            let err = parse(&text).unwrap_err();
+            let BoardError::Invalid {
+                field: f,
+                problem,
+                fix,
+                ..
+            } = &err
+            else {
+                panic!("{field} = {attack}: expected a validation error, got {err:?}");
+            };
+            assert_eq!(f, field, "{attack}: {err}");
+            assert!(problem.contains("is refused"), "{err}");
+            assert!(fix.contains("letters, digits"), "{err}");
+            // The message names the file, the field and the fix.
+            let text = err.to_string();
+            assert!(
+                text.starts_with("test.yaml") && text.contains(field) && text.contains("Fix:"),
+                "{text}"
+            );
+        }
+    }
+    // The reserve region is looked up by name, but checked the same way.
+    let named = shipped_text("netduinoplus2").replace(
+        "runtime_bytes: 2048",
+        "runtime_bytes: 2048\n  region: \"sram\\nx\"",
+    );
+    let (field, _) = invalid_field(&named);
+    assert_eq!(field, "reserves.region");
+}
+
+#[test]
+fn board_names_must_be_safe_file_names() {
+    let nd = shipped_text("netduinoplus2");
+    for name in [
+        "../../evil",
+        "/abs",
+        ".hidden",
+        "-rf",
+        "a/b",
+        "a\\b",
+        "x y",
+        "",
+    ] {
+        let text = nd.replace("name: netduinoplus2", &format!("name: {name:?}"));
+        let (field, problem) = invalid_field(&text);
+        assert_eq!(field, "name", "{name}: {problem}");
+    }
+    let err = parse(&nd.replace("name: netduinoplus2", "name: ../../evil")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.yaml:5: name: board name \"../../evil\" is refused: it starts with `.`; it is \
+         written into generated files, commands and paths. Fix: use only letters, digits, `_`, \
+         `.` and `-` (not first), at most 64 characters, e.g. my-board"
+    );
+    for good in ["my-board", "stm32f746g-disco", "Board_2.v1"] {
+        let text = nd.replace("name: netduinoplus2", &format!("name: {good}"));
+        parse(&text).unwrap();
+    }
+}
+
+#[test]
+fn injections_in_target_strings_are_refused() {
+    let good = "m4:\n  description: x\n  triple: thumbv7em-none-eabihf\n  core: cortex-m4f\n  fpu: sp\n  isa: armv7em\n  qemu_machine: netduinoplus2\n  code_reserve_bytes: 1\n";
+    Targets::from_yaml(good, Path::new("t.yaml")).unwrap();
+    for attack in INJECTIONS {
+        for (field, original, key) in [
+            ("m4.triple", "triple: thumbv7em-none-eabihf", "triple: "),
+            (
+                "m4.qemu_machine",
+                "qemu_machine: netduinoplus2",
+                "qemu_machine: ",
+            ),
+        ] {
+            let text = good.replace(original, &format!("{key}{attack}"));
+            let e = Targets::from_yaml(&text, Path::new("t.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains("is refused"), "{e}");
+        }
+    }
+}

@@ -102,6 +102,7 @@ fn line_of(text: &str, field: &str) -> Option<u32> {
 
 /// Every check on a target.
 pub(super) fn target(t: &Target) -> Check {
+    target_strings_are_safe(t)?;
     isa_matches_core(t)?;
     fpu_matches_core(t)?;
     triple_matches_isa(t)?;
@@ -111,10 +112,13 @@ pub(super) fn target(t: &Target) -> Check {
 /// Every check on a profile, in the order a reader would fix them.
 pub(super) fn profile(p: &Profile, targets: &Targets) -> Check {
     name_is_set(p)?;
+    name_is_safe(p)?;
+    chip_is_safe(p)?;
     clock_is_positive(p)?;
     regions_not_empty(p)?;
     region_sizes_positive(p)?;
     region_names_unique(p)?;
+    region_names_are_safe(p)?;
     regions_do_not_overlap(p)?;
     target_exists(p, targets)?;
     runner_matches_target(p, targets)?;
@@ -187,12 +191,116 @@ fn triple_matches_isa(t: &Target) -> Check {
 }
 
 fn name_is_set(p: &Profile) -> Check {
-    if p.name.trim().is_empty() || p.name.contains(char::is_whitespace) {
+    // The characters allowed are checked by `name_is_safe`.
+    if p.name.trim().is_empty() {
         return Err(Problem::new(
             "name",
-            format!("`{}` is not a usable board name", p.name),
-            "give a non-empty name without spaces, e.g. my-board",
+            "the board name is empty",
+            "give a name of letters, digits, `_`, `.` and `-`, e.g. my-board",
         ));
+    }
+    Ok(())
+}
+
+/// The characters a value may have when it reaches a generated file (the firmware crate's
+/// `Cargo.toml`, `.cargo/config.toml`, `memory.x`, `model.rs`), a command line (the QEMU
+/// or probe-rs runner) or a path (`runs/NAME-...`): letters, digits, `_`, `.` and `-`,
+/// not starting with `.` or `-` (no hidden files, no options), at most 64 of them.
+/// Codegen escapes every value as well; this keeps the values plain to begin with.
+pub fn is_safe_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && !value.starts_with(['.', '-'])
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The first character of `value` that [`is_safe_identifier`] refuses, described for an
+/// error message.
+fn unsafe_part(value: &str) -> String {
+    if value.is_empty() {
+        return "it is empty".into();
+    }
+    if value.len() > 64 {
+        return format!("it is {} characters long (at most 64)", value.len());
+    }
+    if value.starts_with(['.', '-']) {
+        return format!("it starts with `{}`", &value[..1]);
+    }
+    match value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(c) => format!("it contains {c:?}"),
+        None => "it is not a plain name".into(),
+    }
+}
+
+fn safe(field: impl Into<String>, what: &str, value: &str, example: &str) -> Check {
+    if is_safe_identifier(value) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        field,
+        format!(
+            "{what} {value:?} is refused: {}; it is written into generated files, \
+             commands and paths",
+            unsafe_part(value)
+        ),
+        format!(
+            "use only letters, digits, `_`, `.` and `-` (not first), at most 64 characters, \
+             e.g. {example}"
+        ),
+    ))
+}
+
+fn name_is_safe(p: &Profile) -> Check {
+    safe("name", "board name", &p.name, "my-board")
+}
+
+fn chip_is_safe(p: &Profile) -> Check {
+    match &p.probe_rs_chip {
+        Some(chip) if !chip.is_empty() => safe(
+            "probe_rs_chip",
+            "chip name",
+            chip,
+            "STM32F405RGTx (as `probe-rs chip list` spells it)",
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn region_names_are_safe(p: &Profile) -> Check {
+    for (i, r) in p.regions.iter().enumerate() {
+        safe(
+            format!("regions[{i}].name"),
+            "region name",
+            &r.name,
+            "sram1",
+        )?;
+    }
+    if let Some(region) = &p.reserves.region {
+        safe("reserves.region", "region name", region, "sram1")?;
+    }
+    Ok(())
+}
+
+fn target_strings_are_safe(t: &Target) -> Check {
+    safe(t.name.clone(), "target name", &t.name, "stm32f405")?;
+    safe(
+        format!("{}.triple", t.name),
+        "target triple",
+        &t.triple,
+        "thumbv7em-none-eabihf",
+    )?;
+    if let Some(machine) = &t.qemu_machine {
+        safe(
+            format!("{}.qemu_machine", t.name),
+            "QEMU machine",
+            machine,
+            "netduinoplus2",
+        )?;
     }
     Ok(())
 }

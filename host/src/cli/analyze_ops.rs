@@ -10,6 +10,8 @@ use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::output::write_atomic;
 
+use super::common::at_least_one;
+
 /// Measure each operation's impact on accuracy by short proxy trainings and write the
 /// op set, backward-edge choice and T the search uses.
 #[derive(Debug, Args)]
@@ -18,13 +20,13 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value = "fashion-mnist")]
     dataset: Source,
     /// Training images used by each proxy training.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = at_least_one)]
     max_train: usize,
     /// Epochs of each proxy training.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     epochs: usize,
     /// Random cells per op.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     cells_per_op: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]
@@ -43,11 +45,22 @@ pub struct AnalyzeArgs {
 
 /// Run `analyze-ops`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    if args.out.exists() && !args.force {
-        anyhow::bail!(
-            "{} already exists; choose another --out or pass --force",
-            args.out.display()
-        );
+    // Checked before the (long) proxy trainings, so no work is lost at the end.
+    let details = args.out.with_extension("analysis.json");
+    for path in [&args.out, &details] {
+        if path.is_dir() {
+            anyhow::bail!(
+                "{} is a folder; the search space is written as one file. Fix: give --out a \
+                 file name, e.g. runs/search-space.json",
+                path.display()
+            );
+        }
+        if path.exists() && !args.force {
+            anyhow::bail!(
+                "{} already exists. Fix: choose another --out, or pass --force to replace it",
+                path.display()
+            );
+        }
     }
     let device = args.device.open()?;
     let data = data::load(
@@ -98,7 +111,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         &args.out,
         serde_json::to_string_pretty(&result.space)?.as_bytes(),
     )?;
-    let details = args.out.with_extension("analysis.json");
     write_atomic(&details, serde_json::to_string_pretty(&result)?.as_bytes())?;
     println!(
         "search space written to {} (measurements in {})",

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::firmware::{self, synthetic};
-use spikenas_host::{export, pipeline};
+use spikenas_host::output::{self, Staged};
+use spikenas_host::{export, memory, pipeline};
 
 use super::common::BoardArgs;
 
@@ -42,11 +44,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Test images written beside the crate (testset.bin).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = super::common::at_least_one)]
     images: usize,
-    /// Output folder (must not exist yet, unless --force).
+    /// Output folder (must not exist yet; --force replaces a crate spikenas generated).
     out: PathBuf,
-    /// Replace an existing output folder.
+    /// Replace an output folder that spikenas generated earlier (one with a
+    /// .spikenas-output marker).
     #[arg(long)]
     force: bool,
 }
@@ -54,15 +57,14 @@ pub struct Args {
 /// Generate the crate and its test data.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (catalog, board) = args.board.load()?;
-    if args.out.exists() {
-        if !args.force {
-            anyhow::bail!(
-                "{} already exists; choose another folder or pass --force",
-                args.out.display()
-            );
-        }
-        std::fs::remove_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    // Checked before any work; the crate is written beside the target and renamed into
+    // place whole, so a failure never leaves half a crate, and --force replaces only a
+    // folder spikenas wrote.
+    if let Some(model) = &args.model {
+        output::refuse_if_inside(&args.out, model, "the model --model reads")?;
     }
+    let staged = Staged::new(&args.out, args.force)?;
+    let dir = staged.dir().to_path_buf();
     let (krate, images) = if let Some(model) = &args.model {
         let file = if model.is_dir() {
             model.join(export::MODEL_FILE)
@@ -70,32 +72,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             model.clone()
         };
         let (q, info) = export::load(&file)?;
+        check_fit(&q.arch, &q.input, &board, catalog.targets())?;
         let source: Source = match &args.dataset {
             Some(s) => s.clone(),
             None => info.dataset.parse()?,
         };
         let data = data::load(&source, &LoadOptions::default())?;
-        let krate = pipeline::write_firmware(
-            &q,
-            &board,
-            catalog.targets(),
-            &args.out,
-            &data.test,
-            args.images,
-        )?;
+        let krate =
+            pipeline::write_firmware(&q, &board, catalog.targets(), &dir, &data.test, args.images)?;
         (krate, args.images.min(data.test.len()))
     } else {
         let arch: Arch = args.synthetic.as_deref().unwrap_or_default().parse()?;
         let input = InputShape::parse(&args.input, args.classes).map_err(anyhow::Error::msg)?;
+        check_fit(&arch, &input, &board, catalog.targets())?;
         let net = synthetic::SyntheticNetwork::new(&arch, &input, args.seed)
             .map_err(anyhow::Error::msg)?;
         let set = synthetic::images(&input, args.images, args.seed);
         let krate = net.with_network(|n| -> anyhow::Result<_> {
-            let krate = firmware::generate(n, &board, catalog.targets(), &args.out)?;
-            firmware::validate::write_test_data(&args.out, n, &set)?;
+            let krate = firmware::generate(n, &board, catalog.targets(), &dir)?;
+            firmware::validate::write_test_data(&dir, n, &set)?;
             Ok(krate)
         })?;
-        let info = args.out.join(firmware::validate::MODEL_INFO_FILE);
+        let info = dir.join(firmware::validate::MODEL_INFO_FILE);
         std::fs::write(
             &info,
             format!(
@@ -110,9 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| info.display().to_string())?;
         (krate, set.len())
     };
+    let out = staged.commit()?;
     println!(
         "generated {} for {} ({}): workspace {} bytes{}, constants {} bytes, {} test images",
-        krate.dir.display(),
+        out.display(),
         krate.board,
         krate.triple,
         krate.layout.bytes(),
@@ -129,5 +128,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         board.name,
         args.out.display()
     );
+    Ok(())
+}
+
+/// Refuses a network that the memory model says does not fit `board`, before anything
+/// is written, naming the region and the bytes over.
+fn check_fit(
+    arch: &Arch,
+    input: &InputShape,
+    board: &Profile,
+    targets: &Targets,
+) -> anyhow::Result<()> {
+    let estimate = memory::estimate(arch, input, board, targets);
+    if let Some(problem) = &estimate.problem {
+        bail!(
+            "{arch} on {input} cannot be laid out for board `{}`: {problem}",
+            board.name
+        );
+    }
+    if let Some(overflow) = estimate.first_overflow() {
+        bail!(
+            "{arch} on {input} does not fit board `{}`: {overflow}. Fix: choose a smaller \
+             network (fewer channels or stages, a narrower fc, pool=2, bits=4) or a board \
+             with more memory; `spikenas-host estimate --board {} --arch ARCH` shows every \
+             region",
+            board.name,
+            board.name
+        );
+    }
     Ok(())
 }

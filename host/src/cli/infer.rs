@@ -10,6 +10,8 @@ use spikenas_host::data::{LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::quant::job::{self, Engine, InferJob};
 
+use super::common::at_least_one;
+
 /// Run an exported model (a `quantize` output directory) on the test split.
 #[derive(Debug, Args)]
 pub struct InferArgs {
@@ -26,7 +28,7 @@ pub struct InferArgs {
     #[arg(long, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
     /// Use the first N test images.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     samples: Option<usize>,
     /// Seed of the data splits (use the training run's).
     #[arg(long, default_value_t = 0)]

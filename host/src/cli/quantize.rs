@@ -9,6 +9,8 @@ use clap::Args;
 use spikenas_host::data::{LoadOptions, Source};
 use spikenas_host::quant::job::{self, QuantizeJob};
 
+use super::common::at_least_one;
+
 /// Quantize a trained checkpoint and compare float, int8 and int4 on the test split.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
@@ -22,13 +24,13 @@ pub struct QuantizeArgs {
     #[arg(long, default_value_t = 8)]
     bits: u8,
     /// Calibration images (the first of the training split).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     calibration: usize,
     /// Seed of the data splits (use the training run's).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use at most this many test images (stratified subsample).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     max_test: Option<usize>,
     /// Board name recorded in the model's metadata.
     #[arg(long)]
@@ -36,7 +38,8 @@ pub struct QuantizeArgs {
     /// Output directory (model.safetensors, quant.json, checkpoint.safetensors).
     #[arg(long)]
     out: PathBuf,
-    /// Replace an existing output directory.
+    /// Replace an output folder that spikenas wrote earlier (one with a .spikenas-output
+    /// marker; never the current folder, its parents or the home folder).
     #[arg(long)]
     force: bool,
 }

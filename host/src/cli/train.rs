@@ -20,6 +20,8 @@ use spikenas_host::kernels::ConvBackend;
 use spikenas_host::session::{self, TrainJob};
 use spikenas_host::train::{OptimizerKind, TrainConfig};
 
+use super::common::{at_least_one, at_least_one_second, non_negative, positive};
+
 /// Train an architecture (default: a small network that suits 8x8 to 32x32 images).
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -30,16 +32,16 @@ pub struct TrainArgs {
     #[arg(long, default_value = "digits")]
     dataset: Source,
     /// Passes over the training split (digits: 15 reach ~99% in ~10 s on 2 cores).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = at_least_one)]
     epochs: usize,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     batch_size: usize,
     /// Peak learning rate (cosine schedule).
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 3e-3, value_parser = positive)]
     lr: f64,
     /// Weight decay.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = non_negative)]
     weight_decay: f64,
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
@@ -54,15 +56,16 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = ConvBackend::default())]
     conv: ConvBackend,
     /// Use at most this many training images (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     max_train: Option<usize>,
     /// Stop training after this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one_second)]
     time_budget: Option<u64>,
     /// Output directory (checkpoint.safetensors, train.json).
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
-    /// Replace an existing output directory.
+    /// Replace an output folder that spikenas wrote earlier (one with a .spikenas-output
+    /// marker; never the current folder, its parents or the home folder).
     #[arg(long)]
     force: bool,
     /// No progress bar.

@@ -19,10 +19,10 @@ pub struct Args {
     #[arg(long)]
     board: String,
     /// Use only the first N images of the crate's test set.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::at_least_one)]
     samples: Option<usize>,
     /// Seconds before QEMU is stopped.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one_second)]
     timeout: u64,
     /// The generated crate.
     dir: PathBuf,

@@ -89,6 +89,25 @@ pub enum DataError {
         classes: usize,
     },
 
+    /// Classes are taken from the largest training label, but a class below it has no
+    /// training image: the labels are not `0..N-1` (a stray or corrupt label).
+    #[error(
+        "{path}: the largest label is {max} (image {index}), which makes {classes} \
+         classes, but no training image has label {class}. Fix: labels must be 0..N-1 \
+         with every class present; correct or remove the image labelled {max}",
+        classes = *.max as usize + 1
+    )]
+    MissingClass {
+        /// The training labels file.
+        path: PathBuf,
+        /// The largest label found.
+        max: u8,
+        /// The index of its first image.
+        index: usize,
+        /// The first class without a training image.
+        class: usize,
+    },
+
     /// An images file and its labels file disagree on the number of items.
     #[error("{images_path} holds {images} images but {labels_path} holds {labels} labels")]
     CountMismatch {

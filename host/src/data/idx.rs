@@ -204,6 +204,28 @@ pub(super) fn check_labels(labels: &[u8], classes: usize, path: &Path) -> Result
     }
 }
 
+/// The class count of labels that declare none: the largest label + 1, provided every
+/// class below it has a training image (else a stray label, say 255 in a 10-class set,
+/// would silently make 256 classes).
+fn inferred_classes(labels: &[u8], path: &Path) -> Result<usize, DataError> {
+    let Some(&max) = labels.iter().max() else {
+        return Ok(0);
+    };
+    let mut seen = [false; 256];
+    for &l in labels {
+        seen[l as usize] = true;
+    }
+    if let Some(class) = (0..=max as usize).find(|&c| !seen[c]) {
+        return Err(DataError::MissingClass {
+            path: path.to_path_buf(),
+            max,
+            index: labels.iter().position(|&l| l == max).unwrap_or(0),
+            class,
+        });
+    }
+    Ok(max as usize + 1)
+}
+
 /// How to look for the four files of a directory.
 pub(super) struct Layout<'a> {
     /// Number of classes, or `None` to take it from the training labels.
@@ -244,7 +266,7 @@ pub(super) fn load_dir(dir: &Path, layout: &Layout<'_>) -> Result<Loaded, DataEr
     }
     let classes = match layout.classes {
         Some(c) => c,
-        None => train_labels.iter().max().map_or(0, |&m| m as usize + 1),
+        None => inferred_classes(&train_labels, train_labels_path)?,
     };
     check_labels(&train_labels, classes, train_labels_path)?;
     check_labels(&test_labels, classes, test_labels_path)?;
@@ -497,6 +519,33 @@ pub(crate) mod tests {
         let msg = load_dir(&dir, &layout()).unwrap_err().to_string();
         assert!(
             msg.contains("1x3x3") && msg.contains("1x3x4") && msg.contains(TEST_IMAGES),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A stray training label (255 in a 2-class set) does not make 256 classes.
+        let dir = write_idx_dir("idx-stray", 10, 5, 3, 3, 2);
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte.gz"),
+            gzip(&idx_labels(&[0, 1, 0, 1, 0, 1, 255, 1, 0, 1])),
+        )
+        .unwrap();
+        let err = load_dir(&dir, &layout()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::MissingClass {
+                    max: 255,
+                    index: 6,
+                    class: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("train-labels-idx1-ubyte.gz") && msg.contains("256 classes"),
             "{msg}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

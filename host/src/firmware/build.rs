@@ -169,15 +169,14 @@ pub fn build(
         })?;
     let dir = dir.canonicalize().map_err(FirmwareError::io(dir))?;
     if !dir.join("src/model.rs").is_file() {
-        return Err(FirmwareError::Board {
-            board: board.name.clone(),
-            why: format!(
-                "{} holds no generated crate (src/model.rs missing): run `spikenas-host \
-                 generate` first",
-                dir.display()
-            ),
+        return Err(FirmwareError::NotGenerated {
+            dir,
+            why: "src/model.rs is missing".into(),
         });
     }
+    // A crate's memory.x and model.rs belong to one board: building it for another
+    // would measure the wrong regions (or link for the wrong chip).
+    super::codegen::CrateInfo::read(&dir)?.check_board(&dir, board, &target.triple)?;
     let build_dir = options.build_dir.clone().unwrap_or_else(|| {
         repo_root()
             .join("target")
@@ -302,4 +301,57 @@ pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, Firmware
         regions,
         build_seconds: 0.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{Arch, InputShape};
+    use crate::boards::Catalog;
+    use crate::firmware::synthetic::SyntheticNetwork;
+
+    #[test]
+    fn a_crate_is_built_only_for_the_board_it_was_generated_for() {
+        let catalog = Catalog::discover().unwrap();
+        let arch: Arch = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2"
+            .parse()
+            .unwrap();
+        let net =
+            SyntheticNetwork::new(&arch, &InputShape::parse("1x8x8", 10).unwrap(), 3).unwrap();
+        let dir = std::env::temp_dir().join(format!("spikenas-build-board-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let nd = catalog.board("netduinoplus2").unwrap();
+        net.with_network(|n| crate::firmware::generate(n, nd, catalog.targets(), &dir))
+            .unwrap();
+        let info = crate::firmware::CrateInfo::read(&dir).unwrap();
+        assert!(crate::output::is_spikenas_output(&dir));
+        assert_eq!(
+            (info.board.as_str(), info.triple.as_str()),
+            ("netduinoplus2", "thumbv7em-none-eabihf")
+        );
+        // Refused before cargo runs, so this needs no firmware toolchain.
+        for other in ["microbit", "mps2-an386"] {
+            let err = build(
+                &dir,
+                catalog.board(other).unwrap(),
+                catalog.targets(),
+                &BuildOptions::default(),
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, FirmwareError::WrongBoard { .. }), "{text}");
+            assert!(
+                text.contains("generated for board `netduinoplus2`")
+                    && text.contains(&format!("not for `{other}`"))
+                    && text.contains("--board netduinoplus2"),
+                "{text}"
+            );
+        }
+        // Without its metadata the folder is not taken for a generated crate.
+        std::fs::remove_file(dir.join(crate::firmware::CRATE_INFO_FILE)).unwrap();
+        let err = build(&dir, nd, catalog.targets(), &BuildOptions::default()).unwrap_err();
+        assert!(matches!(err, FirmwareError::NotGenerated { .. }), "{err}");
+        assert!(err.to_string().contains("spikenas-crate.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

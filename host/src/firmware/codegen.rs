@@ -4,7 +4,9 @@
 //!
 //! | file | from |
 //! |---|---|
-//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner) |
+//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner, board), each value TOML-escaped ([`super::template`]) |
+//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for ([`CrateInfo`]) |
+//! | `.spikenas-output` | the marker of a folder spikenas wrote ([`crate::output::MARKER`]) |
 //! | `rust-toolchain.toml`, `build.rs`, `src/main.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
 //! | `src/model.rs` | written here: the network as `static` items and the workspace as `static mut` buffers sized by `Network::workspace_layout` |
@@ -12,6 +14,12 @@
 //!
 //! The generator is generic over any [`Network`]: it walks the description and writes
 //! what it finds; nothing in it knows how the network was made.
+//!
+//! Board strings reach build files that cargo runs (a linker, a runner): profile
+//! validation allows only plain names, [`generate`] checks them again, and every value
+//! is escaped for the place it lands in. Every file's text is made before the first one
+//! is written; `spikenas-host generate` writes into a staging folder and renames it into
+//! place ([`crate::output::Staged`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,9 +28,9 @@ use spikenas_firmware::{
     ConvLayer, Decay, Lif, LinearLayer, Network, Op, Requant, Reset, Weights, WorkspaceLayout,
 };
 
-use crate::boards::{Profile, Region, Targets};
+use crate::boards::{Profile, Region, Target, Targets};
 
-use super::FirmwareError;
+use super::{template, FirmwareError};
 
 const TEMPLATE_MAIN: &str = include_str!("../../../firmware/template/src/main.rs");
 const TEMPLATE_BUILD: &str = include_str!("../../../firmware/template/build.rs");
@@ -30,6 +38,58 @@ const TEMPLATE_CARGO: &str = include_str!("../../../firmware/template/Cargo.toml
 const TEMPLATE_LOCK: &str = include_str!("../../../firmware/template/Cargo.lock");
 const TEMPLATE_CONFIG: &str = include_str!("../../../firmware/template/.cargo/config.toml");
 const TEMPLATE_TOOLCHAIN: &str = include_str!("../../../firmware/template/rust-toolchain.toml");
+
+/// The generated crate's metadata file: the board and target it was generated for
+/// (`build`, `validate` and `flash` refuse a crate generated for another board).
+pub const CRATE_INFO_FILE: &str = "spikenas-crate.json";
+
+/// What [`CRATE_INFO_FILE`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrateInfo {
+    /// `spikenas-host` and its version.
+    pub generator: String,
+    /// The board profile's name.
+    pub board: String,
+    /// The board's target name in `targets.yaml`.
+    pub target: String,
+    /// The Rust target triple the crate builds for.
+    pub triple: String,
+}
+
+impl CrateInfo {
+    /// Read the metadata of the crate in `dir`.
+    pub fn read(dir: &Path) -> Result<CrateInfo, FirmwareError> {
+        let path = dir.join(CRATE_INFO_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| FirmwareError::NotGenerated {
+            dir: dir.to_path_buf(),
+            why: format!("{CRATE_INFO_FILE} cannot be read ({e})"),
+        })?;
+        serde_json::from_str(&text).map_err(|e| FirmwareError::NotGenerated {
+            dir: dir.to_path_buf(),
+            why: format!("{CRATE_INFO_FILE} is malformed ({e})"),
+        })
+    }
+
+    /// Refuse `board` unless the crate was generated for it.
+    pub fn check_board(
+        &self,
+        dir: &Path,
+        board: &Profile,
+        triple: &str,
+    ) -> Result<(), FirmwareError> {
+        if self.board != board.name || self.triple != triple {
+            return Err(FirmwareError::WrongBoard {
+                dir: dir.to_path_buf(),
+                generated_for: self.board.clone(),
+                generated_triple: self.triple.clone(),
+                given: board.name.clone(),
+                given_triple: triple.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Name of the output section (in `memory.x`) that holds the membranes in CCM/DTCM.
 pub const FAST_SECTION: &str = ".fastdata";
@@ -60,7 +120,8 @@ pub fn firmware_crate_dir() -> PathBuf {
 }
 
 /// Writes the board application for `net` on `board` into `out_dir` (created if
-/// missing; files of an earlier generation are replaced, `target/` is kept).
+/// missing; files of an earlier generation are replaced, `target/` is kept), with the
+/// [`crate::output::MARKER`] that lets `--force` replace the folder later.
 pub fn generate(
     net: &Network<'_>,
     board: &Profile,
@@ -93,12 +154,13 @@ pub fn generate(
                 .into(),
         ));
     }
+    plain_strings(board, target)?;
     let input_len = net.input_len();
     let (memory_x, fast_region) = memory_x(board, layout.membranes_i16 as u64 * 2)?;
     let mut emitter = Emitter::default();
     let model = emitter.model_rs(net, &layout, fast_region.is_some(), &board.name);
 
-    let firmware = firmware_crate_dir();
+    let firmware = firmware_crate_dir().display().to_string();
     let runner = match (&target.qemu_machine, board.is_emulated()) {
         (Some(machine), true) => format!(
             "qemu-system-arm -machine {machine} -nographic \
@@ -109,16 +171,33 @@ pub fn generate(
             board.probe_rs_chip.as_deref().unwrap_or("CHIP")
         ),
     };
+    let values = [
+        ("FIRMWARE_PATH", firmware.as_str()),
+        ("TARGET", target.triple.as_str()),
+        ("RUNNER", runner.as_str()),
+        ("BOARD", board.name.as_str()),
+    ];
     let fill = |text: &str| {
-        text.replace("{{FIRMWARE_PATH}}", &firmware.display().to_string())
-            .replace("{{TARGET}}", &target.triple)
-            .replace("{{RUNNER}}", &runner)
-            .replace("{{BOARD}}", &board.name)
+        template::fill_toml(text, &values).map_err(|e| bad(format!("firmware/template: {e}")))
     };
-    let files: [(&str, String); 8] = [
-        ("Cargo.toml", fill(TEMPLATE_CARGO)),
+    let info = CrateInfo {
+        generator: format!("spikenas-host {}", env!("CARGO_PKG_VERSION")),
+        board: board.name.clone(),
+        target: board.target.clone(),
+        triple: target.triple.clone(),
+    };
+    let info = serde_json::to_string_pretty(&info).map_err(|e| bad(e.to_string()))? + "\n";
+    let files: [(&str, String); 10] = [
+        (CRATE_INFO_FILE, info),
+        // The crate folder is spikenas's own (also inside a search's output folder), so
+        // `generate --force` may replace it.
+        (
+            crate::output::MARKER,
+            crate::output::MARKER_TEXT.to_string(),
+        ),
+        ("Cargo.toml", fill(TEMPLATE_CARGO)?),
         ("Cargo.lock", TEMPLATE_LOCK.to_string()),
-        (".cargo/config.toml", fill(TEMPLATE_CONFIG)),
+        (".cargo/config.toml", fill(TEMPLATE_CONFIG)?),
         ("rust-toolchain.toml", TEMPLATE_TOOLCHAIN.to_string()),
         ("build.rs", TEMPLATE_BUILD.to_string()),
         ("src/main.rs", TEMPLATE_MAIN.to_string()),
@@ -144,6 +223,39 @@ pub fn generate(
         constant_bytes: emitter.constant_bytes,
         fast_region,
     })
+}
+
+/// Refuses a profile or target whose strings are not plain names
+/// ([`crate::boards::is_safe_identifier`]): they are written into the crate's build
+/// files and the runner's command line. Loaded profiles were checked already; this guards
+/// profiles built in code. The values are escaped as well, wherever they are written.
+fn plain_strings(board: &Profile, target: &Target) -> Result<(), FirmwareError> {
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("name", board.name.as_str()),
+        ("target triple", target.triple.as_str()),
+    ];
+    if let Some(chip) = &board.probe_rs_chip {
+        fields.push(("probe_rs_chip", chip.as_str()));
+    }
+    if let Some(machine) = &target.qemu_machine {
+        fields.push(("qemu_machine", machine.as_str()));
+    }
+    for r in &board.regions {
+        fields.push(("region name", r.name.as_str()));
+    }
+    match fields
+        .into_iter()
+        .find(|(_, v)| !crate::boards::is_safe_identifier(v))
+    {
+        Some((field, value)) => Err(FirmwareError::Board {
+            board: board.name.clone(),
+            why: format!(
+                "{field} {value:?} is not a plain name (letters, digits, `_`, `.`, `-`); \
+                 it would be written into the crate's build files. Fix the profile"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Linker region name for a profile region: `FLASH` and `RAM` are the names
@@ -187,8 +299,8 @@ pub fn memory_x(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "/* generated by spikenas-host from board profile `{}`, do not edit */",
-        board.name
+        "/* generated by spikenas-host from board profile {}, do not edit */",
+        template::comment_text(&board.name)
     );
     s.push_str("MEMORY\n{\n");
     let _ = writeln!(
@@ -198,17 +310,19 @@ pub fn memory_x(
     );
     let _ = writeln!(
         s,
-        "  RAM : ORIGIN = {:#010x}, LENGTH = {} /* `{}`: stack, .data, .bss */",
-        ram.origin, ram.size, ram.name
+        "  RAM : ORIGIN = {:#010x}, LENGTH = {} /* {}: stack, .data, .bss */",
+        ram.origin,
+        ram.size,
+        template::comment_text(&ram.name)
     );
     for r in board.data_regions().filter(|r| r.name != ram.name) {
         let _ = writeln!(
             s,
-            "  {} : ORIGIN = {:#010x}, LENGTH = {} /* `{}` ({}) */",
+            "  {} : ORIGIN = {:#010x}, LENGTH = {} /* {} ({}) */",
             linker_name(r),
             r.origin,
             r.size,
-            r.name,
+            template::comment_text(&r.name),
             r.kind.as_str()
         );
     }
@@ -218,11 +332,11 @@ pub fn memory_x(
         // its reset code would zero from RAM into CCM; this section is zeroed in model.rs.
         let _ = write!(
             s,
-            "\n/* LIF membranes (`static mut`, zeroed by the runtime per image) in `{name}`. */\n\
+            "\n/* LIF membranes (`static mut`, zeroed by the runtime per image) in {name}. */\n\
              SECTIONS\n{{\n  {FAST_SECTION} (NOLOAD) : ALIGN(4)\n  {{\n    \
              *({FAST_SECTION} {FAST_SECTION}.*);\n    . = ALIGN(4);\n  }} > {region}\n}}\n\
              INSERT BEFORE .bss;\n",
-            name = fast.name,
+            name = template::comment_text(&fast.name),
             region = linker_name(fast),
         );
     }
@@ -381,7 +495,7 @@ impl Emitter {
         let mut s = String::new();
         let _ = write!(
             s,
-            "//! The network and its workspace for board `{board}`.\n\
+            "//! The network and its workspace for board {board:?}.\n\
              //!\n\
              //! generated by spikenas-host (host/src/firmware/codegen.rs), do not edit.\n\
              #![allow(clippy::all)]\n\n\
@@ -574,5 +688,69 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("boot2"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn strings_that_escaped_validation_are_refused_before_writing() {
+        let catalog = Catalog::discover().unwrap();
+        let good = crate::boards::Profile::from_yaml(
+            include_str!("../boards/testdata/f405-ccm.yaml"),
+            std::path::Path::new("f405-ccm.yaml"),
+            catalog.targets(),
+        )
+        .unwrap();
+        let attack = "STM32F405RGTx\"\nrustflags = [\"-C\", \"linker=/tmp/evil.sh\"]";
+        let net = net();
+        let dir =
+            std::env::temp_dir().join(format!("spikenas-codegen-evil-{}", std::process::id()));
+        let fields = [
+            "name",
+            "probe_rs_chip",
+            "region name",
+            "target triple",
+            "qemu_machine",
+        ];
+        for field in fields {
+            for a in [attack, "{{RUNNER}}", "a\\b", "x y", "../up"] {
+                let (mut board, mut targets) = (good.clone(), catalog.targets().clone());
+                let mut target = targets.get(&board.target).unwrap().clone();
+                match field {
+                    "name" => board.name = a.into(),
+                    "probe_rs_chip" => board.probe_rs_chip = Some(a.into()),
+                    "region name" => board.regions[1].name = a.into(),
+                    "target triple" => target.triple = format!("thumbv7em-none-eabihf{a}"),
+                    _ => target.qemu_machine = Some(a.into()),
+                }
+                targets.insert(target);
+                let err = net
+                    .with_network(|n| generate(n, &board, &targets, &dir))
+                    .unwrap_err();
+                assert!(
+                    err.to_string().contains(field) && err.to_string().contains("not a plain name"),
+                    "{field} = {a}: {err}"
+                );
+                assert!(!dir.exists(), "nothing is written for {field} = {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn comments_and_doc_lines_hold_the_board_name_inert() {
+        // memory_x and model_rs take the name as it is (generate checks it first); even
+        // so, a name with a newline or `*/` stays inside its comment.
+        let catalog = Catalog::discover().unwrap();
+        let mut board = catalog.board("netduinoplus2").unwrap().clone();
+        board.name = "x */ MEMORY { EVIL : ORIGIN = 0 } /*\n//! injected".into();
+        let (text, _) = memory_x(&board, 64).unwrap();
+        assert!(!text.contains("EVIL : ORIGIN = 0 } /*\n"), "{text}");
+        // The comment ends where it should: at the end of its (single) line.
+        let line = text.lines().find(|l| l.contains("EVIL")).unwrap();
+        assert_eq!(line.find("*/"), Some(line.len() - 2), "{text}");
+        let net = net();
+        let model = net.with_network(|n| {
+            let layout = n.workspace_layout().unwrap();
+            Emitter::default().model_rs(n, &layout, false, &board.name)
+        });
+        assert!(!model.contains("\n//! injected"), "{}", &model[..200]);
     }
 }

@@ -1,0 +1,419 @@
+//! The `spikenas-host` binary end to end: arguments that used to panic or destroy data
+//! are refused with a message that names the value and the fix, and output folders are
+//! written whole and replaced only when spikenas wrote them.
+//!
+//! Every command runs in a scratch folder of its own as the current folder, so a
+//! regression can only ever touch that folder.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MARKER: &str = ".spikenas-output";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fresh scratch folder holding a file the user cares about.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("spikenas-cli-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("precious.txt"), b"keep me").unwrap();
+    dir
+}
+
+/// Runs the binary in `cwd`.
+fn host(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
+        .current_dir(cwd)
+        .env("SPIKENAS_ROOT", repo_root())
+        .args(args)
+        .output()
+        .expect("run spikenas-host")
+}
+
+/// Asserts the command failed cleanly (no panic) and returns its stderr.
+fn refused(cwd: &Path, args: &[&str]) -> String {
+    let out = host(cwd, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "{args:?} panicked instead of refusing: {stderr}"
+    );
+    stderr
+}
+
+/// Asserts the command succeeded and returns its stdout.
+fn succeeds(cwd: &Path, args: &[&str]) -> String {
+    let out = host(cwd, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn intact(dir: &Path) {
+    assert_eq!(fs::read(dir.join("precious.txt")).unwrap(), b"keep me");
+}
+
+const TINY: &str = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2";
+
+#[test]
+fn numeric_arguments_that_used_to_panic_are_refused() {
+    let cwd = scratch("args");
+    let cases: [(&[&str], &str); 12] = [
+        (&["train", "--batch-size", "0"], "--batch-size"),
+        (&["train", "--epochs", "0"], "--epochs"),
+        (&["train", "--lr", "0"], "--lr"),
+        (&["train", "--lr=-0.01"], "--lr"),
+        (&["train", "--weight-decay=-1"], "--weight-decay"),
+        (&["train", "--max-train", "0"], "--max-train"),
+        (&["analyze-ops", "--cells-per-op", "0"], "--cells-per-op"),
+        (
+            &[
+                "quantize",
+                "--checkpoint",
+                "c",
+                "--out",
+                "q",
+                "--max-test",
+                "0",
+            ],
+            "--max-test",
+        ),
+        (&["infer", "--model", "m", "--samples", "0"], "--samples"),
+        (&["train", "--arch", ""], "the encoding is empty"),
+        (&["train", "--arch", "ch=4,ch=8"], "`ch` is given twice"),
+        (&["train", "--arch", "bits=264"], "must be 8 or 4"),
+    ];
+    for (args, needle) in cases {
+        let stderr = refused(&cwd, args);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let stderr = refused(&cwd, &["train", "--batch-size", "0"]);
+    assert!(stderr.contains("must be at least 1"), "{stderr}");
+    // Nothing was written.
+    assert_eq!(listing(&cwd), ["precious.txt"]);
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn force_never_empties_the_current_folder_or_its_parents() {
+    let cwd = scratch("force-dot");
+    let sub = cwd.join("work");
+    fs::create_dir_all(&sub).unwrap();
+    // Even a current folder that carries the marker (a run's own folder) is refused.
+    fs::write(sub.join(MARKER), b"").unwrap();
+    fs::write(sub.join("precious.txt"), b"keep me").unwrap();
+    let abs = format!("{}/.", sub.display());
+    for out in [".", "./", "..", "../work/.", abs.as_str()] {
+        let commands: [&[&str]; 3] = [
+            &[
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                out,
+                "--force",
+            ],
+            &[
+                "quantize",
+                "--checkpoint",
+                "c.safetensors",
+                "--out",
+                out,
+                "--force",
+            ],
+            &[
+                "generate",
+                "--board",
+                "microbit",
+                "--synthetic",
+                TINY,
+                "--force",
+                out,
+            ],
+        ];
+        for args in commands {
+            let stderr = refused(&sub, args);
+            assert!(
+                stderr.contains("never replaces") && stderr.contains("Fix:"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+    intact(&sub);
+    intact(&cwd);
+    assert_eq!(listing(&sub), [MARKER, "precious.txt"]);
+    assert_eq!(listing(&cwd), ["precious.txt", "work"]);
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn force_never_replaces_what_spikenas_did_not_write() {
+    let cwd = scratch("force-foreign");
+    let mine = cwd.join("mine");
+    fs::create_dir_all(&mine).unwrap();
+    fs::write(mine.join("thesis.tex"), b"years of work").unwrap();
+    for args in [
+        &["train", "--epochs", "1", "--out", "mine", "--force"][..],
+        &[
+            "quantize",
+            "--checkpoint",
+            "c",
+            "--out",
+            "mine/.",
+            "--force",
+        ],
+        &[
+            "generate",
+            "--board",
+            "microbit",
+            "--synthetic",
+            TINY,
+            "--force",
+            "mine",
+        ],
+    ] {
+        let stderr = refused(&cwd, args);
+        assert!(
+            stderr.contains("was not written by spikenas") && stderr.contains(MARKER),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(fs::read(mine.join("thesis.tex")).unwrap(), b"years of work");
+    // A file is refused at once, and not called a directory.
+    let started = std::time::Instant::now();
+    let stderr = refused(
+        &cwd,
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--out",
+            "precious.txt",
+            "--force",
+        ],
+    );
+    assert!(started.elapsed().as_secs() < 30, "checked before training");
+    assert!(stderr.contains("is an existing file"), "{stderr}");
+    assert!(!stderr.contains("directory"), "{stderr}");
+    // analyze-ops writes a file: a folder is refused before the proxy trainings.
+    let stderr = refused(
+        &cwd,
+        &[
+            "analyze-ops",
+            "--dataset",
+            "digits",
+            "--out",
+            "mine",
+            "--force",
+        ],
+    );
+    assert!(
+        stderr.contains("is a folder") && stderr.contains("Fix:"),
+        "{stderr}"
+    );
+    intact(&cwd);
+    assert_eq!(listing(&cwd), ["mine", "precious.txt"]);
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn train_output_is_replaced_whole_only_with_force() {
+    let cwd = scratch("train");
+    let args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--max-train",
+        "200",
+        "--arch",
+        TINY,
+        "--quiet",
+        "--out",
+        "run",
+    ];
+    succeeds(&cwd, &args);
+    let run = cwd.join("run");
+    assert!(run.join(MARKER).is_file() && run.join("checkpoint.safetensors").is_file());
+    let stderr = refused(&cwd, &args);
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    fs::write(run.join("stale.txt"), b"from before").unwrap();
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    succeeds(&cwd, &forced);
+    assert!(
+        !run.join("stale.txt").exists(),
+        "the old folder was replaced whole"
+    );
+    assert!(run.join("checkpoint.safetensors").is_file());
+    assert_eq!(
+        listing(&cwd),
+        ["precious.txt", "run"],
+        "no staging or old folder left"
+    );
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn generate_writes_a_whole_crate_or_nothing() {
+    let cwd = scratch("generate");
+    let gen = |out: &str, arch: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--board",
+            "microbit",
+            "--synthetic",
+            arch,
+            "--input",
+            "1x8x8",
+            "--images",
+            "4",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        host(&cwd, &args)
+    };
+    assert!(gen("fw", TINY, &[]).status.success());
+    let fw = cwd.join("fw");
+    for file in [
+        MARKER,
+        "spikenas-crate.json",
+        "Cargo.toml",
+        "src/model.rs",
+        "memory.x",
+    ] {
+        assert!(fw.join(file).is_file(), "{file}");
+    }
+    let info = fs::read_to_string(fw.join("spikenas-crate.json")).unwrap();
+    assert!(info.contains("\"board\": \"microbit\""), "{info}");
+    assert!(
+        !gen("fw", TINY, &[]).status.success(),
+        "exists without --force"
+    );
+    assert!(gen("fw", TINY, &["--force"]).status.success());
+    // A network that does not fit the micro:bit's 16 KiB of RAM: refused before anything
+    // is written, naming the region and the bytes over; the old crate stays.
+    let big = "cell=0303.0003.0000.0000,ch=64,stages=2,fc=512,t=4";
+    let out = gen("fw", big, &["--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("does not fit board `microbit`")
+            && stderr.contains("region `")
+            && stderr.contains("over by"),
+        "{stderr}"
+    );
+    assert!(fw.join("src/model.rs").is_file(), "the old crate stays");
+    let out = gen("other", big, &[]);
+    assert!(!out.status.success());
+    // A crate written over the model it is generated from would delete the model.
+    let stderr = refused(
+        &cwd,
+        &[
+            "generate", "--board", "microbit", "--model", "fw", "--force", "fw",
+        ],
+    );
+    assert!(
+        stderr.contains("which replacing the folder would delete"),
+        "{stderr}"
+    );
+    assert!(fw.join("src/model.rs").is_file());
+    assert_eq!(
+        listing(&cwd),
+        ["fw", "precious.txt"],
+        "no half crate, no staging folder"
+    );
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn build_refuses_a_crate_generated_for_another_board() {
+    let cwd = scratch("board");
+    succeeds(
+        &cwd,
+        &[
+            "generate",
+            "--board",
+            "netduinoplus2",
+            "--synthetic",
+            TINY,
+            "--input",
+            "1x8x8",
+            "--images",
+            "4",
+            "fw",
+        ],
+    );
+    for command in ["build", "validate", "flash"] {
+        let stderr = refused(&cwd, &[command, "--board", "microbit", "fw"]);
+        assert!(
+            stderr.contains("generated for board `netduinoplus2`")
+                && stderr.contains("not for `microbit`")
+                && stderr.contains("Fix: pass --board netduinoplus2"),
+            "{command}: {stderr}"
+        );
+    }
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn a_board_file_cannot_inject_into_the_generated_crate() {
+    let cwd = scratch("inject");
+    let disco = fs::read_to_string(repo_root().join("boards/stm32f746g-disco.yaml")).unwrap();
+    let attacks = [
+        (
+            "probe_rs_chip",
+            disco.replace(
+                "probe_rs_chip: STM32F746NGHx",
+                r#"probe_rs_chip: "STM32F746NGHx\"\nrustflags = [\"-C\", \"linker=/tmp/evil.sh\"]""#,
+            ),
+        ),
+        ("name", disco.replace("name: stm32f746g-disco", "name: ../../evil")),
+        ("name", disco.replace("name: stm32f746g-disco", "name: \"{{RUNNER}}\"")),
+        ("regions[1].name", disco.replace("name: dtcm", "name: \"a */ b\"")),
+    ];
+    for (field, text) in attacks {
+        fs::write(cwd.join("evil.yaml"), text).unwrap();
+        let stderr = refused(
+            &cwd,
+            &[
+                "generate",
+                "--board-file",
+                "evil.yaml",
+                "--synthetic",
+                TINY,
+                "fw",
+            ],
+        );
+        assert!(
+            stderr.contains("evil.yaml") && stderr.contains(field) && stderr.contains("Fix:"),
+            "{field}: {stderr}"
+        );
+    }
+    assert_eq!(listing(&cwd), ["evil.yaml", "precious.txt"]);
+    fs::remove_dir_all(&cwd).unwrap();
+}
