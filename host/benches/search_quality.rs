@@ -46,15 +46,12 @@ use spikenas_host::search::feasible::Feasible;
 use spikenas_host::search::fidelity::{Proxy, ProxyData};
 use spikenas_host::search::halving::{MAX_EVAL_IMAGES, MIN_EVAL_IMAGES};
 use spikenas_host::search::space::{macs, SearchSpace};
-use spikenas_host::search::{Scorer, SearchConfig, Strategy};
+use spikenas_host::search::{Scorer, SearchConfig, Strategy, HAND_PICKED};
 use spikenas_host::session::input_shape;
 use spikenas_host::snn::lif::LifParams;
 use spikenas_host::snn::Network;
 use spikenas_host::stats::{bootstrap_interval, kendall_tau, spearman_rho};
 use spikenas_host::train::{self, TrainConfig};
-
-/// The README's hand-picked network (`train --arch ...` in the README).
-const HAND_PICKED: &str = "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=2,pool=2";
 
 struct Args {
     board: String,
@@ -193,11 +190,7 @@ fn main() -> anyhow::Result<()> {
         load: LoadOptions::default(),
         space: space.clone(),
         search: SearchConfig {
-            max_macs: Some(max_macs_for_latency(
-                &board,
-                space.macros.timesteps,
-                1000.0,
-            )),
+            max_macs: Some(max_macs_for_latency(&board, space.macros.timesteps, 1000.0)),
             ..Default::default()
         },
         train: Some(TrainConfig {
@@ -211,7 +204,9 @@ fn main() -> anyhow::Result<()> {
     let main_cfg = search_config(&full, &job);
     let main_budget = main_cfg.train_budget.expect("a training recipe");
     let ours = search_on(&full, &job, &device)?;
-    let model = ours.cost_model.context("SpikeNAS calibrates a cost model")?;
+    let model = ours
+        .cost_model
+        .context("SpikeNAS calibrates a cost model")?;
     job.search.strategy = Strategy::Largest;
     job.search.progress = false;
     let largest = search_on(&full, &job, &device)?;
@@ -286,7 +281,10 @@ fn main() -> anyhow::Result<()> {
     if check(&hand).fits {
         entries.push(Entry::new("hand-picked", hand));
     } else {
-        out!("The hand-picked network `{hand}` does not fit {}.\n", board.name);
+        out!(
+            "The hand-picked network `{hand}` does not fit {}.\n",
+            board.name
+        );
     }
     let mut rng = Rng::new(args.draw_seed);
     let mut drawn = std::collections::HashSet::new();
@@ -308,9 +306,9 @@ fn main() -> anyhow::Result<()> {
         .find(|c| c.arch == ours.best.to_string())
         .map(|c| c.proxy.iter().map(|p| p.images).collect())
         .unwrap_or_default();
-    let proxy_data = rung_images.last().map(|&n| {
-        ProxyData::new(&full, n, MIN_EVAL_IMAGES, MAX_EVAL_IMAGES, main_cfg.seed)
-    });
+    let proxy_data = rung_images
+        .last()
+        .map(|&n| ProxyData::new(&full, n, MIN_EVAL_IMAGES, MAX_EVAL_IMAGES, main_cfg.seed));
     let batches = score_batches(&full, 64, 2, 0, &device)?;
     let scorer = Scorer::new(&batches, input, device.clone(), 0, ConvBackend::default());
     for e in entries.iter_mut() {
@@ -320,8 +318,10 @@ fn main() -> anyhow::Result<()> {
             "est. training s",
             model.seconds(&e.arch, &input, main_budget.images),
         );
-        e.signals
-            .insert("SNASNet score", scorer.evaluate(&e.arch).unwrap_or(f64::NAN));
+        e.signals.insert(
+            "SNASNet score",
+            scorer.evaluate(&e.arch).unwrap_or(f64::NAN),
+        );
         if let Some(pd) = &proxy_data {
             let proxy = Proxy {
                 input,
@@ -420,7 +420,10 @@ fn main() -> anyhow::Result<()> {
         .fold(f64::NEG_INFINITY, f64::max);
     out!("");
     for e in entries.iter().filter(|e| !e.name.starts_with("random")) {
-        let better = random.iter().filter(|r| r.mean_int() > e.mean_int()).count();
+        let better = random
+            .iter()
+            .filter(|r| r.mean_int() > e.mean_int())
+            .count();
         out!(
             "{}: rank {} of {} random architectures (top {:.0}%), {:+.2} points vs the best random, {:+.2} vs the random mean",
             e.name,
@@ -432,7 +435,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let pick = &entries[0];
-    for other in entries[1..].iter().filter(|e| !e.name.starts_with("random")) {
+    for other in entries[1..]
+        .iter()
+        .filter(|e| !e.name.starts_with("random"))
+    {
         out!(
             "SpikeNAS pick vs {}: {:+.2} points (integer, mean over seeds)",
             other.name,
@@ -450,7 +456,12 @@ fn main() -> anyhow::Result<()> {
         let pairs: Vec<(f64, f64)> = entries
             .iter()
             .zip(&acc)
-            .filter_map(|(e, a)| e.signals.get(key).filter(|v| v.is_finite()).map(|v| (*v, *a)))
+            .filter_map(|(e, a)| {
+                e.signals
+                    .get(key)
+                    .filter(|v| v.is_finite())
+                    .map(|v| (*v, *a))
+            })
             .collect();
         if pairs.len() < 3 {
             continue;

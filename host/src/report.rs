@@ -45,9 +45,9 @@ pub fn pareto_front(points: &[(f64, f64, u64)]) -> Vec<usize> {
     (0..points.len())
         .filter(|&i| {
             let (a, m, c) = points[i];
-            !points.iter().any(|&(a2, m2, c2)| {
-                a2 >= a && m2 <= m && c2 <= c && (a2 > a || m2 < m || c2 < c)
-            })
+            !points
+                .iter()
+                .any(|&(a2, m2, c2)| a2 >= a && m2 <= m && c2 <= c && (a2 > a || m2 < m || c2 < c))
         })
         .collect()
 }
@@ -102,18 +102,25 @@ fn pareto_table(s: &SearchOutcome, clock_hz: u64) -> String {
             .fit
             .regions
             .iter()
-            .map(|(n, u, cap)| format!("{n} {:.1}/{:.0} KB", *u as f64 / 1024.0, *cap as f64 / 1024.0))
+            .map(|(n, u, cap)| {
+                format!(
+                    "{n} {:.1}/{:.0} KB",
+                    *u as f64 / 1024.0,
+                    *cap as f64 / 1024.0
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        let t = c.arch.parse::<crate::arch::Arch>().map_or(1, |a| a.timesteps);
+        let t = c
+            .arch
+            .parse::<crate::arch::Arch>()
+            .map_or(1, |a| a.timesteps);
         let lat = latency_ms(c.macs, t, clock_hz).map_or("-".into(), |v| format!("{v:.1} ms"));
         let train = c.train_seconds.map_or("-".into(), |v| format!("{v:.0} s"));
         let _ = writeln!(
             md,
             "| {mark} | `{}` | {:.3} | {regions} | {} | {lat} | {train} |",
-            c.arch,
-            points[i].0,
-            c.macs
+            c.arch, points[i].0, c.macs
         );
     }
     md.push('\n');

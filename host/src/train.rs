@@ -212,20 +212,15 @@ pub fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
 /// budget where that runs out first, so that a training the budget cuts short still
 /// ends its schedule (at a low rate) instead of stopping at a high one. Without a
 /// time budget, or while it is not binding, this is [`cosine_lr`] exactly.
-pub fn scheduled_lr(
-    cfg: &TrainConfig,
-    step: usize,
-    total: usize,
-    elapsed: Duration,
-) -> f64 {
+pub fn scheduled_lr(cfg: &TrainConfig, step: usize, total: usize, elapsed: Duration) -> f64 {
     let by_steps = if total == 0 {
         0.0
     } else {
         step as f64 / total as f64
     };
-    let by_time = cfg.time_budget.map_or(0.0, |b| {
-        elapsed.as_secs_f64() / b.as_secs_f64().max(1e-9)
-    });
+    let by_time = cfg
+        .time_budget
+        .map_or(0.0, |b| elapsed.as_secs_f64() / b.as_secs_f64().max(1e-9));
     if by_time > by_steps {
         cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * by_time.min(1.0)).cos())
     } else {
@@ -279,7 +274,12 @@ pub fn train(
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for batch in order.chunks(cfg.batch_size).take(steps_per_epoch) {
-            opt.set_lr(scheduled_lr(cfg, report.steps, total_steps, started.elapsed()));
+            opt.set_lr(scheduled_lr(
+                cfg,
+                report.steps,
+                total_steps,
+                started.elapsed(),
+            ));
             let (images, labels) = data.train.batch(batch, device)?;
             let logits = net.forward(&images, true, cfg.conv)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;

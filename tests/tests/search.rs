@@ -103,8 +103,15 @@ fn main_job_writes_reports_and_refuses_to_overwrite() {
     assert!(md.contains(&run.report.search.best.to_string()));
     // The Pareto view lists what the search trained, the pick marked.
     let s = &run.report.search;
-    assert!(md.contains("Pareto view") && md.contains("**chosen**"), "{md}");
-    assert!(s.candidates.iter().all(|c| !c.proxy.is_empty()), "{:?}", s.candidates);
+    assert!(
+        md.contains("Pareto view") && md.contains("**chosen**"),
+        "{md}"
+    );
+    assert!(
+        s.candidates.iter().all(|c| !c.proxy.is_empty()),
+        "{:?}",
+        s.candidates
+    );
     assert!(s.candidates.len() >= 2 && s.feasible >= s.candidates.len());
     let e = pipeline::run(&job, &Device::Cpu, &out, false)
         .unwrap_err()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::common::BoardArgs;
+use super::common::{at_least_one, at_least_one_second, non_negative, BoardArgs};
 use spikenas_host::data::{LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::kernels::ConvBackend;
@@ -30,7 +30,7 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = Strategy::Spikenas)]
     strategy: Strategy,
     /// Most seconds the search may take, whatever its share of the training.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = at_least_one_second)]
     time_budget: u64,
     /// spikenas: share of the training time the search may spend (its short trainings
     /// included).
@@ -40,17 +40,17 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
     pool: u64,
     /// largest: stop when the best score has not improved for this many candidates.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = at_least_one)]
     patience: usize,
     /// Latency budget per inference in milliseconds on the board's clock (limits MACs;
     /// 0 = no limit).
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = non_negative)]
     latency_ms: f64,
     /// snasnet: random candidates scored.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = at_least_one)]
     samples: usize,
     /// Images per score batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     score_batch: usize,
     /// A search space file (default: the shipped analysis result).
     #[arg(long)]
@@ -59,11 +59,12 @@ pub struct SearchArgs {
     /// small datasets so that training takes at least 3,000 steps).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Stop training after this many seconds.
-    #[arg(long)]
+    /// Stop training after this many seconds (the search also leaves out networks whose
+    /// recipe would not finish in this time).
+    #[arg(long, value_parser = at_least_one_second)]
     train_time: Option<u64>,
     /// Use at most this many training images.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     max_train: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
@@ -77,7 +78,7 @@ pub struct SearchArgs {
     /// Output directory (default runs/BOARD-DATASET).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Replace an existing output directory.
+    /// Replace an earlier spikenas output at --out (kept until the new one is complete).
     #[arg(long)]
     force: bool,
     /// No progress bars.

@@ -171,7 +171,9 @@ mod tests {
 
     fn toy() -> Dataset {
         let split = |n: usize, off: u8| Split {
-            images: (0..n * 16).map(|i| (i as u8).wrapping_mul(7) ^ off).collect(),
+            images: (0..n * 16)
+                .map(|i| (i as u8).wrapping_mul(7) ^ off)
+                .collect(),
             labels: (0..n).map(|i| (i % 3) as u8).collect(),
             channels: 1,
             height: 4,
