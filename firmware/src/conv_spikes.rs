@@ -158,6 +158,35 @@ pub(crate) fn for_each_spike(
     }
 }
 
+/// The three taps `kx = 0, 1, 2` of one kernel row: weight rows `w + kx * stride` into
+/// accumulators `a + c_off[kx]` where `cols[kx]` (unrolled, so that the offsets stay in
+/// registers).
+///
+/// # Safety
+/// Every row/accumulator pair with `cols[kx]` set must be valid for `kern.add`.
+#[inline(always)]
+unsafe fn tap_row<K: RowKernel>(
+    kern: K,
+    w: *const u8,
+    a: *mut i32,
+    cols: [bool; 3],
+    c_off: [usize; 3],
+) {
+    let stride = kern.stride();
+    // SAFETY: the caller guarantees the pairs that are used.
+    unsafe {
+        if cols[0] {
+            kern.add(w, a.wrapping_add(c_off[0]));
+        }
+        if cols[1] {
+            kern.add(w.wrapping_add(stride), a.wrapping_add(c_off[1]));
+        }
+        if cols[2] {
+            kern.add(w.wrapping_add(2 * stride), a.wrapping_add(c_off[2]));
+        }
+    }
+}
+
 /// The scatter loop for one row kernel (see [`scatter`]); returns the taps executed.
 ///
 /// # Safety
@@ -198,53 +227,39 @@ unsafe fn scatter_rows<K: RowKernel>(
         }
         let y = div.div(pix);
         let x = pix - y * wd;
-        if k3 {
-            // Tap ky = 1 lands on row y; ky = 0 on y + 1 (inside iff y + 1 < h) and ky = 2
-            // on y - 1 (iff y >= 1); the same for columns.
-            let (t, b) = (y + 1 < h, y > 0);
-            let (l, r) = (x + 1 < wd, x > 0);
-            taps += (1 + t as usize + b as usize) * (1 + l as usize + r as usize);
-            // Tap (0, 0)'s output (y + 1, x + 1); kx moves back one column, ky one row.
-            let a0 = acc.wrapping_add((pix + wd + 1) * cout);
-            let row = |wr: *const u8, ar: *mut i32| {
-                if l {
-                    kern.add(wr, ar);
-                }
-                kern.add(wr.wrapping_add(stride), ar.wrapping_sub(cout));
-                if r {
-                    kern.add(wr.wrapping_add(2 * stride), ar.wrapping_sub(2 * cout));
-                }
-            };
-            if t {
-                row(wc, a0);
-            }
-            row(wc.wrapping_add(3 * stride), a0.wrapping_sub(ay));
-            if b {
-                row(wc.wrapping_add(6 * stride), a0.wrapping_sub(2 * ay));
-            }
-        } else if p3 {
-            // 3x3 then 2x2 sum pool: taps ky = 0, 1, 2 land on pooled rows (y + 1) / 2,
-            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2); the same for x.
-            let (oh, ow) = (h & !1, wd & !1);
-            let vy = [y + 1 < oh, y < oh, y > 0];
-            let vx = [x + 1 < ow, x < ow, x > 0];
-            let count = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
-            taps += count(vy) * count(vx);
-            let rows = [(y + 1) >> 1, y >> 1, y.wrapping_sub(1) >> 1];
-            let cols = [(x + 1) >> 1, x >> 1, x.wrapping_sub(1) >> 1];
+        if k3 || p3 {
+            // The three rows and columns of taps: ky = 0, 1, 2 land on output row y + 1, y,
+            // y - 1 (kx the same for columns); with the pool, on pooled row (y + 1) / 2,
+            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2). Per tap:
+            // one test of a flag computed once per spike and one row kernel call.
+            let (oh, ow) = if pool2 { (h & !1, wd & !1) } else { (h, wd) };
+            let p = pool2 as usize;
+            let rows = [y + 1 < oh, y < oh, y > 0];
+            let cols = [x + 1 < ow, x < ow, x > 0];
+            let n = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
+            taps += n(rows) * n(cols);
+            // Accumulator offsets (elements) of the three output rows and columns; invalid
+            // ones are never used (their wrapping values are harmless).
+            let row_w = (wd >> p) * cout;
+            let r_off = [
+                ((y + 1) >> p) * row_w,
+                (y >> p) * row_w,
+                (y.wrapping_sub(1) >> p).wrapping_mul(row_w),
+            ];
+            let c_off = [
+                ((x + 1) >> p) * cout,
+                (x >> p) * cout,
+                (x.wrapping_sub(1) >> p).wrapping_mul(cout),
+            ];
             for ky in 0..3 {
-                if !vy[ky] {
-                    continue;
-                }
-                let ar = acc.wrapping_add(rows[ky] * pw * cout);
-                let wr = wc.wrapping_add(3 * ky * stride);
-                for kx in 0..3 {
-                    if vx[kx] {
-                        kern.add(
-                            wr.wrapping_add(kx * stride),
-                            ar.wrapping_add(cols[kx] * cout),
-                        );
-                    }
+                if rows[ky] {
+                    tap_row(
+                        kern,
+                        wc.wrapping_add(3 * ky * stride),
+                        acc.wrapping_add(r_off[ky]),
+                        cols,
+                        c_off,
+                    );
                 }
             }
         } else if !pool2 {

@@ -691,6 +691,13 @@ impl<'a> Network<'a> {
                         conv_spikes::scatter(ws.spikes, &shape, r.conv.weights, true, ws.scratch);
                     requant::hwc_to_chw(&ws.scratch[..n], &r.conv.requant, g.c, dst, Mode::Store);
                 }
+                // The spike map of the last conv edge's LIF in evaluation order (its
+                // source node, direction and neuron) and its spike count. A conv edge whose
+                // LIF matches it sees the same input current at every step from the same
+                // zero state, so its membranes would equal that edge's forever: it reuses
+                // the spikes (and counts them again) instead of recomputing them. The
+                // decision depends only on the cell, so it is the same at every step.
+                let mut last_lif: Option<(u8, bool, Lif, u32)> = None;
                 for j in 1..=3u8 {
                     let dst_range = node(j);
                     // The first edge into the node stores (sat(0 + x) = x), the others
@@ -719,8 +726,16 @@ impl<'a> Network<'a> {
                             Op::Skip => add::accumulate(src, dst),
                             Op::AvgPool3 => avgpool3::pool(src, g.c, g.h, g.w, dst, mode),
                             Op::Conv { lif, conv } => {
-                                let v = &mut ws.membranes[v_off..v_off + n];
-                                spikes += lif::layer(lif, v, src, ws.spikes) as u64;
+                                let key = (e.from, e.from < e.to, *lif);
+                                let fired = match last_lif {
+                                    Some((f, d, l, k)) if (f, d, l) == key => k,
+                                    _ => {
+                                        let v = &mut ws.membranes[v_off..v_off + n];
+                                        lif::layer(lif, v, src, ws.spikes)
+                                    }
+                                };
+                                last_lif = Some((key.0, key.1, key.2, fired));
+                                spikes += fired as u64;
                                 let shape = ConvShape {
                                     cin: g.c,
                                     cout: g.c,

@@ -747,6 +747,55 @@ fn tiny_networks_match_the_dense_reference() {
     );
 }
 
+/// Cells where several conv edges read the same node: the runtime computes one LIF for
+/// consecutive edges with the same source, direction and neuron (their membranes are
+/// equal forever) and must still match the reference, which runs every edge's own LIF;
+/// the same source read in the other direction, or with another neuron, must not share.
+#[test]
+fn conv_edges_sharing_a_source_match_the_dense_reference() {
+    let odd = Lif {
+        decay: Decay::Q15(20000),
+        threshold: 3000,
+        reset: Reset::Subtract,
+    };
+    let snn = Lif::SNASNET;
+    for seed in 11..14u64 {
+        let mut spec = tiny(seed, 2, 16, 16, true);
+        let r = &mut Lcg(seed * 7);
+        let (c0, c1) = (3, 6);
+        // Stage 0: 3->1 and 3->2 (backward, shared), 0->2 and 0->3 (forward, shared).
+        spec.stages[0].edges = vec![
+            (3, 1, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
+            (3, 2, OpP::Conv(conv(r, c0, c0, 1, true, (300, 900), 6), snn)),
+            (0, 2, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
+            (0, 3, OpP::Conv(conv(r, c0, c0, 1, false, (200, 500), 5), snn)),
+            (2, 3, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
+        ];
+        // Stage 1: 2->1 (backward) then 2->3 (forward) are adjacent conv edges from node 2
+        // but read different steps; 0->3 after 0->... uses another neuron.
+        spec.stages[1].edges = vec![
+            (0, 1, OpP::Skip),
+            (2, 1, OpP::Conv(conv(r, c1, c1, 3, false, (10, 40), 5), snn)),
+            (0, 2, OpP::Pool),
+            (2, 3, OpP::Conv(conv(r, c1, c1, 3, false, (10, 40), 5), snn)),
+            (2, 3, OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), odd)),
+            (0, 3, OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), snn)),
+        ];
+        for im in 0..3 {
+            let img = image(seed * 100 + im, 256);
+            let (_, class, spikes, synops, scores) = run(&spec, &img);
+            let r = reference(&spec, &img);
+            assert_eq!(scores, r.scores, "seed {seed} image {im}");
+            assert_eq!(
+                (class, spikes, synops),
+                (r.class, r.spikes, r.synops),
+                "seed {seed} image {im}"
+            );
+            assert!(spikes > 0 && synops > 0, "seed {seed}: inactive test network");
+        }
+    }
+}
+
 #[test]
 fn layout_is_exact_for_a_known_network() {
     // 1x16x16, pool 2 -> stage 0: 3x8x8 (n = 192), stage 1: 6x4x4 (n = 96), head 6x2x2.

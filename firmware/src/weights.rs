@@ -307,6 +307,50 @@ unsafe fn add8_i4_dsp(w: &mut *const u8, acc: &mut *mut i32) {
     }
 }
 
+/// `acc[0..4] += x * w[0..4]` (int8, `x` in the i16 range) and advances both pointers by
+/// 4 elements: one word load of the weights, two SXTB16 (weights 0 and 2, then 1 and 3,
+/// as i16 pairs) and four SMLAxB (9 instructions for 4 multiply-accumulates).
+///
+/// # Safety
+/// `*w..*w + 4` readable, `*acc..*acc + 4` writable, `x` in `i16::MIN..=i16::MAX`.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn mla4_i8_dsp(w: &mut *const u8, x: i32, acc: &mut *mut i32) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r3.
+    // SMLAxB may set the Q flag on a wrapping accumulate (nothing reads it); the sum
+    // itself wraps, as `wrapping_add` does.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}], #4",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sxtb16 {u}, {t}",
+            "smlabb r0, {u}, {x}, r0",
+            "smlatb r2, {u}, {x}, r2",
+            "sxtb16 {u}, {t}, ror #8",
+            "smlabb r1, {u}, {x}, r1",
+            "smlatb r3, {u}, {x}, r3",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            w = inout(reg) *w,
+            a = inout(reg) *acc,
+            x = in(reg) x,
+            t = out(reg) _,
+            u = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn mla4_i8_dsp(_w: &mut *const u8, _x: i32, _acc: &mut *mut i32) {
+    unreachable!("mla4_i8_dsp is only called on ARMv7E-M")
+}
+
 /// Never called: [`DSP_ASM`] is false on this target.
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 #[inline(always)]
@@ -326,7 +370,15 @@ unsafe fn mla_i8(w: *const u8, x: i32, acc: *mut i32, n: usize) {
     // SAFETY: the caller upholds this function's contract.
     unsafe {
         let mut j = 0;
-        if !BYTE_LOADS {
+        if DSP_ASM && x as i16 as i32 == x {
+            // SMLAxB multiplies the low half of `x`: exact for every `x` that fits i16
+            // (pixels, spike counts); others take the portable loop below.
+            let (mut wp, mut ap) = (w, acc);
+            for _ in 0..n / 4 {
+                mla4_i8_dsp(&mut wp, x, &mut ap);
+            }
+            j = n & !3;
+        } else if !BYTE_LOADS {
             while j + 4 <= n {
                 let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
                 let a = acc.add(j);
@@ -498,8 +550,16 @@ macro_rules! with_kernel {
                         let $k = $crate::weights::I8Fixed::<8>;
                         $body
                     }
+                    4 => {
+                        let $k = $crate::weights::I8Fixed::<4>;
+                        $body
+                    }
                     16 => {
                         let $k = $crate::weights::I8Fixed::<16>;
+                        $body
+                    }
+                    32 => {
+                        let $k = $crate::weights::I8Fixed::<32>;
                         $body
                     }
                     _ => {
@@ -587,6 +647,12 @@ mod tests {
             }
             if n == 16 {
                 check(I8Fixed::<16>, n, &w8, &w4, false);
+            }
+            if n == 4 {
+                check(I8Fixed::<4>, n, &w8, &w4, false);
+            }
+            if n == 32 {
+                check(I8Fixed::<32>, n, &w8, &w4, false);
             }
         }
     }
