@@ -119,6 +119,12 @@ impl Requantizer for ShiftLow {
         if NO_LONG_MUL && s >= 17 && narrow(acc) {
             return requantize_narrow(acc, mult, s, bias);
         }
+        // -2^(s-1) <= acc < 2^(s-1) (nearly every accumulator): acc << (32 - s) fits i32
+        // and SMMULR's (a * m + 2^31) >> 32 of it is exactly (acc * m + 2^(s-1)) >> s,
+        // which fits i32 (|.| < 2^30): one shift, one multiply, one saturating add.
+        if !NO_LONG_MUL && ((acc as u32).wrapping_add(1 << (s - 1))) < 1u32 << s {
+            return smmulr(acc << (32 - s), mult).saturating_add(bias);
+        }
         // Bits s..s+32 of t = acc * mult + 2^(s-1) (`v`), and the bits above them (`top`):
         // t >> s fits i32 iff `top` is the sign extension of `v`.
         let (v, top) = funnel_shift(acc, mult, s);
@@ -188,11 +194,60 @@ fn funnel_shift(acc: i32, mult: i32, s: u32) -> (i32, i32) {
     }
 }
 
+/// `(a * b + 2^31) >> 32`: the high word of the product, rounded (ARMv7E-M's SMMULR).
+#[inline(always)]
+fn smmulr(a: i32, b: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: i32;
+        // SAFETY: register-only arithmetic.
+        unsafe {
+            core::arch::asm!("smmulr {r}, {a}, {b}", a = in(reg) a, b = in(reg) b,
+                r = lateout(reg) r, options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        ((a as i64 * b as i64 + (1 << 31)) >> 32) as i32
+    }
+}
+
+/// `(a * b) >> 32`: the high word of the product, floored (ARMv7E-M's SMMUL).
+#[inline(always)]
+fn smmul(a: i32, b: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: i32;
+        // SAFETY: register-only arithmetic.
+        unsafe {
+            core::arch::asm!("smmul {r}, {a}, {b}", a = in(reg) a, b = in(reg) b,
+                r = lateout(reg) r, options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        ((a as i64 * b as i64) >> 32) as i32
+    }
+}
+
 impl Requantizer for ShiftHigh {
     #[inline(always)]
     fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
         if NO_LONG_MUL && self.0 <= 46 && narrow(acc) {
             return requantize_narrow(acc, mult, self.0, bias);
+        }
+        if !NO_LONG_MUL {
+            // With s >= 33 the rounding term 2^(s-1) is a multiple of 2^32, so
+            // (p + 2^(s-1)) >> s = ((p >> 32) + 2^(s-33)) >> (s - 32) for p = acc * mult;
+            // s = 32 is SMMULR. |p >> 32| < 2^30, so nothing overflows.
+            let v = if self.0 == 32 {
+                smmulr(acc, mult)
+            } else {
+                (smmul(acc, mult) + (1 << (self.0 - 33))) >> (self.0 - 32)
+            };
+            return v.saturating_add(bias);
         }
         let t = acc as i64 * mult as i64 + (1i64 << (self.0 - 1));
         // t >> shift = (high word of t) >> (shift - 32), |t| < 2^63, so it fits i32.
