@@ -526,6 +526,37 @@ impl RowKernel for I4Any {
     }
 }
 
+/// As [`with_kernel!`] with one kernel per storage format and no fixed-length ones: for
+/// layers that run once per image or once per step (stem, linear layers), where the
+/// unrolled kernels would cost more flash than they save time.
+macro_rules! with_any_kernel {
+    ($weights:expr, $rows:expr, $n:expr, |$k:ident, $w:ident| $body:expr) => {{
+        let (n, rows) = ($n, $rows);
+        let weights: $crate::weights::Weights = $weights;
+        assert!(
+            weights.len() >= weights.storage_len(rows, n),
+            "weights hold {} bytes, {} rows of {} need {}",
+            weights.len(),
+            rows,
+            n,
+            weights.storage_len(rows, n)
+        );
+        match weights {
+            $crate::weights::Weights::I8(w) => {
+                let $w = w.as_ptr() as *const u8;
+                let $k = $crate::weights::I8Any(n);
+                $body
+            }
+            $crate::weights::Weights::I4(w) => {
+                let $w = w.as_ptr();
+                let $k = $crate::weights::I4Any(n);
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_any_kernel;
+
 /// Runs `$body` with `$k` bound to the row kernel for `$weights` (rows of `$n` weights)
 /// and `$w: *const u8` to the start of the storage, after checking that the storage
 /// holds `$rows` rows (a panic otherwise, as a slice index would). Common row lengths
@@ -548,10 +579,6 @@ macro_rules! with_kernel {
                 match n {
                     8 => {
                         let $k = $crate::weights::I8Fixed::<8>;
-                        $body
-                    }
-                    4 => {
-                        let $k = $crate::weights::I8Fixed::<4>;
                         $body
                     }
                     16 => {
@@ -647,9 +674,6 @@ mod tests {
             }
             if n == 16 {
                 check(I8Fixed::<16>, n, &w8, &w4, false);
-            }
-            if n == 4 {
-                check(I8Fixed::<4>, n, &w8, &w4, false);
             }
             if n == 32 {
                 check(I8Fixed::<32>, n, &w8, &w4, false);
