@@ -44,6 +44,18 @@ impl ConvShape {
     pub const fn rows(&self) -> usize {
         self.cin * self.k * self.k
     }
+
+    /// An upper bound of `|acc|` for inputs in `0..=max_input` (1 for spikes, 4 for the
+    /// pooled scatter's 2x2 sums, 255 for pixels): rows x largest |weight| x max_input,
+    /// saturated at `u32::MAX` (what [`crate::requant::hwc_to_chw_bounded`] takes).
+    pub fn acc_bound(&self, weights: &Weights, max_input: u32) -> u32 {
+        let w: u64 = match weights {
+            Weights::I8(_) => 128,
+            Weights::I4(_) => 8,
+        };
+        let b = self.rows() as u64 * w * max_input as u64;
+        b.min(u32::MAX as u64) as u32
+    }
 }
 
 /// Calls `f(row, acc_offset)` for every kernel tap of input `(ci, y, x)` that lands

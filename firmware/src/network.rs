@@ -647,10 +647,11 @@ impl<'a> Network<'a> {
             image
         };
         synops += conv_pixels::scatter(pixels, &stem_shape, self.stem.weights, ws.scratch);
-        requant::hwc_to_chw(
+        requant::hwc_to_chw_bounded(
             &ws.scratch[..g0.n()],
             &self.stem.requant,
             g0.c,
+            stem_shape.acc_bound(&self.stem.weights, 255),
             &mut ws.currents[..g0.n()],
             Mode::Store,
         );
@@ -689,7 +690,9 @@ impl<'a> Network<'a> {
                     };
                     synops +=
                         conv_spikes::scatter(ws.spikes, &shape, r.conv.weights, true, ws.scratch);
-                    requant::hwc_to_chw(&ws.scratch[..n], &r.conv.requant, g.c, dst, Mode::Store);
+                    let bound = shape.acc_bound(&r.conv.weights, 4);
+                    let rq = &r.conv.requant;
+                    requant::hwc_to_chw_bounded(&ws.scratch[..n], rq, g.c, bound, dst, Mode::Store);
                 }
                 // The spike map of the last conv edge's LIF in evaluation order (its
                 // source node, direction and neuron) and its spike count. A conv edge whose
@@ -750,10 +753,11 @@ impl<'a> Network<'a> {
                                     false,
                                     ws.scratch,
                                 );
-                                requant::hwc_to_chw(
+                                requant::hwc_to_chw_bounded(
                                     &ws.scratch[..n],
                                     &conv.requant,
                                     g.c,
+                                    shape.acc_bound(&conv.weights, 1),
                                     dst,
                                     mode,
                                 );

@@ -319,21 +319,67 @@ fn channel<R: Requantizer, const ACC: bool>(
 /// Requantises `[p][c]` accumulators (`p` = pixel, `channels` inner) into a `[c][p]`
 /// current map, storing or accumulating.
 pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], mode: Mode) {
+    hwc_to_chw_bounded(acc, rq, channels, u32::MAX, out, mode);
+}
+
+/// [`hwc_to_chw`] for accumulators known to satisfy `|acc| <= bound` (a convolution's
+/// bound follows from its shape: rows x largest |weight| x largest input). When the
+/// bound is below `2^(shift-1)`, every element takes the SMMULR path of the
+/// requantisation without a range test. A wrong bound gives wrong currents: callers
+/// pass what the layer's shape guarantees, `u32::MAX` when unknown.
+pub fn hwc_to_chw_bounded(
+    acc: &[i32],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    out: &mut [i32],
+    mode: Mode,
+) {
     if channels == 0 {
         return;
     }
     let plane = acc.len() / channels;
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
     let out = &mut out[..channels * plane];
-    with_requantizer!(rq.shift, |r| {
-        for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
-            let (m, b, src) = (mult[c], bias[c], &acc[c..]);
-            match mode {
-                Mode::Store => channel::<_, false>(r, src, channels, m, b, dst),
-                Mode::Accumulate => channel::<_, true>(r, src, channels, m, b, dst),
-            }
+    let s = rq.shift;
+    if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
+        transpose(ShiftLowBounded(s as u32), acc, mult, bias, plane, out, mode);
+    } else {
+        with_requantizer!(s, |r| transpose(r, acc, mult, bias, plane, out, mode))
+    }
+}
+
+/// The channel loop of [`hwc_to_chw_bounded`] for one requantiser.
+#[inline(always)]
+fn transpose<R: Requantizer>(
+    r: R,
+    acc: &[i32],
+    mult: &[i32],
+    bias: &[i32],
+    plane: usize,
+    out: &mut [i32],
+    mode: Mode,
+) {
+    let channels = mult.len();
+    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (m, b, src) = (mult[c], bias[c], &acc[c..]);
+        match mode {
+            Mode::Store => channel::<_, false>(r, src, channels, m, b, dst),
+            Mode::Accumulate => channel::<_, true>(r, src, channels, m, b, dst),
         }
-    })
+    }
+}
+
+/// `1 <= shift <= 31` for accumulators with `|acc| < 2^(shift-1)` on cores with a long
+/// multiply: always the SMMULR path of [`ShiftLow`].
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftLowBounded(pub u32);
+
+impl Requantizer for ShiftLowBounded {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        smmulr(acc << (32 - self.0), mult).saturating_add(bias)
+    }
 }
 
 /// Requantises a vector in place, element `o` with channel `o` (linear layers).
@@ -420,6 +466,51 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The bounded requantiser equals the formula inside its bound, and the bounded
+    /// transposition equals the unbounded one.
+    #[test]
+    fn bounded_requantizer_matches_the_formula() {
+        let mut x = 0x2545_f491u32;
+        for shift in 1..=31u32 {
+            let lim = (1i64 << (shift - 1)) - 1;
+            for &m in &[i32::MIN, -(1 << 30) - 5, -1, 0, 1, 12345, (1 << 30) + 77, i32::MAX] {
+                for b in [i32::MIN, -9, 0, 4096, i32::MAX] {
+                    let check = |a: i64| {
+                        let a = a as i32;
+                        assert_eq!(
+                            ShiftLowBounded(shift).apply(a, m, b),
+                            requantize(a, m, shift as u8, b),
+                            "acc {a} mult {m} shift {shift} bias {b}"
+                        );
+                    };
+                    for a in [-lim, -lim + 1, -1, 0, 1, lim - 1, lim] {
+                        if a.abs() <= lim {
+                            check(a);
+                        }
+                    }
+                    for _ in 0..8 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        check((x as i64) % (lim + 1));
+                    }
+                }
+            }
+        }
+        let acc: Vec<i32> = (0..24).map(|i| (i * 37 % 61) - 30).collect();
+        let rq = Requant {
+            mult: &[(1 << 30) + 3, -(1 << 29), 7],
+            bias: &[5, -4096, 0],
+            shift: 9,
+        };
+        for mode in [Mode::Store, Mode::Accumulate] {
+            let (mut a, mut b) = (vec![11; 24], vec![11; 24]);
+            hwc_to_chw(&acc, &rq, 3, &mut a, mode);
+            hwc_to_chw_bounded(&acc, &rq, 3, 30, &mut b, mode);
+            assert_eq!(a, b);
         }
     }
 
