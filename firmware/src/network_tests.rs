@@ -766,9 +766,17 @@ fn conv_edges_sharing_a_source_match_the_dense_reference() {
         // Stage 0: 3->1 and 3->2 (backward, shared), 0->2 and 0->3 (forward, shared).
         spec.stages[0].edges = vec![
             (3, 1, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
-            (3, 2, OpP::Conv(conv(r, c0, c0, 1, true, (300, 900), 6), snn)),
+            (
+                3,
+                2,
+                OpP::Conv(conv(r, c0, c0, 1, true, (300, 900), 6), snn),
+            ),
             (0, 2, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
-            (0, 3, OpP::Conv(conv(r, c0, c0, 1, false, (200, 500), 5), snn)),
+            (
+                0,
+                3,
+                OpP::Conv(conv(r, c0, c0, 1, false, (200, 500), 5), snn),
+            ),
             (2, 3, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
         ];
         // Stage 1: 2->1 (backward) then 2->3 (forward) are adjacent conv edges from node 2
@@ -778,8 +786,16 @@ fn conv_edges_sharing_a_source_match_the_dense_reference() {
             (2, 1, OpP::Conv(conv(r, c1, c1, 3, false, (10, 40), 5), snn)),
             (0, 2, OpP::Pool),
             (2, 3, OpP::Conv(conv(r, c1, c1, 3, false, (10, 40), 5), snn)),
-            (2, 3, OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), odd)),
-            (0, 3, OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), snn)),
+            (
+                2,
+                3,
+                OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), odd),
+            ),
+            (
+                0,
+                3,
+                OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), snn),
+            ),
         ];
         for im in 0..3 {
             let img = image(seed * 100 + im, 256);
@@ -791,7 +807,10 @@ fn conv_edges_sharing_a_source_match_the_dense_reference() {
                 (r.class, r.spikes, r.synops),
                 "seed {seed} image {im}"
             );
-            assert!(spikes > 0 && synops > 0, "seed {seed}: inactive test network");
+            assert!(
+                spikes > 0 && synops > 0,
+                "seed {seed}: inactive test network"
+            );
         }
     }
 }

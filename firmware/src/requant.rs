@@ -476,7 +476,16 @@ mod tests {
         let mut x = 0x2545_f491u32;
         for shift in 1..=31u32 {
             let lim = (1i64 << (shift - 1)) - 1;
-            for &m in &[i32::MIN, -(1 << 30) - 5, -1, 0, 1, 12345, (1 << 30) + 77, i32::MAX] {
+            for &m in &[
+                i32::MIN,
+                -(1 << 30) - 5,
+                -1,
+                0,
+                1,
+                12345,
+                (1 << 30) + 77,
+                i32::MAX,
+            ] {
                 for b in [i32::MIN, -9, 0, 4096, i32::MAX] {
                     let check = |a: i64| {
                         let a = a as i32;
