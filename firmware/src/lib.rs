@@ -67,20 +67,28 @@
 //! # Cost on Cortex-M
 //!
 //! Measured with `scripts/bench-firmware` (QEMU instruction counts over whole
-//! inferences, `--release`, rustc 1.96); `scripts/profile-firmware` shows where they go.
+//! inferences, `--release`, rustc 1.96; it prints each network's figures beside the
+//! figures before issue 13, recorded in `scripts/bench-firmware.baseline`);
+//! `scripts/profile-firmware` shows where they go (per kernel, symbol and line).
 //!
-//! * **ARMv7E-M** (`thumbv7em-none-eabihf`): the int8 row kernel ([`weights`]) is inline
-//!   assembly, per 4 output channels one word load of the weights, one `LDM`, four
-//!   `SXTAB` and one `STM` (1.75 instructions per synaptic accumulate); int4 rows use
-//!   `SBFX`. [`conv_spikes::scatter`] decodes each spike with one `UDIV` and runs the
-//!   3x3 taps unrolled (border taps skipped by four flags); requantisation is one
-//!   `SMLAL`, a 4-instruction funnel shift and a `QADD`; a LIF neuron is about 17
-//!   instructions (`QADD`, `SSAT`). A whole inference costs 3.4 (32 channels) to 5.5
-//!   (8 channels, where neuron updates weigh more) instructions per synaptic operation.
+//! * **ARMv7E-M** (`thumbv7em-none-eabihf`, Cortex-M4F/M7): the int8 row kernel
+//!   ([`weights`]) is inline assembly, per 4 output channels one word load of the
+//!   weights, one `LDM`, four `SXTAB` and one `STM` (1.75 instructions per synaptic
+//!   accumulate), fully unrolled for 8, 16 and 32 channels; spike counts and pixels use
+//!   `SXTB16` + `SMLAxB` (2.25); int4 rows use `SBFX`. [`conv_spikes::scatter`] decodes
+//!   each spike with one `UDIV`; an interior spike of a 3x3 convolution runs its 9 taps
+//!   with no test, a border one tests flags computed once per spike. Requantisation is
+//!   `SMMULR` (or `SMMUL`, an add and a shift for shifts >= 33) and a `QADD`, with no
+//!   range test where the layer's accumulator bound allows it; a LIF neuron is about 17
+//!   instructions (`QADD`, `SSAT`). Conv edges that read the same node with the same
+//!   neuron in a row share one LIF layer. The main job's network shape (16 channels, two
+//!   stages, fc 256, pool 2) costs 3.4 instructions per synaptic operation (4.7 before).
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads: weights are read byte by byte (about 5 instructions per
 //!   accumulate), spike coordinates and /9 are multiplies, and requantisation has a
-//!   32-bit path for `|acc| <= 2^15` (the general `i64` formula otherwise).
+//!   32-bit path for `|acc| <= 2^15` (the general `i64` formula otherwise). Neuron
+//!   updates and requantisation, not accumulates, dominate there (about 19 instructions
+//!   per synaptic operation on the 4-channel networks).
 //!
 //! Every fast path returns exactly what the portable formula returns (the unit tests
 //! compare them on the host; the device tests compare the device with the host).
