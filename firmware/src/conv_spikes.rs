@@ -12,7 +12,7 @@
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.
 
 use crate::bits;
-use crate::weights::{with_kernel, RowKernel, Weights};
+use crate::weights::{with_kernel, I8x2Any, I8x2Fixed, RowKernel, Weights};
 
 /// Shape of a same-size, stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,27 @@ impl ConvShape {
         };
         let b = self.rows() as u64 * w * max_input as u64;
         b.min(u32::MAX as u64) as u32
+    }
+
+    /// True when every accumulator of [`scatter`] over binary spikes stays in the `i16`
+    /// range for *every* spike map, so that [`scatter_packed`] is exact: per output
+    /// channel, the sum of the positive weights and the sum of the negative weights (each
+    /// times 4 with `pool2`: a pooled output receives a weight row from at most four
+    /// positions) are at most `2^15 - 1` in magnitude. Int8 weights only (`false` for
+    /// int4). Reads every weight unless `rows * 128` (times 4) already fits.
+    pub fn fits_i16(&self, weights: &Weights, pool2: bool) -> bool {
+        let Weights::I8(w) = weights else {
+            return false;
+        };
+        let (rows, cout) = (self.rows(), self.cout);
+        let lim: u32 = if pool2 { 32767 / 4 } else { 32767 };
+        if rows * 128 <= lim as usize {
+            return true;
+        }
+        if w.len() < rows * cout {
+            return false;
+        }
+        column_sums_fit(&w[..rows * cout], cout, lim)
     }
 }
 
@@ -99,6 +120,34 @@ fn tap_range(c: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
     let hi = if c + pad < k { c + pad } else { k - 1 };
     (lo, hi)
 }
+
+/// True when, for every column `c` of the `rows x cout` matrix `w`, the sum of its
+/// positive entries and the magnitude of the sum of its negative entries are both
+/// `<= lim`.
+pub(crate) fn column_sums_fit(w: &[i8], cout: usize, lim: u32) -> bool {
+    if cout == 0 {
+        return true;
+    }
+    for c in 0..cout {
+        let (mut pos, mut neg) = (0u32, 0u32);
+        for row in w.chunks_exact(cout) {
+            let v = row[c] as i32;
+            if v > 0 {
+                pos += v as u32;
+            } else {
+                neg += v.unsigned_abs();
+            }
+        }
+        if pos > lim || neg > lim {
+            return false;
+        }
+    }
+    true
+}
+
+/// True where [`scatter_packed`] is faster than [`scatter`] (ARMv7E-M's `SXTAB16`), so
+/// that [`crate::Network::infer`] uses it wherever it is exact.
+pub const PACKED_PAYS: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
 
 /// True where division is one instruction (ARMv7-M's UDIV, or not an ARM core at all).
 const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
@@ -180,7 +229,7 @@ pub(crate) fn for_each_spike(
 unsafe fn tap_row<K: RowKernel>(
     kern: K,
     w: *const u8,
-    a: *mut i32,
+    a: *mut K::Acc,
     cols: [bool; 3],
     c_off: [usize; 3],
 ) {
@@ -211,7 +260,7 @@ unsafe fn scatter_rows<K: RowKernel>(
     kern: K,
     w: *const u8,
     pool2: bool,
-    acc: *mut i32,
+    acc: *mut K::Acc,
 ) -> usize {
     let (k, pad, cout, stride) = (s.k, s.k / 2, s.cout, kern.stride());
     let (h, wd) = (s.h, s.w);
@@ -355,6 +404,49 @@ pub fn scatter(
     taps as u64 * cout as u64
 }
 
+/// [`scatter`] into *packed* `i16` accumulators: `acc` holds `shape.acc_len(pool2) / 2`
+/// words, each two `i16` lanes, channels of a pixel in the order of
+/// [`crate::weights::packed_index`] (read them with [`as_i16`] and
+/// [`crate::requant::hwc16_to_chw_bounded`]). Needs `shape.cout % 4 == 0`; the result
+/// equals [`scatter`]'s only where [`ConvShape::fits_i16`] holds (the lanes wrap).
+/// Returns the synaptic operations executed.
+pub fn scatter_packed(
+    spikes: &[u32],
+    shape: &ConvShape,
+    weights: &[i8],
+    pool2: bool,
+    acc: &mut [i32],
+) -> u64 {
+    let cout = shape.cout;
+    assert!(cout % 4 == 0, "packed accumulators need cout % 4 == 0");
+    let acc = &mut acc[..shape.acc_len(pool2) / 2];
+    crate::fill::zero(acc);
+    if cout == 0 || shape.k == 0 {
+        return 0;
+    }
+    assert!(weights.len() >= shape.rows() * cout, "weights hold too few rows");
+    let w = weights.as_ptr() as *const u8;
+    let acc = acc.as_mut_ptr() as *mut i16;
+    // SAFETY: the weights hold `rows` rows of `cout` bytes, `acc` holds acc_len lanes,
+    // word-aligned, and the kernel's rows hold `cout` weights.
+    let taps = unsafe {
+        match cout {
+            8 => scatter_rows(spikes, shape, I8x2Fixed::<8>, w, pool2, acc),
+            16 => scatter_rows(spikes, shape, I8x2Fixed::<16>, w, pool2, acc),
+            32 => scatter_rows(spikes, shape, I8x2Fixed::<32>, w, pool2, acc),
+            _ => scatter_rows(spikes, shape, I8x2Any(cout), w, pool2, acc),
+        }
+    };
+    taps as u64 * cout as u64
+}
+
+/// The `i16` lanes of packed accumulators (see [`scatter_packed`]).
+pub fn as_i16(acc: &[i32]) -> &[i16] {
+    // SAFETY: the same memory as two i16 per word (i32 alignment suffices for i16, and
+    // every bit pattern is a valid i16); the borrow is shared.
+    unsafe { core::slice::from_raw_parts(acc.as_ptr() as *const i16, acc.len() * 2) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +553,96 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The packed i16 scatter gives the i32 scatter's accumulators (in packed order) on
+    /// every shape and border case, with and without the pool, for weights that fit.
+    #[test]
+    fn packed_scatter_matches_the_i32_scatter() {
+        for (cin, cout, k, h, w) in [
+            (2, 4, 3, 5, 7),
+            (3, 8, 3, 6, 6),
+            (2, 16, 3, 4, 5),
+            (1, 32, 3, 3, 4),
+            (2, 12, 3, 3, 3),
+            (3, 8, 1, 4, 3),
+            (1, 20, 5, 6, 5),
+        ] {
+            let s = ConvShape { cin, cout, k, h, w };
+            let wq = weights(s.rows() * cout, 127);
+            for pool2 in [false, true] {
+                assert!(s.fits_i16(&Weights::I8(&wq), pool2), "{s:?}");
+                for seed in 0..4 {
+                    let x = match seed {
+                        0 => vec![0u8; cin * h * w],
+                        1 => vec![1u8; cin * h * w],
+                        _ => pattern(cin * h * w, seed),
+                    };
+                    let mut map = vec![0u32; bits::words(x.len())];
+                    bits::pack(&x, &mut map);
+                    let mut a32 = vec![7; s.acc_len(pool2)];
+                    let mut a16 = vec![7; s.acc_len(pool2)];
+                    let o32 = scatter(&map, &s, Weights::I8(&wq), pool2, &mut a32);
+                    let o16 = scatter_packed(&map, &s, &wq, pool2, &mut a16);
+                    assert_eq!(o32, o16);
+                    let lanes = as_i16(&a16);
+                    for (p, row) in a32.chunks(cout).enumerate() {
+                        for (c, &v) in row.iter().enumerate() {
+                            let got = lanes[p * cout + crate::weights::packed_index(c)];
+                            assert_eq!(got as i32, v, "{s:?} pool {pool2} seed {seed}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `fits_i16` against the all-ones map's accumulators and the column sums.
+    #[test]
+    fn fits_i16_bounds_the_accumulators() {
+        let s = ConvShape {
+            cin: 40,
+            cout: 4,
+            k: 3,
+            h: 3,
+            w: 3,
+        };
+        let rows = s.rows();
+        // Column 0: all +127 up to a total of `pos`, column 1 all -128: the extremes.
+        for (pos, pool2, fits) in [
+            (32767, false, true),
+            (32768, false, false),
+            (8191, true, true),
+            (8192, true, false),
+        ] {
+            let mut wq = vec![0i8; rows * 4];
+            let mut left = pos;
+            for r in 0..rows {
+                let v = left.min(127);
+                wq[r * 4] = v as i8;
+                left -= v;
+            }
+            assert_eq!(left, 0);
+            assert_eq!(s.fits_i16(&Weights::I8(&wq), pool2), fits, "{pos} {pool2}");
+            let mut neg = vec![0i8; rows * 4];
+            let mut left = pos;
+            for r in 0..rows {
+                let v = left.min(128);
+                neg[r * 4 + 1] = (-v) as i8;
+                left -= v;
+            }
+            assert_eq!(s.fits_i16(&Weights::I8(&neg), pool2), fits, "-{pos} {pool2}");
+        }
+        // Small layers fit without reading the weights; int4 never takes the path.
+        let small = ConvShape { cin: 28, ..s };
+        assert!(small.fits_i16(&Weights::I8(&[127; 28 * 9 * 4]), false));
+        assert!(!s.fits_i16(&Weights::I4(&[0; 40 * 9 * 2]), false));
+        // The bound is reached: an all-ones map on a 3x3 map puts every row on the centre.
+        let wq: Vec<i8> = (0..rows * 4).map(|i| if i % 4 == 0 { 100 } else { -1 }).collect();
+        let mut acc = vec![0; s.acc_len(false)];
+        let map = vec![u32::MAX; bits::words(40 * 9)];
+        scatter(&map, &s, Weights::I8(&wq), false, &mut acc);
+        assert_eq!(acc[4 * 4], 100 * rows as i32);
     }
 
     #[test]

@@ -375,6 +375,55 @@ fn check_linear(layer: Layer, fc: &LinearLayer, inputs: usize) -> Result<(), Err
     check_requant(layer, &fc.requant, fc.outputs)
 }
 
+/// The same-size convolution `conv` over a map of geometry `g` (its input).
+fn conv_shape(conv: &ConvLayer, g: Geo) -> ConvShape {
+    ConvShape {
+        cin: conv.cin,
+        cout: conv.cout,
+        k: conv.k,
+        h: g.h,
+        w: g.w,
+    }
+}
+
+/// Bit `layer` of a [`Network::packed_layers`] mask.
+fn is_packed(mask: u64, layer: u32) -> bool {
+    layer < 64 && mask >> layer & 1 != 0
+}
+
+/// Convolves the spike map (sum-pooled 2x2 with `pool2`) and requantises it into `dst`
+/// (storing or accumulating), in packed `i16` accumulators when `packed` (the caller
+/// has checked that they are exact, see [`Network::packed_layers`]). Returns the
+/// synaptic operations.
+#[allow(clippy::too_many_arguments)]
+fn spike_conv(
+    spikes: &[u32],
+    shape: &ConvShape,
+    conv: &ConvLayer,
+    pool2: bool,
+    packed: bool,
+    scratch: &mut [i32],
+    dst: &mut [i32],
+    mode: Mode,
+) -> u64 {
+    let n = shape.acc_len(pool2);
+    let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
+    let (rq, c) = (&conv.requant, shape.cout);
+    match conv.weights {
+        Weights::I8(w) if packed => {
+            let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
+            let acc = &conv_spikes::as_i16(scratch)[..n];
+            requant::hwc16_to_chw_bounded(acc, rq, c, bound, dst, mode);
+            ops
+        }
+        weights => {
+            let ops = conv_spikes::scatter(spikes, shape, weights, pool2, scratch);
+            requant::hwc_to_chw_bounded(&scratch[..n], rq, c, bound, dst, mode);
+            ops
+        }
+    }
+}
+
 impl<'a> Network<'a> {
     /// Pixels an input image must have (`channels * height * width`, `[c][y][x]` u8).
     pub const fn input_len(&self) -> usize {
@@ -606,6 +655,48 @@ impl<'a> Network<'a> {
         image: &[u8],
         ws: &'w mut Workspace<'_>,
     ) -> Result<Inference<'w>, Error> {
+        self.infer_with(image, ws, conv_spikes::PACKED_PAYS)
+    }
+
+    /// Bit `k` set: spike convolution `k` (reductions and conv edges, stage by stage,
+    /// edges in slice order) accumulates in packed `i16` lanes
+    /// ([`conv_spikes::scatter_packed`]), which is exact for it (int8 weights, `cout` a
+    /// multiple of 4, [`ConvShape::fits_i16`]). Layers past the 64th stay `i32`.
+    fn packed_layers(&self) -> u64 {
+        let ok = |shape: &ConvShape, conv: &ConvLayer, pool2: bool| {
+            matches!(conv.weights, Weights::I8(_))
+                && shape.cout % 4 == 0
+                && shape.fits_i16(&conv.weights, pool2)
+        };
+        let (mut mask, mut k) = (0u64, 0u32);
+        let mut mark = |on: bool| {
+            if on && k < 64 {
+                mask |= 1 << k;
+            }
+            k += 1;
+        };
+        let _ = self.for_each_stage::<()>(|_, st, prev, g| {
+            if let Some(r) = &st.reduction {
+                mark(ok(&conv_shape(&r.conv, prev), &r.conv, true));
+            }
+            for e in st.cell.edges {
+                if let Op::Conv { conv, .. } = &e.op {
+                    mark(ok(&conv_shape(conv, g), conv, false));
+                }
+            }
+            Ok(())
+        });
+        mask
+    }
+
+    /// [`Network::infer`], with (`packed`) or without packed accumulators where they are
+    /// exact: both give the same result (the tests check it on every network).
+    fn infer_with<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+        packed: bool,
+    ) -> Result<Inference<'w>, Error> {
         self.validate()?;
         let plan = self.plan();
         ws.check(&plan.layout)?;
@@ -656,8 +747,10 @@ impl<'a> Network<'a> {
             Mode::Store,
         );
 
+        let packed = if packed { self.packed_layers() } else { 0 };
         let scores = plan.scores_off..plan.scores_off + self.classes;
         for _t in 0..self.timesteps {
+            let mut layer = 0u32;
             let mut mem = 0usize;
             let mut persistent = plan.persistent_off;
             let mut out = 0..g0.n();
@@ -681,19 +774,14 @@ impl<'a> Network<'a> {
                     mem += prev.n();
                     spikes +=
                         lif::layer_affine(&r.lif, v, src, &r.bn, prev.plane(), ws.spikes) as u64;
-                    let shape = ConvShape {
-                        cin: prev.c,
-                        cout: g.c,
-                        k: r.conv.k,
-                        h: prev.h,
-                        w: prev.w,
-                    };
-                    synops +=
-                        conv_spikes::scatter(ws.spikes, &shape, r.conv.weights, true, ws.scratch);
-                    let bound = shape.acc_bound(&r.conv.weights, 4);
-                    let rq = &r.conv.requant;
-                    requant::hwc_to_chw_bounded(&ws.scratch[..n], rq, g.c, bound, dst, Mode::Store);
+                    let shape = conv_shape(&r.conv, prev);
+                    let p = is_packed(packed, layer);
+                    layer += 1;
+                    let mode = Mode::Store;
+                    synops += spike_conv(ws.spikes, &shape, &r.conv, true, p, ws.scratch, dst, mode);
                 }
+                let edge_base = layer;
+                layer += conv_edges(&st.cell) as u32;
                 // The spike map of the last conv edge's LIF in evaluation order (its
                 // source node, direction and neuron) and its spike count. A conv edge whose
                 // LIF matches it sees the same input current at every step from the same
@@ -709,6 +797,7 @@ impl<'a> Network<'a> {
                     let mut conv_index = 0;
                     for e in st.cell.edges {
                         let v_off = mem + conv_index * n;
+                        let edge_layer = edge_base + conv_index as u32;
                         conv_index += matches!(e.op, Op::Conv { .. }) as usize;
                         if e.to != j {
                             continue;
@@ -739,27 +828,10 @@ impl<'a> Network<'a> {
                                 };
                                 last_lif = Some((key.0, key.1, key.2, fired));
                                 spikes += fired as u64;
-                                let shape = ConvShape {
-                                    cin: g.c,
-                                    cout: g.c,
-                                    k: conv.k,
-                                    h: g.h,
-                                    w: g.w,
-                                };
-                                synops += conv_spikes::scatter(
-                                    ws.spikes,
-                                    &shape,
-                                    conv.weights,
-                                    false,
-                                    ws.scratch,
-                                );
-                                requant::hwc_to_chw_bounded(
-                                    &ws.scratch[..n],
-                                    &conv.requant,
-                                    g.c,
-                                    shape.acc_bound(&conv.weights, 1),
-                                    dst,
-                                    mode,
+                                let shape = conv_shape(conv, g);
+                                let p = is_packed(packed, edge_layer);
+                                synops += spike_conv(
+                                    ws.spikes, &shape, conv, false, p, ws.scratch, dst, mode,
                                 );
                             }
                         }

@@ -576,8 +576,12 @@ fn reference(spec: &Spec, image: &[u8]) -> RefResult {
 /// Two stages, every op kind, backward edges (3->1, 2->1, 3->2), int4 and int8 layers,
 /// a Q15/subtractive LIF, input pooling and a hidden layer.
 fn tiny(seed: u64, pool: usize, h: usize, w: usize, hidden: bool) -> Spec {
+    tiny_with(seed, pool, h, w, hidden, 3)
+}
+
+/// [`tiny`] with `c0` channels in stage 0 (`2 * c0` in stage 1).
+fn tiny_with(seed: u64, pool: usize, h: usize, w: usize, hidden: bool, c0: usize) -> Spec {
     let r = &mut Lcg(seed);
-    let c0 = 3;
     let odd = Lif {
         decay: Decay::Q15(9000),
         threshold: 3500,
@@ -697,6 +701,12 @@ fn run(spec: &Spec, img: &[u8]) -> (WorkspaceLayout, usize, u64, u64, Vec<i32>) 
     // A second run on the same (dirty) workspace gives the same answer: state is reset.
     let r2 = net.infer(img, &mut ws).unwrap();
     assert_eq!((r2.class, r2.spikes, r2.synops, r2.scores.to_vec()), first);
+    // Packed i16 accumulators (where exact) and i32 ones give the same answer.
+    for packed in [false, true] {
+        let r3 = net.infer_with(img, &mut ws, packed).unwrap();
+        let got = (r3.class, r3.spikes, r3.synops, r3.scores.to_vec());
+        assert_eq!(got, first, "packed {packed}");
+    }
     (l, first.0, first.1, first.2, first.3)
 }
 
@@ -745,6 +755,29 @@ fn tiny_networks_match_the_dense_reference() {
         classes_seen.iter().filter(|&&b| b).count() >= 2,
         "predictions should vary: {classes_seen:?}"
     );
+}
+
+/// Networks whose channel counts are multiples of 4 take the packed `i16` accumulators
+/// where their weights allow it, and still match the reference.
+#[test]
+fn packed_accumulators_match_the_dense_reference() {
+    for (seed, c0) in [(21, 4), (22, 8)] {
+        let spec = tiny_with(seed, 2, 16, 16, true, c0);
+        let edges: Vec<Vec<Edge>> = spec.stages.iter().map(edges_of).collect();
+        let stages = stages_of(&spec, &edges);
+        let net = network_of(&spec, &stages);
+        let mask = net.packed_layers();
+        // int8 layers only (stage 0: 3->1 is int4), every one of them fits.
+        assert!(mask.count_ones() >= 4, "seed {seed}: mask {mask:b}");
+        for im in 0..3 {
+            let img = image(seed * 100 + im, 256);
+            let (_, class, spikes, synops, scores) = run(&spec, &img);
+            let r = reference(&spec, &img);
+            assert_eq!(scores, r.scores, "seed {seed} image {im}");
+            assert_eq!((class, spikes, synops), (r.class, r.spikes, r.synops));
+            assert!(spikes > 0 && synops > 0, "seed {seed}: inactive");
+        }
+    }
 }
 
 /// Cells where several conv edges read the same node: the runtime computes one LIF for

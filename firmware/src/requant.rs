@@ -14,6 +14,8 @@
 //! accumulators, `1/(4096 * 0.75)` for a current) and `bias = round(4096 * 0.75 * b_c)`.
 //! [`quantize_multiplier`] computes `(mult, shift)` from the real factor.
 
+use crate::weights::packed_index;
+
 /// Per-channel `(mult, bias)` with one shift: a requantisation or a BatchNorm affine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -291,11 +293,12 @@ pub enum Mode {
     Accumulate,
 }
 
-/// One channel of [`hwc_to_chw`]: `out[i] (=|+=) r(acc[i * stride])` for `i < out.len()`.
+/// One channel of [`hwc_to_chw`]: `out[i] (=|+=) r(acc[i * stride])` for `i < out.len()`
+/// (`T`: `i32` accumulators, or `i16` lanes of packed ones).
 #[inline(always)]
-fn channel<R: Requantizer, const ACC: bool>(
+fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
     r: R,
-    acc: &[i32],
+    acc: &[T],
     stride: usize,
     m: i32,
     b: i32,
@@ -309,7 +312,7 @@ fn channel<R: Requantizer, const ACC: bool>(
     let mut src = acc.as_ptr();
     for o in out.iter_mut() {
         // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len().
-        let a = unsafe { *src };
+        let a: i32 = unsafe { *src }.into();
         src = src.wrapping_add(stride);
         let v = r.apply(a, m, b);
         *o = if ACC { o.saturating_add(v) } else { v };
@@ -335,6 +338,36 @@ pub fn hwc_to_chw_bounded(
     out: &mut [i32],
     mode: Mode,
 ) {
+    transpose_any(acc, |c| c, rq, channels, bound, out, mode);
+}
+
+/// [`hwc_to_chw_bounded`] for the `i16` lanes of packed accumulators
+/// ([`crate::conv_spikes::scatter_packed`]): channel `c` of pixel `p` is lane
+/// `p * channels + packed_index(c)`; `channels % 4 == 0`.
+pub fn hwc16_to_chw_bounded(
+    acc: &[i16],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    out: &mut [i32],
+    mode: Mode,
+) {
+    assert!(channels % 4 == 0, "packed accumulators need channels % 4 == 0");
+    let bound = bound.min(i16::MAX as u32 + 1);
+    transpose_any(acc, packed_index, rq, channels, bound, out, mode);
+}
+
+/// [`hwc_to_chw_bounded`] over any accumulator element and channel order.
+#[inline(always)]
+fn transpose_any<T: Copy + Into<i32>>(
+    acc: &[T],
+    index: impl Fn(usize) -> usize + Copy,
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    out: &mut [i32],
+    mode: Mode,
+) {
     if channels == 0 {
         return;
     }
@@ -343,17 +376,23 @@ pub fn hwc_to_chw_bounded(
     let out = &mut out[..channels * plane];
     let s = rq.shift;
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
-        transpose(ShiftLowBounded(s as u32), acc, mult, bias, plane, out, mode);
+        let r = ShiftLowBounded(s as u32);
+        transpose(r, acc, index, mult, bias, plane, out, mode);
     } else {
-        with_requantizer!(s, |r| transpose(r, acc, mult, bias, plane, out, mode))
+        with_requantizer!(s, |r| transpose(
+            r, acc, index, mult, bias, plane, out, mode
+        ))
     }
 }
 
-/// The channel loop of [`hwc_to_chw_bounded`] for one requantiser.
+/// The channel loop of [`hwc_to_chw_bounded`] for one requantiser; channel `c` of a
+/// pixel is element `index(c)` of its row of `mult.len()` accumulators.
 #[inline(always)]
-fn transpose<R: Requantizer>(
+#[allow(clippy::too_many_arguments)]
+fn transpose<R: Requantizer, T: Copy + Into<i32>>(
     r: R,
-    acc: &[i32],
+    acc: &[T],
+    index: impl Fn(usize) -> usize,
     mult: &[i32],
     bias: &[i32],
     plane: usize,
@@ -362,10 +401,10 @@ fn transpose<R: Requantizer>(
 ) {
     let channels = mult.len();
     for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
-        let (m, b, src) = (mult[c], bias[c], &acc[c..]);
+        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
         match mode {
-            Mode::Store => channel::<_, false>(r, src, channels, m, b, dst),
-            Mode::Accumulate => channel::<_, true>(r, src, channels, m, b, dst),
+            Mode::Store => channel::<_, _, false>(r, src, channels, m, b, dst),
+            Mode::Accumulate => channel::<_, _, true>(r, src, channels, m, b, dst),
         }
     }
 }
@@ -520,6 +559,36 @@ mod tests {
             hwc_to_chw(&acc, &rq, 3, &mut a, mode);
             hwc_to_chw_bounded(&acc, &rq, 3, 30, &mut b, mode);
             assert_eq!(a, b);
+        }
+    }
+
+    /// Packed i16 accumulators requantise as the same values in i32 do.
+    #[test]
+    fn packed_transposition_matches_the_i32_one() {
+        let (channels, plane) = (8, 5);
+        let acc: Vec<i32> = (0..channels * plane)
+            .map(|i| (i as i32 * 7919 % 65536) - 32768)
+            .collect();
+        let mut lanes = vec![0i16; acc.len()];
+        for (p, row) in acc.chunks(channels).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                lanes[p * channels + packed_index(c)] = v as i16;
+            }
+        }
+        let mult: Vec<i32> = (0..channels as i32).map(|c| (1 << 30) + c * 999).collect();
+        let bias: Vec<i32> = (0..channels as i32).map(|c| c * 100 - 300).collect();
+        for shift in [0u8, 9, 17, 30, 31, 32, 40] {
+            let rq = Requant {
+                mult: &mult,
+                bias: &bias,
+                shift,
+            };
+            for mode in [Mode::Store, Mode::Accumulate] {
+                let (mut a, mut b) = (vec![3; acc.len()], vec![3; acc.len()]);
+                hwc_to_chw(&acc, &rq, channels, &mut a, mode);
+                hwc16_to_chw_bounded(&lanes, &rq, channels, 32768, &mut b, mode);
+                assert_eq!(a, b, "shift {shift}");
+            }
         }
     }
 
