@@ -75,7 +75,11 @@ impl ConvShape {
         if w.len() < rows * cout {
             return false;
         }
-        column_sums_fit(&w[..rows * cout], cout, lim)
+        if cout % 4 == 0 {
+            column_sums_fit_x4(&w[..rows * cout], cout, lim)
+        } else {
+            column_sums_fit(&w[..rows * cout], cout, lim)
+        }
     }
 }
 
@@ -143,6 +147,91 @@ pub(crate) fn column_sums_fit(w: &[i8], cout: usize, lim: u32) -> bool {
         }
     }
     true
+}
+
+/// [`column_sums_fit`] for `cout % 4 == 0`, four columns at a time in 16-bit lanes
+/// ([`column_group_sums`]): per column the saturating (at 65535) sum of the positive
+/// entries `P` and the saturating (at +-2^15) signed sum `S`; the negative part is
+/// `N = P - S`. Conservative: saturation makes `P` or the computed `N` exceed any
+/// `lim < 2^15` (a positive saturation of `S` needs `P > 2^15`; after a negative one,
+/// `S` can only rise by the positive entries that follow, so `P - S >= 2^15`).
+fn column_sums_fit_x4(w: &[i8], cout: usize, lim: u32) -> bool {
+    let rows = w.len() / cout;
+    (0..cout / 4).all(|g| {
+        let [p0, p1, s0, s1] = column_group_sums(w, cout, rows, 4 * g);
+        // Lane order: word 0 holds columns (4g, 4g + 2), word 1 (4g + 1, 4g + 3).
+        [(p0, s0), (p1, s1)].iter().all(|&(p, s)| {
+            [(p & 0xffff, s as u16 as i16), (p >> 16, (s >> 16) as u16 as i16)]
+                .iter()
+                .all(|&(p, s)| p <= lim && p as i32 - s as i32 <= lim as i32)
+        })
+    })
+}
+
+/// Columns `j..j + 4` of the `rows x cout` matrix `w` in 16-bit lanes: `[P0, P1, S0, S1]`,
+/// `P` the sums of `max(w, 0)` saturated at 65535 (`UQADD16`), `S` the signed sums
+/// saturated at the i16 range (`QADD16`); word 0 = columns `(j, j + 2)`, word 1 =
+/// `(j + 1, j + 3)`, low lane first. One `SXTB16` pair, two `QADD16`, two `USAT16` and two
+/// `UQADD16` per row on ARMv7E-M.
+fn column_group_sums(w: &[i8], cout: usize, rows: usize, j: usize) -> [u32; 4] {
+    assert!(rows == 0 || j + 4 + (rows - 1) * cout <= w.len());
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let (mut p0, mut p1, mut s0, mut s1) = (0u32, 0u32, 0u32, 0u32);
+        if rows > 0 {
+            // SAFETY: reads 4 bytes (unaligned LDR, allowed) at j + r * cout for
+            // r < rows, inside `w` by the assertion above; registers only otherwise.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {t}, [{p}]",
+                    "add {p}, {p}, {stride}",
+                    "sxtb16 {a}, {t}",
+                    "sxtb16 {t}, {t}, ror #8",
+                    "qadd16 {s0}, {s0}, {a}",
+                    "qadd16 {s1}, {s1}, {t}",
+                    "usat16 {a}, #15, {a}",
+                    "usat16 {t}, #15, {t}",
+                    "uqadd16 {p0}, {p0}, {a}",
+                    "uqadd16 {p1}, {p1}, {t}",
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    p = inout(reg) w.as_ptr().add(j) => _,
+                    stride = in(reg) cout,
+                    n = inout(reg) rows => _,
+                    t = out(reg) _,
+                    a = out(reg) _,
+                    p0 = inout(reg) p0,
+                    p1 = inout(reg) p1,
+                    s0 = inout(reg) s0,
+                    s1 = inout(reg) s1,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        [p0, p1, s0, s1]
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        // The same lane arithmetic in portable code.
+        let mut lanes = [[0u16; 2]; 2];
+        let mut sums = [[0i16; 2]; 2];
+        for r in 0..rows {
+            let row = &w[j + r * cout..j + r * cout + 4];
+            for (k, &v) in row.iter().enumerate() {
+                let (word, lane) = (k & 1, k >> 1);
+                lanes[word][lane] = lanes[word][lane].saturating_add(v.max(0) as u16);
+                sums[word][lane] = sums[word][lane].saturating_add(v as i16);
+            }
+        }
+        let pack = |lo: u16, hi: u16| lo as u32 | (hi as u32) << 16;
+        [
+            pack(lanes[0][0], lanes[0][1]),
+            pack(lanes[1][0], lanes[1][1]),
+            pack(sums[0][0] as u16, sums[0][1] as u16),
+            pack(sums[1][0] as u16, sums[1][1] as u16),
+        ]
+    }
 }
 
 /// True where [`scatter_packed`] is faster than [`scatter`] (ARMv7E-M's `SXTAB16`), so
@@ -592,6 +681,46 @@ mod tests {
                             assert_eq!(got as i32, v, "{s:?} pool {pool2} seed {seed}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The lane version of the column-sum test agrees with the plain one, including
+    /// columns whose sums saturate the lanes.
+    #[test]
+    fn column_sums_in_lanes_match_the_plain_ones() {
+        let mut x = 0x1234_5678u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for rows in [1usize, 7, 64, 144, 288, 600, 1100] {
+            for trial in 0..12 {
+                let cout = 4 * (1 + trial % 3);
+                // Mixed signs, mostly positive, mostly negative, and drifting columns
+                // (large positive then large negative runs: saturation then recovery).
+                let w: Vec<i8> = (0..rows * cout)
+                    .map(|i| {
+                        let r = rnd();
+                        let v = (r % 256) as i32 - 128;
+                        match trial % 4 {
+                            0 => v as i8,
+                            1 => (v.abs() / (1 + (r >> 8) as i32 % 3)) as i8,
+                            2 => (-(v.abs()) / (1 + (r >> 8) as i32 % 5)) as i8,
+                            _ if (i / cout) < rows / 2 => -128,
+                            _ => 127,
+                        }
+                    })
+                    .collect();
+                for lim in [100u32, 8191, 20000, 32767] {
+                    assert_eq!(
+                        column_sums_fit_x4(&w, cout, lim),
+                        column_sums_fit(&w, cout, lim),
+                        "rows {rows} trial {trial} lim {lim}"
+                    );
                 }
             }
         }
