@@ -772,8 +772,10 @@ impl<'a> Network<'a> {
                     let (src, dst) = split(ws.currents, out.clone(), node(0));
                     let v = &mut ws.membranes[mem..mem + prev.n()];
                     mem += prev.n();
+                    // The scratch holds >= every stage's neurons (see `plan`).
+                    let (tmp, plane) = (&mut *ws.scratch, prev.plane());
                     spikes +=
-                        lif::layer_affine(&r.lif, v, src, &r.bn, prev.plane(), ws.spikes) as u64;
+                        lif::layer_affine(&r.lif, v, src, &r.bn, plane, tmp, ws.spikes) as u64;
                     let shape = conv_shape(&r.conv, prev);
                     let p = is_packed(packed, layer);
                     layer += 1;
@@ -857,6 +859,7 @@ impl<'a> Network<'a> {
                 &ws.currents[out],
                 &head.bn,
                 last.plane(),
+                ws.scratch,
                 ws.spikes,
             ) as u64;
             let counts = &mut ws.bytes[..l.head_counts_u8];

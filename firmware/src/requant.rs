@@ -438,11 +438,14 @@ pub fn affine_chw(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32]) {
     if plane == 0 {
         return;
     }
-    for (c, (o, x)) in out.chunks_mut(plane).zip(input.chunks(plane)).enumerate() {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = rq.apply(x, c);
+    let params = rq.mult.iter().zip(rq.bias);
+    with_requantizer!(rq.shift, |r| {
+        for ((o, x), (&m, &b)) in out.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = r.apply(x, m, b);
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]
