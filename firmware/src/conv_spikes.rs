@@ -59,10 +59,12 @@ impl ConvShape {
 
     /// True when every accumulator of [`scatter`] over binary spikes stays in the `i16`
     /// range for *every* spike map, so that [`scatter_packed`] is exact: per output
-    /// channel, the sum of the positive weights and the sum of the negative weights (each
-    /// times 4 with `pool2`: a pooled output receives a weight row from at most four
-    /// positions) are at most `2^15 - 1` in magnitude. Int8 weights only (`false` for
-    /// int4). Reads every weight unless `rows * 128` (times 4) already fits.
+    /// channel, the sum of the positive weights and the sum of the negative weights are
+    /// at most `2^15 - 1` in magnitude. With `pool2` a pooled output receives a weight row
+    /// from up to four input positions: for 3x3 kernels the test is exact over the 4x4
+    /// input window of a pooled output ([`pooled_column_bound`]), for other kernels it
+    /// takes four times the sums. Int8 weights only (`false` for int4). Reads every
+    /// weight unless `rows * 128` (times 4) already fits.
     pub fn fits_i16(&self, weights: &Weights, pool2: bool) -> bool {
         let Weights::I8(w) = weights else {
             return false;
@@ -74,6 +76,9 @@ impl ConvShape {
         }
         if w.len() < rows * cout {
             return false;
+        }
+        if pool2 && self.k == 3 {
+            return pooled_column_bound(&w[..rows * cout], self.cin, cout) <= 32767;
         }
         if cout % 4 == 0 {
             column_sums_fit_x4(&w[..rows * cout], cout, lim)
@@ -147,6 +152,45 @@ pub(crate) fn column_sums_fit(w: &[i8], cout: usize, lim: u32) -> bool {
         }
     }
     true
+}
+
+/// The largest `|acc|` that a 3x3 convolution (weights `[ci][ky][kx][co]`) sum-pooled
+/// 2x2 can reach over binary inputs: a pooled output sums the convolution over a 2x2
+/// block, which reads a 4x4 input window; input offset `(dy, dx)` of that window meets
+/// the taps `ky` in `{0}, {0, 1}, {1, 2}, {2}` for `dy = 0..4` (the same for `kx`), so its
+/// weight is `T = sum of w over those taps` and, per output channel, the accumulator lies
+/// in `[-sum of max(-T, 0), sum of max(T, 0)]` over channels and offsets (border outputs
+/// see fewer inputs). Returns the maximum over output channels of both ends.
+pub(crate) fn pooled_column_bound(w: &[i8], cin: usize, cout: usize) -> u32 {
+    let mut worst = 0u32;
+    for co in 0..cout {
+        let (mut pos, mut neg) = (0u32, 0u32);
+        for ci in 0..cin {
+            let tap = |ky: usize, kx: usize| w[(ci * 9 + ky * 3 + kx) * cout + co] as i32;
+            // Row sums over the kx sets, then column sums over the ky sets.
+            let mut r = [[0i32; 4]; 3];
+            for (ky, row) in r.iter_mut().enumerate() {
+                let (a, b, c) = (tap(ky, 0), tap(ky, 1), tap(ky, 2));
+                *row = [a, a + b, b + c, c];
+            }
+            for dx in 0..4 {
+                for t in [
+                    r[0][dx],
+                    r[0][dx] + r[1][dx],
+                    r[1][dx] + r[2][dx],
+                    r[2][dx],
+                ] {
+                    if t > 0 {
+                        pos += t as u32;
+                    } else {
+                        neg += t.unsigned_abs();
+                    }
+                }
+            }
+        }
+        worst = worst.max(pos).max(neg);
+    }
+    worst
 }
 
 /// [`column_sums_fit`] for `cout % 4 == 0`, four columns at a time in 16-bit lanes
@@ -684,6 +728,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The pooled bound is reached: spikes exactly where an offset's tap sum is positive
+    /// (negative) put that sum on an interior pooled output.
+    #[test]
+    fn pooled_bound_is_exact() {
+        let s = ConvShape {
+            cin: 3,
+            cout: 4,
+            k: 3,
+            h: 8,
+            w: 8,
+        };
+        let wq = weights(s.rows() * 4, 127);
+        let bound = pooled_column_bound(&wq, 3, 4);
+        let mut best = 0i32;
+        for co in 0..4 {
+            for sign in [1i32, -1] {
+                // Pooled output (1, 1): conv outputs 2..4 x 2..4, input window 1..5.
+                let mut x = vec![0u8; 3 * 64];
+                for ci in 0..3 {
+                    for dy in 0..4 {
+                        for dx in 0..4 {
+                            let (y, xx): (usize, usize) = (1 + dy, 1 + dx);
+                            let mut t = 0;
+                            for oy in 2..4 {
+                                for ox in 2..4 {
+                                    let (ky, kx) = ((y + 1).wrapping_sub(oy), (xx + 1).wrapping_sub(ox));
+                                    if ky < 3 && kx < 3 {
+                                        t += wq[(ci * 9 + ky * 3 + kx) * 4 + co] as i32;
+                                    }
+                                }
+                            }
+                            x[(ci * 8 + y) * 8 + xx] = (sign * t > 0) as u8;
+                        }
+                    }
+                }
+                let mut map = vec![0u32; bits::words(x.len())];
+                bits::pack(&x, &mut map);
+                let mut acc = vec![0; s.acc_len(true)];
+                scatter(&map, &s, Weights::I8(&wq), true, &mut acc);
+                best = best.max(sign * acc[(4 + 1) * 4 + co]);
+            }
+        }
+        assert_eq!(best as u32, bound);
+        // 32767 fits, 32768 does not.
+        let big = ConvShape { cin: 70, ..s };
+        let mut w = vec![0i8; big.rows() * 4];
+        let mut left = 32767 / 4;
+        for ci in 0..70 {
+            // The centre tap meets all four outputs of the block.
+            let v = left.min(127);
+            w[(ci * 9 + 4) * 4] = v as i8;
+            left -= v;
+        }
+        assert_eq!(left, 0);
+        assert_eq!(pooled_column_bound(&w, 70, 4), (32767 / 4) * 4);
+        assert!(big.fits_i16(&Weights::I8(&w), true));
+        w[(69 * 9) * 4] = 127;
+        assert!(!big.fits_i16(&Weights::I8(&w), true));
     }
 
     /// The lane version of the column-sum test agrees with the plain one, including
