@@ -61,9 +61,9 @@ impl ConvShape {
     /// range for *every* spike map, so that [`scatter_packed`] is exact: per output
     /// channel, the sum of the positive weights and the sum of the negative weights are
     /// at most `2^15 - 1` in magnitude. With `pool2` a pooled output receives a weight row
-    /// from up to four input positions: for 3x3 kernels the test is exact over the 4x4
-    /// input window of a pooled output ([`pooled_column_bound`]), for other kernels it
-    /// takes four times the sums. Int8 weights only (`false` for int4). Reads every
+    /// from up to four input positions: the test takes four times the sums, then, for
+    /// 3x3 kernels that fail it, the exact bound over the 4x4 input window of a pooled
+    /// output ([`pooled_column_bound`]). Int8 weights only (`false` for int4). Reads every
     /// weight unless `rows * 128` (times 4) already fits.
     pub fn fits_i16(&self, weights: &Weights, pool2: bool) -> bool {
         let Weights::I8(w) = weights else {
@@ -77,14 +77,15 @@ impl ConvShape {
         if w.len() < rows * cout {
             return false;
         }
-        if pool2 && self.k == 3 {
-            return pooled_column_bound(&w[..rows * cout], self.cin, cout) <= 32767;
-        }
-        if cout % 4 == 0 {
-            column_sums_fit_x4(&w[..rows * cout], cout, lim)
+        let w = &w[..rows * cout];
+        // The column sums first (fast); for pooled 3x3 kernels that fail them, the exact
+        // (slower) window test.
+        let fits = if cout % 4 == 0 {
+            column_sums_fit_x4(w, cout, lim)
         } else {
-            column_sums_fit(&w[..rows * cout], cout, lim)
-        }
+            column_sums_fit(w, cout, lim)
+        };
+        fits || (pool2 && self.k == 3 && pooled_column_bound(w, self.cin, cout) <= 32767)
     }
 }
 
