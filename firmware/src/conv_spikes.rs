@@ -175,12 +175,7 @@ pub(crate) fn pooled_column_bound(w: &[i8], cin: usize, cout: usize) -> u32 {
                 *row = [a, a + b, b + c, c];
             }
             for dx in 0..4 {
-                for t in [
-                    r[0][dx],
-                    r[0][dx] + r[1][dx],
-                    r[1][dx] + r[2][dx],
-                    r[2][dx],
-                ] {
+                for t in [r[0][dx], r[0][dx] + r[1][dx], r[1][dx] + r[2][dx], r[2][dx]] {
                     if t > 0 {
                         pos += t as u32;
                     } else {
@@ -206,9 +201,12 @@ fn column_sums_fit_x4(w: &[i8], cout: usize, lim: u32) -> bool {
         let [p0, p1, s0, s1] = column_group_sums(w, cout, rows, 4 * g);
         // Lane order: word 0 holds columns (4g, 4g + 2), word 1 (4g + 1, 4g + 3).
         [(p0, s0), (p1, s1)].iter().all(|&(p, s)| {
-            [(p & 0xffff, s as u16 as i16), (p >> 16, (s >> 16) as u16 as i16)]
-                .iter()
-                .all(|&(p, s)| p <= lim && p as i32 - s as i32 <= lim as i32)
+            [
+                (p & 0xffff, s as u16 as i16),
+                (p >> 16, (s >> 16) as u16 as i16),
+            ]
+            .iter()
+            .all(|&(p, s)| p <= lim && p as i32 - s as i32 <= lim as i32)
         })
     })
 }
@@ -558,7 +556,10 @@ pub fn scatter_packed(
     if cout == 0 || shape.k == 0 {
         return 0;
     }
-    assert!(weights.len() >= shape.rows() * cout, "weights hold too few rows");
+    assert!(
+        weights.len() >= shape.rows() * cout,
+        "weights hold too few rows"
+    );
     let w = weights.as_ptr() as *const u8;
     let acc = acc.as_mut_ptr() as *mut i16;
     // SAFETY: the weights hold `rows` rows of `cout` bytes, `acc` holds acc_len lanes,
@@ -756,7 +757,8 @@ mod tests {
                             let mut t = 0;
                             for oy in 2..4 {
                                 for ox in 2..4 {
-                                    let (ky, kx) = ((y + 1).wrapping_sub(oy), (xx + 1).wrapping_sub(ox));
+                                    let (ky, kx) =
+                                        ((y + 1).wrapping_sub(oy), (xx + 1).wrapping_sub(ox));
                                     if ky < 3 && kx < 3 {
                                         t += wq[(ci * 9 + ky * 3 + kx) * 4 + co] as i32;
                                     }
@@ -865,14 +867,20 @@ mod tests {
                 neg[r * 4 + 1] = (-v) as i8;
                 left -= v;
             }
-            assert_eq!(s.fits_i16(&Weights::I8(&neg), pool2), fits, "-{pos} {pool2}");
+            assert_eq!(
+                s.fits_i16(&Weights::I8(&neg), pool2),
+                fits,
+                "-{pos} {pool2}"
+            );
         }
         // Small layers fit without reading the weights; int4 never takes the path.
         let small = ConvShape { cin: 28, ..s };
         assert!(small.fits_i16(&Weights::I8(&[127; 28 * 9 * 4]), false));
         assert!(!s.fits_i16(&Weights::I4(&[0; 40 * 9 * 2]), false));
         // The bound is reached: an all-ones map on a 3x3 map puts every row on the centre.
-        let wq: Vec<i8> = (0..rows * 4).map(|i| if i % 4 == 0 { 100 } else { -1 }).collect();
+        let wq: Vec<i8> = (0..rows * 4)
+            .map(|i| if i % 4 == 0 { 100 } else { -1 })
+            .collect();
         let mut acc = vec![0; s.acc_len(false)];
         let map = vec![u32::MAX; bits::words(40 * 9)];
         scatter(&map, &s, Weights::I8(&wq), false, &mut acc);

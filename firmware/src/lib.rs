@@ -115,7 +115,8 @@ pub use error::{Error, Layer};
 pub use layout::{Workspace, WorkspaceLayout};
 pub use lif::{Decay, Lif, Reset};
 pub use network::{
-    Cell, ConvLayer, Edge, Head, Hidden, Inference, LinearLayer, Network, Op, Reduction, Stage,
+    Cell, ConvLayer, Edge, Head, Hidden, Inference, LinearLayer, Network, Op, Prepared, Reduction,
+    Stage,
 };
 pub use requant::Requant;
 pub use weights::Weights;

@@ -190,6 +190,28 @@ pub struct Inference<'w> {
     pub scores: &'w [i32],
 }
 
+/// A validated network with its per-network decisions made ([`Network::prepare`]): run
+/// images with [`Prepared::infer`]. It borrows the network, so it cannot outlive or be
+/// used with another one.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared<'n, 'a> {
+    net: &'n Network<'a>,
+    /// See [`Network::packed_layers`] (0 where packed accumulators do not pay).
+    packed: u64,
+}
+
+impl Prepared<'_, '_> {
+    /// [`Network::infer`] without the per-network work: checks the workspace and the
+    /// image, zeroes all state and runs all timesteps.
+    pub fn infer<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+    ) -> Result<Inference<'w>, Error> {
+        self.net.run(image, ws, self.packed)
+    }
+}
+
 /// Spatial geometry of an activation map.
 #[derive(Clone, Copy, Debug)]
 struct Geo {
@@ -648,14 +670,28 @@ impl<'a> Network<'a> {
     }
 
     /// Runs all timesteps on one `[c][y][x]` u8 image. Validates the network and the
-    /// workspace first (cheap next to the inference); zeroes all state, so images are
-    /// independent.
+    /// workspace first; zeroes all state, so images are independent. The same as
+    /// [`Network::prepare`] then [`Prepared::infer`]: firmware that runs many images
+    /// prepares once (the per-network checks then cost nothing per image).
     pub fn infer<'w>(
         &self,
         image: &[u8],
         ws: &'w mut Workspace<'_>,
     ) -> Result<Inference<'w>, Error> {
-        self.infer_with(image, ws, conv_spikes::PACKED_PAYS)
+        self.prepare()?.infer(image, ws)
+    }
+
+    /// Validates the network and decides, once, which spike convolutions may accumulate
+    /// in packed `i16` lanes (where that is faster, ARMv7E-M, and exact for the layer's
+    /// weights: [`ConvShape::fits_i16`], which reads the weights of the larger layers).
+    pub fn prepare(&self) -> Result<Prepared<'_, 'a>, Error> {
+        self.validate()?;
+        let packed = if conv_spikes::PACKED_PAYS {
+            self.packed_layers()
+        } else {
+            0
+        };
+        Ok(Prepared { net: self, packed })
     }
 
     /// Bit `k` set: spike convolution `k` (reductions and conv edges, stage by stage,
@@ -691,6 +727,7 @@ impl<'a> Network<'a> {
 
     /// [`Network::infer`], with (`packed`) or without packed accumulators where they are
     /// exact: both give the same result (the tests check it on every network).
+    #[cfg(test)]
     fn infer_with<'w>(
         &self,
         image: &[u8],
@@ -698,6 +735,18 @@ impl<'a> Network<'a> {
         packed: bool,
     ) -> Result<Inference<'w>, Error> {
         self.validate()?;
+        let mask = if packed { self.packed_layers() } else { 0 };
+        self.run(image, ws, mask)
+    }
+
+    /// One image on a validated network, packed accumulators for the layers of `packed`
+    /// (a [`Network::packed_layers`] mask or a part of it).
+    fn run<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+        packed: u64,
+    ) -> Result<Inference<'w>, Error> {
         let plan = self.plan();
         ws.check(&plan.layout)?;
         if image.len() != self.input_len() {
@@ -747,7 +796,6 @@ impl<'a> Network<'a> {
             Mode::Store,
         );
 
-        let packed = if packed { self.packed_layers() } else { 0 };
         let scores = plan.scores_off..plan.scores_off + self.classes;
         for _t in 0..self.timesteps {
             let mut layer = 0u32;
@@ -780,7 +828,8 @@ impl<'a> Network<'a> {
                     let p = is_packed(packed, layer);
                     layer += 1;
                     let mode = Mode::Store;
-                    synops += spike_conv(ws.spikes, &shape, &r.conv, true, p, ws.scratch, dst, mode);
+                    synops +=
+                        spike_conv(ws.spikes, &shape, &r.conv, true, p, ws.scratch, dst, mode);
                 }
                 let edge_base = layer;
                 layer += conv_edges(&st.cell) as u32;

@@ -352,7 +352,10 @@ pub fn hwc16_to_chw_bounded(
     out: &mut [i32],
     mode: Mode,
 ) {
-    assert!(channels % 4 == 0, "packed accumulators need channels % 4 == 0");
+    assert!(
+        channels % 4 == 0,
+        "packed accumulators need channels % 4 == 0"
+    );
     let bound = bound.min(i16::MAX as u32 + 1);
     transpose_any(acc, packed_index, rq, channels, bound, out, mode);
 }
