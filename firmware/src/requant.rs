@@ -310,11 +310,22 @@ fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
     // One check for the whole channel instead of one per element.
     assert!((out.len() - 1) * stride < acc.len());
     let mut src = acc.as_ptr();
-    for o in out.iter_mut() {
-        // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len().
+    let mut next = || {
+        // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len(),
+        // and `next` is called once per output element.
         let a: i32 = unsafe { *src }.into();
         src = src.wrapping_add(stride);
-        let v = r.apply(a, m, b);
+        r.apply(a, m, b)
+    };
+    // Two elements per iteration: one loop test per pair.
+    let mut pairs = out.chunks_exact_mut(2);
+    for o in &mut pairs {
+        let (v0, v1) = (next(), next());
+        o[0] = if ACC { o[0].saturating_add(v0) } else { v0 };
+        o[1] = if ACC { o[1].saturating_add(v1) } else { v1 };
+    }
+    for o in pairs.into_remainder() {
+        let v = next();
         *o = if ACC { o.saturating_add(v) } else { v };
     }
 }
