@@ -281,6 +281,10 @@ fn column_group_sums(w: &[i8], cout: usize, rows: usize, j: usize) -> [u32; 4] {
 /// that [`crate::Network::infer`] uses it wherever it is exact.
 pub const PACKED_PAYS: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
 
+/// True where the packed path is compiled at all: where it pays, and off ARM (the host,
+/// whose tests compare it with the `i32` path); ARMv6-M firmware leaves it out.
+pub(crate) const PACKED_BUILT: bool = PACKED_PAYS || cfg!(not(target_arch = "arm"));
+
 /// True where division is one instruction (ARMv7-M's UDIV, or not an ARM core at all).
 const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
 

@@ -432,7 +432,7 @@ fn spike_conv(
     let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
     let (rq, c) = (&conv.requant, shape.cout);
     match conv.weights {
-        Weights::I8(w) if packed => {
+        Weights::I8(w) if packed && conv_spikes::PACKED_BUILT => {
             let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
             requant::hwc16_to_chw_bounded(acc, rq, c, bound, dst, mode);

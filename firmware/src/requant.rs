@@ -317,7 +317,15 @@ fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
         src = src.wrapping_add(stride);
         r.apply(a, m, b)
     };
-    // Two elements per iteration: one loop test per pair.
+    // Two elements per iteration (one loop test per pair) where registers are plenty;
+    // ARMv6-M's eight low registers make the pair slower there.
+    if NO_LONG_MUL {
+        for o in out.iter_mut() {
+            let v = next();
+            *o = if ACC { o.saturating_add(v) } else { v };
+        }
+        return;
+    }
     let mut pairs = out.chunks_exact_mut(2);
     for o in &mut pairs {
         let (v0, v1) = (next(), next());
