@@ -174,8 +174,8 @@ pub(crate) fn pooled_column_bound(w: &[i8], cin: usize, cout: usize) -> u32 {
                 let (a, b, c) = (tap(ky, 0), tap(ky, 1), tap(ky, 2));
                 *row = [a, a + b, b + c, c];
             }
-            for dx in 0..4 {
-                for t in [r[0][dx], r[0][dx] + r[1][dx], r[1][dx] + r[2][dx], r[2][dx]] {
+            for ((&a, &b), &c) in r[0].iter().zip(&r[1]).zip(&r[2]) {
+                for t in [a, a + b, b + c, c] {
                     if t > 0 {
                         pos += t as u32;
                     } else {
