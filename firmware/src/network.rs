@@ -699,9 +699,12 @@ impl<'a> Network<'a> {
     /// ([`conv_spikes::scatter_packed`]), which is exact for it (int8 weights, `cout` a
     /// multiple of 4, [`ConvShape::fits_i16`]). Layers past the 64th stay `i32`.
     fn packed_layers(&self) -> u64 {
+        // Shifts 17..=31 requantise |acc| <= 2^15 with one SMMULR (the fast path of
+        // `requant::hwc16_to_chw_bounded`); other shifts stay i32 (exact either way).
         let ok = |shape: &ConvShape, conv: &ConvLayer, pool2: bool| {
             matches!(conv.weights, Weights::I8(_))
                 && shape.cout % 4 == 0
+                && (17..=31).contains(&conv.requant.shift)
                 && shape.fits_i16(&conv.weights, pool2)
         };
         let (mut mask, mut k) = (0u64, 0u32);

@@ -761,8 +761,23 @@ fn tiny_networks_match_the_dense_reference() {
 /// where their weights allow it, and still match the reference.
 #[test]
 fn packed_accumulators_match_the_dense_reference() {
+    // The same scales with 12 more bits of shift: the packed path needs shifts 17..=31.
+    let widen = |c: &mut ConvP| {
+        c.bn.mult.iter_mut().for_each(|m| *m <<= 12);
+        c.bn.shift += 12;
+    };
     for (seed, c0) in [(21, 4), (22, 8)] {
-        let spec = tiny_with(seed, 2, 16, 16, true, c0);
+        let mut spec = tiny_with(seed, 2, 16, 16, true, c0);
+        for st in &mut spec.stages {
+            if let Some((_, _, c)) = &mut st.red {
+                widen(c);
+            }
+            for (_, _, op) in &mut st.edges {
+                if let OpP::Conv(c, _) = op {
+                    widen(c);
+                }
+            }
+        }
         let edges: Vec<Vec<Edge>> = spec.stages.iter().map(edges_of).collect();
         let stages = stages_of(&spec, &edges);
         let net = network_of(&spec, &stages);

@@ -375,8 +375,31 @@ pub fn hwc16_to_chw_bounded(
         channels % 4 == 0,
         "packed accumulators need channels % 4 == 0"
     );
+    if channels == 0 {
+        return;
+    }
+    let plane = acc.len() / channels;
+    let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
+    let out = &mut out[..channels * plane];
+    let s = rq.shift;
+    // |acc| <= 2^15: shifts 17..=31 always take the SMMULR path. Other shifts (which
+    // `Network::prepare` does not pack) take the formula in a plain loop: little flash.
     let bound = bound.min(i16::MAX as u32 + 1);
-    transpose_any(acc, packed_index, rq, channels, bound, out, mode);
+    if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
+        let r = ShiftLowBounded(s as u32);
+        transpose(r, acc, packed_index, mult, bias, plane, out, mode);
+    } else {
+        for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+            let src = acc[packed_index(c)..].iter().step_by(channels);
+            for (o, &a) in dst.iter_mut().zip(src) {
+                let v = requantize(a as i32, mult[c], s, bias[c]);
+                *o = match mode {
+                    Mode::Store => v,
+                    Mode::Accumulate => o.saturating_add(v),
+                };
+            }
+        }
+    }
 }
 
 /// [`hwc_to_chw_bounded`] over any accumulator element and channel order.

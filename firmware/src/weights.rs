@@ -742,6 +742,13 @@ macro_rules! with_kernel {
             weights.storage_len(rows, n)
         );
         match weights {
+            // On ARMv7E-M the int8 spike convolutions that matter take the packed kernels
+            // (`I8x2Fixed`); the i32 ones there are the fallback and stay generic (flash).
+            $crate::weights::Weights::I8(w) if $crate::conv_spikes::PACKED_PAYS => {
+                let $w = w.as_ptr() as *const u8;
+                let $k = $crate::weights::I8Any(n);
+                $body
+            }
             $crate::weights::Weights::I8(w) => {
                 let $w = w.as_ptr() as *const u8;
                 match n {
