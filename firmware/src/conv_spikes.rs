@@ -7,6 +7,10 @@
 //! accumulates cost anything: the inner loop is one load, one add and one store per
 //! output channel (unrolled by 4).
 //!
+//! [`scatter_packed`] does the same into `i16` lanes, two per word (ARMv7E-M's `SXTAB16`
+//! adds two weights per instruction), for layers whose weights keep every accumulator in
+//! the `i16` range ([`ConvShape::fits_i16`]).
+//!
 //! With `pool2`, the output is the 2x2 *sum* pool of the convolution (stride 2, odd
 //! sizes floored): taps land on `[oy/2][ox/2][..]` and outputs in the dropped last
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.

@@ -92,8 +92,8 @@
 //!   a conditional reset and spike bit: 11 instructions per neuron); a BatchNorm before
 //!   it is requantised into the scratch first. Conv edges that read the same node with
 //!   the same neuron in a row share one LIF layer. The main job's network shape (16
-//!   channels, two stages, fc 256, pool 2) costs about 2.5 instructions per synaptic
-//!   operation (4.7 before issue 13).
+//!   channels, two stages, fc 256, pool 2) costs 2.48 instructions per synaptic
+//!   operation (4.69 before issue 13), the 32-channel bench network 2.06 (3.40).
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads: weights are read byte by byte (about 5 instructions per
 //!   accumulate), spike coordinates and /9 are multiplies, and requantisation has a
