@@ -67,7 +67,7 @@ impl ConvShape {
     /// at most `2^15 - 1` in magnitude. With `pool2` a pooled output receives a weight row
     /// from up to four input positions: the test takes four times the sums, then, for
     /// 3x3 kernels that fail it, the exact bound over the 4x4 input window of a pooled
-    /// output ([`pooled_column_bound`]). Int8 weights only (`false` for int4). Reads every
+    /// output (`pooled_column_bound`). Int8 weights only (`false` for int4). Reads every
     /// weight unless `rows * 128` (times 4) already fits.
     pub fn fits_i16(&self, weights: &Weights, pool2: bool) -> bool {
         let Weights::I8(w) = weights else {

@@ -531,7 +531,7 @@ impl RowKernel for I4Any {
     }
 }
 
-/// Where output channel `j` of a *packed* accumulator row lives (see [`I8x2Fixed`]):
+/// Where output channel `j` of a *packed* accumulator row lives (the packed row kernels):
 /// `j` with its bits 0 and 1 swapped, so each group of 4 channels `4g..4g + 4` is stored
 /// as the `i16` lanes `[4g, 4g + 2, 4g + 1, 4g + 3]` (two words: `(4g, 4g + 2)` and
 /// `(4g + 1, 4g + 3)`, low lane first).
