@@ -7,7 +7,7 @@
 //! into the requantisation.
 
 use crate::conv_spikes::{for_each_tap, ConvShape};
-use crate::weights::{with_kernel, RowKernel, Weights};
+use crate::weights::{with_any_kernel, RowKernel, Weights};
 
 /// Convolves `[ci][y][x]` pixels into `acc` (zeroed first, `shape.acc_len(false)`
 /// entries). Returns the synaptic operations executed.
@@ -21,7 +21,7 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
         return 0;
     }
     let acc = acc.as_mut_ptr();
-    let taps = with_kernel!(weights, shape.rows(), cout, |kern, w| {
+    let taps = with_any_kernel!(weights, shape.rows(), cout, |kern, w| {
         let mut taps = 0usize;
         for (i, &p) in pixels.iter().enumerate() {
             if p == 0 {
@@ -30,7 +30,7 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
             // One division per non-zero pixel: the stem runs once per image.
             let (ci, yx) = (i / plane, i % plane);
             for_each_tap(shape, false, ci, yx / shape.w, yx % shape.w, |r, off| {
-                // SAFETY: `with_kernel!` checked that the weights hold `shape.rows()`
+                // SAFETY: `with_any_kernel!` checked that the weights hold `shape.rows()`
                 // rows and `for_each_tap` only yields rows < rows and outputs whose
                 // `cout` accumulators lie inside `acc` (acc_len(false) entries).
                 unsafe { kern.mla(w.add(r * kern.stride()), p as i32, acc.add(off)) };

@@ -7,12 +7,16 @@
 //! accumulates cost anything: the inner loop is one load, one add and one store per
 //! output channel (unrolled by 4).
 //!
+//! [`scatter_packed`] does the same into `i16` lanes, two per word (ARMv7E-M's `SXTAB16`
+//! adds two weights per instruction), for layers whose weights keep every accumulator in
+//! the `i16` range ([`ConvShape::fits_i16`]).
+//!
 //! With `pool2`, the output is the 2x2 *sum* pool of the convolution (stride 2, odd
 //! sizes floored): taps land on `[oy/2][ox/2][..]` and outputs in the dropped last
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.
 
 use crate::bits;
-use crate::weights::{with_kernel, RowKernel, Weights};
+use crate::weights::{with_kernel, I8x2Any, I8x2Fixed, RowKernel, Weights};
 
 /// Shape of a same-size, stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,49 @@ impl ConvShape {
     /// Number of weight rows (`cin * k * k`).
     pub const fn rows(&self) -> usize {
         self.cin * self.k * self.k
+    }
+
+    /// An upper bound of `|acc|` for inputs in `0..=max_input` (1 for spikes, 4 for the
+    /// pooled scatter's 2x2 sums, 255 for pixels): rows x largest |weight| x max_input,
+    /// saturated at `u32::MAX` (what [`crate::requant::hwc_to_chw_bounded`] takes).
+    pub fn acc_bound(&self, weights: &Weights, max_input: u32) -> u32 {
+        let w: u64 = match weights {
+            Weights::I8(_) => 128,
+            Weights::I4(_) => 8,
+        };
+        let b = self.rows() as u64 * w * max_input as u64;
+        b.min(u32::MAX as u64) as u32
+    }
+
+    /// True when every accumulator of [`scatter`] over binary spikes stays in the `i16`
+    /// range for *every* spike map, so that [`scatter_packed`] is exact: per output
+    /// channel, the sum of the positive weights and the sum of the negative weights are
+    /// at most `2^15 - 1` in magnitude. With `pool2` a pooled output receives a weight row
+    /// from up to four input positions: the test takes four times the sums, then, for
+    /// 3x3 kernels that fail it, the exact bound over the 4x4 input window of a pooled
+    /// output (`pooled_column_bound`). Int8 weights only (`false` for int4). Reads every
+    /// weight unless `rows * 128` (times 4) already fits.
+    pub fn fits_i16(&self, weights: &Weights, pool2: bool) -> bool {
+        let Weights::I8(w) = weights else {
+            return false;
+        };
+        let (rows, cout) = (self.rows(), self.cout);
+        let lim: u32 = if pool2 { 32767 / 4 } else { 32767 };
+        if rows * 128 <= lim as usize {
+            return true;
+        }
+        if w.len() < rows * cout {
+            return false;
+        }
+        let w = &w[..rows * cout];
+        // The column sums first (fast); for pooled 3x3 kernels that fail them, the exact
+        // (slower) window test.
+        let fits = if cout % 4 == 0 {
+            column_sums_fit_x4(w, cout, lim)
+        } else {
+            column_sums_fit(w, cout, lim)
+        };
+        fits || (pool2 && self.k == 3 && pooled_column_bound(w, self.cin, cout) <= 32767)
     }
 }
 
@@ -87,6 +134,160 @@ fn tap_range(c: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
     let hi = if c + pad < k { c + pad } else { k - 1 };
     (lo, hi)
 }
+
+/// True when, for every column `c` of the `rows x cout` matrix `w`, the sum of its
+/// positive entries and the magnitude of the sum of its negative entries are both
+/// `<= lim`.
+pub(crate) fn column_sums_fit(w: &[i8], cout: usize, lim: u32) -> bool {
+    if cout == 0 {
+        return true;
+    }
+    for c in 0..cout {
+        let (mut pos, mut neg) = (0u32, 0u32);
+        for row in w.chunks_exact(cout) {
+            let v = row[c] as i32;
+            if v > 0 {
+                pos += v as u32;
+            } else {
+                neg += v.unsigned_abs();
+            }
+        }
+        if pos > lim || neg > lim {
+            return false;
+        }
+    }
+    true
+}
+
+/// The largest `|acc|` that a 3x3 convolution (weights `[ci][ky][kx][co]`) sum-pooled
+/// 2x2 can reach over binary inputs: a pooled output sums the convolution over a 2x2
+/// block, which reads a 4x4 input window; input offset `(dy, dx)` of that window meets
+/// the taps `ky` in `{0}, {0, 1}, {1, 2}, {2}` for `dy = 0..4` (the same for `kx`), so its
+/// weight is `T = sum of w over those taps` and, per output channel, the accumulator lies
+/// in `[-sum of max(-T, 0), sum of max(T, 0)]` over channels and offsets (border outputs
+/// see fewer inputs). Returns the maximum over output channels of both ends.
+pub(crate) fn pooled_column_bound(w: &[i8], cin: usize, cout: usize) -> u32 {
+    let mut worst = 0u32;
+    for co in 0..cout {
+        let (mut pos, mut neg) = (0u32, 0u32);
+        for ci in 0..cin {
+            let tap = |ky: usize, kx: usize| w[(ci * 9 + ky * 3 + kx) * cout + co] as i32;
+            // Row sums over the kx sets, then column sums over the ky sets.
+            let mut r = [[0i32; 4]; 3];
+            for (ky, row) in r.iter_mut().enumerate() {
+                let (a, b, c) = (tap(ky, 0), tap(ky, 1), tap(ky, 2));
+                *row = [a, a + b, b + c, c];
+            }
+            for ((&a, &b), &c) in r[0].iter().zip(&r[1]).zip(&r[2]) {
+                for t in [a, a + b, b + c, c] {
+                    if t > 0 {
+                        pos += t as u32;
+                    } else {
+                        neg += t.unsigned_abs();
+                    }
+                }
+            }
+        }
+        worst = worst.max(pos).max(neg);
+    }
+    worst
+}
+
+/// [`column_sums_fit`] for `cout % 4 == 0`, four columns at a time in 16-bit lanes
+/// ([`column_group_sums`]): per column the saturating (at 65535) sum of the positive
+/// entries `P` and the saturating (at +-2^15) signed sum `S`; the negative part is
+/// `N = P - S`. Conservative: saturation makes `P` or the computed `N` exceed any
+/// `lim < 2^15` (a positive saturation of `S` needs `P > 2^15`; after a negative one,
+/// `S` can only rise by the positive entries that follow, so `P - S >= 2^15`).
+fn column_sums_fit_x4(w: &[i8], cout: usize, lim: u32) -> bool {
+    let rows = w.len() / cout;
+    (0..cout / 4).all(|g| {
+        let [p0, p1, s0, s1] = column_group_sums(w, cout, rows, 4 * g);
+        // Lane order: word 0 holds columns (4g, 4g + 2), word 1 (4g + 1, 4g + 3).
+        [(p0, s0), (p1, s1)].iter().all(|&(p, s)| {
+            [
+                (p & 0xffff, s as u16 as i16),
+                (p >> 16, (s >> 16) as u16 as i16),
+            ]
+            .iter()
+            .all(|&(p, s)| p <= lim && p as i32 - s as i32 <= lim as i32)
+        })
+    })
+}
+
+/// Columns `j..j + 4` of the `rows x cout` matrix `w` in 16-bit lanes: `[P0, P1, S0, S1]`,
+/// `P` the sums of `max(w, 0)` saturated at 65535 (`UQADD16`), `S` the signed sums
+/// saturated at the i16 range (`QADD16`); word 0 = columns `(j, j + 2)`, word 1 =
+/// `(j + 1, j + 3)`, low lane first. One `SXTB16` pair, two `QADD16`, two `USAT16` and two
+/// `UQADD16` per row on ARMv7E-M.
+fn column_group_sums(w: &[i8], cout: usize, rows: usize, j: usize) -> [u32; 4] {
+    assert!(rows == 0 || j + 4 + (rows - 1) * cout <= w.len());
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let (mut p0, mut p1, mut s0, mut s1) = (0u32, 0u32, 0u32, 0u32);
+        if rows > 0 {
+            // SAFETY: reads 4 bytes (unaligned LDR, allowed) at j + r * cout for
+            // r < rows, inside `w` by the assertion above; registers only otherwise.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {t}, [{p}]",
+                    "add {p}, {p}, {stride}",
+                    "sxtb16 {a}, {t}",
+                    "sxtb16 {t}, {t}, ror #8",
+                    "qadd16 {s0}, {s0}, {a}",
+                    "qadd16 {s1}, {s1}, {t}",
+                    "usat16 {a}, #15, {a}",
+                    "usat16 {t}, #15, {t}",
+                    "uqadd16 {p0}, {p0}, {a}",
+                    "uqadd16 {p1}, {p1}, {t}",
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    p = inout(reg) w.as_ptr().add(j) => _,
+                    stride = in(reg) cout,
+                    n = inout(reg) rows => _,
+                    t = out(reg) _,
+                    a = out(reg) _,
+                    p0 = inout(reg) p0,
+                    p1 = inout(reg) p1,
+                    s0 = inout(reg) s0,
+                    s1 = inout(reg) s1,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        [p0, p1, s0, s1]
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        // The same lane arithmetic in portable code.
+        let mut lanes = [[0u16; 2]; 2];
+        let mut sums = [[0i16; 2]; 2];
+        for r in 0..rows {
+            let row = &w[j + r * cout..j + r * cout + 4];
+            for (k, &v) in row.iter().enumerate() {
+                let (word, lane) = (k & 1, k >> 1);
+                lanes[word][lane] = lanes[word][lane].saturating_add(v.max(0) as u16);
+                sums[word][lane] = sums[word][lane].saturating_add(v as i16);
+            }
+        }
+        let pack = |lo: u16, hi: u16| lo as u32 | (hi as u32) << 16;
+        [
+            pack(lanes[0][0], lanes[0][1]),
+            pack(lanes[1][0], lanes[1][1]),
+            pack(sums[0][0] as u16, sums[0][1] as u16),
+            pack(sums[1][0] as u16, sums[1][1] as u16),
+        ]
+    }
+}
+
+/// True where [`scatter_packed`] is faster than [`scatter`] (ARMv7E-M's `SXTAB16`), so
+/// that [`crate::Network::infer`] uses it wherever it is exact.
+pub const PACKED_PAYS: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
+
+/// True where the packed path is compiled at all: where it pays, and off ARM (the host,
+/// whose tests compare it with the `i32` path); ARMv6-M firmware leaves it out.
+pub(crate) const PACKED_BUILT: bool = PACKED_PAYS || cfg!(not(target_arch = "arm"));
 
 /// True where division is one instruction (ARMv7-M's UDIV, or not an ARM core at all).
 const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
@@ -158,6 +359,35 @@ pub(crate) fn for_each_spike(
     }
 }
 
+/// The three taps `kx = 0, 1, 2` of one kernel row: weight rows `w + kx * stride` into
+/// accumulators `a + c_off[kx]` where `cols[kx]` (unrolled, so that the offsets stay in
+/// registers).
+///
+/// # Safety
+/// Every row/accumulator pair with `cols[kx]` set must be valid for `kern.add`.
+#[inline(always)]
+unsafe fn tap_row<K: RowKernel>(
+    kern: K,
+    w: *const u8,
+    a: *mut K::Acc,
+    cols: [bool; 3],
+    c_off: [usize; 3],
+) {
+    let stride = kern.stride();
+    // SAFETY: the caller guarantees the pairs that are used.
+    unsafe {
+        if cols[0] {
+            kern.add(w, a.wrapping_add(c_off[0]));
+        }
+        if cols[1] {
+            kern.add(w.wrapping_add(stride), a.wrapping_add(c_off[1]));
+        }
+        if cols[2] {
+            kern.add(w.wrapping_add(2 * stride), a.wrapping_add(c_off[2]));
+        }
+    }
+}
+
 /// The scatter loop for one row kernel (see [`scatter`]); returns the taps executed.
 ///
 /// # Safety
@@ -170,7 +400,7 @@ unsafe fn scatter_rows<K: RowKernel>(
     kern: K,
     w: *const u8,
     pool2: bool,
-    acc: *mut i32,
+    acc: *mut K::Acc,
 ) -> usize {
     let (k, pad, cout, stride) = (s.k, s.k / 2, s.cout, kern.stride());
     let (h, wd) = (s.h, s.w);
@@ -198,53 +428,53 @@ unsafe fn scatter_rows<K: RowKernel>(
         }
         let y = div.div(pix);
         let x = pix - y * wd;
-        if k3 {
-            // Tap ky = 1 lands on row y; ky = 0 on y + 1 (inside iff y + 1 < h) and ky = 2
-            // on y - 1 (iff y >= 1); the same for columns.
-            let (t, b) = (y + 1 < h, y > 0);
-            let (l, r) = (x + 1 < wd, x > 0);
-            taps += (1 + t as usize + b as usize) * (1 + l as usize + r as usize);
-            // Tap (0, 0)'s output (y + 1, x + 1); kx moves back one column, ky one row.
-            let a0 = acc.wrapping_add((pix + wd + 1) * cout);
-            let row = |wr: *const u8, ar: *mut i32| {
-                if l {
-                    kern.add(wr, ar);
-                }
-                kern.add(wr.wrapping_add(stride), ar.wrapping_sub(cout));
-                if r {
-                    kern.add(wr.wrapping_add(2 * stride), ar.wrapping_sub(2 * cout));
-                }
-            };
-            if t {
-                row(wc, a0);
+        if k3 && y.wrapping_sub(1) < h.wrapping_sub(2) && x.wrapping_sub(1) < wd.wrapping_sub(2) {
+            // An interior spike (most of them): all 9 taps land, the weight rows are
+            // consecutive and tap (ky, kx) writes output (y + 1 - ky, x + 1 - kx): no
+            // per-tap test, one pointer step per tap.
+            taps += 9;
+            let mut wr = wc;
+            let mut ar = acc.add((pix + wd + 1) * cout);
+            for _ in 0..3 {
+                kern.add(wr, ar);
+                kern.add(wr.add(stride), ar.sub(cout));
+                kern.add(wr.add(2 * stride), ar.sub(2 * cout));
+                wr = wr.add(3 * stride);
+                ar = ar.wrapping_sub(ay);
             }
-            row(wc.wrapping_add(3 * stride), a0.wrapping_sub(ay));
-            if b {
-                row(wc.wrapping_add(6 * stride), a0.wrapping_sub(2 * ay));
-            }
-        } else if p3 {
-            // 3x3 then 2x2 sum pool: taps ky = 0, 1, 2 land on pooled rows (y + 1) / 2,
-            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2); the same for x.
-            let (oh, ow) = (h & !1, wd & !1);
-            let vy = [y + 1 < oh, y < oh, y > 0];
-            let vx = [x + 1 < ow, x < ow, x > 0];
-            let count = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
-            taps += count(vy) * count(vx);
-            let rows = [(y + 1) >> 1, y >> 1, y.wrapping_sub(1) >> 1];
-            let cols = [(x + 1) >> 1, x >> 1, x.wrapping_sub(1) >> 1];
+        } else if k3 || p3 {
+            // The three rows and columns of taps: ky = 0, 1, 2 land on output row y + 1, y,
+            // y - 1 (kx the same for columns); with the pool, on pooled row (y + 1) / 2,
+            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2). Per tap:
+            // one test of a flag computed once per spike and one row kernel call.
+            let (oh, ow) = if pool2 { (h & !1, wd & !1) } else { (h, wd) };
+            let p = pool2 as usize;
+            let rows = [y + 1 < oh, y < oh, y > 0];
+            let cols = [x + 1 < ow, x < ow, x > 0];
+            let n = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
+            taps += n(rows) * n(cols);
+            // Accumulator offsets (elements) of the three output rows and columns; invalid
+            // ones are never used (their wrapping values are harmless).
+            let row_w = (wd >> p) * cout;
+            let r_off = [
+                ((y + 1) >> p) * row_w,
+                (y >> p) * row_w,
+                (y.wrapping_sub(1) >> p).wrapping_mul(row_w),
+            ];
+            let c_off = [
+                ((x + 1) >> p) * cout,
+                (x >> p) * cout,
+                (x.wrapping_sub(1) >> p).wrapping_mul(cout),
+            ];
             for ky in 0..3 {
-                if !vy[ky] {
-                    continue;
-                }
-                let ar = acc.wrapping_add(rows[ky] * pw * cout);
-                let wr = wc.wrapping_add(3 * ky * stride);
-                for kx in 0..3 {
-                    if vx[kx] {
-                        kern.add(
-                            wr.wrapping_add(kx * stride),
-                            ar.wrapping_add(cols[kx] * cout),
-                        );
-                    }
+                if rows[ky] {
+                    tap_row(
+                        kern,
+                        wc.wrapping_add(3 * ky * stride),
+                        acc.wrapping_add(r_off[ky]),
+                        cols,
+                        c_off,
+                    );
                 }
             }
         } else if !pool2 {
@@ -312,6 +542,52 @@ pub fn scatter(
         unsafe { scatter_rows(spikes, shape, kern, w, pool2, acc) }
     });
     taps as u64 * cout as u64
+}
+
+/// [`scatter`] into *packed* `i16` accumulators: `acc` holds `shape.acc_len(pool2) / 2`
+/// words, each two `i16` lanes, channels of a pixel in the order of
+/// [`crate::weights::packed_index`] (read them with [`as_i16`] and
+/// [`crate::requant::hwc16_to_chw_bounded`]). Needs `shape.cout % 4 == 0`; the result
+/// equals [`scatter`]'s only where [`ConvShape::fits_i16`] holds (the lanes wrap).
+/// Returns the synaptic operations executed.
+pub fn scatter_packed(
+    spikes: &[u32],
+    shape: &ConvShape,
+    weights: &[i8],
+    pool2: bool,
+    acc: &mut [i32],
+) -> u64 {
+    let cout = shape.cout;
+    assert!(cout % 4 == 0, "packed accumulators need cout % 4 == 0");
+    let acc = &mut acc[..shape.acc_len(pool2) / 2];
+    crate::fill::zero(acc);
+    if cout == 0 || shape.k == 0 {
+        return 0;
+    }
+    assert!(
+        weights.len() >= shape.rows() * cout,
+        "weights hold too few rows"
+    );
+    let w = weights.as_ptr() as *const u8;
+    let acc = acc.as_mut_ptr() as *mut i16;
+    // SAFETY: the weights hold `rows` rows of `cout` bytes, `acc` holds acc_len lanes,
+    // word-aligned, and the kernel's rows hold `cout` weights.
+    let taps = unsafe {
+        match cout {
+            8 => scatter_rows(spikes, shape, I8x2Fixed::<8>, w, pool2, acc),
+            16 => scatter_rows(spikes, shape, I8x2Fixed::<16>, w, pool2, acc),
+            32 => scatter_rows(spikes, shape, I8x2Fixed::<32>, w, pool2, acc),
+            _ => scatter_rows(spikes, shape, I8x2Any(cout), w, pool2, acc),
+        }
+    };
+    taps as u64 * cout as u64
+}
+
+/// The `i16` lanes of packed accumulators (see [`scatter_packed`]).
+pub fn as_i16(acc: &[i32]) -> &[i16] {
+    // SAFETY: the same memory as two i16 per word (i32 alignment suffices for i16, and
+    // every bit pattern is a valid i16); the borrow is shared.
+    unsafe { core::slice::from_raw_parts(acc.as_ptr() as *const i16, acc.len() * 2) }
 }
 
 #[cfg(test)]
@@ -420,6 +696,203 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The packed i16 scatter gives the i32 scatter's accumulators (in packed order) on
+    /// every shape and border case, with and without the pool, for weights that fit.
+    #[test]
+    fn packed_scatter_matches_the_i32_scatter() {
+        for (cin, cout, k, h, w) in [
+            (2, 4, 3, 5, 7),
+            (3, 8, 3, 6, 6),
+            (2, 16, 3, 4, 5),
+            (1, 32, 3, 3, 4),
+            (2, 12, 3, 3, 3),
+            (3, 8, 1, 4, 3),
+            (1, 20, 5, 6, 5),
+        ] {
+            let s = ConvShape { cin, cout, k, h, w };
+            let wq = weights(s.rows() * cout, 127);
+            for pool2 in [false, true] {
+                assert!(s.fits_i16(&Weights::I8(&wq), pool2), "{s:?}");
+                for seed in 0..4 {
+                    let x = match seed {
+                        0 => vec![0u8; cin * h * w],
+                        1 => vec![1u8; cin * h * w],
+                        _ => pattern(cin * h * w, seed),
+                    };
+                    let mut map = vec![0u32; bits::words(x.len())];
+                    bits::pack(&x, &mut map);
+                    let mut a32 = vec![7; s.acc_len(pool2)];
+                    let mut a16 = vec![7; s.acc_len(pool2)];
+                    let o32 = scatter(&map, &s, Weights::I8(&wq), pool2, &mut a32);
+                    let o16 = scatter_packed(&map, &s, &wq, pool2, &mut a16);
+                    assert_eq!(o32, o16);
+                    let lanes = as_i16(&a16);
+                    for (p, row) in a32.chunks(cout).enumerate() {
+                        for (c, &v) in row.iter().enumerate() {
+                            let got = lanes[p * cout + crate::weights::packed_index(c)];
+                            assert_eq!(got as i32, v, "{s:?} pool {pool2} seed {seed}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pooled bound is reached: spikes exactly where an offset's tap sum is positive
+    /// (negative) put that sum on an interior pooled output.
+    #[test]
+    fn pooled_bound_is_exact() {
+        let s = ConvShape {
+            cin: 3,
+            cout: 4,
+            k: 3,
+            h: 8,
+            w: 8,
+        };
+        let wq = weights(s.rows() * 4, 127);
+        let bound = pooled_column_bound(&wq, 3, 4);
+        let mut best = 0i32;
+        for co in 0..4 {
+            for sign in [1i32, -1] {
+                // Pooled output (1, 1): conv outputs 2..4 x 2..4, input window 1..5.
+                let mut x = vec![0u8; 3 * 64];
+                for ci in 0..3 {
+                    for dy in 0..4 {
+                        for dx in 0..4 {
+                            let (y, xx): (usize, usize) = (1 + dy, 1 + dx);
+                            let mut t = 0;
+                            for oy in 2..4 {
+                                for ox in 2..4 {
+                                    let (ky, kx) =
+                                        ((y + 1).wrapping_sub(oy), (xx + 1).wrapping_sub(ox));
+                                    if ky < 3 && kx < 3 {
+                                        t += wq[(ci * 9 + ky * 3 + kx) * 4 + co] as i32;
+                                    }
+                                }
+                            }
+                            x[(ci * 8 + y) * 8 + xx] = (sign * t > 0) as u8;
+                        }
+                    }
+                }
+                let mut map = vec![0u32; bits::words(x.len())];
+                bits::pack(&x, &mut map);
+                let mut acc = vec![0; s.acc_len(true)];
+                scatter(&map, &s, Weights::I8(&wq), true, &mut acc);
+                best = best.max(sign * acc[(4 + 1) * 4 + co]);
+            }
+        }
+        assert_eq!(best as u32, bound);
+        // 32767 fits, 32768 does not.
+        let big = ConvShape { cin: 70, ..s };
+        let mut w = vec![0i8; big.rows() * 4];
+        let mut left = 32767 / 4;
+        for ci in 0..70 {
+            // The centre tap meets all four outputs of the block.
+            let v = left.min(127);
+            w[(ci * 9 + 4) * 4] = v as i8;
+            left -= v;
+        }
+        assert_eq!(left, 0);
+        assert_eq!(pooled_column_bound(&w, 70, 4), (32767 / 4) * 4);
+        assert!(big.fits_i16(&Weights::I8(&w), true));
+        w[(69 * 9) * 4] = 127;
+        assert!(!big.fits_i16(&Weights::I8(&w), true));
+    }
+
+    /// The lane version of the column-sum test agrees with the plain one, including
+    /// columns whose sums saturate the lanes.
+    #[test]
+    fn column_sums_in_lanes_match_the_plain_ones() {
+        let mut x = 0x1234_5678u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for rows in [1usize, 7, 64, 144, 288, 600, 1100] {
+            for trial in 0..12 {
+                let cout = 4 * (1 + trial % 3);
+                // Mixed signs, mostly positive, mostly negative, and drifting columns
+                // (large positive then large negative runs: saturation then recovery).
+                let w: Vec<i8> = (0..rows * cout)
+                    .map(|i| {
+                        let r = rnd();
+                        let v = (r % 256) as i32 - 128;
+                        match trial % 4 {
+                            0 => v as i8,
+                            1 => (v.abs() / (1 + (r >> 8) as i32 % 3)) as i8,
+                            2 => (-(v.abs()) / (1 + (r >> 8) as i32 % 5)) as i8,
+                            _ if (i / cout) < rows / 2 => -128,
+                            _ => 127,
+                        }
+                    })
+                    .collect();
+                for lim in [100u32, 8191, 20000, 32767] {
+                    assert_eq!(
+                        column_sums_fit_x4(&w, cout, lim),
+                        column_sums_fit(&w, cout, lim),
+                        "rows {rows} trial {trial} lim {lim}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `fits_i16` against the all-ones map's accumulators and the column sums.
+    #[test]
+    fn fits_i16_bounds_the_accumulators() {
+        let s = ConvShape {
+            cin: 40,
+            cout: 4,
+            k: 3,
+            h: 3,
+            w: 3,
+        };
+        let rows = s.rows();
+        // Column 0: all +127 up to a total of `pos`, column 1 all -128: the extremes.
+        for (pos, pool2, fits) in [
+            (32767, false, true),
+            (32768, false, false),
+            (8191, true, true),
+            (8192, true, false),
+        ] {
+            let mut wq = vec![0i8; rows * 4];
+            let mut left = pos;
+            for r in 0..rows {
+                let v = left.min(127);
+                wq[r * 4] = v as i8;
+                left -= v;
+            }
+            assert_eq!(left, 0);
+            assert_eq!(s.fits_i16(&Weights::I8(&wq), pool2), fits, "{pos} {pool2}");
+            let mut neg = vec![0i8; rows * 4];
+            let mut left = pos;
+            for r in 0..rows {
+                let v = left.min(128);
+                neg[r * 4 + 1] = (-v) as i8;
+                left -= v;
+            }
+            assert_eq!(
+                s.fits_i16(&Weights::I8(&neg), pool2),
+                fits,
+                "-{pos} {pool2}"
+            );
+        }
+        // Small layers fit without reading the weights; int4 never takes the path.
+        let small = ConvShape { cin: 28, ..s };
+        assert!(small.fits_i16(&Weights::I8(&[127; 28 * 9 * 4]), false));
+        assert!(!s.fits_i16(&Weights::I4(&[0; 40 * 9 * 2]), false));
+        // The bound is reached: an all-ones map on a 3x3 map puts every row on the centre.
+        let wq: Vec<i8> = (0..rows * 4)
+            .map(|i| if i % 4 == 0 { 100 } else { -1 })
+            .collect();
+        let mut acc = vec![0; s.acc_len(false)];
+        let map = vec![u32::MAX; bits::words(40 * 9)];
+        scatter(&map, &s, Weights::I8(&wq), false, &mut acc);
+        assert_eq!(acc[4 * 4], 100 * rows as i32);
     }
 
     #[test]

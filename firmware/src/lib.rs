@@ -67,20 +67,39 @@
 //! # Cost on Cortex-M
 //!
 //! Measured with `scripts/bench-firmware` (QEMU instruction counts over whole
-//! inferences, `--release`, rustc 1.96); `scripts/profile-firmware` shows where they go.
+//! inferences, `--release`, rustc 1.96; it prints each network's figures beside the
+//! figures before issue 13, recorded in `scripts/bench-firmware.baseline`);
+//! `scripts/profile-firmware` shows where they go (per kernel, symbol and line).
 //!
-//! * **ARMv7E-M** (`thumbv7em-none-eabihf`): the int8 row kernel ([`weights`]) is inline
-//!   assembly, per 4 output channels one word load of the weights, one `LDM`, four
-//!   `SXTAB` and one `STM` (1.75 instructions per synaptic accumulate); int4 rows use
-//!   `SBFX`. [`conv_spikes::scatter`] decodes each spike with one `UDIV` and runs the
-//!   3x3 taps unrolled (border taps skipped by four flags); requantisation is one
-//!   `SMLAL`, a 4-instruction funnel shift and a `QADD`; a LIF neuron is about 17
-//!   instructions (`QADD`, `SSAT`). A whole inference costs 3.4 (32 channels) to 5.5
-//!   (8 channels, where neuron updates weigh more) instructions per synaptic operation.
+//! * **ARMv7E-M** (`thumbv7em-none-eabihf`, Cortex-M4F/M7): spike convolutions with int8
+//!   weights accumulate in *packed* `i16` lanes (two per word, [`weights::packed_index`]
+//!   order): per 8 output channels two word loads of the weights, one `LDM`, four
+//!   `SXTAB16` and one `STM` (1 instruction per synaptic accumulate), fully unrolled for
+//!   8, 16 and 32 channels. That is exact only where no accumulator can leave the `i16`
+//!   range: [`Network::prepare`] checks it once per network from the weights (per output
+//!   channel the sums of the positive and of the negative weights, or for a 2x2-pooled
+//!   3x3 convolution the exact bound over a pooled output's 4x4 input window,
+//!   [`conv_spikes::ConvShape::fits_i16`]); other layers use `i32` accumulators (the
+//!   [`weights`] row kernel: one word load, one `LDM`, four `SXTAB`, one `STM` per 4
+//!   channels, 1.75 per accumulate; spike counts and pixels `SXTB16` + `SMLAxB`, 2.25;
+//!   int4 `SBFX`). [`conv_spikes::scatter`] decodes each spike with one `UDIV`; an
+//!   interior spike of a 3x3 convolution runs its 9 taps with no test, a border one
+//!   tests flags computed once per spike. Requantisation is `SMMULR` (or `SMMUL`, an add
+//!   and a shift for shifts >= 33) and a `QADD`, with no range test where the layer's
+//!   accumulator bound allows it, two outputs per loop iteration. SNASNet's neuron
+//!   (shift decay, hard reset) runs in assembly, 32 neurons per spike word, in pairs
+//!   (one word load and store of two membranes, `LDRD` of two currents, `QADD`, `SSAT`,
+//!   a conditional reset and spike bit: 11 instructions per neuron); a BatchNorm before
+//!   it is requantised into the scratch first. Conv edges that read the same node with
+//!   the same neuron in a row share one LIF layer. The main job's network shape (16
+//!   channels, two stages, fc 256, pool 2) costs 2.48 instructions per synaptic
+//!   operation (4.69 before issue 13), the 32-channel bench network 2.06 (3.40).
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads: weights are read byte by byte (about 5 instructions per
 //!   accumulate), spike coordinates and /9 are multiplies, and requantisation has a
-//!   32-bit path for `|acc| <= 2^15` (the general `i64` formula otherwise).
+//!   32-bit path for `|acc| <= 2^15` (the general `i64` formula otherwise). Neuron
+//!   updates and requantisation, not accumulates, dominate there (about 19 instructions
+//!   per synaptic operation on the 4-channel networks).
 //!
 //! Every fast path returns exactly what the portable formula returns (the unit tests
 //! compare them on the host; the device tests compare the device with the host).
@@ -107,7 +126,8 @@ pub use error::{Error, Layer};
 pub use layout::{Workspace, WorkspaceLayout};
 pub use lif::{Decay, Lif, Reset};
 pub use network::{
-    Cell, ConvLayer, Edge, Head, Hidden, Inference, LinearLayer, Network, Op, Reduction, Stage,
+    Cell, ConvLayer, Edge, Head, Hidden, Inference, LinearLayer, Network, Op, Prepared, Reduction,
+    Stage,
 };
 pub use requant::Requant;
 pub use weights::Weights;

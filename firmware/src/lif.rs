@@ -113,7 +113,10 @@ pub fn step(lif: &Lif, v: &mut i16, i: i32) -> bool {
 /// (`bits::words(v.len())` words, tail bits cleared). Returns the number of spikes.
 pub fn layer(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> u32 {
     let input = &input[..v.len()];
-    let mut out = BitWriter::new(spikes, v.len());
+    // Whole spike words of SNASNet's neuron in assembly where there is one.
+    let (done, fired) = words_shift_hard(lif, v, input, spikes);
+    let (v, input) = (&mut v[done..], &input[done..]);
+    let mut out = BitWriter::new(&mut spikes[done / 32..], v.len());
     with_neuron!(lif, |decay, reset| neurons(
         v,
         input,
@@ -123,21 +126,113 @@ pub fn layer(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> u32
         |x| x,
         &mut out
     ));
-    out.finish()
+    fired + out.finish()
+}
+
+/// True where [`word_shift_hard`] exists (ARMv7E-M).
+const WORD_KERNEL: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
+
+/// The first `32 * (v.len() / 32)` neurons of [`layer`] for SNASNet-type neurons
+/// ([`Decay::Shift`], [`Reset::Hard`]) on ARMv7E-M, one spike word at a time
+/// ([`word_shift_hard`]); returns `(neurons done, spikes)`. `(0, 0)` elsewhere.
+#[inline(always)]
+fn words_shift_hard(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> (usize, u32) {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    if let (Decay::Shift(n), Reset::Hard) = (lif.decay, lif.reset) {
+        let words = v.len().min(input.len()) / 32;
+        let (mut vp, mut xp) = (v.as_mut_ptr(), input.as_ptr());
+        let mut fired = 0;
+        for s in &mut spikes[..words] {
+            // SAFETY: word k reads input[32k..32k + 32] and updates v[32k..32k + 32],
+            // k < words <= len / 32 of both.
+            let b = unsafe { word_shift_hard(&mut vp, &mut xp, n as u32, lif.threshold as i32) };
+            *s = b;
+            fired += b.count_ones();
+        }
+        return (words * 32, fired);
+    }
+    let _ = (lif, v, input, spikes);
+    (0, 0)
+}
+
+/// 32 SNASNet-type neurons (`v = sat_i16(sat_i32((v >> n) + x))`, spike iff
+/// `v >= thr`, then `v = 0`) in pairs: one word load and store of two membranes, one
+/// `LDRD` of two currents, `QADD` + `SSAT` each and a conditional reset and spike bit
+/// (11 instructions per neuron, against 17 for the compiler's loop). Advances both
+/// pointers by 32 neurons; returns the spike word (bit `i` = neuron `i`).
+///
+/// # Safety
+/// `*v..*v + 32` (i16, any alignment: LDR/STR may be unaligned on ARMv7-M) writable,
+/// `*x..*x + 32` (i32, aligned) readable; `n <= 15`.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn word_shift_hard(v: &mut *mut i16, x: &mut *const i32, n: u32, thr: i32) -> u32 {
+    let bits: u32;
+    // SAFETY: the caller guarantees both ranges; registers only otherwise. QADD/SSAT may
+    // set the Q flag, which nothing reads.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {vv}, [{v}]",
+            "ldrd {x0}, {x1}, [{x}], #8",
+            "sxth {t}, {vv}",
+            "asr {t}, {t}, {n}",
+            "asr {vv}, {vv}, {n16}",
+            "qadd {x0}, {t}, {x0}",
+            "qadd {x1}, {vv}, {x1}",
+            "ssat {x0}, #16, {x0}",
+            "ssat {x1}, #16, {x1}",
+            "cmp {x0}, {thr}",
+            "itt ge",
+            "movge {x0}, #0",
+            "orrge {bits}, {bits}, {mask}",
+            "cmp {x1}, {thr}",
+            "itt ge",
+            "movge {x1}, #0",
+            "orrge {bits}, {bits}, {mask}, lsl #1",
+            "pkhbt {vv}, {x0}, {x1}, lsl #16",
+            "str {vv}, [{v}], #4",
+            "lsls {mask}, {mask}, #2",
+            "bne 2b",
+            v = inout(reg) *v,
+            x = inout(reg) *x,
+            n = in(reg) n,
+            n16 = in(reg) n + 16,
+            thr = in(reg) thr,
+            mask = inout(reg) 1u32 => _,
+            bits = inout(reg) 0u32 => bits,
+            vv = out(reg) _,
+            x0 = out(reg) _,
+            x1 = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    bits
 }
 
 /// Steps a layer whose input is a `[c][plane]` current map passed through a per-channel
 /// affine first (BatchNorm -> LIF): the input of neuron `i` is
 /// `requantize(input[i], bn.mult[c], bn.shift, bn.bias[c])`, `c = i / plane`.
+///
+/// `tmp` (at least `v.len()` entries, contents irrelevant) holds the requantised
+/// currents where the neuron has an assembly kernel (ARMv7E-M, SNASNet's neuron): one
+/// requantisation pass, then [`layer`]; elsewhere the two are fused and `tmp` is unused.
 pub fn layer_affine(
     lif: &Lif,
     v: &mut [i16],
     input: &[i32],
     bn: &Requant,
     plane: usize,
+    tmp: &mut [i32],
     spikes: &mut [u32],
 ) -> u32 {
     let input = &input[..v.len()];
+    if WORD_KERNEL && matches!((lif.decay, lif.reset), (Decay::Shift(_), Reset::Hard)) {
+        let tmp = &mut tmp[..v.len()];
+        crate::requant::affine_chw(input, bn, plane, tmp);
+        return layer(lif, v, tmp, spikes);
+    }
     let mut out = BitWriter::new(spikes, v.len());
     if plane > 0 {
         // Channel by channel, each with its (mult, bias) read once: no division per neuron.
@@ -443,6 +538,7 @@ mod tests {
             &[2048, 2047, 0, -5000, 5000, -4096],
             &bn,
             3,
+            &mut [0; 6],
             &mut s,
         );
         assert_eq!(k, 3);

@@ -5,7 +5,7 @@
 //! non-zero input is one synaptic operation.
 
 use crate::bits;
-use crate::weights::{with_kernel, RowKernel, Weights};
+use crate::weights::{with_any_kernel, RowKernel, Weights};
 
 /// `acc = W^T s` for a bit-packed input of `inputs` spikes; `acc.len()` = outputs
 /// (zeroed first). Returns the synaptic operations executed.
@@ -17,10 +17,10 @@ pub fn from_spikes(spikes: &[u32], inputs: usize, weights: Weights, acc: &mut [i
     }
     let spikes = &spikes[..bits::words(inputs)];
     let a = acc.as_mut_ptr();
-    let active = with_kernel!(weights, inputs, n, |kern, w| {
+    let active = with_any_kernel!(weights, inputs, n, |kern, w| {
         let mut active = 0usize;
         bits::for_each_set(spikes, inputs, |i| {
-            // SAFETY: i < inputs rows (checked by `with_kernel!`), `n` accumulators.
+            // SAFETY: i < inputs rows (checked by `with_any_kernel!`), `n` accumulators.
             unsafe { kern.add(w.add(i * kern.stride()), a) };
             active += 1;
         });
@@ -38,13 +38,13 @@ pub fn from_counts(counts: &[u8], weights: Weights, acc: &mut [i32]) -> u64 {
         return 0;
     }
     let a = acc.as_mut_ptr();
-    let active = with_kernel!(weights, counts.len(), n, |kern, w| {
+    let active = with_any_kernel!(weights, counts.len(), n, |kern, w| {
         let mut active = 0usize;
         for (i, &c) in counts.iter().enumerate() {
             if c == 0 {
                 continue;
             }
-            // SAFETY: i < counts.len() rows (checked by `with_kernel!`), `n` accumulators.
+            // SAFETY: i < counts.len() rows (checked by `with_any_kernel!`), `n` accumulators.
             unsafe {
                 let row = w.add(i * kern.stride());
                 if c == 1 {

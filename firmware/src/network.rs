@@ -190,6 +190,28 @@ pub struct Inference<'w> {
     pub scores: &'w [i32],
 }
 
+/// A validated network with its per-network decisions made ([`Network::prepare`]): run
+/// images with [`Prepared::infer`]. It borrows the network, so it cannot outlive or be
+/// used with another one.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared<'n, 'a> {
+    net: &'n Network<'a>,
+    /// See [`Network::packed_layers`] (0 where packed accumulators do not pay).
+    packed: u64,
+}
+
+impl Prepared<'_, '_> {
+    /// [`Network::infer`] without the per-network work: checks the workspace and the
+    /// image, zeroes all state and runs all timesteps.
+    pub fn infer<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+    ) -> Result<Inference<'w>, Error> {
+        self.net.run(image, ws, self.packed)
+    }
+}
+
 /// Spatial geometry of an activation map.
 #[derive(Clone, Copy, Debug)]
 struct Geo {
@@ -373,6 +395,55 @@ fn check_linear(layer: Layer, fc: &LinearLayer, inputs: usize) -> Result<(), Err
         fc.weights.len(),
     )?;
     check_requant(layer, &fc.requant, fc.outputs)
+}
+
+/// The same-size convolution `conv` over a map of geometry `g` (its input).
+fn conv_shape(conv: &ConvLayer, g: Geo) -> ConvShape {
+    ConvShape {
+        cin: conv.cin,
+        cout: conv.cout,
+        k: conv.k,
+        h: g.h,
+        w: g.w,
+    }
+}
+
+/// Bit `layer` of a [`Network::packed_layers`] mask.
+fn is_packed(mask: u64, layer: u32) -> bool {
+    layer < 64 && mask >> layer & 1 != 0
+}
+
+/// Convolves the spike map (sum-pooled 2x2 with `pool2`) and requantises it into `dst`
+/// (storing or accumulating), in packed `i16` accumulators when `packed` (the caller
+/// has checked that they are exact, see [`Network::packed_layers`]). Returns the
+/// synaptic operations.
+#[allow(clippy::too_many_arguments)]
+fn spike_conv(
+    spikes: &[u32],
+    shape: &ConvShape,
+    conv: &ConvLayer,
+    pool2: bool,
+    packed: bool,
+    scratch: &mut [i32],
+    dst: &mut [i32],
+    mode: Mode,
+) -> u64 {
+    let n = shape.acc_len(pool2);
+    let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
+    let (rq, c) = (&conv.requant, shape.cout);
+    match conv.weights {
+        Weights::I8(w) if packed && conv_spikes::PACKED_BUILT => {
+            let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
+            let acc = &conv_spikes::as_i16(scratch)[..n];
+            requant::hwc16_to_chw_bounded(acc, rq, c, bound, dst, mode);
+            ops
+        }
+        weights => {
+            let ops = conv_spikes::scatter(spikes, shape, weights, pool2, scratch);
+            requant::hwc_to_chw_bounded(&scratch[..n], rq, c, bound, dst, mode);
+            ops
+        }
+    }
 }
 
 impl<'a> Network<'a> {
@@ -599,14 +670,86 @@ impl<'a> Network<'a> {
     }
 
     /// Runs all timesteps on one `[c][y][x]` u8 image. Validates the network and the
-    /// workspace first (cheap next to the inference); zeroes all state, so images are
-    /// independent.
+    /// workspace first; zeroes all state, so images are independent. The same as
+    /// [`Network::prepare`] then [`Prepared::infer`]: firmware that runs many images
+    /// prepares once (the per-network checks then cost nothing per image).
     pub fn infer<'w>(
         &self,
         image: &[u8],
         ws: &'w mut Workspace<'_>,
     ) -> Result<Inference<'w>, Error> {
+        self.prepare()?.infer(image, ws)
+    }
+
+    /// Validates the network and decides, once, which spike convolutions may accumulate
+    /// in packed `i16` lanes (where that is faster, ARMv7E-M, and exact for the layer's
+    /// weights: [`ConvShape::fits_i16`], which reads the weights of the larger layers).
+    pub fn prepare(&self) -> Result<Prepared<'_, 'a>, Error> {
         self.validate()?;
+        let packed = if conv_spikes::PACKED_PAYS {
+            self.packed_layers()
+        } else {
+            0
+        };
+        Ok(Prepared { net: self, packed })
+    }
+
+    /// Bit `k` set: spike convolution `k` (reductions and conv edges, stage by stage,
+    /// edges in slice order) accumulates in packed `i16` lanes
+    /// ([`conv_spikes::scatter_packed`]), which is exact for it (int8 weights, `cout` a
+    /// multiple of 4, [`ConvShape::fits_i16`]). Layers past the 64th stay `i32`.
+    fn packed_layers(&self) -> u64 {
+        // Shifts 17..=31 requantise |acc| <= 2^15 with one SMMULR (the fast path of
+        // `requant::hwc16_to_chw_bounded`); other shifts stay i32 (exact either way).
+        let ok = |shape: &ConvShape, conv: &ConvLayer, pool2: bool| {
+            matches!(conv.weights, Weights::I8(_))
+                && shape.cout % 4 == 0
+                && (17..=31).contains(&conv.requant.shift)
+                && shape.fits_i16(&conv.weights, pool2)
+        };
+        let (mut mask, mut k) = (0u64, 0u32);
+        let mut mark = |on: bool| {
+            if on && k < 64 {
+                mask |= 1 << k;
+            }
+            k += 1;
+        };
+        let _ = self.for_each_stage::<()>(|_, st, prev, g| {
+            if let Some(r) = &st.reduction {
+                mark(ok(&conv_shape(&r.conv, prev), &r.conv, true));
+            }
+            for e in st.cell.edges {
+                if let Op::Conv { conv, .. } = &e.op {
+                    mark(ok(&conv_shape(conv, g), conv, false));
+                }
+            }
+            Ok(())
+        });
+        mask
+    }
+
+    /// [`Network::infer`], with (`packed`) or without packed accumulators where they are
+    /// exact: both give the same result (the tests check it on every network).
+    #[cfg(test)]
+    fn infer_with<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+        packed: bool,
+    ) -> Result<Inference<'w>, Error> {
+        self.validate()?;
+        let mask = if packed { self.packed_layers() } else { 0 };
+        self.run(image, ws, mask)
+    }
+
+    /// One image on a validated network, packed accumulators for the layers of `packed`
+    /// (a [`Network::packed_layers`] mask or a part of it).
+    fn run<'w>(
+        &self,
+        image: &[u8],
+        ws: &'w mut Workspace<'_>,
+        packed: u64,
+    ) -> Result<Inference<'w>, Error> {
         let plan = self.plan();
         ws.check(&plan.layout)?;
         if image.len() != self.input_len() {
@@ -647,16 +790,18 @@ impl<'a> Network<'a> {
             image
         };
         synops += conv_pixels::scatter(pixels, &stem_shape, self.stem.weights, ws.scratch);
-        requant::hwc_to_chw(
+        requant::hwc_to_chw_bounded(
             &ws.scratch[..g0.n()],
             &self.stem.requant,
             g0.c,
+            stem_shape.acc_bound(&self.stem.weights, 255),
             &mut ws.currents[..g0.n()],
             Mode::Store,
         );
 
         let scores = plan.scores_off..plan.scores_off + self.classes;
         for _t in 0..self.timesteps {
+            let mut layer = 0u32;
             let mut mem = 0usize;
             let mut persistent = plan.persistent_off;
             let mut out = 0..g0.n();
@@ -678,19 +823,26 @@ impl<'a> Network<'a> {
                     let (src, dst) = split(ws.currents, out.clone(), node(0));
                     let v = &mut ws.membranes[mem..mem + prev.n()];
                     mem += prev.n();
+                    // The scratch holds >= every stage's neurons (see `plan`).
+                    let (tmp, plane) = (&mut *ws.scratch, prev.plane());
                     spikes +=
-                        lif::layer_affine(&r.lif, v, src, &r.bn, prev.plane(), ws.spikes) as u64;
-                    let shape = ConvShape {
-                        cin: prev.c,
-                        cout: g.c,
-                        k: r.conv.k,
-                        h: prev.h,
-                        w: prev.w,
-                    };
+                        lif::layer_affine(&r.lif, v, src, &r.bn, plane, tmp, ws.spikes) as u64;
+                    let shape = conv_shape(&r.conv, prev);
+                    let p = is_packed(packed, layer);
+                    layer += 1;
+                    let mode = Mode::Store;
                     synops +=
-                        conv_spikes::scatter(ws.spikes, &shape, r.conv.weights, true, ws.scratch);
-                    requant::hwc_to_chw(&ws.scratch[..n], &r.conv.requant, g.c, dst, Mode::Store);
+                        spike_conv(ws.spikes, &shape, &r.conv, true, p, ws.scratch, dst, mode);
                 }
+                let edge_base = layer;
+                layer += conv_edges(&st.cell) as u32;
+                // The spike map of the last conv edge's LIF in evaluation order (its
+                // source node, direction and neuron) and its spike count. A conv edge whose
+                // LIF matches it sees the same input current at every step from the same
+                // zero state, so its membranes would equal that edge's forever: it reuses
+                // the spikes (and counts them again) instead of recomputing them. The
+                // decision depends only on the cell, so it is the same at every step.
+                let mut last_lif: Option<(u8, bool, Lif, u32)> = None;
                 for j in 1..=3u8 {
                     let dst_range = node(j);
                     // The first edge into the node stores (sat(0 + x) = x), the others
@@ -699,6 +851,7 @@ impl<'a> Network<'a> {
                     let mut conv_index = 0;
                     for e in st.cell.edges {
                         let v_off = mem + conv_index * n;
+                        let edge_layer = edge_base + conv_index as u32;
                         conv_index += matches!(e.op, Op::Conv { .. }) as usize;
                         if e.to != j {
                             continue;
@@ -719,28 +872,20 @@ impl<'a> Network<'a> {
                             Op::Skip => add::accumulate(src, dst),
                             Op::AvgPool3 => avgpool3::pool(src, g.c, g.h, g.w, dst, mode),
                             Op::Conv { lif, conv } => {
-                                let v = &mut ws.membranes[v_off..v_off + n];
-                                spikes += lif::layer(lif, v, src, ws.spikes) as u64;
-                                let shape = ConvShape {
-                                    cin: g.c,
-                                    cout: g.c,
-                                    k: conv.k,
-                                    h: g.h,
-                                    w: g.w,
+                                let key = (e.from, e.from < e.to, *lif);
+                                let fired = match last_lif {
+                                    Some((f, d, l, k)) if (f, d, l) == key => k,
+                                    _ => {
+                                        let v = &mut ws.membranes[v_off..v_off + n];
+                                        lif::layer(lif, v, src, ws.spikes)
+                                    }
                                 };
-                                synops += conv_spikes::scatter(
-                                    ws.spikes,
-                                    &shape,
-                                    conv.weights,
-                                    false,
-                                    ws.scratch,
-                                );
-                                requant::hwc_to_chw(
-                                    &ws.scratch[..n],
-                                    &conv.requant,
-                                    g.c,
-                                    dst,
-                                    mode,
+                                last_lif = Some((key.0, key.1, key.2, fired));
+                                spikes += fired as u64;
+                                let shape = conv_shape(conv, g);
+                                let p = is_packed(packed, edge_layer);
+                                synops += spike_conv(
+                                    ws.spikes, &shape, conv, false, p, ws.scratch, dst, mode,
                                 );
                             }
                         }
@@ -766,6 +911,7 @@ impl<'a> Network<'a> {
                 &ws.currents[out],
                 &head.bn,
                 last.plane(),
+                ws.scratch,
                 ws.spikes,
             ) as u64;
             let counts = &mut ws.bytes[..l.head_counts_u8];

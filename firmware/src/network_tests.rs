@@ -576,8 +576,12 @@ fn reference(spec: &Spec, image: &[u8]) -> RefResult {
 /// Two stages, every op kind, backward edges (3->1, 2->1, 3->2), int4 and int8 layers,
 /// a Q15/subtractive LIF, input pooling and a hidden layer.
 fn tiny(seed: u64, pool: usize, h: usize, w: usize, hidden: bool) -> Spec {
+    tiny_with(seed, pool, h, w, hidden, 3)
+}
+
+/// [`tiny`] with `c0` channels in stage 0 (`2 * c0` in stage 1).
+fn tiny_with(seed: u64, pool: usize, h: usize, w: usize, hidden: bool, c0: usize) -> Spec {
     let r = &mut Lcg(seed);
-    let c0 = 3;
     let odd = Lif {
         decay: Decay::Q15(9000),
         threshold: 3500,
@@ -697,6 +701,12 @@ fn run(spec: &Spec, img: &[u8]) -> (WorkspaceLayout, usize, u64, u64, Vec<i32>) 
     // A second run on the same (dirty) workspace gives the same answer: state is reset.
     let r2 = net.infer(img, &mut ws).unwrap();
     assert_eq!((r2.class, r2.spikes, r2.synops, r2.scores.to_vec()), first);
+    // Packed i16 accumulators (where exact) and i32 ones give the same answer.
+    for packed in [false, true] {
+        let r3 = net.infer_with(img, &mut ws, packed).unwrap();
+        let got = (r3.class, r3.spikes, r3.synops, r3.scores.to_vec());
+        assert_eq!(got, first, "packed {packed}");
+    }
     (l, first.0, first.1, first.2, first.3)
 }
 
@@ -745,6 +755,112 @@ fn tiny_networks_match_the_dense_reference() {
         classes_seen.iter().filter(|&&b| b).count() >= 2,
         "predictions should vary: {classes_seen:?}"
     );
+}
+
+/// Networks whose channel counts are multiples of 4 take the packed `i16` accumulators
+/// where their weights allow it, and still match the reference.
+#[test]
+fn packed_accumulators_match_the_dense_reference() {
+    // The same scales with 12 more bits of shift: the packed path needs shifts 17..=31.
+    let widen = |c: &mut ConvP| {
+        c.bn.mult.iter_mut().for_each(|m| *m <<= 12);
+        c.bn.shift += 12;
+    };
+    for (seed, c0) in [(21, 4), (22, 8)] {
+        let mut spec = tiny_with(seed, 2, 16, 16, true, c0);
+        for st in &mut spec.stages {
+            if let Some((_, _, c)) = &mut st.red {
+                widen(c);
+            }
+            for (_, _, op) in &mut st.edges {
+                if let OpP::Conv(c, _) = op {
+                    widen(c);
+                }
+            }
+        }
+        let edges: Vec<Vec<Edge>> = spec.stages.iter().map(edges_of).collect();
+        let stages = stages_of(&spec, &edges);
+        let net = network_of(&spec, &stages);
+        let mask = net.packed_layers();
+        // int8 layers only (stage 0: 3->1 is int4), every one of them fits.
+        assert!(mask.count_ones() >= 4, "seed {seed}: mask {mask:b}");
+        for im in 0..3 {
+            let img = image(seed * 100 + im, 256);
+            let (_, class, spikes, synops, scores) = run(&spec, &img);
+            let r = reference(&spec, &img);
+            assert_eq!(scores, r.scores, "seed {seed} image {im}");
+            assert_eq!((class, spikes, synops), (r.class, r.spikes, r.synops));
+            assert!(spikes > 0 && synops > 0, "seed {seed}: inactive");
+        }
+    }
+}
+
+/// Cells where several conv edges read the same node: the runtime computes one LIF for
+/// consecutive edges with the same source, direction and neuron (their membranes are
+/// equal forever) and must still match the reference, which runs every edge's own LIF;
+/// the same source read in the other direction, or with another neuron, must not share.
+#[test]
+fn conv_edges_sharing_a_source_match_the_dense_reference() {
+    let odd = Lif {
+        decay: Decay::Q15(20000),
+        threshold: 3000,
+        reset: Reset::Subtract,
+    };
+    let snn = Lif::SNASNET;
+    for seed in 11..14u64 {
+        let mut spec = tiny(seed, 2, 16, 16, true);
+        let r = &mut Lcg(seed * 7);
+        let (c0, c1) = (3, 6);
+        // Stage 0: 3->1 and 3->2 (backward, shared), 0->2 and 0->3 (forward, shared).
+        spec.stages[0].edges = vec![
+            (3, 1, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
+            (
+                3,
+                2,
+                OpP::Conv(conv(r, c0, c0, 1, true, (300, 900), 6), snn),
+            ),
+            (0, 2, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
+            (
+                0,
+                3,
+                OpP::Conv(conv(r, c0, c0, 1, false, (200, 500), 5), snn),
+            ),
+            (2, 3, OpP::Conv(conv(r, c0, c0, 3, false, (30, 90), 5), snn)),
+        ];
+        // Stage 1: 2->1 (backward) then 2->3 (forward) are adjacent conv edges from node 2
+        // but read different steps; 0->3 after 0->... uses another neuron.
+        spec.stages[1].edges = vec![
+            (0, 1, OpP::Skip),
+            (2, 1, OpP::Conv(conv(r, c1, c1, 3, false, (10, 40), 5), snn)),
+            (0, 2, OpP::Pool),
+            (2, 3, OpP::Conv(conv(r, c1, c1, 3, false, (10, 40), 5), snn)),
+            (
+                2,
+                3,
+                OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), odd),
+            ),
+            (
+                0,
+                3,
+                OpP::Conv(conv(r, c1, c1, 1, false, (80, 200), 5), snn),
+            ),
+        ];
+        for im in 0..3 {
+            let img = image(seed * 100 + im, 256);
+            let (_, class, spikes, synops, scores) = run(&spec, &img);
+            let r = reference(&spec, &img);
+            assert_eq!(scores, r.scores, "seed {seed} image {im}");
+            assert_eq!(
+                (class, spikes, synops),
+                (r.class, r.spikes, r.synops),
+                "seed {seed} image {im}"
+            );
+            assert!(
+                spikes > 0 && synops > 0,
+                "seed {seed}: inactive test network"
+            );
+        }
+    }
 }
 
 #[test]

@@ -14,6 +14,8 @@
 //! accumulators, `1/(4096 * 0.75)` for a current) and `bias = round(4096 * 0.75 * b_c)`.
 //! [`quantize_multiplier`] computes `(mult, shift)` from the real factor.
 
+use crate::weights::packed_index;
+
 /// Per-channel `(mult, bias)` with one shift: a requantisation or a BatchNorm affine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -119,6 +121,12 @@ impl Requantizer for ShiftLow {
         if NO_LONG_MUL && s >= 17 && narrow(acc) {
             return requantize_narrow(acc, mult, s, bias);
         }
+        // -2^(s-1) <= acc < 2^(s-1) (nearly every accumulator): acc << (32 - s) fits i32
+        // and SMMULR's (a * m + 2^31) >> 32 of it is exactly (acc * m + 2^(s-1)) >> s,
+        // which fits i32 (|.| < 2^30): one shift, one multiply, one saturating add.
+        if !NO_LONG_MUL && ((acc as u32).wrapping_add(1 << (s - 1))) < 1u32 << s {
+            return smmulr(acc << (32 - s), mult).saturating_add(bias);
+        }
         // Bits s..s+32 of t = acc * mult + 2^(s-1) (`v`), and the bits above them (`top`):
         // t >> s fits i32 iff `top` is the sign extension of `v`.
         let (v, top) = funnel_shift(acc, mult, s);
@@ -188,11 +196,60 @@ fn funnel_shift(acc: i32, mult: i32, s: u32) -> (i32, i32) {
     }
 }
 
+/// `(a * b + 2^31) >> 32`: the high word of the product, rounded (ARMv7E-M's SMMULR).
+#[inline(always)]
+fn smmulr(a: i32, b: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: i32;
+        // SAFETY: register-only arithmetic.
+        unsafe {
+            core::arch::asm!("smmulr {r}, {a}, {b}", a = in(reg) a, b = in(reg) b,
+                r = lateout(reg) r, options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        ((a as i64 * b as i64 + (1 << 31)) >> 32) as i32
+    }
+}
+
+/// `(a * b) >> 32`: the high word of the product, floored (ARMv7E-M's SMMUL).
+#[inline(always)]
+fn smmul(a: i32, b: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: i32;
+        // SAFETY: register-only arithmetic.
+        unsafe {
+            core::arch::asm!("smmul {r}, {a}, {b}", a = in(reg) a, b = in(reg) b,
+                r = lateout(reg) r, options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        ((a as i64 * b as i64) >> 32) as i32
+    }
+}
+
 impl Requantizer for ShiftHigh {
     #[inline(always)]
     fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
         if NO_LONG_MUL && self.0 <= 46 && narrow(acc) {
             return requantize_narrow(acc, mult, self.0, bias);
+        }
+        if !NO_LONG_MUL {
+            // With s >= 33 the rounding term 2^(s-1) is a multiple of 2^32, so
+            // (p + 2^(s-1)) >> s = ((p >> 32) + 2^(s-33)) >> (s - 32) for p = acc * mult;
+            // s = 32 is SMMULR. |p >> 32| < 2^30, so nothing overflows.
+            let v = if self.0 == 32 {
+                smmulr(acc, mult)
+            } else {
+                (smmul(acc, mult) + (1 << (self.0 - 33))) >> (self.0 - 32)
+            };
+            return v.saturating_add(bias);
         }
         let t = acc as i64 * mult as i64 + (1i64 << (self.0 - 1));
         // t >> shift = (high word of t) >> (shift - 32), |t| < 2^63, so it fits i32.
@@ -236,11 +293,12 @@ pub enum Mode {
     Accumulate,
 }
 
-/// One channel of [`hwc_to_chw`]: `out[i] (=|+=) r(acc[i * stride])` for `i < out.len()`.
+/// One channel of [`hwc_to_chw`]: `out[i] (=|+=) r(acc[i * stride])` for `i < out.len()`
+/// (`T`: `i32` accumulators, or `i16` lanes of packed ones).
 #[inline(always)]
-fn channel<R: Requantizer, const ACC: bool>(
+fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
     r: R,
-    acc: &[i32],
+    acc: &[T],
     stride: usize,
     m: i32,
     b: i32,
@@ -252,11 +310,30 @@ fn channel<R: Requantizer, const ACC: bool>(
     // One check for the whole channel instead of one per element.
     assert!((out.len() - 1) * stride < acc.len());
     let mut src = acc.as_ptr();
-    for o in out.iter_mut() {
-        // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len().
-        let a = unsafe { *src };
+    let mut next = || {
+        // SAFETY: element i is read at i * stride <= (len - 1) * stride < acc.len(),
+        // and `next` is called once per output element.
+        let a: i32 = unsafe { *src }.into();
         src = src.wrapping_add(stride);
-        let v = r.apply(a, m, b);
+        r.apply(a, m, b)
+    };
+    // Two elements per iteration (one loop test per pair) where registers are plenty;
+    // ARMv6-M's eight low registers make the pair slower there.
+    if NO_LONG_MUL {
+        for o in out.iter_mut() {
+            let v = next();
+            *o = if ACC { o.saturating_add(v) } else { v };
+        }
+        return;
+    }
+    let mut pairs = out.chunks_exact_mut(2);
+    for o in &mut pairs {
+        let (v0, v1) = (next(), next());
+        o[0] = if ACC { o[0].saturating_add(v0) } else { v0 };
+        o[1] = if ACC { o[1].saturating_add(v1) } else { v1 };
+    }
+    for o in pairs.into_remainder() {
+        let v = next();
         *o = if ACC { o.saturating_add(v) } else { v };
     }
 }
@@ -264,21 +341,129 @@ fn channel<R: Requantizer, const ACC: bool>(
 /// Requantises `[p][c]` accumulators (`p` = pixel, `channels` inner) into a `[c][p]`
 /// current map, storing or accumulating.
 pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], mode: Mode) {
+    hwc_to_chw_bounded(acc, rq, channels, u32::MAX, out, mode);
+}
+
+/// [`hwc_to_chw`] for accumulators known to satisfy `|acc| <= bound` (a convolution's
+/// bound follows from its shape: rows x largest |weight| x largest input). When the
+/// bound is below `2^(shift-1)`, every element takes the SMMULR path of the
+/// requantisation without a range test. A wrong bound gives wrong currents: callers
+/// pass what the layer's shape guarantees, `u32::MAX` when unknown.
+pub fn hwc_to_chw_bounded(
+    acc: &[i32],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    out: &mut [i32],
+    mode: Mode,
+) {
+    transpose_any(acc, |c| c, rq, channels, bound, out, mode);
+}
+
+/// [`hwc_to_chw_bounded`] for the `i16` lanes of packed accumulators
+/// ([`crate::conv_spikes::scatter_packed`]): channel `c` of pixel `p` is lane
+/// `p * channels + packed_index(c)`; `channels % 4 == 0`.
+pub fn hwc16_to_chw_bounded(
+    acc: &[i16],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    out: &mut [i32],
+    mode: Mode,
+) {
+    assert!(
+        channels % 4 == 0,
+        "packed accumulators need channels % 4 == 0"
+    );
     if channels == 0 {
         return;
     }
     let plane = acc.len() / channels;
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
     let out = &mut out[..channels * plane];
-    with_requantizer!(rq.shift, |r| {
+    let s = rq.shift;
+    // |acc| <= 2^15: shifts 17..=31 always take the SMMULR path. Other shifts (which
+    // `Network::prepare` does not pack) take the formula in a plain loop: little flash.
+    let bound = bound.min(i16::MAX as u32 + 1);
+    if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
+        let r = ShiftLowBounded(s as u32);
+        transpose(r, acc, packed_index, mult, bias, plane, out, mode);
+    } else {
         for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
-            let (m, b, src) = (mult[c], bias[c], &acc[c..]);
-            match mode {
-                Mode::Store => channel::<_, false>(r, src, channels, m, b, dst),
-                Mode::Accumulate => channel::<_, true>(r, src, channels, m, b, dst),
+            let src = acc[packed_index(c)..].iter().step_by(channels);
+            for (o, &a) in dst.iter_mut().zip(src) {
+                let v = requantize(a as i32, mult[c], s, bias[c]);
+                *o = match mode {
+                    Mode::Store => v,
+                    Mode::Accumulate => o.saturating_add(v),
+                };
             }
         }
-    })
+    }
+}
+
+/// [`hwc_to_chw_bounded`] over any accumulator element and channel order.
+#[inline(always)]
+fn transpose_any<T: Copy + Into<i32>>(
+    acc: &[T],
+    index: impl Fn(usize) -> usize + Copy,
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    out: &mut [i32],
+    mode: Mode,
+) {
+    if channels == 0 {
+        return;
+    }
+    let plane = acc.len() / channels;
+    let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
+    let out = &mut out[..channels * plane];
+    let s = rq.shift;
+    if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
+        let r = ShiftLowBounded(s as u32);
+        transpose(r, acc, index, mult, bias, plane, out, mode);
+    } else {
+        with_requantizer!(s, |r| transpose(
+            r, acc, index, mult, bias, plane, out, mode
+        ))
+    }
+}
+
+/// The channel loop of [`hwc_to_chw_bounded`] for one requantiser; channel `c` of a
+/// pixel is element `index(c)` of its row of `mult.len()` accumulators.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transpose<R: Requantizer, T: Copy + Into<i32>>(
+    r: R,
+    acc: &[T],
+    index: impl Fn(usize) -> usize,
+    mult: &[i32],
+    bias: &[i32],
+    plane: usize,
+    out: &mut [i32],
+    mode: Mode,
+) {
+    let channels = mult.len();
+    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
+        match mode {
+            Mode::Store => channel::<_, _, false>(r, src, channels, m, b, dst),
+            Mode::Accumulate => channel::<_, _, true>(r, src, channels, m, b, dst),
+        }
+    }
+}
+
+/// `1 <= shift <= 31` for accumulators with `|acc| < 2^(shift-1)` on cores with a long
+/// multiply: always the SMMULR path of [`ShiftLow`].
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftLowBounded(pub u32);
+
+impl Requantizer for ShiftLowBounded {
+    #[inline(always)]
+    fn apply(self, acc: i32, mult: i32, bias: i32) -> i32 {
+        smmulr(acc << (32 - self.0), mult).saturating_add(bias)
+    }
 }
 
 /// Requantises a vector in place, element `o` with channel `o` (linear layers).
@@ -298,11 +483,14 @@ pub fn affine_chw(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32]) {
     if plane == 0 {
         return;
     }
-    for (c, (o, x)) in out.chunks_mut(plane).zip(input.chunks(plane)).enumerate() {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = rq.apply(x, c);
+    let params = rq.mult.iter().zip(rq.bias);
+    with_requantizer!(rq.shift, |r| {
+        for ((o, x), (&m, &b)) in out.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = r.apply(x, m, b);
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -364,6 +552,90 @@ mod tests {
                         check(x as i32 >> (x % 24));
                     }
                 }
+            }
+        }
+    }
+
+    /// The bounded requantiser equals the formula inside its bound, and the bounded
+    /// transposition equals the unbounded one.
+    #[test]
+    fn bounded_requantizer_matches_the_formula() {
+        let mut x = 0x2545_f491u32;
+        for shift in 1..=31u32 {
+            let lim = (1i64 << (shift - 1)) - 1;
+            for &m in &[
+                i32::MIN,
+                -(1 << 30) - 5,
+                -1,
+                0,
+                1,
+                12345,
+                (1 << 30) + 77,
+                i32::MAX,
+            ] {
+                for b in [i32::MIN, -9, 0, 4096, i32::MAX] {
+                    let check = |a: i64| {
+                        let a = a as i32;
+                        assert_eq!(
+                            ShiftLowBounded(shift).apply(a, m, b),
+                            requantize(a, m, shift as u8, b),
+                            "acc {a} mult {m} shift {shift} bias {b}"
+                        );
+                    };
+                    for a in [-lim, -lim + 1, -1, 0, 1, lim - 1, lim] {
+                        if a.abs() <= lim {
+                            check(a);
+                        }
+                    }
+                    for _ in 0..8 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        check((x as i64) % (lim + 1));
+                    }
+                }
+            }
+        }
+        let acc: Vec<i32> = (0..24).map(|i| (i * 37 % 61) - 30).collect();
+        let rq = Requant {
+            mult: &[(1 << 30) + 3, -(1 << 29), 7],
+            bias: &[5, -4096, 0],
+            shift: 9,
+        };
+        for mode in [Mode::Store, Mode::Accumulate] {
+            let (mut a, mut b) = (vec![11; 24], vec![11; 24]);
+            hwc_to_chw(&acc, &rq, 3, &mut a, mode);
+            hwc_to_chw_bounded(&acc, &rq, 3, 30, &mut b, mode);
+            assert_eq!(a, b);
+        }
+    }
+
+    /// Packed i16 accumulators requantise as the same values in i32 do.
+    #[test]
+    fn packed_transposition_matches_the_i32_one() {
+        let (channels, plane) = (8, 5);
+        let acc: Vec<i32> = (0..channels * plane)
+            .map(|i| (i as i32 * 7919 % 65536) - 32768)
+            .collect();
+        let mut lanes = vec![0i16; acc.len()];
+        for (p, row) in acc.chunks(channels).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                lanes[p * channels + packed_index(c)] = v as i16;
+            }
+        }
+        let mult: Vec<i32> = (0..channels as i32).map(|c| (1 << 30) + c * 999).collect();
+        let bias: Vec<i32> = (0..channels as i32).map(|c| c * 100 - 300).collect();
+        for shift in [0u8, 9, 17, 30, 31, 32, 40] {
+            let rq = Requant {
+                mult: &mult,
+                bias: &bias,
+                shift,
+            };
+            for mode in [Mode::Store, Mode::Accumulate] {
+                let (mut a, mut b) = (vec![3; acc.len()], vec![3; acc.len()]);
+                hwc_to_chw(&acc, &rq, channels, &mut a, mode);
+                hwc16_to_chw_bounded(&lanes, &rq, channels, 32768, &mut b, mode);
+                assert_eq!(a, b, "shift {shift}");
             }
         }
     }

@@ -167,18 +167,20 @@ const BYTE_LOADS: bool = cfg!(all(target_arch = "arm", not(target_feature = "thu
 /// row length. Offsets are in storage elements (bytes), accumulators are raw pointers:
 /// the callers check the bounds once per layer, not once per row.
 pub(crate) trait RowKernel: Copy {
+    /// The accumulator element: `i32`, or `i16` for the packed kernels ([`I8x2Fixed`]).
+    type Acc;
     /// Storage bytes per row.
     fn stride(self) -> usize;
     /// `acc[j] += w[j]` for `j < n`.
     ///
     /// # Safety
     /// `w..w + stride` must be readable and `acc..acc + n` writable (and not aliased).
-    unsafe fn add(self, w: *const u8, acc: *mut i32);
+    unsafe fn add(self, w: *const u8, acc: *mut Self::Acc);
     /// `acc[j] += x * w[j]` for `j < n`.
     ///
     /// # Safety
     /// As [`RowKernel::add`].
-    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i32);
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut Self::Acc);
 }
 
 /// `*a = *a + v` (wrapping).
@@ -307,6 +309,50 @@ unsafe fn add8_i4_dsp(w: &mut *const u8, acc: &mut *mut i32) {
     }
 }
 
+/// `acc[0..4] += x * w[0..4]` (int8, `x` in the i16 range) and advances both pointers by
+/// 4 elements: one word load of the weights, two SXTB16 (weights 0 and 2, then 1 and 3,
+/// as i16 pairs) and four SMLAxB (9 instructions for 4 multiply-accumulates).
+///
+/// # Safety
+/// `*w..*w + 4` readable, `*acc..*acc + 4` writable, `x` in `i16::MIN..=i16::MAX`.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn mla4_i8_dsp(w: &mut *const u8, x: i32, acc: &mut *mut i32) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r3.
+    // SMLAxB may set the Q flag on a wrapping accumulate (nothing reads it); the sum
+    // itself wraps, as `wrapping_add` does.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}], #4",
+            "ldm {a}!, {{r0, r1, r2, r3}}",
+            "sxtb16 {u}, {t}",
+            "smlabb r0, {u}, {x}, r0",
+            "smlatb r2, {u}, {x}, r2",
+            "sxtb16 {u}, {t}, ror #8",
+            "smlabb r1, {u}, {x}, r1",
+            "smlatb r3, {u}, {x}, r3",
+            "stmdb {a}, {{r0, r1, r2, r3}}",
+            w = inout(reg) *w,
+            a = inout(reg) *acc,
+            x = in(reg) x,
+            t = out(reg) _,
+            u = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn mla4_i8_dsp(_w: &mut *const u8, _x: i32, _acc: &mut *mut i32) {
+    unreachable!("mla4_i8_dsp is only called on ARMv7E-M")
+}
+
 /// Never called: [`DSP_ASM`] is false on this target.
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 #[inline(always)]
@@ -326,7 +372,15 @@ unsafe fn mla_i8(w: *const u8, x: i32, acc: *mut i32, n: usize) {
     // SAFETY: the caller upholds this function's contract.
     unsafe {
         let mut j = 0;
-        if !BYTE_LOADS {
+        if DSP_ASM && x as i16 as i32 == x {
+            // SMLAxB multiplies the low half of `x`: exact for every `x` that fits i16
+            // (pixels, spike counts); others take the portable loop below.
+            let (mut wp, mut ap) = (w, acc);
+            for _ in 0..n / 4 {
+                mla4_i8_dsp(&mut wp, x, &mut ap);
+            }
+            j = n & !3;
+        } else if !BYTE_LOADS {
             while j + 4 <= n {
                 let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
                 let a = acc.add(j);
@@ -424,6 +478,7 @@ pub(crate) struct I8Any(pub usize);
 pub(crate) struct I4Any(pub usize);
 
 impl<const N: usize> RowKernel for I8Fixed<N> {
+    type Acc = i32;
     #[inline(always)]
     fn stride(self) -> usize {
         N
@@ -441,6 +496,7 @@ impl<const N: usize> RowKernel for I8Fixed<N> {
 }
 
 impl RowKernel for I8Any {
+    type Acc = i32;
     #[inline(always)]
     fn stride(self) -> usize {
         self.0
@@ -458,6 +514,7 @@ impl RowKernel for I8Any {
 }
 
 impl RowKernel for I4Any {
+    type Acc = i32;
     #[inline(always)]
     fn stride(self) -> usize {
         self.0.div_ceil(2)
@@ -473,6 +530,200 @@ impl RowKernel for I4Any {
         unsafe { mla_i4(w, x, acc, self.0) }
     }
 }
+
+/// Where output channel `j` of a *packed* accumulator row lives (the packed row kernels):
+/// `j` with its bits 0 and 1 swapped, so each group of 4 channels `4g..4g + 4` is stored
+/// as the `i16` lanes `[4g, 4g + 2, 4g + 1, 4g + 3]` (two words: `(4g, 4g + 2)` and
+/// `(4g + 1, 4g + 3)`, low lane first).
+#[inline(always)]
+pub const fn packed_index(j: usize) -> usize {
+    (j & !3) | ((j & 1) << 1) | ((j >> 1) & 1)
+}
+
+/// int8 rows of `N` weights (`N % 4 == 0`) into *packed* accumulators: two `i16` lanes
+/// per word, channels in the order of [`packed_index`]. On ARMv7E-M one `SXTAB16` adds
+/// two sign-extended weights to the two lanes of one word, so 8 accumulates take one
+/// `LDM`, two weight loads, four `SXTAB16` and one `STM` (1 instruction per accumulate,
+/// against 1.75 for `i32` accumulators). The lanes wrap at 16 bits: the caller uses
+/// these kernels only where every accumulator provably stays in the `i16` range
+/// ([`crate::conv_spikes::ConvShape::fits_i16`]).
+#[derive(Clone, Copy)]
+pub(crate) struct I8x2Fixed<const N: usize>;
+
+/// [`I8x2Fixed`] for any row length that is a multiple of 4.
+#[derive(Clone, Copy)]
+pub(crate) struct I8x2Any(pub usize);
+
+/// `acc[packed_index(j)] += w[j]` (wrapping `i16`) for `j < n`, `n % 4 == 0`.
+#[inline(always)]
+unsafe fn add_i8_x2(w: *const u8, acc: *mut i16, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        if DSP_ASM {
+            let (mut wp, mut ap) = (w, acc);
+            for _ in 0..n / 8 {
+                add8_i8_x2_dsp(&mut wp, &mut ap);
+            }
+            if n & 4 != 0 {
+                add4_i8_x2_dsp(wp, ap);
+            }
+        } else {
+            for j in 0..n {
+                let a = acc.add(packed_index(j));
+                *a = (*a).wrapping_add(*w.add(j) as i8 as i16);
+            }
+        }
+    }
+}
+
+/// `acc[packed_index(j)] += x * w[j]` (wrapping `i16`) for `j < n`, `n % 4 == 0`.
+#[inline(always)]
+unsafe fn mla_i8_x2(w: *const u8, x: i32, acc: *mut i16, n: usize) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        for j in 0..n {
+            let a = acc.add(packed_index(j));
+            *a = (*a).wrapping_add(x.wrapping_mul(*w.add(j) as i8 as i32) as i16);
+        }
+    }
+}
+
+/// `acc[0..8] += w[0..8]` in packed `i16` lanes and advances `w` by 8 bytes and `acc` by
+/// 8 lanes (4 words): 8 instructions for 8 accumulates.
+///
+/// # Safety
+/// `*w..*w + 8` readable, `*acc..*acc + 8` writable and word-aligned.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn add8_i8_x2_dsp(w: &mut *const u8, acc: &mut *mut i16) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r3.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}], #4",
+            "ldm {a}, {{r0, r1, r2, r3}}",
+            "sxtab16 r0, r0, {t}",
+            "sxtab16 r1, r1, {t}, ror #8",
+            "ldr {t}, [{w}], #4",
+            "sxtab16 r2, r2, {t}",
+            "sxtab16 r3, r3, {t}, ror #8",
+            "stm {a}!, {{r0, r1, r2, r3}}",
+            w = inout(reg) *w,
+            a = inout(reg) *acc,
+            t = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// `acc[0..4] += w[0..4]` in packed `i16` lanes (5 instructions).
+///
+/// # Safety
+/// `w..w + 4` readable, `acc..acc + 4` writable and word-aligned.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn add4_i8_x2_dsp(w: *const u8, acc: *mut i16) {
+    // SAFETY: the caller guarantees both ranges; the asm touches only them and r0-r1.
+    unsafe {
+        core::arch::asm!(
+            "ldr {t}, [{w}]",
+            "ldm {a}, {{r0, r1}}",
+            "sxtab16 r0, r0, {t}",
+            "sxtab16 r1, r1, {t}, ror #8",
+            "stm {a}, {{r0, r1}}",
+            w = in(reg) w,
+            a = in(reg) acc,
+            t = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn add8_i8_x2_dsp(_w: &mut *const u8, _acc: &mut *mut i16) {
+    unreachable!("add8_i8_x2_dsp is only called on ARMv7E-M")
+}
+
+/// Never called: [`DSP_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn add4_i8_x2_dsp(_w: *const u8, _acc: *mut i16) {
+    unreachable!("add4_i8_x2_dsp is only called on ARMv7E-M")
+}
+
+impl<const N: usize> RowKernel for I8x2Fixed<N> {
+    type Acc = i16;
+    #[inline(always)]
+    fn stride(self) -> usize {
+        N
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i16) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i8_x2(w, acc, N) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i8_x2(w, x, acc, N) }
+    }
+}
+
+impl RowKernel for I8x2Any {
+    type Acc = i16;
+    #[inline(always)]
+    fn stride(self) -> usize {
+        self.0
+    }
+    #[inline(always)]
+    unsafe fn add(self, w: *const u8, acc: *mut i16) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add_i8_x2(w, acc, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { mla_i8_x2(w, x, acc, self.0) }
+    }
+}
+
+/// As [`with_kernel!`] with one kernel per storage format and no fixed-length ones: for
+/// layers that run once per image or once per step (stem, linear layers), where the
+/// unrolled kernels would cost more flash than they save time.
+macro_rules! with_any_kernel {
+    ($weights:expr, $rows:expr, $n:expr, |$k:ident, $w:ident| $body:expr) => {{
+        let (n, rows) = ($n, $rows);
+        let weights: $crate::weights::Weights = $weights;
+        assert!(
+            weights.len() >= weights.storage_len(rows, n),
+            "weights hold {} bytes, {} rows of {} need {}",
+            weights.len(),
+            rows,
+            n,
+            weights.storage_len(rows, n)
+        );
+        match weights {
+            $crate::weights::Weights::I8(w) => {
+                let $w = w.as_ptr() as *const u8;
+                let $k = $crate::weights::I8Any(n);
+                $body
+            }
+            $crate::weights::Weights::I4(w) => {
+                let $w = w.as_ptr();
+                let $k = $crate::weights::I4Any(n);
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_any_kernel;
 
 /// Runs `$body` with `$k` bound to the row kernel for `$weights` (rows of `$n` weights)
 /// and `$w: *const u8` to the start of the storage, after checking that the storage
@@ -491,6 +742,13 @@ macro_rules! with_kernel {
             weights.storage_len(rows, n)
         );
         match weights {
+            // On ARMv7E-M the int8 spike convolutions that matter take the packed kernels
+            // (`I8x2Fixed`); the i32 ones there are the fallback and stay generic (flash).
+            $crate::weights::Weights::I8(w) if $crate::conv_spikes::PACKED_PAYS => {
+                let $w = w.as_ptr() as *const u8;
+                let $k = $crate::weights::I8Any(n);
+                $body
+            }
             $crate::weights::Weights::I8(w) => {
                 let $w = w.as_ptr() as *const u8;
                 match n {
@@ -500,6 +758,10 @@ macro_rules! with_kernel {
                     }
                     16 => {
                         let $k = $crate::weights::I8Fixed::<16>;
+                        $body
+                    }
+                    32 => {
+                        let $k = $crate::weights::I8Fixed::<32>;
                         $body
                     }
                     _ => {
@@ -552,7 +814,7 @@ mod tests {
     /// Every row kernel against the portable row functions, for every length up to 40.
     #[test]
     fn kernels_match_the_row_functions() {
-        fn check<K: RowKernel>(k: K, n: usize, w8: &[i8], w4: &[u8], int4: bool) {
+        fn check<K: RowKernel<Acc = i32>>(k: K, n: usize, w8: &[i8], w4: &[u8], int4: bool) {
             let mut want = vec![5i32; n];
             let mut got = vec![5i32; n + 1];
             // SAFETY: the row holds `stride` bytes and `got` n (+1 guard) accumulators.
@@ -587,6 +849,44 @@ mod tests {
             }
             if n == 16 {
                 check(I8Fixed::<16>, n, &w8, &w4, false);
+            }
+            if n == 32 {
+                check(I8Fixed::<32>, n, &w8, &w4, false);
+            }
+        }
+    }
+
+    /// The packed i16 kernels against the i32 row function, lanes in packed order.
+    #[test]
+    fn packed_kernels_match_the_row_functions() {
+        fn check<K: RowKernel<Acc = i16>>(k: K, n: usize, w8: &[i8]) {
+            let mut want = vec![5i32; n];
+            let mut got = vec![5i16; n + 2];
+            // SAFETY: the row holds n bytes and `got` n (+2 guard) lanes (the portable
+            // kernels run here, which need no word alignment).
+            unsafe {
+                k.add(w8.as_ptr().cast(), got.as_mut_ptr());
+                k.mla(w8.as_ptr().cast(), -3, got.as_mut_ptr());
+            }
+            add_row_i8(&mut want, w8);
+            mla_row_i8(&mut want, -3, w8);
+            for (j, &v) in want.iter().enumerate() {
+                assert_eq!(got[packed_index(j)] as i32, v, "n = {n} j = {j}");
+            }
+            assert_eq!(got[n..], [5, 5], "n = {n}: no write past the row");
+        }
+        assert_eq!(
+            (0..8).map(packed_index).collect::<Vec<_>>(),
+            [0, 2, 1, 3, 4, 6, 5, 7]
+        );
+        for n in (4..=40usize).step_by(4) {
+            let w8: Vec<i8> = (0..n).map(|j| ((j * 73 + 11) % 256) as u8 as i8).collect();
+            check(I8x2Any(n), n, &w8);
+            match n {
+                8 => check(I8x2Fixed::<8>, n, &w8),
+                16 => check(I8x2Fixed::<16>, n, &w8),
+                32 => check(I8x2Fixed::<32>, n, &w8),
+                _ => {}
             }
         }
     }

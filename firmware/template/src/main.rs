@@ -163,6 +163,11 @@ fn main() -> ! {
     // target (targets.yaml `code_reserve_bytes`). Without it `.text` varied by up to
     // 9.4 KiB with the network (measured on the netduinoplus2).
     let network: &spikenas_firmware::Network<'static> = core::hint::black_box(&model::NETWORK);
+    // Once per boot: validation and the per-layer accumulator choice (reads weights).
+    let network = match network.prepare() {
+        Ok(p) => p,
+        Err(e) => fail(format_args!("{e}")),
+    };
     let mut src = match source::Source::open() {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
