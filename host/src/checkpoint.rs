@@ -10,11 +10,17 @@ use candle_nn::{VarBuilder, VarMap};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::arch::Arch;
+use crate::integrity::{self, ChecksumError};
 use crate::snn::lif::LifParams;
 use crate::snn::{InputShape, Network};
 
 /// Metadata key prefix.
 const PREFIX: &str = "spikenas.";
+/// The `spikenas.format` value of a float checkpoint.
+pub const FORMAT: &str = "float32-checkpoint";
+/// The `extra` key (metadata `spikenas.data_seed`) of the seed the training run split
+/// its data with; `quantize` and `infer` reuse it so they test on the same test images.
+pub const DATA_SEED: &str = "data_seed";
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +33,16 @@ pub struct CheckpointInfo {
     pub dataset: String,
     /// Test accuracy of the float network.
     pub accuracy: f32,
-    /// Free-form extra metadata (e.g. `board`).
+    /// Free-form extra metadata (e.g. `board`, [`DATA_SEED`]).
     pub extra: HashMap<String, String>,
+}
+
+impl CheckpointInfo {
+    /// The seed the training run split its data with, if the file records it (checked
+    /// to be a number by [`load`]).
+    pub fn data_seed(&self) -> Option<u64> {
+        self.extra.get(DATA_SEED).and_then(|s| s.parse().ok())
+    }
 }
 
 /// Errors reading or writing checkpoints.
@@ -60,6 +74,16 @@ pub enum CheckpointError {
         /// What is wrong.
         problem: String,
     },
+    /// Two metadata fields disagree.
+    #[error("{path}: metadata `{field}` {problem}; the file was edited or damaged: re-run `spikenas-host train`")]
+    Conflict {
+        /// File.
+        path: PathBuf,
+        /// Field name.
+        field: String,
+        /// What disagrees.
+        problem: String,
+    },
     /// The tensors do not match the architecture in the metadata.
     #[error("{path}: {problem}")]
     Mismatch {
@@ -67,6 +91,14 @@ pub enum CheckpointError {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// A tensor's bytes differ from the checksum written with them.
+    #[error("{path}: {source}; the file is damaged: re-run `spikenas-host train` (or copy the checkpoint again)")]
+    Damaged {
+        /// File.
+        path: PathBuf,
+        /// Which tensor and how.
+        source: ChecksumError,
     },
     /// Writing failed.
     #[error(transparent)]
@@ -105,7 +137,7 @@ pub fn to_bytes(varmap: &VarMap, info: &CheckpointInfo) -> Result<Vec<u8>, Check
         })
         .collect();
     let mut meta: HashMap<String, String> = HashMap::new();
-    meta.insert(format!("{PREFIX}format"), "float32-checkpoint".into());
+    meta.insert(format!("{PREFIX}format"), FORMAT.into());
     meta.insert(format!("{PREFIX}arch"), info.arch.to_string());
     meta.insert(
         format!("{PREFIX}input"),
@@ -124,6 +156,10 @@ pub fn to_bytes(varmap: &VarMap, info: &CheckpointInfo) -> Result<Vec<u8>, Check
     for (k, v) in &info.extra {
         meta.insert(format!("{PREFIX}{k}"), v.clone());
     }
+    meta.insert(
+        format!("{PREFIX}{}", integrity::FIELD),
+        integrity::encode(owned.iter().map(|(n, _, b)| (n.as_str(), b.as_slice()))),
+    );
     safetensors::tensor::serialize(views, Some(meta)).map_err(|source| CheckpointError::Format {
         path: PathBuf::from("<memory>"),
         source,
@@ -181,23 +217,55 @@ pub fn load(
         source,
     })?;
     let meta = header.metadata().clone().unwrap_or_default();
+    // Files written before checksums existed have none and load unchecked.
+    if let Some(sums) = meta.get(&format!("{PREFIX}{}", integrity::FIELD)) {
+        integrity::verify(sums, &st).map_err(|source| CheckpointError::Damaged {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     let bad = |field: &str, problem: String| CheckpointError::Metadata {
         path: path.to_path_buf(),
         field: format!("{PREFIX}{field}"),
         problem,
     };
+    if let Some(f) = meta.get(&format!("{PREFIX}format")) {
+        if f != FORMAT {
+            return Err(bad(
+                "format",
+                format!("`{f}`, expected `{FORMAT}` (a quantized model.safetensors is not a float checkpoint)"),
+            ));
+        }
+    }
     let arch: Arch = meta_field(path, &meta, "arch")?
         .parse()
         .map_err(|e| bad("arch", format!("invalid ({e})")))?;
+    if let Some(t) = meta.get(&format!("{PREFIX}timesteps")) {
+        if t.parse::<usize>().ok() != Some(arch.timesteps) {
+            return Err(CheckpointError::Conflict {
+                path: path.to_path_buf(),
+                field: format!("{PREFIX}timesteps"),
+                problem: format!(
+                    "is `{t}`, but the architecture `{arch}` says t={}",
+                    arch.timesteps
+                ),
+            });
+        }
+    }
+    if let Some(s) = meta.get(&format!("{PREFIX}{DATA_SEED}")) {
+        s.parse::<u64>()
+            .map_err(|_| bad(DATA_SEED, format!("`{s}`, not a whole number")))?;
+    }
     let shape = meta_field(path, &meta, "input")?;
     let (channels, height, width) =
         parse_shape(shape).ok_or_else(|| bad("input", format!("`{shape}`, not CxHxW")))?;
     let classes: usize = meta_field(path, &meta, "classes")?
         .parse()
         .map_err(|_| bad("classes", "not a number".into()))?;
-    let accuracy: f32 = meta_field(path, &meta, "accuracy")?
+    let accuracy = meta_field(path, &meta, "accuracy")?;
+    let accuracy: f32 = accuracy
         .parse()
-        .unwrap_or(f32::NAN);
+        .map_err(|_| bad("accuracy", format!("`{accuracy}`, not a number")))?;
     let dataset = meta_field(path, &meta, "dataset")?.to_string();
     let input = InputShape {
         channels,
@@ -213,6 +281,7 @@ pub fn load(
         "timesteps",
         "dataset",
         "accuracy",
+        integrity::FIELD,
     ];
     let extra = meta
         .iter()
@@ -237,6 +306,16 @@ pub fn load(
     })?;
     {
         let data = varmap.data().lock().expect("varmap lock");
+        let mut names = st.names();
+        names.sort();
+        if let Some(name) = names.iter().find(|n| !data.contains_key(**n)) {
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "tensor `{name}` is not part of architecture {arch} in the metadata; the metadata and the tensors disagree: re-run `spikenas-host train`"
+                ),
+            });
+        }
         for (name, var) in data.iter() {
             let view = st.tensor(name).map_err(|_| CheckpointError::Mismatch {
                 path: path.to_path_buf(),
@@ -246,7 +325,7 @@ pub fn load(
                 return Err(CheckpointError::Mismatch {
                     path: path.to_path_buf(),
                     problem: format!(
-                        "tensor `{name}` is {:?} {:?}, the architecture needs F32 {:?}",
+                        "tensor `{name}` is {:?} {:?}, architecture {arch} in the metadata needs F32 {:?}; the metadata and the tensors disagree: re-run `spikenas-host train`",
                         view.dtype(),
                         view.shape(),
                         var.as_tensor().dims()
@@ -320,6 +399,120 @@ mod tests {
             load(&path, &dev),
             Err(CheckpointError::Format { .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn small() -> (VarMap, CheckpointInfo) {
+        let arch: Arch = "ch=4,stages=1,fc=8,t=2".parse().unwrap();
+        let input = InputShape {
+            channels: 1,
+            height: 8,
+            width: 8,
+            classes: 3,
+        };
+        let (_, varmap) =
+            Network::init(arch, input, LifParams::default(), &Device::Cpu, 9).unwrap();
+        let info = CheckpointInfo {
+            arch,
+            input,
+            dataset: "digits".into(),
+            accuracy: 0.5,
+            extra: HashMap::new(),
+        };
+        (varmap, info)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("spikenas-ckpt-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn flipped_bytes_are_refused_naming_file_and_tensor() {
+        let (varmap, info) = small();
+        let dir = temp_dir("flip");
+        let path = dir.join("checkpoint.safetensors");
+        save(&path, &varmap, &info).unwrap();
+        assert!(
+            load(&path, &Device::Cpu).is_ok(),
+            "the unflipped file loads"
+        );
+        let good = std::fs::read(&path).unwrap();
+        let mut bytes = good.clone();
+        crate::integrity::testing::flip_middle(&mut bytes, 64);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = load(&path, &Device::Cpu)
+            .err()
+            .expect("flipped bytes must fail");
+        assert!(matches!(e, CheckpointError::Damaged { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("checkpoint.safetensors")
+                && msg.contains("tensor `")
+                && msg.contains("damaged")
+                && msg.contains("re-run `spikenas-host train`"),
+            "{msg}"
+        );
+        // A file written before checksums existed still loads.
+        std::fs::write(&path, crate::integrity::testing::strip_checksums(&good)).unwrap();
+        let (_, _, info2) = load(&path, &Device::Cpu).unwrap();
+        assert_eq!(info2, info);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn metadata_that_disagrees_is_refused() {
+        let (varmap, info) = small();
+        let dir = temp_dir("meta");
+        let path = dir.join("checkpoint.safetensors");
+        let good = to_bytes(&varmap, &info).unwrap();
+        let set = crate::integrity::testing::set_meta;
+        let load_err = |bytes: Vec<u8>| {
+            std::fs::write(&path, bytes).unwrap();
+            load(&path, &Device::Cpu)
+                .err()
+                .expect("must fail")
+                .to_string()
+        };
+        // t=2 in the arch, timesteps=4 beside it.
+        let e = load_err(set(&good, "spikenas.timesteps", "4"));
+        assert!(
+            e.contains("checkpoint.safetensors")
+                && e.contains("spikenas.timesteps")
+                && e.contains("`4`")
+                && e.contains("t=2"),
+            "{e}"
+        );
+        let e = load_err(set(&good, "spikenas.accuracy", "high"));
+        assert!(
+            e.contains("spikenas.accuracy") && e.contains("`high`"),
+            "{e}"
+        );
+        let e = load_err(set(&good, "spikenas.data_seed", "-1"));
+        assert!(
+            e.contains("spikenas.data_seed") && e.contains("`-1`"),
+            "{e}"
+        );
+        let e = load_err(set(&good, "spikenas.format", "spikenas-int-snn-v1"));
+        assert!(e.contains("spikenas.format"), "{e}");
+        // Tensors of another architecture than the metadata's: one too many, or a
+        // different shape.
+        let mut other = info.clone();
+        other.arch = "ch=4,stages=1,fc=0,t=2".parse().unwrap();
+        let e = load_err(to_bytes(&varmap, &other).unwrap());
+        assert!(
+            e.contains("tensor `head.fc1.") && e.contains("is not part of architecture"),
+            "{e}"
+        );
+        other.arch = "ch=8,stages=1,fc=8,t=2".parse().unwrap();
+        let e = load_err(to_bytes(&varmap, &other).unwrap());
+        assert!(e.contains("needs F32") && e.contains("disagree"), "{e}");
+        // The data seed round-trips.
+        let mut seeded = info.clone();
+        seeded.extra.insert(DATA_SEED.into(), "7".into());
+        std::fs::write(&path, to_bytes(&varmap, &seeded).unwrap()).unwrap();
+        assert_eq!(load(&path, &Device::Cpu).unwrap().2.data_seed(), Some(7));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,15 +18,19 @@
 //! macro parameter come from the `spikenas.arch` metadata. Every metadata key starts
 //! with `spikenas.`: `format`, `arch`, `input` (`CxHxW`), `classes`, `timesteps`,
 //! `bits`, `numeric`, `requant`, `weights_layout`, `lif_layout`, `dataset`,
-//! `float_accuracy`, `int_accuracy`, `board` (optional).
+//! `float_accuracy`, `int_accuracy`, `board` (optional), `data_seed` (the seed of
+//! the training run's data split, optional), `fnv1a64` (checksums of
+//! every tensor's bytes, see [`crate::integrity`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use spikenas_firmware as fw;
 
 use crate::arch::{Arch, InputShape, Op};
+use crate::integrity::{self, ChecksumError};
 use crate::quant::assemble::{assemble, LayerSource};
 use crate::quant::{QConv, QHead, QLinear, QOp, QReduction, QRequant, QWeights, QuantizedNetwork};
 use crate::snn::cell::edge_name;
@@ -51,6 +55,16 @@ pub struct ModelInfo {
     pub board: Option<String>,
     /// Other `spikenas.*` metadata (without the prefix).
     pub extra: BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    /// The seed the training run split its data with, if the file records it (metadata
+    /// `spikenas.data_seed`, checked to be a number by [`load`]).
+    pub fn data_seed(&self) -> Option<u64> {
+        self.extra
+            .get(crate::checkpoint::DATA_SEED)
+            .and_then(|s| s.parse().ok())
+    }
 }
 
 /// Errors writing or reading a model file; each names the file.
@@ -83,7 +97,7 @@ pub enum ExportError {
         problem: String,
     },
     /// A tensor is missing or has the wrong dtype or shape.
-    #[error("{path}: tensor `{name}` {problem}")]
+    #[error("{path}: tensor `{name}` {problem}; the file does not match its metadata: re-run `spikenas-host quantize`")]
     Tensor {
         /// File.
         path: PathBuf,
@@ -99,6 +113,22 @@ pub enum ExportError {
         path: PathBuf,
         /// The firmware's validation error.
         source: fw::Error,
+    },
+    /// A tensor's bytes differ from the checksum written with them.
+    #[error("{path}: {source}; the file is damaged: re-run `spikenas-host quantize` (or copy the model again)")]
+    Damaged {
+        /// File.
+        path: PathBuf,
+        /// Which tensor and how.
+        source: ChecksumError,
+    },
+    /// Two metadata fields, or the metadata and the tensors, disagree.
+    #[error("{path}: {problem}; the file was edited or damaged: re-run `spikenas-host quantize`")]
+    Conflict {
+        /// File.
+        path: PathBuf,
+        /// What disagrees.
+        problem: String,
     },
     /// Writing failed.
     #[error(transparent)]
@@ -280,6 +310,14 @@ pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
     for (k, v) in &info.extra {
         put(k, v.clone());
     }
+    put(
+        integrity::FIELD,
+        integrity::encode(
+            w.tensors
+                .iter()
+                .map(|t| (t.name.as_str(), t.bytes.as_slice())),
+        ),
+    );
     let views: Vec<(String, TensorView<'_>)> = w
         .tensors
         .iter()
@@ -303,6 +341,9 @@ struct Reader<'a> {
     path: &'a Path,
     st: SafeTensors<'a>,
     bits: u8,
+    /// The tensors read so far; any other tensor in the file is not part of the
+    /// architecture.
+    used: RefCell<BTreeSet<String>>,
 }
 
 impl LayerSource for Reader<'_> {
@@ -365,6 +406,7 @@ impl Reader<'_> {
             .st
             .tensor(name)
             .map_err(|_| self.err(name, "is missing".into()))?;
+        self.used.borrow_mut().insert(name.to_string());
         if v.dtype() != dtype || v.shape() != shape {
             return Err(self.err(
                 name,
@@ -484,6 +526,13 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelI
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(format)?;
     let st = SafeTensors::deserialize(bytes).map_err(format)?;
     let meta = header.metadata().clone().unwrap_or_default();
+    // Files written before checksums existed have none and load unchecked.
+    if let Some(sums) = meta.get(&format!("{PREFIX}{}", integrity::FIELD)) {
+        integrity::verify(sums, &st).map_err(|source| ExportError::Damaged {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     let bad = |field: &str, problem: String| ExportError::Metadata {
         path: path.to_path_buf(),
         field: format!("{PREFIX}{field}"),
@@ -533,7 +582,40 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelI
             ),
         ));
     }
-    let q = assemble(arch, input, bits, &Reader { path, st, bits })?;
+    let conflict = |problem: String| ExportError::Conflict {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if let Some(t) = meta.get(&format!("{PREFIX}timesteps")) {
+        if t.parse::<usize>().ok() != Some(arch.timesteps) {
+            return Err(conflict(format!(
+                "metadata `{PREFIX}timesteps` is `{t}`, but the architecture `{arch}` says t={}",
+                arch.timesteps
+            )));
+        }
+    }
+    if let Some(s) = meta.get(&format!("{PREFIX}{}", crate::checkpoint::DATA_SEED)) {
+        s.parse::<u64>().map_err(|_| {
+            bad(
+                crate::checkpoint::DATA_SEED,
+                format!("`{s}`, not a whole number"),
+            )
+        })?;
+    }
+    let reader = Reader {
+        path,
+        st,
+        bits,
+        used: RefCell::new(BTreeSet::new()),
+    };
+    let q = assemble(arch, input, bits, &reader)?;
+    let mut names = reader.st.names();
+    names.sort();
+    if let Some(name) = names.iter().find(|n| !reader.used.borrow().contains(**n)) {
+        return Err(conflict(format!(
+            "tensor `{name}` is not part of architecture {arch} in the metadata"
+        )));
+    }
     q.with_firmware(|n| n.validate())
         .map_err(|source| ExportError::Invalid {
             path: path.to_path_buf(),
@@ -562,6 +644,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelI
         "float_accuracy",
         "int_accuracy",
         "board",
+        integrity::FIELD,
     ];
     let info = ModelInfo {
         dataset: field("dataset")?.to_string(),

@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod firmware;
+pub mod integrity;
 pub mod kernels;
 pub mod memory;
 pub mod output;

@@ -403,3 +403,79 @@ fn integer_rates_track_float_without_hidden_layer() {
     // Random logits are often near ties, so this bound is loose.
     assert!(agree >= 0.6, "agreement {agree}");
 }
+
+/// A small untrained int8 model (no training: the file checks do not need accuracy).
+fn small_model() -> QuantizedNetwork {
+    let arch: Arch = "ch=4,stages=1,fc=8,t=2".parse().unwrap();
+    let input = InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+        classes: 3,
+    };
+    let (net, varmap) = Network::init(arch, input, LifParams::default(), &Device::Cpu, 5).unwrap();
+    build::fold(&net, &varmap, 8).unwrap()
+}
+
+#[test]
+fn model_with_flipped_bytes_is_refused_naming_file_and_tensor() {
+    let q = small_model();
+    let path = std::path::Path::new("runs/x/model.safetensors");
+    let good = export::to_bytes(&q, &ModelInfo::default());
+    assert_eq!(
+        export::from_bytes(path, &good).unwrap().0,
+        q,
+        "the unflipped file loads"
+    );
+    let mut bytes = good.clone();
+    crate::integrity::testing::flip_middle(&mut bytes, 64);
+    let e = export::from_bytes(path, &bytes).unwrap_err();
+    assert!(matches!(e, ExportError::Damaged { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("runs/x/model.safetensors")
+            && msg.contains("tensor `")
+            && msg.contains("damaged")
+            && msg.contains("re-run `spikenas-host quantize`"),
+        "{msg}"
+    );
+    // A model written before checksums existed still loads.
+    let legacy = crate::integrity::testing::strip_checksums(&good);
+    assert_eq!(export::from_bytes(path, &legacy).unwrap().0, q);
+}
+
+#[test]
+fn model_metadata_that_disagrees_is_refused() {
+    let q = small_model();
+    let path = std::path::Path::new("m/model.safetensors");
+    let good = export::to_bytes(&q, &ModelInfo::default());
+    let set = crate::integrity::testing::set_meta;
+    let err = |bytes: Vec<u8>| export::from_bytes(path, &bytes).unwrap_err().to_string();
+    let e = err(set(&good, "spikenas.timesteps", "4"));
+    assert!(
+        e.contains("m/model.safetensors")
+            && e.contains("spikenas.timesteps")
+            && e.contains("`4`")
+            && e.contains("t=2")
+            && e.contains("re-run `spikenas-host quantize`"),
+        "{e}"
+    );
+    let e = err(set(&good, "spikenas.data_seed", "x"));
+    assert!(e.contains("spikenas.data_seed") && e.contains("`x`"), "{e}");
+    // The tensors of a network with a hidden layer under metadata without one.
+    let e = err(set(&good, "spikenas.arch", "ch=4,stages=1,fc=0,t=2"));
+    assert!(
+        e.contains("is not part of architecture") || e.contains("expected"),
+        "{e}"
+    );
+    // Tensor shapes of a wider network.
+    let e = err(set(&good, "spikenas.arch", "ch=8,stages=1,fc=8,t=2"));
+    assert!(e.contains("expected") && e.contains("re-run"), "{e}");
+    let mut info = ModelInfo::default();
+    info.extra.insert("data_seed".into(), "11".into());
+    let bytes = export::to_bytes(&q, &info);
+    assert_eq!(
+        export::from_bytes(path, &bytes).unwrap().1.data_seed(),
+        Some(11)
+    );
+}
