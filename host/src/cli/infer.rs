@@ -30,9 +30,10 @@ pub struct InferArgs {
     /// Use the first N test images.
     #[arg(long, value_parser = at_least_one)]
     samples: Option<usize>,
-    /// Seed of the data splits (use the training run's).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the data splits (default: the training run's, recorded in the file, so
+    /// the test images are ones training never saw).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Run `infer`.
@@ -42,13 +43,16 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         model_dir: args.model,
         dataset: args.dataset,
         load: LoadOptions {
-            seed: args.seed,
             ..Default::default()
         },
         engine: args.engine,
+        seed: args.seed,
         samples: args.samples,
     };
     let out = job::infer_dir(&job, &device).context("inference failed")?;
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
     println!(
         "{:?} engine, {}: {} images, accuracy {:.2}%, {:.1} images/s ({:.2} s){}",
         out.engine,

@@ -26,9 +26,10 @@ pub struct QuantizeArgs {
     /// Calibration images (the first of the training split).
     #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     calibration: usize,
-    /// Seed of the data splits (use the training run's).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the data splits (default: the training run's, recorded in the file, so
+    /// the test images are ones training never saw).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Use at most this many test images (stratified subsample).
     #[arg(long, value_parser = at_least_one)]
     max_test: Option<usize>,
@@ -50,15 +51,18 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         checkpoint: args.checkpoint,
         dataset: args.dataset,
         load: LoadOptions {
-            seed: args.seed,
             max_test: args.max_test,
             ..Default::default()
         },
         bits: args.bits,
+        seed: args.seed,
         calibration_images: args.calibration,
         board: args.board,
     };
     let out = job::quantize_to_dir(&job, &args.out, args.force).context("quantization failed")?;
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
     println!(
         "{} on {} ({} test images)",
         out.arch, out.dataset, out.test_images

@@ -54,8 +54,10 @@ pub struct QuantizeJob {
     pub checkpoint: PathBuf,
     /// The dataset; `None` takes the one named in the checkpoint.
     pub dataset: Option<Source>,
-    /// How to load it (use the training run's seed so the test split is the same).
+    /// How to load it; its `seed` is replaced by the choice of [`split_seed`].
     pub load: LoadOptions,
+    /// Seed of the data splits; `None` reuses the one the checkpoint records.
+    pub seed: Option<u64>,
     /// Bit width of the exported model (8 or 4); both are evaluated.
     pub bits: u8,
     /// Calibration images (the first of the training split).
@@ -101,6 +103,28 @@ pub struct QuantizeOutcome {
     pub variants: Vec<VariantFigures>,
     /// The bit width written to model.safetensors.
     pub exported_bits: u8,
+    /// The seed the data was split with.
+    pub seed: u64,
+    /// Things the user should know (e.g. a seed other than the training run's).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// The seed to split the data with: the one `given`, else the one `recorded` in
+/// `file` by the training run, else 0 (files that record none); with a warning when
+/// the given one differs from the recorded one.
+pub fn split_seed(given: Option<u64>, recorded: Option<u64>, file: &Path) -> (u64, Option<String>) {
+    match (given, recorded) {
+        (Some(g), Some(r)) if g != r => (
+            g,
+            Some(format!(
+                "--seed {g} differs from the seed {r} that {} records for the training run's data split; the test images may overlap the training images (leave --seed out to reuse {r})",
+                file.display()
+            )),
+        ),
+        (Some(g), _) => (g, None),
+        (None, r) => (r.unwrap_or(0), None),
+    }
 }
 
 fn dataset_of(given: &Option<Source>, named: &str) -> Result<Source, DataError> {
@@ -126,7 +150,12 @@ pub fn quantize_to_dir(
     let device = Device::Cpu;
     let (net, varmap, info) = checkpoint::load(&job.checkpoint, &device)?;
     let source = dataset_of(&job.dataset, &info.dataset)?;
-    let data = data::load(&source, &job.load)?;
+    let (seed, warning) = split_seed(job.seed, info.data_seed(), &job.checkpoint);
+    let load = LoadOptions {
+        seed,
+        ..job.load.clone()
+    };
+    let data = data::load(&source, &load)?;
     let n_cal = job.calibration_images.min(data.train.len());
     let calibration = data.train.select(&(0..n_cal).collect::<Vec<_>>());
     let float_pred = train::predict(&net, &data.test, &device, ConvBackend::default())?;
@@ -155,7 +184,7 @@ pub fn quantize_to_dir(
         float_accuracy: Some(float_accuracy),
         int_accuracy: Some(int_accuracy),
         board: job.board.clone(),
-        extra: Default::default(),
+        extra: [(checkpoint::DATA_SEED.to_string(), seed.to_string())].into(),
     };
     staged.write(MODEL_FILE, &export::to_bytes(&q, &model_info))?;
     let ckpt = std::fs::read(&job.checkpoint).map_err(|source| CheckpointError::Read {
@@ -171,6 +200,8 @@ pub fn quantize_to_dir(
         float_accuracy,
         variants,
         exported_bits: job.bits,
+        seed,
+        warnings: warning.into_iter().collect(),
     };
     staged.write(
         "quant.json",
@@ -208,8 +239,10 @@ pub struct InferJob {
     pub model_dir: PathBuf,
     /// The dataset; `None` takes the one named in the model.
     pub dataset: Option<Source>,
-    /// How to load it.
+    /// How to load it; its `seed` is replaced by the choice of [`split_seed`].
     pub load: LoadOptions,
+    /// Seed of the data splits; `None` reuses the one the model records.
+    pub seed: Option<u64>,
     /// Which engine.
     pub engine: Engine,
     /// Use the first N test images.
@@ -233,6 +266,10 @@ pub struct InferOutcome {
     pub images_per_second: f64,
     /// Mean spikes per image (integer engine).
     pub mean_spikes: Option<f64>,
+    /// The seed the data was split with.
+    pub seed: u64,
+    /// Things the user should know (e.g. a seed other than the training run's).
+    pub warnings: Vec<String>,
 }
 
 /// Runs the model in `job.model_dir` on the test split and times it. `device` is used
@@ -243,7 +280,8 @@ pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobErr
     match job.engine {
         Engine::Int => {
             let (q, info) = export::load(&model_path)?;
-            let test = test_split(job, &info.dataset)?;
+            let (seed, warning) = split_seed(job.seed, info.data_seed(), &model_path);
+            let test = test_split(job, &info.dataset, seed)?;
             let start = Instant::now();
             let eval = evaluate_int(&q, &test)?;
             let seconds = start.elapsed().as_secs_f64();
@@ -255,6 +293,8 @@ pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobErr
                 seconds,
                 images_per_second: test.len() as f64 / seconds,
                 mean_spikes: Some(eval.mean_spikes()),
+                seed,
+                warnings: warning.into_iter().collect(),
             })
         }
         Engine::Float => {
@@ -262,7 +302,8 @@ pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobErr
                 return Err(JobError::NoCheckpoint(job.model_dir.clone()));
             }
             let (net, _, info) = checkpoint::load(&ckpt_path, device)?;
-            let test = test_split(job, &info.dataset)?;
+            let (seed, warning) = split_seed(job.seed, info.data_seed(), &ckpt_path);
+            let test = test_split(job, &info.dataset, seed)?;
             let start = Instant::now();
             let pred = train::predict(&net, &test, device, ConvBackend::default())?;
             let seconds = start.elapsed().as_secs_f64();
@@ -274,14 +315,108 @@ pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobErr
                 seconds,
                 images_per_second: test.len() as f64 / seconds,
                 mean_spikes: None,
+                seed,
+                warnings: warning.into_iter().collect(),
             })
         }
     }
 }
 
-fn test_split(job: &InferJob, named: &str) -> Result<Split, JobError> {
+fn test_split(job: &InferJob, named: &str, seed: u64) -> Result<Split, JobError> {
     let source = dataset_of(&job.dataset, named)?;
-    let data = data::load(&source, &job.load)?;
+    let load = LoadOptions {
+        seed,
+        ..job.load.clone()
+    };
+    let data = data::load(&source, &load)?;
     let n = job.samples.unwrap_or(data.test.len()).min(data.test.len());
     Ok(data.test.select(&(0..n).collect::<Vec<_>>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::arch::{Arch, InputShape};
+    use crate::checkpoint::CheckpointInfo;
+    use crate::snn::lif::LifParams;
+    use crate::snn::Network;
+
+    #[test]
+    fn quantize_and_infer_reuse_the_training_seed_and_warn_on_another() {
+        let dir = std::env::temp_dir().join(format!("spikenas-job-seed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let arch: Arch = "ch=4,stages=1,fc=8,t=2".parse().unwrap();
+        let input = InputShape {
+            channels: 1,
+            height: 8,
+            width: 8,
+            classes: 10,
+        };
+        let (_, varmap) =
+            Network::init(arch, input, LifParams::default(), &Device::Cpu, 1).unwrap();
+        let info = CheckpointInfo {
+            arch,
+            input,
+            dataset: "digits".into(),
+            accuracy: 0.1,
+            extra: HashMap::from([(checkpoint::DATA_SEED.to_string(), "7".to_string())]),
+        };
+        let ckpt = dir.join(CHECKPOINT_FILE);
+        checkpoint::save(&ckpt, &varmap, &info).unwrap();
+        let mut job = QuantizeJob {
+            checkpoint: ckpt.clone(),
+            dataset: None,
+            load: LoadOptions {
+                max_test: Some(40),
+                ..Default::default()
+            },
+            seed: None,
+            bits: 8,
+            calibration_images: 16,
+            board: None,
+        };
+        let out = dir.join("q");
+        let q = quantize_to_dir(&job, &out, false).unwrap();
+        assert_eq!(q.seed, 7);
+        assert!(q.warnings.is_empty(), "{:?}", q.warnings);
+        let (_, model) = export::load(&out.join(MODEL_FILE)).unwrap();
+        assert_eq!(model.data_seed(), Some(7));
+
+        job.seed = Some(3);
+        let q = quantize_to_dir(&job, &dir.join("q3"), false).unwrap();
+        assert_eq!(q.seed, 3);
+        assert!(
+            q.warnings.len() == 1
+                && q.warnings[0].contains("--seed 3")
+                && q.warnings[0].contains("overlap"),
+            "{:?}",
+            q.warnings
+        );
+
+        let mut infer = InferJob {
+            model_dir: out.clone(),
+            dataset: None,
+            load: LoadOptions::default(),
+            seed: None,
+            engine: Engine::Int,
+            samples: Some(10),
+        };
+        for engine in [Engine::Int, Engine::Float] {
+            infer.engine = engine;
+            infer.seed = None;
+            let r = infer_dir(&infer, &Device::Cpu).unwrap();
+            assert_eq!(r.seed, 7);
+            assert!(r.warnings.is_empty());
+            infer.seed = Some(0);
+            let r = infer_dir(&infer, &Device::Cpu).unwrap();
+            assert_eq!(r.seed, 0);
+            assert!(r.warnings[0].contains("overlap"), "{:?}", r.warnings);
+        }
+        // A file from before the seed was recorded: 0, as before, and no warning.
+        assert_eq!(split_seed(None, None, &ckpt), (0, None));
+        assert_eq!(split_seed(Some(5), None, &ckpt), (5, None));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
