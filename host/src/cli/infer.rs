@@ -15,7 +15,8 @@ use super::common::at_least_one;
 /// Run an exported model (a `quantize` output directory) on the test split.
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// Directory with model.safetensors (and checkpoint.safetensors for --engine float).
+    /// Directory with model.safetensors (and checkpoint.safetensors for --engine float),
+    /// or the model.safetensors file itself.
     #[arg(long)]
     model: PathBuf,
     /// Dataset (default: the one named in the model).

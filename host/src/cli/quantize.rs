@@ -14,7 +14,7 @@ use super::common::at_least_one;
 /// Quantize a trained checkpoint and compare float, int8 and int4 on the test split.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// The float checkpoint (checkpoint.safetensors of a training run).
+    /// The float checkpoint: checkpoint.safetensors of a training run, or its folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Dataset (default: the one the checkpoint was trained on).

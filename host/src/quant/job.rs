@@ -50,7 +50,7 @@ pub enum JobError {
 /// What `quantize` does.
 #[derive(Debug, Clone)]
 pub struct QuantizeJob {
-    /// The float checkpoint.
+    /// The float checkpoint: the file, or a directory holding `checkpoint.safetensors`.
     pub checkpoint: PathBuf,
     /// The dataset; `None` takes the one named in the checkpoint.
     pub dataset: Option<Source>,
@@ -148,9 +148,14 @@ pub fn quantize_to_dir(
     }
     let staged = Staged::new(out, force)?;
     let device = Device::Cpu;
-    let (net, varmap, info) = checkpoint::load(&job.checkpoint, &device)?;
+    let ckpt_path = if job.checkpoint.is_dir() {
+        job.checkpoint.join(CHECKPOINT_FILE)
+    } else {
+        job.checkpoint.clone()
+    };
+    let (net, varmap, info) = checkpoint::load(&ckpt_path, &device)?;
     let source = dataset_of(&job.dataset, &info.dataset)?;
-    let (seed, warning) = split_seed(job.seed, info.data_seed(), &job.checkpoint);
+    let (seed, warning) = split_seed(job.seed, info.data_seed(), &ckpt_path);
     let load = LoadOptions {
         seed,
         ..job.load.clone()
@@ -187,8 +192,8 @@ pub fn quantize_to_dir(
         extra: [(checkpoint::DATA_SEED.to_string(), seed.to_string())].into(),
     };
     staged.write(MODEL_FILE, &export::to_bytes(&q, &model_info))?;
-    let ckpt = std::fs::read(&job.checkpoint).map_err(|source| CheckpointError::Read {
-        path: job.checkpoint.clone(),
+    let ckpt = std::fs::read(&ckpt_path).map_err(|source| CheckpointError::Read {
+        path: ckpt_path.clone(),
         source,
     })?;
     staged.write(CHECKPOINT_FILE, &ckpt)?;
@@ -235,7 +240,8 @@ pub enum Engine {
 /// What `infer` does.
 #[derive(Debug, Clone)]
 pub struct InferJob {
-    /// Directory with model.safetensors (and checkpoint.safetensors for float).
+    /// Directory with model.safetensors (and checkpoint.safetensors for float), or the
+    /// model.safetensors file itself (its folder is then the directory).
     pub model_dir: PathBuf,
     /// The dataset; `None` takes the one named in the model.
     pub dataset: Option<Source>,
@@ -275,8 +281,13 @@ pub struct InferOutcome {
 /// Runs the model in `job.model_dir` on the test split and times it. `device` is used
 /// by the float engine only (the integer runtime runs on the CPU threads).
 pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobError> {
-    let model_path = job.model_dir.join(MODEL_FILE);
-    let ckpt_path = job.model_dir.join(CHECKPOINT_FILE);
+    let (model_path, dir) = if job.model_dir.is_file() {
+        let dir = job.model_dir.parent().unwrap_or(Path::new("."));
+        (job.model_dir.clone(), dir.to_path_buf())
+    } else {
+        (job.model_dir.join(MODEL_FILE), job.model_dir.clone())
+    };
+    let ckpt_path = dir.join(CHECKPOINT_FILE);
     match job.engine {
         Engine::Int => {
             let (q, info) = export::load(&model_path)?;
@@ -299,7 +310,7 @@ pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobErr
         }
         Engine::Float => {
             if !ckpt_path.exists() {
-                return Err(JobError::NoCheckpoint(job.model_dir.clone()));
+                return Err(JobError::NoCheckpoint(dir));
             }
             let (net, _, info) = checkpoint::load(&ckpt_path, device)?;
             let (seed, warning) = split_seed(job.seed, info.data_seed(), &ckpt_path);
@@ -414,6 +425,16 @@ mod tests {
             assert_eq!(r.seed, 0);
             assert!(r.warnings[0].contains("overlap"), "{:?}", r.warnings);
         }
+        // A file or its folder, either way.
+        infer.model_dir = out.join(MODEL_FILE);
+        infer.seed = None;
+        assert_eq!(infer_dir(&infer, &Device::Cpu).unwrap().seed, 7);
+        job.checkpoint = dir.clone();
+        job.seed = None;
+        assert_eq!(
+            quantize_to_dir(&job, &dir.join("qd"), false).unwrap().seed,
+            7
+        );
         // A file from before the seed was recorded: 0, as before, and no warning.
         assert_eq!(split_seed(None, None, &ckpt), (0, None));
         assert_eq!(split_seed(Some(5), None, &ckpt), (5, None));
