@@ -249,8 +249,8 @@ fn main() -> anyhow::Result<()> {
     }
     // The main job's training time: its recipe for the pick at this machine's costs,
     // or the time budget where that is shorter.
-    let main_train_s = (args.main_train_time as f64)
-        .min(model.seconds(&ours.best, &input, main_budget.images));
+    let main_train_s =
+        (args.main_train_time as f64).min(model.seconds(&ours.best, &input, main_budget.images));
     out!(
         "\nSpikeNAS search time: {:.1}% of the main job's training time ({:.0} s, estimated for the pick); {:.0}x faster than SNASNet's {} samples.\n",
         100.0 * ours.seconds / main_train_s,

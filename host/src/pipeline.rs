@@ -347,6 +347,8 @@ pub fn run(
         let t = train::train(&net, &varmap, &data, device, cfg)?;
         let mut extra = std::collections::HashMap::new();
         extra.insert("board".to_string(), job.board.name.clone());
+        // `quantize` and `infer` on this run's files reuse the split.
+        extra.insert(checkpoint::DATA_SEED.to_string(), job.load.seed.to_string());
         let info = CheckpointInfo {
             arch,
             input,
@@ -363,7 +365,11 @@ pub fn run(
             float_accuracy: Some(summary.float_accuracy),
             int_accuracy: Some(summary.int_accuracy),
             board: Some(job.board.name.clone()),
-            extra: Default::default(),
+            extra: [(
+                crate::checkpoint::DATA_SEED.to_string(),
+                job.load.seed.to_string(),
+            )]
+            .into(),
         };
         staged.write(
             crate::export::MODEL_FILE,

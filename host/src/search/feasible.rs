@@ -134,19 +134,18 @@ impl Feasible {
         self.pruned_by_training += before - self.candidates.len();
     }
 
-    /// The candidates with the least and the median training work (for calibration:
-    /// the dearest feasible network may take seconds a step, and the networks the
-    /// search trains lie below it).
+    /// The candidates with the least and the most training work (for calibration).
     pub fn extremes(&self, input: &InputShape) -> Option<(Arch, Arch)> {
-        let mut by_work: Vec<(f64, Arch)> = self
+        let key = |c: &&Candidate| super::cost::work(&c.arch, input);
+        let lo = self
             .candidates
             .iter()
-            .map(|c| (super::cost::work(&c.arch, input), c.arch))
-            .collect();
-        by_work.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let lo = by_work.first()?.1;
-        let mid = by_work[by_work.len() / 2].1;
-        Some((lo, mid))
+            .min_by(|a, b| key(a).total_cmp(&key(b)))?;
+        let hi = self
+            .candidates
+            .iter()
+            .max_by(|a, b| key(a).total_cmp(&key(b)))?;
+        Some((lo.arch, hi.arch))
     }
 }
 
@@ -232,16 +231,7 @@ mod tests {
         let s = space();
         let cells = cells::enumerate(&s.ops, false);
         let mut f = Feasible::enumerate(&s, &cells, &INPUT, &cap(u64::MAX), None);
-        let (lo, _) = f.extremes(&INPUT).unwrap();
-        let hi = f
-            .candidates
-            .iter()
-            .max_by(|a, b| {
-                crate::search::cost::work(&a.arch, &INPUT)
-                    .total_cmp(&crate::search::cost::work(&b.arch, &INPUT))
-            })
-            .unwrap()
-            .arch;
+        let (lo, hi) = f.extremes(&INPUT).unwrap();
         let model = CostModel {
             fixed_s: 0.0,
             per_unit_s: 1e-9,

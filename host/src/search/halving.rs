@@ -29,13 +29,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::arch::Arch;
-use crate::train::TrainConfig;
 
 use super::cost::{self, CostModel};
 use super::feasible::{Candidate, Feasible};
 use super::fidelity::{Proxy, ProxyData, ProxyResult};
 use super::space::SearchSpace;
-use super::{cells, nothing_fits, CandidateRecord, Scorer, SearchConfig, SearchData, SearchError};
+use super::{cells, nothing_fits, CandidateRecord, SearchConfig, SearchData, SearchError};
 use super::{SearchOutcome, Strategy};
 
 /// Training steps timed per calibration network.
@@ -46,11 +45,6 @@ const CALIBRATION_STEPS: usize = 3;
 /// after 81 steps two of seven networks were still at chance, after 243 steps all
 /// were ranked as their full trainings rank them, stage count first).
 const MIN_RUNG0_BATCHES: usize = 60;
-
-/// Images per step of the short trainings: few images per step give many steps for the
-/// time, and a short training's accuracy follows its steps (digits after 2 epochs:
-/// 83.6% at batch 16, 14.2% at batch 64).
-pub const PROXY_BATCH: usize = 16;
 
 /// Images evaluated per short training: at least this many (topped up from the
 /// training split on small datasets) ...
@@ -178,7 +172,6 @@ pub fn plan(
 pub fn spikenas(
     space: &SearchSpace,
     ctx: &SearchData<'_>,
-    scorer: &Scorer<'_>,
     cfg: &SearchConfig,
 ) -> Result<SearchOutcome, SearchError> {
     let started = Instant::now();
@@ -253,31 +246,9 @@ pub fn spikenas(
     // Step 3: the pool, largest first.
     let mut pool = family_pool(&feasible.candidates);
     pool.truncate(cfg.pool.max(1));
-    // Short trainings use smaller batches than the recipe, which costs more per image:
-    // measured on the cheapest candidate.
-    let proxy_recipe = TrainConfig {
-        batch_size: PROXY_BATCH.min(cfg.recipe.batch_size),
-        ..cfg.recipe.clone()
-    };
-    let penalty = if cfg.cost_model.is_none() && proxy_recipe.batch_size < cfg.recipe.batch_size {
-        let (lo, _) = feasible.extremes(input).expect("non-empty");
-        let m = |r: &TrainConfig| {
-            cost::measure(
-                &lo,
-                input,
-                &ctx.data.train,
-                r,
-                CALIBRATION_STEPS,
-                &ctx.device,
-            )
-        };
-        (m(&proxy_recipe)? / m(&cfg.recipe)?).clamp(1.0, 4.0)
-    } else {
-        1.0
-    };
     let per_image: Vec<f64> = pool
         .iter()
-        .map(|c| penalty * model.seconds_per_image(&c.arch, input))
+        .map(|c| model.seconds_per_image(&c.arch, input))
         .collect();
     // The search's share of the training it chooses for: of the time budget, or of the
     // recipe's estimated time where that is shorter (small datasets).
@@ -286,27 +257,15 @@ pub fn spikenas(
         t.sort_by(f64::total_cmp);
         b.seconds.min(t[t.len() / 2])
     });
-    // And at most 1/SNASNET_SPEEDUP of what SNASNet's baseline would spend scoring its
-    // samples here (one score evaluation timed after a warm-up one).
-    let baseline = Arch {
-        timesteps: space.macros.timesteps,
-        ..cfg.baseline_macro
-    };
-    scorer.evaluate(&baseline)?;
-    let timed = Instant::now();
-    scorer.evaluate(&baseline)?;
-    let snasnet_seconds = timed.elapsed().as_secs_f64() * cfg.samples as f64;
     let search_seconds = recipe_seconds
         .map_or(cfg.time_budget.as_secs_f64(), |s| s * cfg.search_fraction)
-        .min(cfg.time_budget.as_secs_f64())
-        .min(snasnet_seconds / super::SNASNET_SPEEDUP);
+        .min(cfg.time_budget.as_secs_f64());
     say(format!(
-        "search budget {search_seconds:.1} s ({:.0}% of the training, 1/{:.0} of SNASNet's estimated {snasnet_seconds:.0} s)",
-        100.0 * cfg.search_fraction,
-        super::SNASNET_SPEEDUP
+        "search budget {search_seconds:.1} s ({:.0}% of the training)",
+        100.0 * cfg.search_fraction
     ));
     let left = (search_seconds - started.elapsed().as_secs_f64()).max(0.0);
-    let batch = proxy_recipe.batch_size.max(1);
+    let batch = cfg.recipe.batch_size.max(1);
     let mut records: Vec<CandidateRecord> = Vec::new();
     let record = |c: &Candidate, proxy: Vec<ProxyResult>| CandidateRecord {
         arch: c.arch.to_string(),
@@ -368,7 +327,7 @@ pub fn spikenas(
     let proxy = Proxy {
         input: *input,
         data: &proxy_data,
-        recipe: proxy_recipe,
+        recipe: cfg.recipe.clone(),
         device: ctx.device.clone(),
     };
     // A wall-clock guard: the plan rests on estimated costs; never overrun it by more
@@ -407,8 +366,7 @@ pub fn spikenas(
         let too_slow = |i: usize| {
             cfg.train_budget.is_some_and(|b| {
                 let ips = results[i].last().map_or(0.0, |r| r.images_per_second);
-                // The short trainings' batches are smaller than the recipe's.
-                ips > 0.0 && b.images as f64 / (ips * penalty) > b.seconds
+                ips > 0.0 && b.images as f64 / ips > b.seconds
             })
         };
         alive.sort_by(|&a, &b| {

@@ -124,10 +124,6 @@ pub struct SearchConfig {
 /// SNASNet's baseline scores its cells in by default.
 pub const HAND_PICKED: &str = "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=2,pool=2";
 
-/// SpikeNAS takes at most this fraction of the time SNASNet's baseline would take to
-/// score its samples (measured on the spot from one score evaluation).
-pub const SNASNET_SPEEDUP: f64 = 40.0;
-
 /// Default [`SearchConfig::search_fraction`]: the search takes at most this share of the
 /// training it chooses for (calibration, short trainings and evaluation together).
 pub const DEFAULT_SEARCH_FRACTION: f64 = 0.08;
@@ -382,7 +378,7 @@ pub fn search(
     cfg: &SearchConfig,
 ) -> Result<SearchOutcome, SearchError> {
     match cfg.strategy {
-        Strategy::Spikenas => halving::spikenas(space, ctx, scorer, cfg),
+        Strategy::Spikenas => halving::spikenas(space, ctx, cfg),
         Strategy::Largest => largest(space, &ctx.input, ctx.board, ctx.memory, scorer, cfg),
         Strategy::Snasnet => snasnet(&ctx.input, ctx.board, ctx.memory, scorer, cfg),
     }
