@@ -17,7 +17,7 @@
 //! cargo bench -p spikenas-host --bench search_quality -- [--board netduinoplus2]
 //!     [--dataset fashion-mnist] [--random 20] [--seeds 2] [--epochs 3]
 //!     [--max-train 12000] [--max-test 5000] [--samples 5000] [--main-train-time 900]
-//!     [--draw-seed 1] [--out FILE.md]
+//!     [--draw-seed 1] [--out FILE.md] [--arch ARCH ...]
 //! ```
 //!
 //! `--max-train 0` and `--max-test 0` mean the whole split. Trained results are cached
@@ -65,6 +65,8 @@ struct Args {
     main_train_time: u64,
     draw_seed: u64,
     out: Option<std::path::PathBuf>,
+    /// Only train these architectures with the recipe (no searches, no draws).
+    only: Vec<Arch>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -80,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
         main_train_time: 900,
         draw_seed: 1,
         out: None,
+        only: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -108,6 +111,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--main-train-time" => a.main_train_time = value.parse()?,
             "--draw-seed" => a.draw_seed = value.parse()?,
             "--out" => a.out = Some(value.into()),
+            "--arch" => a.only.push(value.parse().map_err(anyhow::Error::msg)?),
             _ => bail!("unknown argument {key}; see the doc comment of benches/search_quality.rs"),
         }
         i += 2;
@@ -168,6 +172,9 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let started = Instant::now();
     let device = Device::Cpu;
+    if !args.only.is_empty() {
+        return train_only(&args, &device);
+    }
     let catalog = Catalog::discover()?;
     let board = catalog.board(&args.board)?.clone();
     let space = SearchSpace::shipped();
@@ -493,6 +500,37 @@ fn main() -> anyhow::Result<()> {
     });
     std::fs::write(&path, log).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("tables written to {}", path.display());
+    Ok(())
+}
+
+/// `--arch`: train the given architectures with the benchmark's recipe (cached like
+/// the full run) and print their accuracies.
+fn train_only(args: &Args, device: &Device) -> anyhow::Result<()> {
+    let data = data::load(
+        &args.dataset,
+        &LoadOptions {
+            max_train: args.max_train,
+            max_test: args.max_test,
+            ..Default::default()
+        },
+    )?;
+    for arch in &args.only {
+        let mut accs = Vec::new();
+        for seed in 0..args.seeds {
+            let (acc, secs) = train_once(arch, &data, seed, args.epochs, device)?;
+            println!(
+                "`{arch}` seed {seed}: float {:.2}% int {:.2}% ({secs:.0} s)",
+                100.0 * acc.0,
+                100.0 * acc.1
+            );
+            accs.push(acc.1);
+        }
+        println!(
+            "`{arch}`: integer {:.2}% (mean over {} seeds)",
+            100.0 * accs.iter().sum::<f64>() / accs.len() as f64,
+            accs.len()
+        );
+    }
     Ok(())
 }
 
