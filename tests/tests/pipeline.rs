@@ -37,8 +37,11 @@ fn run_board(board_name: &str) {
         },
         space,
         board: board.clone(),
+        // A training time, so that the search keeps to networks that train (and run in
+        // QEMU) quickly.
         train: Some(TrainConfig {
             epochs: 6,
+            time_budget: Some(Duration::from_secs(20)),
             progress: false,
             ..Default::default()
         }),
