@@ -354,34 +354,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     // The benchmark's recipe, the same for everyone.
-    let data = data::load(
-        &args.dataset,
-        &LoadOptions {
-            max_train: args.max_train,
-            max_test: args.max_test,
-            ..Default::default()
-        },
-    )?;
-    let cache_path = std::path::PathBuf::from("target/search-quality-cache.json");
-    let mut cache: HashMap<String, ((f64, f64), f64)> = std::fs::read(&cache_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let data = recipe_data(&args)?;
+    let mut cache = Cache::open();
     for e in entries.iter_mut() {
         for seed in 0..args.seeds {
-            let key = format!(
-                "{}|{:?}|{:?}|{}|{seed}|{}",
-                args.dataset, args.max_train, args.max_test, args.epochs, e.arch
-            );
-            let (acc, secs) = match cache.get(&key) {
-                Some(v) => *v,
-                None => {
-                    let v = train_once(&e.arch, &data, seed, args.epochs, &device)?;
-                    cache.insert(key, v);
-                    std::fs::write(&cache_path, serde_json::to_vec(&cache)?)?;
-                    v
-                }
-            };
+            let (acc, secs) = cache.train(&args, &e.arch, &data, seed, &device)?;
             eprintln!(
                 "{} seed {seed}: float {:.2}% int {:.2}% ({:.0} s)  {}",
                 e.name,
@@ -506,18 +483,12 @@ fn main() -> anyhow::Result<()> {
 /// `--arch`: train the given architectures with the benchmark's recipe (cached like
 /// the full run) and print their accuracies.
 fn train_only(args: &Args, device: &Device) -> anyhow::Result<()> {
-    let data = data::load(
-        &args.dataset,
-        &LoadOptions {
-            max_train: args.max_train,
-            max_test: args.max_test,
-            ..Default::default()
-        },
-    )?;
+    let data = recipe_data(args)?;
+    let mut cache = Cache::open();
     for arch in &args.only {
         let mut accs = Vec::new();
         for seed in 0..args.seeds {
-            let (acc, secs) = train_once(arch, &data, seed, args.epochs, device)?;
+            let (acc, secs) = cache.train(args, arch, &data, seed, device)?;
             println!(
                 "`{arch}` seed {seed}: float {:.2}% int {:.2}% ({secs:.0} s)",
                 100.0 * acc.0,
@@ -532,6 +503,57 @@ fn train_only(args: &Args, device: &Device) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The data of the benchmark's recipe (`--max-train`, `--max-test`; split seed 0).
+fn recipe_data(args: &Args) -> anyhow::Result<Dataset> {
+    Ok(data::load(
+        &args.dataset,
+        &LoadOptions {
+            max_train: args.max_train,
+            max_test: args.max_test,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// Trained results by dataset, recipe, seed and architecture, kept on disk.
+struct Cache {
+    path: std::path::PathBuf,
+    results: HashMap<String, ((f64, f64), f64)>,
+}
+
+impl Cache {
+    fn open() -> Self {
+        let path = std::path::PathBuf::from("target/search-quality-cache.json");
+        let results = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Cache { path, results }
+    }
+
+    /// (float, integer) accuracy and training seconds of `arch` with the recipe.
+    fn train(
+        &mut self,
+        args: &Args,
+        arch: &Arch,
+        data: &Dataset,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<((f64, f64), f64)> {
+        let key = format!(
+            "{}|{:?}|{:?}|{}|{seed}|{arch}",
+            args.dataset, args.max_train, args.max_test, args.epochs
+        );
+        if let Some(v) = self.results.get(&key) {
+            return Ok(*v);
+        }
+        let v = train_once(arch, data, seed, args.epochs, device)?;
+        self.results.insert(key, v);
+        std::fs::write(&self.path, serde_json::to_vec(&self.results)?)?;
+        Ok(v)
+    }
 }
 
 fn input_desc(d: &Dataset) -> String {
