@@ -423,6 +423,8 @@ fn transpose_any<T: Copy + Into<i32>>(
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
         transpose(r, acc, index, mult, bias, plane, out, mode);
+    } else if NO_LONG_MUL && bound < 1 << 15 && (17..=46).contains(&s) {
+        transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
         with_requantizer!(s, |r| transpose(
             r, acc, index, mult, bias, plane, out, mode
@@ -450,6 +452,65 @@ fn transpose<R: Requantizer, T: Copy + Into<i32>>(
         match mode {
             Mode::Store => channel::<_, _, false>(r, src, channels, m, b, dst),
             Mode::Accumulate => channel::<_, _, true>(r, src, channels, m, b, dst),
+        }
+    }
+}
+
+/// [`transpose`] for accumulators with `|acc| < 2^15` and `17 <= shift <= 46` on cores
+/// without a long multiply: [`requantize_narrow`] with the channel's `mult` split once and
+/// its bias folded into the rounding term (`floor((t + b * 2^k) / 2^k) = floor(t / 2^k) + b`),
+/// where that term stays below `2^30 - 2^16` (then no sum overflows `i32` and nothing
+/// saturates: two multiplies, two shifts and two adds per element). Other channels take
+/// the formula.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn transpose_narrow<T: Copy + Into<i32>>(
+    acc: &[T],
+    index: impl Fn(usize) -> usize,
+    mult: &[i32],
+    bias: &[i32],
+    plane: usize,
+    out: &mut [i32],
+    mode: Mode,
+    s: u32,
+) {
+    let channels = mult.len();
+    let k = s - 16;
+    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
+        let (mh, ml) = (m >> 16, m & 0xffff);
+        let round = (1i64 << (s - 17)) + ((b as i64) << k);
+        if dst.is_empty() {
+            continue;
+        }
+        // One check for the whole channel instead of one per element.
+        assert!((dst.len() - 1) * channels < src.len());
+        let mut p = src.as_ptr();
+        let mut next = || {
+            // SAFETY: element i is read at i * channels <= (len - 1) * channels < src.len(),
+            // and `next` is called once per output element.
+            let a: i32 = unsafe { *p }.into();
+            p = p.wrapping_add(channels);
+            a
+        };
+        if round.unsigned_abs() >= (1 << 30) - (1 << 16) {
+            for o in dst.iter_mut() {
+                let v = requantize_narrow(next(), m, s, b);
+                *o = match mode {
+                    Mode::Store => v,
+                    Mode::Accumulate => o.saturating_add(v),
+                };
+            }
+            continue;
+        }
+        let round = round as i32;
+        let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
+        // |a * mh| <= 2^30, |(a * ml) >> 16| <= 2^15, |round| < 2^30 - 2^16: no overflow.
+        match mode {
+            Mode::Store => dst.iter_mut().for_each(|o| *o = f(next())),
+            Mode::Accumulate => dst
+                .iter_mut()
+                .for_each(|o| *o = o.saturating_add(f(next()))),
         }
     }
 }
@@ -607,6 +668,50 @@ mod tests {
             hwc_to_chw(&acc, &rq, 3, &mut a, mode);
             hwc_to_chw_bounded(&acc, &rq, 3, 30, &mut b, mode);
             assert_eq!(a, b);
+        }
+    }
+
+    /// The narrow transposition of cores without a long multiply (bias folded into the
+    /// rounding term where it fits, the formula elsewhere) equals the general one.
+    #[test]
+    fn narrow_transposition_matches_the_formula() {
+        let (channels, plane) = (6, 7);
+        let mut x = 0x1357_9bdfu32;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for s in 17..=46u8 {
+            let acc: Vec<i32> = (0..channels * plane)
+                .map(|i| match i {
+                    0 => -32767,
+                    1 => 32767,
+                    _ => (rnd() as i32) >> 17,
+                })
+                .collect();
+            let mult = [
+                i32::MIN,
+                -(1 << 30) - 5,
+                -1,
+                65536,
+                (1 << 30) + 4321,
+                i32::MAX,
+            ];
+            let bias = [i32::MIN, -(1 << 29), -4096, 0, 77, i32::MAX];
+            let rq = Requant {
+                mult: &mult,
+                bias: &bias,
+                shift: s,
+            };
+            for mode in [Mode::Store, Mode::Accumulate] {
+                let init: Vec<i32> = (0..acc.len()).map(|i| [0, i32::MAX, -5][i % 3]).collect();
+                let (mut a, mut b) = (init.clone(), init);
+                hwc_to_chw(&acc, &rq, channels, &mut a, mode);
+                transpose_narrow(&acc, |c| c, &mult, &bias, plane, &mut b, mode, s as u32);
+                assert_eq!(a, b, "shift {s}");
+            }
         }
     }
 
