@@ -95,11 +95,23 @@
 //!   channels, two stages, fc 256, pool 2) costs 2.48 instructions per synaptic
 //!   operation (4.69 before issue 13), the 32-channel bench network 2.06 (3.40).
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
-//!   no unaligned loads: weights are read byte by byte (about 5 instructions per
-//!   accumulate), spike coordinates and /9 are multiplies, and requantisation has a
-//!   32-bit path for `|acc| <= 2^15` (the general `i64` formula otherwise). Neuron
-//!   updates and requantisation, not accumulates, dominate there (about 19 instructions
-//!   per synaptic operation on the 4-channel networks).
+//!   no unaligned loads, eight low registers. The int8 row kernels are Thumb-1 assembly:
+//!   per 4 output channels one `LDM` and one `STM` of the accumulators and `LDRB`,
+//!   `SXTB`, `ADDS` per weight (`MULS` in addition for spike counts and pixels), in
+//!   groups of 8 (r6/r7 saved and restored inside the block): about 4.1 instructions
+//!   per accumulate, 5.5 with the multiply; a 4-channel row takes r0-r5 only. Spike
+//!   coordinates and /9 are multiplies. Requantisation has a 32-bit path for
+//!   `|acc| <= 2^15` (two `MULS` on the halves of the multiplier) with the bias folded
+//!   into the rounding term where it is small enough that nothing can overflow (no
+//!   saturating add); spike convolutions take it without a range test where the
+//!   layer's accumulator bound is below `2^15` (the general `i64` formula otherwise).
+//!   SNASNet's neuron with decay shift 2 runs in assembly, 32 neurons per spike word
+//!   (14 instructions per neuron: a neuron that does not fire needs only the lower
+//!   clamp, one that fires stores 0; an `i32` overflow of the sum saturates as `QADD`
+//!   does), a BatchNorm before it requantised into the scratch first. About 14.3
+//!   instructions per synaptic operation on the main job's 4-channel digits network
+//!   (20.67 before issue 13), 15.7 and 26.5 on the two 4-channel fc-32 networks
+//!   (21.52 and 35.33).
 //!
 //! Every fast path returns exactly what the portable formula returns (the unit tests
 //! compare them on the host; the device tests compare the device with the host).

@@ -129,8 +129,17 @@ pub fn layer(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> u32
     fired + out.finish()
 }
 
-/// True where [`word_shift_hard`] exists (ARMv7E-M).
-const WORD_KERNEL: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
+/// True where [`layer`] runs `lif` with a word kernel: [`word_shift_hard`] (ARMv7E-M,
+/// shift decay, hard reset) or `word_shift_hard_v6m` (ARMv6-M, SNASNet's shift of 2).
+const fn word_kernel(lif: &Lif) -> bool {
+    match (lif.decay, lif.reset) {
+        (Decay::Shift(n), Reset::Hard) => {
+            cfg!(all(target_arch = "arm", target_feature = "dsp"))
+                || (n == 2 && cfg!(all(target_arch = "arm", not(target_feature = "thumb2"))))
+        }
+        _ => false,
+    }
+}
 
 /// The first `32 * (v.len() / 32)` neurons of [`layer`] for SNASNet-type neurons
 /// ([`Decay::Shift`], [`Reset::Hard`]) on ARMv7E-M, one spike word at a time
@@ -151,8 +160,100 @@ fn words_shift_hard(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32])
         }
         return (words * 32, fired);
     }
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    if let (Decay::Shift(2), Reset::Hard) = (lif.decay, lif.reset) {
+        let words = v.len().min(input.len()) / 32;
+        let (mut vp, mut xp) = (v.as_mut_ptr(), input.as_ptr());
+        let mut fired = 0;
+        for s in &mut spikes[..words] {
+            // SAFETY: word k reads input[32k..32k + 32] and updates v[32k..32k + 32],
+            // k < words <= len / 32 of both; `v` is i16-aligned, `input` i32-aligned.
+            let b = unsafe { word_shift_hard_v6m::<18>(&mut vp, &mut xp, lif.threshold as i32) };
+            *s = b;
+            fired += b.count_ones();
+        }
+        return (words * 32, fired);
+    }
     let _ = (lif, v, input, spikes);
     (0, 0)
+}
+
+/// [`word_shift_hard`] for ARMv6-M (Thumb-1, no saturating instructions), decay
+/// `v >> (SH - 16)` (`SH = 16 + n`, an immediate): 14 instructions per neuron on the
+/// common path, against about 25 for the compiler's loop. A neuron that does not fire has
+/// `u < thr <= i16::MAX`, so only the lower clamp remains; one that fires stores 0 whatever
+/// its saturated value; an `i32` overflow of `(v >> n) + x` (flag V) saturates as `QADD`
+/// does. Advances both pointers by 32 neurons; returns the spike word.
+///
+/// # Safety
+/// `*v..*v + 32` (i16, aligned) writable, `*x..*x + 32` (i32, aligned) readable,
+/// `16 <= SH <= 31`.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+#[inline(always)]
+unsafe fn word_shift_hard_v6m<const SH: u32>(
+    v: &mut *mut i16,
+    x: &mut *const i32,
+    thr: i32,
+) -> u32 {
+    let bits: u32;
+    // SAFETY: the caller guarantees both ranges; registers only otherwise (the flags are
+    // clobbered, which `asm!` assumes without `preserves_flags`).
+    unsafe {
+        core::arch::asm!(
+            // Thumb-1 asm operands are low registers: threshold and i16::MIN go to the
+            // high registers r8 and r10 (CMP and MOV read those), from `vv` and `xi`.
+            "mov r8, {vv}",
+            "movs {xi}, #1",
+            "lsls {xi}, {xi}, #15",
+            "negs {xi}, {xi}",
+            "mov r10, {xi}",
+            "2:",
+            "ldrh {vv}, [{v}]",
+            "lsls {vv}, {vv}, #16",
+            "asrs {vv}, {vv}, #{sh}",
+            "ldm {x}!, {{{xi}}}",
+            "adds {vv}, {vv}, {xi}",
+            "bvs 5f",
+            "cmp {vv}, r8",
+            "bge 4f",
+            "cmp {vv}, r10",
+            "bge 3f",
+            "mov {vv}, r10",
+            "3:",
+            "strh {vv}, [{v}]",
+            "adds {v}, #2",
+            "lsls {mask}, {mask}, #1",
+            "bne 2b",
+            "b 7f",
+            "4:",
+            "orrs {bits}, {mask}",
+            "movs {vv}, #0",
+            "strh {vv}, [{v}]",
+            "adds {v}, #2",
+            "lsls {mask}, {mask}, #1",
+            "bne 2b",
+            "b 7f",
+            // i32 overflow: the saturated sum is i32::MAX (fires) when x > 0, else
+            // i32::MIN (clamps to i16::MIN, below any threshold).
+            "5:",
+            "cmp {xi}, #0",
+            "bgt 4b",
+            "mov {vv}, r10",
+            "b 3b",
+            "7:",
+            v = inout(reg) *v,
+            x = inout(reg) *x,
+            sh = const SH,
+            out("r8") _,
+            out("r10") _,
+            mask = inout(reg) 1u32 => _,
+            bits = inout(reg) 0u32 => bits,
+            vv = inout(reg) thr => _,
+            xi = out(reg) _,
+            options(nostack),
+        );
+    }
+    bits
 }
 
 /// 32 SNASNet-type neurons (`v = sat_i16(sat_i32((v >> n) + x))`, spike iff
@@ -228,7 +329,7 @@ pub fn layer_affine(
     spikes: &mut [u32],
 ) -> u32 {
     let input = &input[..v.len()];
-    if WORD_KERNEL && matches!((lif.decay, lif.reset), (Decay::Shift(_), Reset::Hard)) {
+    if word_kernel(lif) {
         let tmp = &mut tmp[..v.len()];
         crate::requant::affine_chw(input, bn, plane, tmp);
         return layer(lif, v, tmp, spikes);

@@ -423,6 +423,8 @@ fn transpose_any<T: Copy + Into<i32>>(
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
         transpose(r, acc, index, mult, bias, plane, out, mode);
+    } else if NO_LONG_MUL && bound < 1 << 15 && (17..=46).contains(&s) {
+        transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
         with_requantizer!(s, |r| transpose(
             r, acc, index, mult, bias, plane, out, mode
@@ -454,6 +456,65 @@ fn transpose<R: Requantizer, T: Copy + Into<i32>>(
     }
 }
 
+/// [`transpose`] for accumulators with `|acc| < 2^15` and `17 <= shift <= 46` on cores
+/// without a long multiply: [`requantize_narrow`] with the channel's `mult` split once and
+/// its bias folded into the rounding term (`floor((t + b * 2^k) / 2^k) = floor(t / 2^k) + b`),
+/// where that term stays below `2^30 - 2^16` (then no sum overflows `i32` and nothing
+/// saturates: two multiplies, two shifts and two adds per element). Other channels take
+/// the formula.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn transpose_narrow<T: Copy + Into<i32>>(
+    acc: &[T],
+    index: impl Fn(usize) -> usize,
+    mult: &[i32],
+    bias: &[i32],
+    plane: usize,
+    out: &mut [i32],
+    mode: Mode,
+    s: u32,
+) {
+    let channels = mult.len();
+    let k = s - 16;
+    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
+        let (mh, ml) = (m >> 16, m & 0xffff);
+        let round = (1i64 << (s - 17)) + ((b as i64) << k);
+        if dst.is_empty() {
+            continue;
+        }
+        // One check for the whole channel instead of one per element.
+        assert!((dst.len() - 1) * channels < src.len());
+        let mut p = src.as_ptr();
+        let mut next = || {
+            // SAFETY: element i is read at i * channels <= (len - 1) * channels < src.len(),
+            // and `next` is called once per output element.
+            let a: i32 = unsafe { *p }.into();
+            p = p.wrapping_add(channels);
+            a
+        };
+        if round.unsigned_abs() >= (1 << 30) - (1 << 16) {
+            for o in dst.iter_mut() {
+                let v = requantize_narrow(next(), m, s, b);
+                *o = match mode {
+                    Mode::Store => v,
+                    Mode::Accumulate => o.saturating_add(v),
+                };
+            }
+            continue;
+        }
+        let round = round as i32;
+        let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
+        // |a * mh| <= 2^30, |(a * ml) >> 16| <= 2^15, |round| < 2^30 - 2^16: no overflow.
+        match mode {
+            Mode::Store => dst.iter_mut().for_each(|o| *o = f(next())),
+            Mode::Accumulate => dst
+                .iter_mut()
+                .for_each(|o| *o = o.saturating_add(f(next()))),
+        }
+    }
+}
+
 /// `1 <= shift <= 31` for accumulators with `|acc| < 2^(shift-1)` on cores with a long
 /// multiply: always the SMMULR path of [`ShiftLow`].
 #[derive(Clone, Copy)]
@@ -466,10 +527,44 @@ impl Requantizer for ShiftLowBounded {
     }
 }
 
+/// [`requantize`] for `shift = k + 16`, `1 <= k <= 28`, in 32-bit arithmetic: for
+/// `|acc| <= 2^15` and `|bias| < 2^(28-k)` [`requantize_narrow`] with the bias folded into
+/// the rounding term (`|round| < 2^29`, so nothing overflows or saturates), for other
+/// narrow accumulators [`requantize_narrow`], the formula otherwise.
+#[inline(always)]
+fn requantize_small(acc: i32, mult: i32, k: u32, bias: i32) -> i32 {
+    if !narrow(acc) {
+        return requantize(acc, mult, (k + 16) as u8, bias);
+    }
+    if (bias.wrapping_add(1 << (28 - k)) as u32) < 1 << (29 - k) {
+        let round = (1 << (k - 1)) + (bias << k);
+        (acc * (mult >> 16) + ((acc * (mult & 0xffff)) >> 16) + round) >> k
+    } else {
+        requantize_narrow(acc, mult, k + 16, bias)
+    }
+}
+
+/// True where [`in_place`] and [`affine_chw`] take [`requantize_small`].
+const fn small_path(shift: u8) -> bool {
+    NO_LONG_MUL && shift >= 17 && shift <= 44
+}
+
 /// Requantises a vector in place, element `o` with channel `o` (linear layers).
 pub fn in_place(values: &mut [i32], rq: &Requant) {
+    in_place_with(values, rq, small_path(rq.shift));
+}
+
+/// [`in_place`], with [`requantize_small`] when `small` (shift `17..=44`).
+fn in_place_with(values: &mut [i32], rq: &Requant, small: bool) {
     let n = values.len();
     let (mult, bias) = (&rq.mult[..n], &rq.bias[..n]);
+    if small {
+        let k = rq.shift as u32 - 16;
+        for ((v, &m), &b) in values.iter_mut().zip(mult).zip(bias) {
+            *v = requantize_small(*v, m, k, b);
+        }
+        return;
+    }
     with_requantizer!(rq.shift, |r| {
         for ((v, &m), &b) in values.iter_mut().zip(mult).zip(bias) {
             *v = r.apply(*v, m, b);
@@ -480,10 +575,24 @@ pub fn in_place(values: &mut [i32], rq: &Requant) {
 /// Per-channel affine on a `[c][plane]` current map: `out[c][i] = requantize(input[c][i])`
 /// (a standalone BatchNorm).
 pub fn affine_chw(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32]) {
+    affine_chw_with(input, rq, plane, out, small_path(rq.shift));
+}
+
+/// [`affine_chw`], with [`requantize_small`] when `small` (shift `17..=44`).
+fn affine_chw_with(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32], small: bool) {
     if plane == 0 {
         return;
     }
     let params = rq.mult.iter().zip(rq.bias);
+    if small {
+        let k = rq.shift as u32 - 16;
+        for ((o, x), (&m, &b)) in out.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = requantize_small(x, m, k, b);
+            }
+        }
+        return;
+    }
     with_requantizer!(rq.shift, |r| {
         for ((o, x), (&m, &b)) in out.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
             for (o, &x) in o.iter_mut().zip(x) {
@@ -607,6 +716,117 @@ mod tests {
             hwc_to_chw(&acc, &rq, 3, &mut a, mode);
             hwc_to_chw_bounded(&acc, &rq, 3, 30, &mut b, mode);
             assert_eq!(a, b);
+        }
+    }
+
+    /// The narrow transposition of cores without a long multiply (bias folded into the
+    /// rounding term where it fits, the formula elsewhere) equals the general one.
+    #[test]
+    fn narrow_transposition_matches_the_formula() {
+        let (channels, plane) = (6, 7);
+        let mut x = 0x1357_9bdfu32;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for s in 17..=46u8 {
+            let acc: Vec<i32> = (0..channels * plane)
+                .map(|i| match i {
+                    0 => -32767,
+                    1 => 32767,
+                    _ => (rnd() as i32) >> 17,
+                })
+                .collect();
+            let mult = [
+                i32::MIN,
+                -(1 << 30) - 5,
+                -1,
+                65536,
+                (1 << 30) + 4321,
+                i32::MAX,
+            ];
+            let bias = [i32::MIN, -(1 << 29), -4096, 0, 77, i32::MAX];
+            let rq = Requant {
+                mult: &mult,
+                bias: &bias,
+                shift: s,
+            };
+            for mode in [Mode::Store, Mode::Accumulate] {
+                let init: Vec<i32> = (0..acc.len()).map(|i| [0, i32::MAX, -5][i % 3]).collect();
+                let (mut a, mut b) = (init.clone(), init);
+                hwc_to_chw(&acc, &rq, channels, &mut a, mode);
+                transpose_narrow(&acc, |c| c, &mult, &bias, plane, &mut b, mode, s as u32);
+                assert_eq!(a, b, "shift {s}");
+            }
+        }
+    }
+
+    /// The 32-bit requantisation of cores without a long multiply (and the vector and
+    /// affine loops that use it) equals the formula.
+    #[test]
+    fn small_path_matches_the_formula() {
+        let mut x = 0x0bad_f00du32;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mults = [
+            i32::MIN,
+            -(1 << 30) - 5,
+            -1,
+            0,
+            65535,
+            (1 << 30) + 4321,
+            i32::MAX,
+        ];
+        for shift in 17..=44u8 {
+            let k = shift as u32 - 16;
+            let lim = 1i32 << (28 - k);
+            let biases = [
+                i32::MIN,
+                -lim - 1,
+                -lim,
+                -lim + 1,
+                -3,
+                0,
+                lim - 1,
+                lim,
+                i32::MAX,
+            ];
+            for &m in &mults {
+                for &b in &biases {
+                    for a in [-32769, -32768, -1, 0, 1, 32767, 32768, i32::MAX] {
+                        let want = requantize(a, m, shift, b);
+                        assert_eq!(requantize_small(a, m, k, b), want, "{a} {m} {shift} {b}");
+                    }
+                    for _ in 0..8 {
+                        let a = (rnd() as i32) >> (rnd() % 20);
+                        let want = requantize(a, m, shift, b);
+                        assert_eq!(requantize_small(a, m, k, b), want, "{a} {m} {shift} {b}");
+                    }
+                }
+            }
+            let n = 12;
+            let vals: Vec<i32> = (0..n).map(|_| (rnd() as i32) >> (rnd() % 20)).collect();
+            let mult: Vec<i32> = (0..n).map(|i| mults[i % mults.len()]).collect();
+            let bias: Vec<i32> = (0..n).map(|i| biases[i % biases.len()]).collect();
+            let rq = Requant {
+                mult: &mult,
+                bias: &bias,
+                shift,
+            };
+            let (mut a, mut b) = (vals.clone(), vals.clone());
+            in_place_with(&mut a, &rq, false);
+            in_place_with(&mut b, &rq, true);
+            assert_eq!(a, b, "shift {shift}");
+            let (mut a, mut b) = (vec![0; n], vec![0; n]);
+            affine_chw_with(&vals, &rq, 2, &mut a, false);
+            affine_chw_with(&vals, &rq, 2, &mut b, true);
+            assert_eq!(a, b, "shift {shift}");
         }
     }
 

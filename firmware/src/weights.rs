@@ -211,6 +211,14 @@ unsafe fn add_i8(w: *const u8, acc: *mut i32, n: usize) {
                 add4_i8_dsp(&mut wp, &mut ap);
             }
             j = n & !3;
+        } else if V6M_ASM {
+            if n >= 8 {
+                add8_i8_v6m(w, acc, n / 8);
+            }
+            if n & 4 != 0 {
+                add4_i8_v6m(w.add(n & !7), acc.add(n & !7));
+            }
+            j = n & !3;
         } else if !BYTE_LOADS {
             while j + 4 <= n {
                 let word = u32::from_le((w.add(j) as *const u32).read_unaligned());
@@ -227,6 +235,179 @@ unsafe fn add_i8(w: *const u8, acc: *mut i32, n: usize) {
             j += 1;
         }
     }
+}
+
+/// True where the ARMv6-M (Thumb-1) row kernels exist: [`add8_i8_v6m`],
+/// [`add4_i8_v6m`] and [`mla4_i8_v6m`].
+const V6M_ASM: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// `acc[0..8g] += w[0..8g]` (int8) for `g >= 1` groups of 8 on ARMv6-M: per 4 weights one
+/// `LDM` and one `STM` of the accumulators and `LDRB`, `SXTB`, `ADDS` per weight (33
+/// instructions per 8 accumulates with the loop, against about 7 per accumulate for the
+/// compiler's byte loop). r6 and r7 (which `asm!` may not name as operands) are saved
+/// on the stack and restored.
+///
+/// # Safety
+/// `w..w + 8g` readable, `acc..acc + 8g` writable (i32-aligned), `g >= 1`.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+#[inline(always)]
+unsafe fn add8_i8_v6m(w: *const u8, acc: *mut i32, g: usize) {
+    // SAFETY: the caller guarantees both ranges; r6/r7 are restored before the end.
+    unsafe {
+        core::arch::asm!(
+            "push {{r6, r7}}",
+            "mov r7, r0",
+            "2:",
+            "ldm r5!, {{r0, r1, r2, r3}}",
+            "ldrb r6, [r4, #0]",
+            "sxtb r6, r6",
+            "adds r0, r0, r6",
+            "ldrb r6, [r4, #1]",
+            "sxtb r6, r6",
+            "adds r1, r1, r6",
+            "ldrb r6, [r4, #2]",
+            "sxtb r6, r6",
+            "adds r2, r2, r6",
+            "ldrb r6, [r4, #3]",
+            "sxtb r6, r6",
+            "adds r3, r3, r6",
+            "subs r5, #16",
+            "stm r5!, {{r0, r1, r2, r3}}",
+            "ldm r5!, {{r0, r1, r2, r3}}",
+            "ldrb r6, [r4, #4]",
+            "sxtb r6, r6",
+            "adds r0, r0, r6",
+            "ldrb r6, [r4, #5]",
+            "sxtb r6, r6",
+            "adds r1, r1, r6",
+            "ldrb r6, [r4, #6]",
+            "sxtb r6, r6",
+            "adds r2, r2, r6",
+            "ldrb r6, [r4, #7]",
+            "sxtb r6, r6",
+            "adds r3, r3, r6",
+            "subs r5, #16",
+            "stm r5!, {{r0, r1, r2, r3}}",
+            "adds r4, #8",
+            "subs r7, #1",
+            "bne 2b",
+            "pop {{r6, r7}}",
+            inout("r0") g => _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            inout("r4") w => _,
+            inout("r5") acc => _,
+        );
+    }
+}
+
+/// `acc[0..4] += w[0..4]` (int8) on ARMv6-M in 17 instructions, registers r0-r5 only.
+///
+/// # Safety
+/// `w..w + 4` readable, `acc..acc + 4` writable (i32-aligned).
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+#[inline(always)]
+unsafe fn add4_i8_v6m(w: *const u8, acc: *mut i32) {
+    // SAFETY: the caller guarantees both ranges; registers r0-r5 only.
+    unsafe {
+        core::arch::asm!(
+            "ldm {a}!, {{r0, r1, r2}}",
+            "ldrb {t}, [{w}, #0]",
+            "sxtb {t}, {t}",
+            "adds r0, r0, {t}",
+            "ldrb {t}, [{w}, #1]",
+            "sxtb {t}, {t}",
+            "adds r1, r1, {t}",
+            "ldrb {t}, [{w}, #2]",
+            "sxtb {t}, {t}",
+            "adds r2, r2, {t}",
+            "subs {a}, #12",
+            "stm {a}!, {{r0, r1, r2}}",
+            "ldr r0, [{a}]",
+            "ldrb {t}, [{w}, #3]",
+            "sxtb {t}, {t}",
+            "adds r0, r0, {t}",
+            "str r0, [{a}]",
+            a = inout(reg) acc => _,
+            w = in(reg) w,
+            t = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            options(nostack),
+        );
+    }
+}
+
+/// `acc[0..4g] += x * w[0..4g]` (int8, wrapping) for `g >= 1` groups of 4 on ARMv6-M:
+/// one `LDM`/`STM` pair per 4 and `LDRB`, `SXTB`, `MULS`, `ADDS` per weight.
+///
+/// # Safety
+/// `w..w + 4g` readable, `acc..acc + 4g` writable (i32-aligned), `g >= 1`.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+#[inline(always)]
+unsafe fn mla4_i8_v6m(w: *const u8, x: i32, acc: *mut i32, g: usize) {
+    // SAFETY: the caller guarantees both ranges; r6/r7 are restored before the end.
+    unsafe {
+        core::arch::asm!(
+            "push {{r6, r7}}",
+            "mov r7, r0",
+            "2:",
+            "ldm r5!, {{r0, r1, r2}}",
+            "ldrb r6, [r4, #0]",
+            "sxtb r6, r6",
+            "muls r6, r3, r6",
+            "adds r0, r0, r6",
+            "ldrb r6, [r4, #1]",
+            "sxtb r6, r6",
+            "muls r6, r3, r6",
+            "adds r1, r1, r6",
+            "ldrb r6, [r4, #2]",
+            "sxtb r6, r6",
+            "muls r6, r3, r6",
+            "adds r2, r2, r6",
+            "subs r5, #12",
+            "stm r5!, {{r0, r1, r2}}",
+            "ldr r0, [r5]",
+            "ldrb r6, [r4, #3]",
+            "sxtb r6, r6",
+            "muls r6, r3, r6",
+            "adds r0, r0, r6",
+            "stm r5!, {{r0}}",
+            "adds r4, #4",
+            "subs r7, #1",
+            "bne 2b",
+            "pop {{r6, r7}}",
+            inout("r0") g => _,
+            out("r1") _,
+            out("r2") _,
+            in("r3") x,
+            inout("r4") w => _,
+            inout("r5") acc => _,
+        );
+    }
+}
+
+/// Never called: [`V6M_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+#[inline(always)]
+unsafe fn add8_i8_v6m(_w: *const u8, _acc: *mut i32, _g: usize) {
+    unreachable!("add8_i8_v6m is only called on ARMv6-M")
+}
+
+/// Never called: [`V6M_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+#[inline(always)]
+unsafe fn add4_i8_v6m(_w: *const u8, _acc: *mut i32) {
+    unreachable!("add4_i8_v6m is only called on ARMv6-M")
+}
+
+/// Never called: [`V6M_ASM`] is false on this target.
+#[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+#[inline(always)]
+unsafe fn mla4_i8_v6m(_w: *const u8, _x: i32, _acc: *mut i32, _g: usize) {
+    unreachable!("mla4_i8_v6m is only called on ARMv6-M")
 }
 
 /// True where [`add4_i8_dsp`] is the ARMv7E-M assembly (the DSP extension's SXTAB).
@@ -378,6 +559,11 @@ unsafe fn mla_i8(w: *const u8, x: i32, acc: *mut i32, n: usize) {
             let (mut wp, mut ap) = (w, acc);
             for _ in 0..n / 4 {
                 mla4_i8_dsp(&mut wp, x, &mut ap);
+            }
+            j = n & !3;
+        } else if V6M_ASM {
+            if n >= 4 {
+                mla4_i8_v6m(w, x, acc, n / 4);
             }
             j = n & !3;
         } else if !BYTE_LOADS {
@@ -752,6 +938,10 @@ macro_rules! with_kernel {
             $crate::weights::Weights::I8(w) => {
                 let $w = w.as_ptr() as *const u8;
                 match n {
+                    4 => {
+                        let $k = $crate::weights::I8Fixed::<4>;
+                        $body
+                    }
                     8 => {
                         let $k = $crate::weights::I8Fixed::<8>;
                         $body
