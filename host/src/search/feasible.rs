@@ -89,11 +89,7 @@ impl Feasible {
                 let fit = memory.check(&arch);
                 if !fit.fits {
                     out.pruned_by_memory += 1;
-                    if out.smallest.as_ref().is_none_or(|(_, f)| {
-                        fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes
-                    }) {
-                        out.smallest = Some((arch, fit));
-                    }
+                    super::keep_smallest(&mut out.smallest, arch, fit);
                     continue;
                 }
                 let c = Candidate { arch, macs: m, fit };

@@ -470,15 +470,20 @@ fn largest_feasible(
             return Some((arch, m, fit));
         }
         tally.pruned_by_memory += 1;
-        if tally
-            .smallest
-            .as_ref()
-            .is_none_or(|(_, f)| fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes)
-        {
-            tally.smallest = Some((arch, fit));
-        }
+        keep_smallest(&mut tally.smallest, arch, fit);
     }
     None
+}
+
+/// Keep in `slot` whichever of it and `(arch, fit)` needs less memory (flash + RAM):
+/// what a "nothing fits" error names.
+fn keep_smallest(slot: &mut Option<(Arch, Fit)>, arch: Arch, fit: Fit) {
+    if slot
+        .as_ref()
+        .is_none_or(|(_, f)| fit.flash_bytes + fit.ram_bytes < f.flash_bytes + f.ram_bytes)
+    {
+        *slot = Some((arch, fit));
+    }
 }
 
 #[derive(Debug, Default)]
