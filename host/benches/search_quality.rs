@@ -42,6 +42,7 @@ use spikenas_host::pipeline::{
 };
 use spikenas_host::rng::Rng;
 use spikenas_host::search::cells;
+use spikenas_host::search::cost::{self, CostModel};
 use spikenas_host::search::feasible::Feasible;
 use spikenas_host::search::fidelity::{Proxy, ProxyData};
 use spikenas_host::search::halving::{MAX_EVAL_IMAGES, MIN_EVAL_IMAGES};
@@ -160,9 +161,11 @@ impl Entry {
     }
 }
 
-const SIGNALS: [&str; 5] = [
+const SIGNALS: [&str; 7] = [
     "proxy accuracy, rung 1",
     "proxy accuracy, rung 0",
+    "proxy at T=1, rung 1",
+    "proxy at T=1, rung 0",
     "log MACs",
     "SNASNet score",
     "est. training s",
@@ -271,8 +274,18 @@ fn main() -> anyhow::Result<()> {
     let (b, t) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, b, t);
     let fits = Feasible::enumerate(&space, &cells, &input, &check, main_cfg.max_macs);
+    // The draws are filtered by training time with the cost model of the first run on
+    // this board, dataset and training time (kept in the cache), so that reruns draw the
+    // same networks whatever the timing noise of this run's calibration.
+    let draw_key = format!("{}|{}|{}", board.name, args.dataset, args.main_train_time);
+    let draw_model = Cache::draw_model(&draw_key, model)?;
+    out!(
+        "Draw filter's training cost: {} (this run's calibration: {}).\n",
+        cost::describe(&draw_model, main_cfg.recipe.conv),
+        cost::describe(&model, main_cfg.recipe.conv)
+    );
     let mut feasible = fits.clone();
-    feasible.restrict_to_trainable(&input, &model, &main_budget, 0.1);
+    feasible.restrict_to_trainable(&input, &draw_model, &main_budget, 0.1);
     out!(
         "Feasible space: {} candidates ({} over memory, {} over latency, {} too slow to train in {} s).\n",
         feasible.candidates.len(),
@@ -340,14 +353,19 @@ fn main() -> anyhow::Result<()> {
                 recipe: main_cfg.recipe.clone(),
                 device: device.clone(),
             };
-            for (rung, &n) in rung_images.iter().enumerate() {
-                let r = proxy.train(&e.arch, n, main_cfg.seed)?;
-                let key = if rung == 0 {
-                    "proxy accuracy, rung 0"
-                } else {
-                    "proxy accuracy, rung 1"
+            // At the network's own timesteps and at one (a cheaper proxy).
+            for (t, keys) in [
+                (e.arch.timesteps, ["proxy accuracy, rung 0", "proxy accuracy, rung 1"]),
+                (1, ["proxy at T=1, rung 0", "proxy at T=1, rung 1"]),
+            ] {
+                let arch = Arch {
+                    timesteps: t,
+                    ..e.arch
                 };
-                e.signals.insert(key, r.accuracy);
+                for (&n, key) in rung_images.iter().zip(keys) {
+                    let r = proxy.train(&arch, n, main_cfg.seed)?;
+                    e.signals.insert(key, r.accuracy);
+                }
             }
         }
         eprintln!("signals of {} ({}) done", e.name, e.arch);
@@ -379,12 +397,12 @@ fn main() -> anyhow::Result<()> {
         data.test.len(),
         args.seeds
     );
-    out!("| name | architecture | int acc (mean) | spread | float acc | train s | proxy r1 | proxy r0 | log MACs | SNASNet score |");
-    out!("|---|---|---|---|---|---|---|---|---|---|");
+    out!("| name | architecture | int acc (mean) | spread | float acc | train s | proxy r1 | proxy r0 | T=1 r1 | T=1 r0 | log MACs | SNASNet score |");
+    out!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for e in &entries {
         let sig = |k: &str| e.signals.get(k).map_or("-".into(), |v| format!("{v:.3}"));
         out!(
-            "| {} | `{}` | {:.2}% | {:.2} | {:.2}% | {:.0} | {} | {} | {} | {} |",
+            "| {} | `{}` | {:.2}% | {:.2} | {:.2}% | {:.0} | {} | {} | {} | {} | {} | {} |",
             e.name,
             e.arch,
             100.0 * e.mean_int(),
@@ -393,6 +411,8 @@ fn main() -> anyhow::Result<()> {
             e.train_seconds.iter().sum::<f64>() / e.train_seconds.len().max(1) as f64,
             sig("proxy accuracy, rung 1"),
             sig("proxy accuracy, rung 0"),
+            sig("proxy at T=1, rung 1"),
+            sig("proxy at T=1, rung 0"),
             sig("log MACs"),
             sig("SNASNet score")
         );
@@ -524,6 +544,23 @@ struct Cache {
 }
 
 impl Cache {
+    /// The cost model the random draws are filtered with for `key` (board, dataset,
+    /// training time): the one stored by the first run, or `model`, stored now.
+    fn draw_model(key: &str, model: CostModel) -> anyhow::Result<CostModel> {
+        let path = std::path::Path::new("target/search-quality-draws.json");
+        let mut models: HashMap<String, CostModel> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(m) = models.get(key) {
+            return Ok(*m);
+        }
+        models.insert(key.to_string(), model);
+        std::fs::write(path, serde_json::to_vec_pretty(&models)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(model)
+    }
+
     fn open() -> Self {
         let path = std::path::PathBuf::from("target/search-quality-cache.json");
         let results = std::fs::read(&path)

@@ -86,12 +86,8 @@ fn run_board(board_name: &str) {
         100.0 * q.agreement
     );
     print!("{}", report.render());
-    let input = spikenas_host::arch::InputShape {
-        channels: 1,
-        height: 8,
-        width: 8,
-        classes: 10,
-    };
+    let data = spikenas_host::data::load(&job.source, &job.load).unwrap();
+    let input = spikenas_host::session::input_shape(&data);
     let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
     for e in estimate_error(&report, &estimate) {
         println!(

@@ -93,8 +93,15 @@ mod tests {
         }
         let distinct: BTreeSet<_> = cells.iter().collect();
         assert_eq!(distinct.len(), cells.len());
-        // Fewer than the 5^6 raw matrices: dead nodes and the 1<->2 symmetry collapse many.
-        assert!(cells.len() < 15625 / 2, "{}", cells.len());
+        // Of the 5^6 raw matrices, dead nodes and the 1<->2 symmetry leave exactly the
+        // 7,012 the README states.
+        assert_eq!(cells.len(), 7012);
+    }
+
+    #[test]
+    fn the_shipped_op_set_has_174_cells() {
+        let space = crate::search::space::SearchSpace::shipped();
+        assert_eq!(enumerate(&space.ops, space.backward).len(), 174);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! MACs (convolutions and classifier) dominate large networks; the element-wise work
 //! of LIF, batch-norm and pooling, per neuron and timestep, dominates small ones. The
 //! two coefficients are calibrated at the start of a search by timing a few training
-//! steps of the cheapest and the dearest feasible candidate on the actual device
+//! steps of the cheapest feasible candidate and of a dearer one on the actual device
 //! ([`CostModel::calibrate`]), so the figures are this machine's.
 
 use std::time::Instant;
@@ -27,6 +27,7 @@ use crate::snn::lif::LifParams;
 use crate::snn::Network;
 use crate::train::TrainConfig;
 
+use super::feasible::{Feasible, TrainBudget};
 use super::space::macs;
 
 /// Relative cost of one neuron-timestep of element-wise work (LIF forward and
@@ -104,24 +105,55 @@ impl CostModel {
         }
     }
 
-    /// Time `steps` training steps (after one warm-up step) of `cheap` and of
-    /// `dear` on `train`, and fit the model through the two points.
+    /// Fit the model to this machine: time `steps` training steps (after one warm-up
+    /// step) of the cheapest feasible candidate, then of the dearest one whose
+    /// training is expected to cost at most [`calibration_target`] seconds per image,
+    /// and fit the line through the two points.
+    ///
+    /// The dearer point is bounded because the dearest feasible network of a large
+    /// budget (a Jetson's 4 GB) trains at a few images a second: timing it would spend
+    /// the whole search budget on calibration. The cheap point's time, charged wholly
+    /// to its work, bounds the per-unit cost from above, so the bound picks a point at
+    /// or beyond the target; trainability is decided near the target, inside the
+    /// measured range.
     pub fn calibrate(
-        cheap: &Arch,
-        dear: &Arch,
+        feasible: &Feasible,
+        budget: Option<&TrainBudget>,
         input: &InputShape,
         train: &Split,
         cfg: &TrainConfig,
         steps: usize,
         device: &Device,
     ) -> Result<CostModel, crate::search::SearchError> {
-        let a = measure(cheap, input, train, cfg, steps, device)?;
-        let b = measure(dear, input, train, cfg, steps, device)?;
-        Ok(CostModel::through(
-            (work(cheap, input), a),
-            (work(dear, input), b),
-        ))
+        let cheap = feasible
+            .cheapest(input)
+            .ok_or(crate::search::SearchError::NothingToCalibrate)?;
+        let (w_lo, t_lo) = (
+            work(&cheap, input),
+            measure(&cheap, input, train, cfg, steps, device)?,
+        );
+        let per_unit_bound = t_lo / w_lo.max(1.0);
+        let max_work = calibration_target(budget) / per_unit_bound.max(1e-18);
+        let dear = feasible.dearest_within(input, max_work).unwrap_or(cheap);
+        if dear == cheap {
+            return Ok(CostModel::through((w_lo, t_lo), (w_lo, t_lo)));
+        }
+        let t_hi = measure(&dear, input, train, cfg, steps, device)?;
+        Ok(CostModel::through((w_lo, t_lo), (work(&dear, input), t_hi)))
     }
+}
+
+/// Seconds per training image the dearer calibration network should cost at most:
+/// four times what the training budget allows per image (so that the trainability
+/// edge lies inside the measured range), and never more than 20 ms (a calibration of
+/// a few batches then takes seconds, not minutes).
+pub fn calibration_target(budget: Option<&TrainBudget>) -> f64 {
+    const MAX_SECONDS_PER_IMAGE: f64 = 0.02;
+    budget
+        .map_or(MAX_SECONDS_PER_IMAGE, |b| {
+            4.0 * b.seconds / (b.images.max(1) as f64)
+        })
+        .min(MAX_SECONDS_PER_IMAGE)
 }
 
 /// Measured seconds per training image of `arch`: forward, backward and optimiser

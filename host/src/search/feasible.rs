@@ -130,18 +130,26 @@ impl Feasible {
         self.pruned_by_training += before - self.candidates.len();
     }
 
-    /// The candidates with the least and the most training work (for calibration).
-    pub fn extremes(&self, input: &InputShape) -> Option<(Arch, Arch)> {
+    /// The candidate with the least training work.
+    pub fn cheapest(&self, input: &InputShape) -> Option<Arch> {
         let key = |c: &&Candidate| super::cost::work(&c.arch, input);
         let lo = self
             .candidates
             .iter()
             .min_by(|a, b| key(a).total_cmp(&key(b)))?;
-        let hi = self
-            .candidates
+        Some(lo.arch)
+    }
+
+    /// The candidate with the most training work at or below `max_work` (the cheapest
+    /// where none is).
+    pub fn dearest_within(&self, input: &InputShape, max_work: f64) -> Option<Arch> {
+        let key = |c: &&Candidate| super::cost::work(&c.arch, input);
+        self.candidates
             .iter()
-            .max_by(|a, b| key(a).total_cmp(&key(b)))?;
-        Some((lo.arch, hi.arch))
+            .filter(|c| key(c) <= max_work)
+            .max_by(|a, b| key(a).total_cmp(&key(b)))
+            .map(|c| c.arch)
+            .or_else(|| self.cheapest(input))
     }
 }
 
@@ -150,6 +158,7 @@ mod tests {
     use super::*;
     use crate::arch::Op;
     use crate::search::cells;
+    use crate::search::cost::work;
     use crate::search::space::MacroSpace;
 
     fn space() -> SearchSpace {
@@ -227,7 +236,12 @@ mod tests {
         let s = space();
         let cells = cells::enumerate(&s.ops, false);
         let mut f = Feasible::enumerate(&s, &cells, &INPUT, &cap(u64::MAX), None);
-        let (lo, hi) = f.extremes(&INPUT).unwrap();
+        let lo = f.cheapest(&INPUT).unwrap();
+        let hi = f.dearest_within(&INPUT, f64::INFINITY).unwrap();
+        assert!(work(&lo, &INPUT) < work(&hi, &INPUT));
+        let mid = f.dearest_within(&INPUT, work(&hi, &INPUT) - 1.0).unwrap();
+        assert!(work(&mid, &INPUT) < work(&hi, &INPUT) && work(&mid, &INPUT) >= work(&lo, &INPUT));
+        assert_eq!(f.dearest_within(&INPUT, 0.0), Some(lo));
         let model = CostModel {
             fixed_s: 0.0,
             per_unit_s: 1e-9,

@@ -6,7 +6,7 @@
 //!    (microseconds each; no tensors). 4-bit variants are dropped where the 8-bit
 //!    network fits.
 //! 2. **Trainable in the job's time.** The cost of a training image on this machine is
-//!    calibrated on the cheapest and the dearest feasible candidate
+//!    calibrated on the cheapest feasible candidate and a dearer one
 //!    ([`CostModel::calibrate`]); candidates whose recipe cannot finish within the
 //!    training time are dropped, so a large budget (Jetson) does not yield a network
 //!    that cannot be trained.
@@ -209,18 +209,15 @@ pub fn spikenas(
     // Step 2: the cost of training on this machine.
     let model = match cfg.cost_model {
         Some(m) => m,
-        None => {
-            let (lo, hi) = feasible.extremes(input).expect("non-empty");
-            CostModel::calibrate(
-                &lo,
-                &hi,
-                input,
-                &ctx.data.train,
-                &cfg.recipe,
-                CALIBRATION_STEPS,
-                &ctx.device,
-            )?
-        }
+        None => CostModel::calibrate(
+            &feasible,
+            cfg.train_budget.as_ref(),
+            input,
+            &ctx.data.train,
+            &cfg.recipe,
+            CALIBRATION_STEPS,
+            &ctx.device,
+        )?,
     };
     say(format!(
         "training cost here: {}",
@@ -246,14 +243,23 @@ pub fn spikenas(
     // Step 3: the pool, largest first.
     let mut pool = family_pool(&feasible.candidates);
     pool.truncate(cfg.pool.max(1));
+    // The short trainings may run at fewer timesteps than the network deploys with.
+    let proxy_arch = |a: &Arch| Arch {
+        timesteps: cfg.proxy_timesteps.unwrap_or(a.timesteps).max(1),
+        ..*a
+    };
     let per_image: Vec<f64> = pool
+        .iter()
+        .map(|c| model.seconds_per_image(&proxy_arch(&c.arch), input))
+        .collect();
+    let full_image: Vec<f64> = pool
         .iter()
         .map(|c| model.seconds_per_image(&c.arch, input))
         .collect();
     // The search's share of the training it chooses for: of the time budget, or of the
     // recipe's estimated time where that is shorter (small datasets).
     let recipe_seconds = cfg.train_budget.map(|b| {
-        let mut t: Vec<f64> = per_image.iter().map(|c| c * b.images as f64).collect();
+        let mut t: Vec<f64> = full_image.iter().map(|c| c * b.images as f64).collect();
         t.sort_by(f64::total_cmp);
         b.seconds.min(t[t.len() / 2])
     });
@@ -350,7 +356,7 @@ pub fn spikenas(
                 say(format!("search budget spent: {} not trained", pool[i].arch));
                 continue;
             }
-            let r = proxy.train(&pool[i].arch, images, cfg.seed)?;
+            let r = proxy.train(&proxy_arch(&pool[i].arch), images, cfg.seed)?;
             say(format!(
                 "rung {rung}: {} {:.2}% ({:.0} img/s)",
                 pool[i].arch,
@@ -365,7 +371,10 @@ pub fn spikenas(
         // recipe would not finish in time goes last.
         let too_slow = |i: usize| {
             cfg.train_budget.is_some_and(|b| {
-                let ips = results[i].last().map_or(0.0, |r| r.images_per_second);
+                // Measured at the proxy's timesteps, scaled to the network's own.
+                let ips = results[i].last().map_or(0.0, |r| r.images_per_second)
+                    * per_image[i]
+                    / full_image[i];
                 ips > 0.0 && b.images as f64 / ips > b.seconds
             })
         };

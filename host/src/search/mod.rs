@@ -98,6 +98,8 @@ pub struct SearchConfig {
     pub pool: usize,
     /// SpikeNAS: growth of the short trainings from rung to rung (and the share kept).
     pub eta: usize,
+    /// SpikeNAS: timesteps of the short trainings (None: the candidate's own).
+    pub proxy_timesteps: Option<usize>,
     /// SpikeNAS: training costs to use instead of calibrating them (tests).
     #[serde(skip)]
     pub cost_model: Option<CostModel>,
@@ -139,6 +141,7 @@ impl Default for SearchConfig {
             search_fraction: DEFAULT_SEARCH_FRACTION,
             pool: 12,
             eta: 3,
+            proxy_timesteps: None,
             cost_model: None,
             max_macs: None,
             samples: 5000,
@@ -236,6 +239,11 @@ pub enum SearchError {
         /// The training time.
         seconds: f64,
     },
+    /// The training cost was asked of an empty feasible space.
+    #[error(
+        "no feasible candidate to time training steps on; the board's budgets admit no network"
+    )]
+    NothingToCalibrate,
     /// A training step failed.
     #[error(transparent)]
     Train(Box<crate::train::TrainError>),
@@ -887,5 +895,22 @@ mod tests {
             .filter_map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
         assert_eq!(out.best_score, best);
+        // Best that fits: with the top-scoring cell refused by the memory check, the
+        // pick is the best-scoring of the others, not the top one.
+        let top = out.best;
+        let refuse_top = |a: &Arch| Fit {
+            fits: a.cell != top.cell,
+            ..limit(input, u64::MAX)(a)
+        };
+        let again = snasnet(&input, "fake", &refuse_top, &mut scorer, &cfg).unwrap();
+        let runner_up = again
+            .candidates
+            .iter()
+            .filter(|c| c.fit.fits)
+            .filter_map(|c| c.score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_ne!(again.best.cell, top.cell);
+        assert_eq!(again.best_score, runner_up);
+        assert!(again.candidates.iter().any(|c| !c.fit.fits));
     }
 }
