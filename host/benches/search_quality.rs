@@ -21,7 +21,7 @@
 //! ```
 //!
 //! `--max-train 0` and `--max-test 0` mean the whole split. Trained results are cached
-//! in `target/search-quality-cache.json` (keyed by dataset, recipe, seed and
+//! in the workspace's `target/search-quality-cache.json` (keyed by dataset, recipe, seed and
 //! architecture), so a rerun after a change to the search trains only new picks. The search itself sees the
 //! whole dataset and the main job's recipe (default epochs, `--main-train-time`), as
 //! `scripts/run` gives it; the recipe above is the benchmark's, the same for everyone.
@@ -488,12 +488,11 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let path = args.out.unwrap_or_else(|| {
-        format!(
-            "target/search-quality-{}-{}.md",
+        target_dir().join(format!(
+            "search-quality-{}-{}.md",
             board.name,
             args.dataset.to_string().replace([':', '/'], "_")
-        )
-        .into()
+        ))
     });
     std::fs::write(&path, log).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("tables written to {}", path.display());
@@ -537,6 +536,11 @@ fn recipe_data(args: &Args) -> anyhow::Result<Dataset> {
     )?)
 }
 
+/// The workspace's target folder (`cargo bench` runs in the package's folder).
+fn target_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
 /// Trained results by dataset, recipe, seed and architecture, kept on disk.
 struct Cache {
     path: std::path::PathBuf,
@@ -547,7 +551,7 @@ impl Cache {
     /// The cost model the random draws are filtered with for `key` (board, dataset,
     /// training time): the one stored by the first run, or `model`, stored now.
     fn draw_model(key: &str, model: CostModel) -> anyhow::Result<CostModel> {
-        let path = std::path::Path::new("target/search-quality-draws.json");
+        let path = &target_dir().join("search-quality-draws.json");
         let mut models: HashMap<String, CostModel> = std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -562,7 +566,7 @@ impl Cache {
     }
 
     fn open() -> Self {
-        let path = std::path::PathBuf::from("target/search-quality-cache.json");
+        let path = target_dir().join("search-quality-cache.json");
         let results = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Split};
+use crate::data::{Augment, Dataset, Split};
 use crate::kernels::ConvBackend;
 use crate::rng::Rng;
 use crate::snn::Network;
@@ -45,6 +45,9 @@ pub struct TrainConfig {
     pub max_steps_per_epoch: Option<usize>,
     /// Stop training once this much time has passed (checked after each step).
     pub time_budget: Option<Duration>,
+    /// Distortions of the training images.
+    #[serde(default)]
+    pub augment: Augment,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -61,6 +64,7 @@ impl Default for TrainConfig {
             conv: ConvBackend::default(),
             max_steps_per_epoch: None,
             time_budget: None,
+            augment: Augment::None,
             progress: true,
         }
     }
@@ -260,6 +264,8 @@ pub fn train(
     };
     let bar = progress_bar(total_steps as u64, cfg.progress);
     let mut rng = Rng::new(cfg.seed ^ 0x0074_7261_696e);
+    // Its own generator, so that the batch order does not depend on the distortions.
+    let mut augment_rng = Rng::new(cfg.seed ^ 0x6175_676d_656e_74);
     let started = Instant::now();
     let mut report = TrainReport {
         epochs: Vec::new(),
@@ -280,7 +286,9 @@ pub fn train(
                 total_steps,
                 started.elapsed(),
             ));
-            let (images, labels) = data.train.batch(batch, device)?;
+            let (images, labels) =
+                data.train
+                    .batch_augmented(batch, cfg.augment, &mut augment_rng, device)?;
             let logits = net.forward(&images, true, cfg.conv)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
             let loss_value = loss.to_scalar::<f32>()?;

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 
 use spikenas_host::arch::Arch;
-use spikenas_host::data::{self, Source};
+use spikenas_host::data::{self, Augment, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::session::{self, TrainJob};
@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     optimizer: OptimizerKind,
+    /// Distortions of the training images: none, shift (up to 2 pixels), or
+    /// shift-flip (also mirrored left-right; for clothing, not digits).
+    #[arg(long, value_enum, default_value_t = Augment::None)]
+    augment: Augment,
     /// Seed for splits, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -95,6 +99,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             conv: args.conv,
             max_steps_per_epoch: None,
             time_budget: args.time_budget.map(Duration::from_secs),
+            augment: args.augment,
             progress: !args.quiet,
         },
         seed: args.seed,

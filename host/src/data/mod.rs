@@ -16,7 +16,7 @@ mod split;
 
 pub use error::DataError;
 pub use source::{Source, FASHION_MNIST_DIR};
-pub use split::Split;
+pub use split::{Augment, Split};
 
 use serde::{Deserialize, Serialize};
 

@@ -6,6 +6,59 @@
 //! values up to that fixed scale.
 
 use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+
+/// Label-preserving distortions of training images, drawn afresh for every image of
+/// every batch (from the training's own seeded generator, so training stays
+/// bit-deterministic).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// The images as they are.
+    #[default]
+    None,
+    /// Shift by up to 2 pixels in each direction, the uncovered border black.
+    Shift,
+    /// Shift as above, and mirror left-right with probability 1/2 (for datasets whose
+    /// classes are mirror-symmetric, such as clothing; not digits).
+    ShiftFlip,
+}
+
+impl Augment {
+    /// Largest shift in pixels, per direction.
+    pub const MAX_SHIFT: usize = 2;
+
+    /// Write a distorted copy of the CHW image `src` (`h` x `w`) into `dst`.
+    fn apply(self, src: &[u8], (c, h, w): (usize, usize, usize), rng: &mut Rng, dst: &mut [u8]) {
+        let (dy, dx, flip) = match self {
+            Augment::None => (0, 0, false),
+            Augment::Shift | Augment::ShiftFlip => {
+                let s = Self::MAX_SHIFT as isize;
+                let dy = rng.below(2 * Self::MAX_SHIFT + 1) as isize - s;
+                let dx = rng.below(2 * Self::MAX_SHIFT + 1) as isize - s;
+                (dy, dx, self == Augment::ShiftFlip && rng.below(2) == 1)
+            }
+        };
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let sy = y as isize - dy;
+                    let sx = if flip { (w - 1 - x) as isize } else { x as isize } - dx;
+                    let inside = (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx);
+                    dst[(ch * h + y) * w + x] = if inside {
+                        src[(ch * h + sy as usize) * w + sx as usize]
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    }
+}
 
 /// Labelled images: `images` holds `len() * channels * height * width` bytes,
 /// image after image, each in CHW order, pixels 0..=255.
@@ -79,12 +132,7 @@ impl Split {
         indices: &[usize],
         device: &Device,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
-            candle_core::bail!(
-                "batch index {bad} out of range: the split holds {} images",
-                self.len()
-            );
-        }
+        self.check_indices(indices)?;
         let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
@@ -95,6 +143,44 @@ impl Split {
         let x = Tensor::from_vec(pixels, shape, device)?;
         let y = Tensor::from_vec(labels, indices.len(), device)?;
         Ok((x, y))
+    }
+
+    fn check_indices(&self, indices: &[usize]) -> candle_core::Result<()> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            candle_core::bail!(
+                "batch index {bad} out of range: the split holds {} images",
+                self.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Split::batch`] with every image distorted by `augment` (draws from `rng`).
+    pub fn batch_augmented(
+        &self,
+        indices: &[usize],
+        augment: Augment,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        if augment == Augment::None {
+            return self.batch(indices, device);
+        }
+        self.check_indices(indices)?;
+        let len = self.image_len();
+        let dims = (self.channels, self.height, self.width);
+        let mut image = vec![0u8; len];
+        let mut pixels = Vec::with_capacity(indices.len() * len);
+        for &i in indices {
+            augment.apply(self.image(i), dims, rng, &mut image);
+            pixels.extend(image.iter().map(|&p| p as f32 / 255.0));
+        }
+        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i] as u32).collect();
+        let shape = (indices.len(), self.channels, self.height, self.width);
+        Ok((
+            Tensor::from_vec(pixels, shape, device)?,
+            Tensor::from_vec(labels, indices.len(), device)?,
+        ))
     }
 }
 
@@ -158,5 +244,51 @@ mod tests {
     fn batch_rejects_out_of_range_index() {
         let err = tiny().batch(&[0, 3], &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("batch index 3"), "{err}");
+    }
+
+    #[test]
+    fn augmentation_shifts_and_mirrors_and_keeps_labels() {
+        // One 1x5x5 image with a single bright pixel at (2, 1).
+        let mut images = vec![0u8; 25];
+        images[2 * 5 + 1] = 200;
+        let s = Split {
+            images,
+            labels: vec![7],
+            channels: 1,
+            height: 5,
+            width: 5,
+            classes: 10,
+        };
+        let mut rng = Rng::new(3);
+        let mut seen_flip = false;
+        for _ in 0..200 {
+            let (x, y) = s
+                .batch_augmented(&[0], Augment::ShiftFlip, &mut rng, &Device::Cpu)
+                .unwrap();
+            assert_eq!(y.to_vec1::<u32>().unwrap(), vec![7]);
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // The pixel moves by at most 2 in each direction (mirrored: column 3), or
+            // leaves the image; nothing else lights up.
+            let lit: Vec<usize> = (0..25).filter(|&k| v[k] > 0.0).collect();
+            assert!(lit.len() <= 1, "{lit:?}");
+            if let Some(&k) = lit.first() {
+                assert!((v[k] - 200.0 / 255.0).abs() < 1e-6);
+                let (row, col) = (k / 5, k % 5);
+                assert!(row.abs_diff(2) <= 2);
+                assert!(col.abs_diff(1) <= 2 || col.abs_diff(3) <= 2);
+                seen_flip |= col.abs_diff(1) > 2;
+            }
+        }
+        assert!(seen_flip, "a mirrored image in 200 draws");
+        // None is the plain batch.
+        let plain = s.batch(&[0], &Device::Cpu).unwrap().0;
+        let none = s
+            .batch_augmented(&[0], Augment::None, &mut rng, &Device::Cpu)
+            .unwrap()
+            .0;
+        assert_eq!(
+            plain.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            none.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 }

@@ -137,6 +137,8 @@ fn proxy_train(
         batch_size: batch,
         max_steps_per_epoch: Some(steps_total.div_ceil(epochs)),
         time_budget: None,
+        // Short trainings are far from overfitting: undistorted images learn faster.
+        augment: crate::data::Augment::None,
         progress: false,
         seed,
         ..recipe.clone()

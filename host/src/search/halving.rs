@@ -56,6 +56,10 @@ pub const MAX_EVAL_IMAGES: usize = 2000;
 /// noise in the cost model).
 const TRAIN_MARGIN: f64 = 0.1;
 
+/// A candidate whose short training's speed says its recipe would take more than this
+/// multiple of the training time ranks last in its rung.
+const SLOW_TOLERANCE: f64 = 1.25;
+
 /// The shape of a network that the pool must cover: how many stages, at what input
 /// resolution, with what weight width. These decide how a network learns in a short
 /// recipe (measured on digits: one stage on 8x8 reached 96.4-97.8%, two stages
@@ -368,14 +372,16 @@ pub fn spikenas(
         // Only those trained at this rung compete in it.
         alive.retain(|&i| results[i].len() == rung + 1);
         // Rank by accuracy at this rung; a candidate whose measured speed says the
-        // recipe would not finish in time goes last.
+        // recipe would overrun its time by more than a quarter goes last (the cost
+        // model admitted it; a smaller overrun only shortens its schedule, and the
+        // speed of a short run on a busy machine is noisy).
         let too_slow = |i: usize| {
             cfg.train_budget.is_some_and(|b| {
                 // Measured at the proxy's timesteps, scaled to the network's own.
                 let ips = results[i].last().map_or(0.0, |r| r.images_per_second)
                     * per_image[i]
                     / full_image[i];
-                ips > 0.0 && b.images as f64 / ips > b.seconds
+                ips > 0.0 && b.images as f64 / ips > SLOW_TOLERANCE * b.seconds
             })
         };
         alive.sort_by(|&a, &b| {
