@@ -9,7 +9,7 @@ use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::boards::Catalog;
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::validate::{self, estimate_error};
-use spikenas_host::memory;
+use spikenas_host::{latency, memory};
 
 /// Build, run on the emulated board, and check that every prediction and spike count
 /// equals the host's; report accuracy, instructions per inference and per synaptic
@@ -73,6 +73,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("{}", run.timing_line(board.clock_hz));
     if let Some((arch, input)) = read_model_info(&args.dir)? {
+        let costs = catalog
+            .targets()
+            .get(&board.target)
+            .and_then(|t| t.latency.as_ref());
+        if let (Some(costs), true) = (costs, run.mean_instructions() > 0.0) {
+            let work = latency::Work::of(&arch, &input);
+            let measured = run.mean_instructions();
+            let exact = costs.instructions(&work, Some(run.mean_synops()));
+            let before = costs.instructions(&work, None);
+            println!(
+                "latency model: measured {measured:.0} instructions/inference; predicted \
+                 {exact:.0} ({:+.1}%) from the synaptic ops, {before:.0} ({:+.1}%) from the \
+                 architecture alone (the search's estimate, activity {})",
+                100.0 * (exact / measured - 1.0),
+                100.0 * (before / measured - 1.0),
+                costs.activity
+            );
+        }
         let est = memory::estimate(&arch, &input, board, catalog.targets());
         for e in estimate_error(&report, &est) {
             println!(
