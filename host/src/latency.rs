@@ -148,11 +148,11 @@ pub fn fit(samples: &[Sample]) -> Option<[f64; 3]> {
     let mut m = [[0.0f64; 4]; 3];
     for s in samples {
         let x = row(s);
-        for i in 0..3 {
-            for j in 0..3 {
-                m[i][j] += x[i] * x[j];
+        for (mi, xi) in m.iter_mut().zip(x) {
+            for (mij, xj) in mi.iter_mut().zip(x) {
+                *mij += xi * xj;
             }
-            m[i][3] += x[i] * s.instructions;
+            mi[3] += xi * s.instructions;
         }
     }
     // Gauss-Jordan with partial pivoting.
@@ -166,11 +166,12 @@ pub fn fit(samples: &[Sample]) -> Option<[f64; 3]> {
         for v in m[col].iter_mut() {
             *v /= p;
         }
-        for r in 0..3 {
+        let pivot_row = m[col];
+        for (r, row) in m.iter_mut().enumerate() {
             if r != col {
-                let f = m[r][col];
-                for c in 0..4 {
-                    m[r][c] -= f * m[col][c];
+                let f = row[col];
+                for (v, p) in row.iter_mut().zip(pivot_row) {
+                    *v -= f * p;
                 }
             }
         }
