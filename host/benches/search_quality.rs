@@ -200,7 +200,12 @@ fn main() -> anyhow::Result<()> {
         load: LoadOptions::default(),
         space: space.clone(),
         search: SearchConfig {
-            max_macs: Some(max_macs_for_latency(&board, space.macros.timesteps, 1000.0)),
+            max_macs: Some(max_macs_for_latency(
+                &board,
+                catalog.targets(),
+                space.macros.timesteps,
+                1000.0,
+            )),
             ..Default::default()
         },
         train: Some(TrainConfig {

@@ -99,7 +99,7 @@ pub enum Isa {
 }
 
 /// A CPU target from `targets.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// The target's name: its key in `targets.yaml` (filled in on load).
@@ -121,10 +121,14 @@ pub struct Target {
     /// Flash taken by the runtime code (kernels, start-up, I/O), added to every model's
     /// flash estimate. A first guess until recalibrated from real ELF builds.
     pub code_reserve_bytes: u64,
+    /// Calibrated instruction costs of the firmware runtime on this core (the search's
+    /// latency budget); absent for targets that run no firmware.
+    #[serde(default)]
+    pub latency: Option<crate::latency::Costs>,
 }
 
 /// Every CPU target, by name, as read from `targets.yaml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Targets {
     by_name: BTreeMap<String, Target>,
 }

@@ -13,6 +13,7 @@
 //! architecture, so the whole device path can be checked without a trained model.
 
 pub mod build;
+pub mod clock;
 pub mod codegen;
 pub mod elf;
 mod error;
@@ -21,6 +22,7 @@ pub mod qemu;
 pub mod synthetic;
 pub mod template;
 pub mod testset;
+pub mod uf2;
 pub mod validate;
 
 pub use build::{build, BuildReport, RegionReport};

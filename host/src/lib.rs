@@ -13,6 +13,7 @@ pub mod export;
 pub mod firmware;
 pub mod integrity;
 pub mod kernels;
+pub mod latency;
 pub mod memory;
 pub mod output;
 pub mod pipeline;

@@ -171,18 +171,31 @@ pub struct SearchJob {
     pub epochs_given: bool,
 }
 
-/// Estimated CPU cycles per dense multiply-accumulate of a timestep on a
-/// microcontroller: the firmware spends about 4 instructions per executed synaptic
-/// accumulate and only accumulates where a spike occurred (firing rates of roughly
-/// 20-25%), so about one cycle per dense MAC. `validate` measures the real
-/// instructions per inference on the device.
+/// Instructions per dense multiply-accumulate of a timestep when a target has no
+/// calibrated latency costs (targets.yaml `latency`); the report's latency column uses it.
 pub const CYCLES_PER_MAC: f64 = 1.0;
 
+/// Instructions per dense multiply-accumulate of a timestep on `board`'s core: the
+/// calibrated cost of a synaptic operation times the share of MACs a trained network
+/// executes (`latency::Costs`, measured with scripts/calibrate-latency), or
+/// [`CYCLES_PER_MAC`] where the target is not calibrated.
+pub fn instructions_per_mac(board: &Profile, targets: &Targets) -> f64 {
+    targets
+        .get(&board.target)
+        .and_then(|t| t.latency.as_ref())
+        .map_or(CYCLES_PER_MAC, |c| c.per_synop * c.activity)
+}
+
 /// The largest MACs per timestep that run one inference (all T steps) within
-/// `latency_ms` on `board`'s clock.
-pub fn max_macs_for_latency(board: &Profile, timesteps: usize, latency_ms: f64) -> u64 {
+/// `latency_ms` on `board`'s clock, at one instruction per cycle.
+pub fn max_macs_for_latency(
+    board: &Profile,
+    targets: &Targets,
+    timesteps: usize,
+    latency_ms: f64,
+) -> u64 {
     let cycles = board.clock_hz as f64 * latency_ms / 1000.0;
-    (cycles / (CYCLES_PER_MAC * timesteps.max(1) as f64)) as u64
+    (cycles / (instructions_per_mac(board, targets) * timesteps.max(1) as f64)) as u64
 }
 
 /// The memory model's verdict as the search sees it.

@@ -128,11 +128,15 @@ fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, 
     let options = FlashOptions {
         dry_run: true,
         probe: None,
+        semihosting_testset: None,
     };
     match flash::flash(&report.elf, &real, IMAGES, &options).unwrap() {
         FlashOutcome::DryRun { command } => {
-            assert_eq!(command[..3], ["probe-rs", "run", "--chip"]);
-            assert_eq!(&command[3], board.probe_rs_chip.as_ref().unwrap());
+            assert_eq!(
+                command[..4],
+                ["probe-rs", "run", "--non-interactive", "--chip"]
+            );
+            assert_eq!(&command[4], board.probe_rs_chip.as_ref().unwrap());
         }
         other => panic!("{other:?}"),
     }
@@ -209,18 +213,108 @@ fn hardware_board_agrees_with_host() {
     let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
     let set = synthetic::images(&input, 50, 21);
     let dir = work_dir(&format!("hw-{name}"));
-    let host = net.with_network(|n| {
+    net.with_network(|n| {
         firmware::generate(n, board, catalog.targets(), &dir).unwrap();
-        validate::write_test_data(&dir, n, &set).unwrap()
+        validate::write_test_data(&dir, n, &set).unwrap();
     });
-    let options = BuildOptions {
-        embedded_testset: true,
-        ..BuildOptions::default()
-    };
-    let report = build::build(&dir, board, catalog.targets(), &options).unwrap();
-    match flash::flash(&report.elf, board, set.len(), &FlashOptions::default()) {
-        Ok(FlashOutcome::Ran { results, .. }) => assert_eq!(results, host),
-        Ok(other) => panic!("{other:?}"),
-        Err(e) => panic!("{e}"),
+    let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    // The test set is served through probe-rs's --semihosting-file, as QEMU serves it.
+    let (run, cmp) = validate::validate_dir_with(
+        &dir,
+        &report.elf,
+        board,
+        catalog.targets(),
+        None,
+        Duration::from_secs(600),
+        std::env::var("SPIKENAS_HW_PROBE").ok(),
+    )
+    .unwrap();
+    assert!(cmp.all_agree(), "{:?}", cmp.first_mismatch);
+    let clock = run.clock.clone().expect("the board reports its clock");
+    assert_eq!((clock.hz, clock.how.as_str()), (board.clock_hz, "pll"));
+    assert_eq!(run.cycles_per_inference.len(), set.len());
+    assert!(run.cycles_per_inference.iter().all(|&c| c > 0));
+    println!("{}", run.timing_line(board.clock_hz));
+}
+
+/// CRC-32 as the RP2040 bootrom checks boot2 (polynomial 0x04C11DB7, initial value
+/// 0xFFFFFFFF, not reflected, no final xor), written independently of rp2040-boot2.
+fn boot2_crc(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The RP2040 image: boot2 with a valid CRC at the start of flash, the vector table after
+/// it, and a UF2 file whose blocks (magic numbers, family ID, 256-byte payloads) hold
+/// exactly the ELF's loadable bytes at their addresses.
+#[test]
+fn rp2040_image_has_boot2_and_a_matching_uf2() {
+    use spikenas_host::firmware::{elf::Elf, uf2};
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board("rp2040-pico").unwrap();
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, 22).unwrap();
+    let dir = work_dir("rp2040-uf2");
+    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    let elf = Elf::read(&report.elf).unwrap();
+    let flash = elf
+        .loads
+        .iter()
+        .find(|l| l.addr == 0x1000_0000)
+        .expect("boot2 at 0x10000000");
+    let boot2 = &flash.data[..256];
+    let stored = u32::from_le_bytes(boot2[252..].try_into().unwrap());
+    assert_eq!(boot2_crc(&boot2[..252]), stored, "boot2 CRC");
+    assert_eq!(
+        elf.sections
+            .iter()
+            .find(|s| s.name == ".vector_table")
+            .unwrap()
+            .addr,
+        0x1000_0100
+    );
+    let bytes = std::fs::read(report.uf2.as_ref().expect("a .uf2 beside the ELF")).unwrap();
+    let blocks = uf2::parse(&bytes).unwrap();
+    let mut image = std::collections::BTreeMap::new();
+    for b in &blocks {
+        assert_eq!(
+            (b.flags, b.family, b.data.len()),
+            (uf2::FLAG_FAMILY_ID, uf2::RP2040_FAMILY_ID, 256)
+        );
+        assert_eq!(b.addr % 256, 0);
+        for (i, &v) in b.data.iter().enumerate() {
+            image.insert(u64::from(b.addr) + i as u64, v);
+        }
+    }
+    for load in &elf.loads {
+        for (i, &v) in load.data.iter().enumerate() {
+            assert_eq!(
+                image.get(&(load.addr + i as u64)),
+                Some(&v),
+                "byte {:#x}",
+                load.addr + i as u64
+            );
+        }
+    }
+    // Second opinion: binutils' own view of the program headers.
+    if let Ok(out) = std::process::Command::new("arm-none-eabi-readelf")
+        .arg("-lW")
+        .arg(&report.elf)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("0x10000000 0x10000000 0x00100"), "{text}");
     }
 }

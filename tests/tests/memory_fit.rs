@@ -140,3 +140,14 @@ fn microbit_estimate_within_two_percent() {
         ],
     );
 }
+
+/// The real-hardware boards build too (none is refused), within the same tolerance.
+#[test]
+fn real_boards_estimate_within_two_percent() {
+    for board in ["rp2040-pico", "stm32f746g-disco", "nucleo-h743zi"] {
+        fit(
+            board,
+            &[("cell=0301.0003.0000.0000,ch=8,stages=2,fc=32,t=4", "1x8x8")],
+        );
+    }
+}

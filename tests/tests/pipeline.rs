@@ -30,7 +30,12 @@ fn run_board(board_name: &str) {
         load: LoadOptions::default(),
         search: SearchConfig {
             time_budget: Duration::from_secs(10),
-            max_macs: Some(max_macs_for_latency(&board, space.macros.timesteps, 200.0)),
+            max_macs: Some(max_macs_for_latency(
+                &board,
+                catalog.targets(),
+                space.macros.timesteps,
+                200.0,
+            )),
             score_batch: 16,
             progress: false,
             ..Default::default()

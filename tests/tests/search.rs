@@ -27,7 +27,12 @@ fn job(board: &str, catalog: &Catalog) -> SearchJob {
         },
         search: SearchConfig {
             time_budget: Duration::from_secs(5),
-            max_macs: Some(max_macs_for_latency(&board, space.macros.timesteps, 1000.0)),
+            max_macs: Some(max_macs_for_latency(
+                &board,
+                catalog.targets(),
+                space.macros.timesteps,
+                1000.0,
+            )),
             score_batch: 16,
             progress: false,
             ..Default::default()

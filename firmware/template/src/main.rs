@@ -6,8 +6,10 @@
 //! models). Protocol, one line each on semihosting stdout:
 //!
 //! ```text
+//! CLOCK <hz> <how>                              the clock in effect (see clock.rs)
 //! SPIKENAS <images> <image_len>                 start
-//! R <index> <class> <spikes> <synops> <label>   one per image
+//! R <index> <class> <spikes> <synops> <label> [<cycles>]
+//!                                               one per image; cycles on real boards
 //! DONE <images> <correct>                       end, then exit with EXIT_SUCCESS
 //! ERROR <what>                                  then exit with EXIT_FAILURE
 //! ```
@@ -22,6 +24,9 @@
 #![no_std]
 #![no_main]
 
+mod board;
+mod clock;
+mod cycles;
 mod model;
 
 use core::fmt::{self, Write as _};
@@ -153,8 +158,23 @@ fn u32_at(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
 }
 
+#[cfg(feature = "rp2040")]
+mod boot2 {
+    //! The RP2040's second-stage bootloader: the bootrom copies these 256 bytes (their
+    //! last 4 are a CRC32 it checks) from the start of flash into SRAM and runs them; they
+    //! set up XIP for the Pico's W25Q16JV and jump to the vector table at 0x1000_0100.
+    /// Placed by memory.x's `.boot2` section (region BOOT2).
+    #[link_section = ".boot2"]
+    #[no_mangle]
+    #[used]
+    pub static BOOT2_FIRMWARE: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
+}
+
 #[entry]
 fn main() -> ! {
+    let clock = clock::setup();
+    emit(format_args!("CLOCK {} {}", clock.hz, clock.how));
+    let timed = cycles::start();
     // SAFETY: called once, before anything else touches the workspace.
     let (mut ws, image) = unsafe { model::workspace() };
     // Read through `black_box` so that LTO cannot specialise the runtime for this one
@@ -193,16 +213,25 @@ fn main() -> ! {
         if let Err(e) = src.read_exact(image).and_then(|()| src.read_exact(&mut label)) {
             fail(format_args!("image {index}: {e}"));
         }
+        let t0 = if timed { cycles::now() } else { 0 };
         spikenas_infer_begin();
         let result = network.infer(image, &mut ws);
         spikenas_infer_end();
+        let elapsed = if timed { cycles::since(t0) } else { 0 };
         match result {
             Ok(r) => {
                 correct += (r.class == label[0] as usize) as usize;
-                emit(format_args!(
-                    "R {index} {} {} {} {}",
-                    r.class, r.spikes, r.synops, label[0]
-                ));
+                if timed {
+                    emit(format_args!(
+                        "R {index} {} {} {} {} {elapsed}",
+                        r.class, r.spikes, r.synops, label[0]
+                    ));
+                } else {
+                    emit(format_args!(
+                        "R {index} {} {} {} {}",
+                        r.class, r.spikes, r.synops, label[0]
+                    ));
+                }
             }
             Err(e) => fail(format_args!("image {index}: {e}")),
         }

@@ -106,7 +106,19 @@ pub(super) fn target(t: &Target) -> Check {
     isa_matches_core(t)?;
     fpu_matches_core(t)?;
     triple_matches_isa(t)?;
+    latency_costs_are_valid(t)?;
     Ok(())
+}
+
+fn latency_costs_are_valid(t: &Target) -> Check {
+    match &t.latency {
+        Some(costs) => costs.check().map_err(|problem| Problem {
+            field: format!("{}.latency", t.name),
+            problem,
+            fix: "measure them again with scripts/calibrate-latency".into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Every check on a profile, in the order a reader would fix them.

@@ -1,4 +1,5 @@
-//! `spikenas-host flash`: run a generated firmware crate on a real board via probe-rs.
+//! `spikenas-host flash`: run a generated firmware crate on a real board via probe-rs,
+//! or (RP2040) hand its UF2 file to the BOOTSEL drive.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,8 @@ use spikenas_host::firmware::TestSet;
 
 /// Build with the test set in flash, flash and run it with `probe-rs run`, and compare
 /// every result with the host's. Needs the probe-rs CLI
-/// (`cargo install --locked probe-rs-tools`) and a connected board.
+/// (`cargo install --locked probe-rs-tools`) and a connected board. On the RP2040 the
+/// build also writes a `.uf2` file for the BOOTSEL drive (`--uf2-copy`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Board name (see `spikenas-host boards`).
@@ -20,9 +22,13 @@ pub struct Args {
     /// Build and print the probe-rs command, but do not touch the probe.
     #[arg(long)]
     dry_run: bool,
-    /// Probe to use (`VID:PID` or serial) when several are attached.
+    /// Probe to use when several are attached: VID:PID or VID:PID:SERIAL (`probe-rs list`).
     #[arg(long)]
     probe: Option<String>,
+    /// RP2040: copy the .uf2 onto the BOOTSEL drive mounted at this folder instead of
+    /// using a probe.
+    #[arg(long)]
+    uf2_copy: Option<PathBuf>,
     /// The generated crate.
     dir: PathBuf,
 }
@@ -37,39 +43,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let report = build::build(&args.dir, board, catalog.targets(), &options)?;
     print!("{}", report.render());
+    if let Some(drive) = &args.uf2_copy {
+        let Some(uf2) = &report.uf2 else {
+            bail!("--uf2-copy: board `{}` has no UF2 image (only the RP2040 boots from a BOOTSEL drive)", board.name);
+        };
+        let to = flash::copy_uf2(uf2, drive)?;
+        println!(
+            "copied {} to {}; the Pico flashes it and restarts",
+            uf2.display(),
+            to.display()
+        );
+        return Ok(());
+    }
     let set = TestSet::read(&args.dir.join(validate::TESTSET_FILE))?;
     let opts = FlashOptions {
         dry_run: args.dry_run,
         probe: args.probe,
+        semihosting_testset: None,
     };
     match flash::flash(&report.elf, board, set.len(), &opts)? {
         FlashOutcome::DryRun { command } => {
             println!("dry run, would run: {}", command.join(" "));
+            if let Some(uf2) = &report.uf2 {
+                println!("{}", flash::uf2_instructions(uf2));
+            }
         }
         FlashOutcome::Ran {
-            results,
-            correct,
-            seconds,
-            ..
+            output, seconds, ..
         } => {
             let host = validate::read_host_results(&args.dir)?;
-            let run = DeviceRun {
-                predictions: results.iter().map(|r| r.class).collect(),
-                spikes: results.iter().map(|r| r.spikes).collect(),
-                synops: results.iter().map(|r| r.synops).collect(),
-                instructions_per_inference: Vec::new(),
-                correct,
-                seconds: seconds as f64,
-            };
+            let run = DeviceRun::from_output(output, seconds);
             let cmp = compare(&host, &run);
             println!(
-                "{} images in {seconds} s: class agreement {:.2}%, spikes {}/{}, device accuracy {:.2}%",
+                "{} images in {seconds:.1} s: class agreement {:.2}%, spikes {}/{}, device accuracy {:.2}%",
                 cmp.images,
                 cmp.class_agreement_pct(),
                 cmp.same_spikes,
                 cmp.images,
-                100.0 * correct as f64 / cmp.images.max(1) as f64
+                100.0 * run.correct as f64 / cmp.images.max(1) as f64
             );
+            println!("{}", run.timing_line(board.clock_hz));
             if let Some((i, h, d)) = cmp.first_mismatch {
                 bail!("image {i}: host {h:?}, device {d:?}");
             }

@@ -99,8 +99,14 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", board.name, dataset_tag)));
-    let max_macs = (args.latency_ms > 0.0)
-        .then(|| pipeline::max_macs_for_latency(&board, space.macros.timesteps, args.latency_ms));
+    let max_macs = (args.latency_ms > 0.0).then(|| {
+        pipeline::max_macs_for_latency(
+            &board,
+            catalog.targets(),
+            space.macros.timesteps,
+            args.latency_ms,
+        )
+    });
     let job = SearchJob {
         board,
         targets: catalog.targets().clone(),

@@ -1,4 +1,5 @@
-//! `spikenas-host validate`: run a generated firmware crate in QEMU and compare with the host.
+//! `spikenas-host validate`: run a generated firmware crate in QEMU (or on a real board
+//! through probe-rs) and compare with the host.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,16 +9,20 @@ use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::boards::Catalog;
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::validate::{self, estimate_error};
-use spikenas_host::memory;
+use spikenas_host::{latency, memory};
 
 /// Build, run on the emulated board, and check that every prediction and spike count
 /// equals the host's; report accuracy, instructions per inference and per synaptic
 /// operation, memory per region and the memory model's error.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Board name (an emulated one: see `spikenas-host boards`).
+    /// Board name (see `spikenas-host boards`): emulated boards run in QEMU, real ones
+    /// through probe-rs with the test set served by semihosting.
     #[arg(long)]
     board: String,
+    /// Real boards: the probe to use when several are attached (VID:PID or VID:PID:SERIAL).
+    #[arg(long)]
+    probe: Option<String>,
     /// Use only the first N images of the crate's test set.
     #[arg(long, value_parser = super::common::at_least_one)]
     samples: Option<usize>,
@@ -39,13 +44,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &BuildOptions::default(),
     )?;
     print!("{}", report.render());
-    let (run, cmp) = validate::validate_dir(
+    let (run, cmp) = validate::validate_dir_with(
         &args.dir,
         &report.elf,
         board,
         catalog.targets(),
         args.samples,
         Duration::from_secs(args.timeout),
+        args.probe,
     )?;
     println!(
         "{} images in {:.1} s: class agreement {:.2}%, spike counts {}/{}, synops {}/{}",
@@ -65,7 +71,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         run.mean_synops(),
         run.instructions_per_synop()
     );
+    println!("{}", run.timing_line(board.clock_hz));
     if let Some((arch, input)) = read_model_info(&args.dir)? {
+        let costs = catalog
+            .targets()
+            .get(&board.target)
+            .and_then(|t| t.latency.as_ref());
+        if let (Some(costs), true) = (costs, run.mean_instructions() > 0.0) {
+            let work = latency::Work::of(&arch, &input);
+            let measured = run.mean_instructions();
+            let exact = costs.instructions(&work, Some(run.mean_synops()));
+            let before = costs.instructions(&work, None);
+            println!(
+                "latency model: measured {measured:.0} instructions/inference; predicted \
+                 {exact:.0} ({:+.1}%) from the synaptic ops, {before:.0} ({:+.1}%) from the \
+                 architecture alone (the search's estimate, activity {})",
+                100.0 * (exact / measured - 1.0),
+                100.0 * (before / measured - 1.0),
+                costs.activity
+            );
+        }
         let est = memory::estimate(&arch, &input, board, catalog.targets());
         for e in estimate_error(&report, &est) {
             println!(

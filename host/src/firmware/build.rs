@@ -75,6 +75,8 @@ pub struct BuildReport {
     pub regions: Vec<RegionReport>,
     /// Seconds cargo took.
     pub build_seconds: f64,
+    /// The UF2 file written beside the ELF, for boards flashed by drag-and-drop (RP2040).
+    pub uf2: Option<PathBuf>,
 }
 
 impl BuildReport {
@@ -104,6 +106,9 @@ impl BuildReport {
     /// A table: region, kind, used, capacity, share, and the sections.
     pub fn render(&self) -> String {
         let mut s = format!("{} on {}\n", self.elf.display(), self.board);
+        if let Some(uf2) = &self.uf2 {
+            let _ = writeln!(s, "{} (UF2, for the BOOTSEL drive)", uf2.display());
+        }
         let _ = writeln!(
             s,
             "{:<10} {:<6} {:>9} {:>9} {:>6}  sections",
@@ -226,8 +231,16 @@ pub fn build(
         .join("release")
         .join("spikenas-app");
     let report = measure(&elf, board)?;
+    let uf2 = match super::clock::Family::of_target(&board.target) {
+        super::clock::Family::Rp2040 => Some(super::uf2::write_beside(
+            &elf,
+            super::uf2::RP2040_FAMILY_ID,
+        )?),
+        _ => None,
+    };
     Ok(BuildReport {
         build_seconds,
+        uf2,
         ..report
     })
 }
@@ -300,6 +313,7 @@ pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, Firmware
         board: board.name.clone(),
         regions,
         build_seconds: 0.0,
+        uf2: None,
     })
 }
 

@@ -33,6 +33,8 @@ use crate::boards::{Profile, Region, Target, Targets};
 use super::{template, FirmwareError};
 
 const TEMPLATE_MAIN: &str = include_str!("../../../firmware/template/src/main.rs");
+const TEMPLATE_CLOCK: &str = include_str!("../../../firmware/template/src/clock.rs");
+const TEMPLATE_CYCLES: &str = include_str!("../../../firmware/template/src/cycles.rs");
 const TEMPLATE_BUILD: &str = include_str!("../../../firmware/template/build.rs");
 const TEMPLATE_CARGO: &str = include_str!("../../../firmware/template/Cargo.toml");
 const TEMPLATE_LOCK: &str = include_str!("../../../firmware/template/Cargo.lock");
@@ -91,6 +93,9 @@ impl CrateInfo {
     }
 }
 
+/// Bytes of the RP2040's second-stage bootloader at the start of flash.
+pub const BOOT2_BYTES: u64 = 256;
+
 /// Name of the output section (in `memory.x`) that holds the membranes in CCM/DTCM.
 pub const FAST_SECTION: &str = ".fastdata";
 
@@ -147,14 +152,8 @@ pub fn generate(
             target.triple
         )));
     }
-    if board.target == "rp2040" {
-        return Err(bad(
-            "the RP2040 boots through a second-stage bootloader (boot2) that the template \
-             does not include yet; its arithmetic is covered by the microbit (same ARMv6-M ISA)"
-                .into(),
-        ));
-    }
     plain_strings(board, target)?;
+    let clock = super::clock::plan(board).map_err(|e| bad(e.to_string()))?;
     let input_len = net.input_len();
     let (memory_x, fast_region) = memory_x(board, layout.membranes_i16 as u64 * 2)?;
     let mut emitter = Emitter::default();
@@ -176,6 +175,7 @@ pub fn generate(
         ("TARGET", target.triple.as_str()),
         ("RUNNER", runner.as_str()),
         ("BOARD", board.name.as_str()),
+        ("FAMILY", clock.family.feature()),
     ];
     let fill = |text: &str| {
         template::fill_toml(text, &values).map_err(|e| bad(format!("firmware/template: {e}")))
@@ -187,7 +187,7 @@ pub fn generate(
         triple: target.triple.clone(),
     };
     let info = serde_json::to_string_pretty(&info).map_err(|e| bad(e.to_string()))? + "\n";
-    let files: [(&str, String); 10] = [
+    let files: [(&str, String); 13] = [
         (CRATE_INFO_FILE, info),
         // The crate folder is spikenas's own (also inside a search's output folder), so
         // `generate --force` may replace it.
@@ -201,6 +201,9 @@ pub fn generate(
         ("rust-toolchain.toml", TEMPLATE_TOOLCHAIN.to_string()),
         ("build.rs", TEMPLATE_BUILD.to_string()),
         ("src/main.rs", TEMPLATE_MAIN.to_string()),
+        ("src/clock.rs", TEMPLATE_CLOCK.to_string()),
+        ("src/cycles.rs", TEMPLATE_CYCLES.to_string()),
+        ("src/board.rs", clock.board_rs(&board.name)),
         ("src/model.rs", model),
         ("memory.x", memory_x),
     ];
@@ -303,10 +306,25 @@ pub fn memory_x(
         template::comment_text(&board.name)
     );
     s.push_str("MEMORY\n{\n");
+    // The RP2040 bootrom runs the first 256 bytes of flash (boot2), which then starts the
+    // vector table right after them (RP2040 datasheet 2.8.1).
+    let boot2 = if board.target == "rp2040" {
+        BOOT2_BYTES
+    } else {
+        0
+    };
+    if boot2 > 0 {
+        let _ = writeln!(
+            s,
+            "  BOOT2 : ORIGIN = {:#010x}, LENGTH = {boot2} /* second-stage bootloader */",
+            flash.origin
+        );
+    }
     let _ = writeln!(
         s,
         "  FLASH : ORIGIN = {:#010x}, LENGTH = {}",
-        flash.origin, flash.size
+        flash.origin + boot2,
+        flash.size - boot2
     );
     let _ = writeln!(
         s,
@@ -327,6 +345,13 @@ pub fn memory_x(
         );
     }
     s.push_str("}\n");
+    if boot2 > 0 {
+        s.push_str(
+            "\n/* boot2 (src/main.rs, crate rp2040-boot2) at the start of flash. */\n\
+             EXTERN(BOOT2_FIRMWARE)\nSECTIONS\n{\n  .boot2 ORIGIN(BOOT2) :\n  {\n    \
+             KEEP(*(.boot2));\n  } > BOOT2\n}\nINSERT BEFORE .text;\n",
+        );
+    }
     if let Some(fast) = fast {
         // Not `INSERT AFTER .bss`: cortex-m-rt then moves `__ebss` past this section and
         // its reset code would zero from RAM into CCM; this section is zeroed in model.rs.
@@ -664,7 +689,7 @@ mod tests {
         assert_eq!(krate.fast_region, None);
         let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
         assert!(config.contains("-machine netduinoplus2"));
-        // Linux boards and the RP2040 are refused with a reason.
+        // Linux boards are refused with a reason.
         let err = net
             .with_network(|n| {
                 generate(
@@ -676,17 +701,30 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("f32 model"), "{err}");
-        let err = net
-            .with_network(|n| {
-                generate(
-                    n,
-                    catalog.board("rp2040-pico").unwrap(),
-                    catalog.targets(),
-                    &dir,
-                )
-            })
-            .unwrap_err();
-        assert!(err.to_string().contains("boot2"), "{err}");
+        // The RP2040 gets boot2 ahead of its vector table.
+        net.with_network(|n| {
+            generate(
+                n,
+                catalog.board("rp2040-pico").unwrap(),
+                catalog.targets(),
+                &dir,
+            )
+        })
+        .unwrap();
+        let memory = std::fs::read_to_string(dir.join("memory.x")).unwrap();
+        assert!(
+            memory.contains("BOOT2 : ORIGIN = 0x10000000, LENGTH = 256")
+                && memory.contains("FLASH : ORIGIN = 0x10000100, LENGTH = 2096896")
+                && memory.contains("KEEP(*(.boot2))"),
+            "{memory}"
+        );
+        let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(cargo.contains("default = [\"rp2040\"]"), "{cargo}");
+        let board_rs = std::fs::read_to_string(dir.join("src/board.rs")).unwrap();
+        assert!(
+            board_rs.contains("pub const PLL_FBDIV: u32 = 125;"),
+            "{board_rs}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -39,6 +39,18 @@ pub struct Elf {
     pub sections: Vec<Section>,
     /// Symbols with a name: `(name, value)`; Thumb function values have bit 0 set.
     pub symbols: Vec<(String, u64)>,
+    /// The bytes a programmer writes: every `PT_LOAD` segment with file contents, at its
+    /// physical (load) address, in file order.
+    pub loads: Vec<Load>,
+}
+
+/// The file contents of one loadable segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    /// Physical (load) address.
+    pub addr: u64,
+    /// The segment's bytes in the file (`p_filesz` of them).
+    pub data: Vec<u8>,
 }
 
 struct Reader<'a> {
@@ -125,12 +137,27 @@ impl Elf {
             .collect::<Result<_, _>>()?;
         // Load segments map a run-time address to its load address (for `.data`).
         let mut segments = Vec::new();
+        let mut loads = Vec::new();
         for i in 0..phnum {
             let at = phoff + i * phentsize;
+            let out_of_file = || format!("program header {i} out of the file");
             let ph = (|| Some((r.u32(at)?, r.u32(at + 8)?, r.u32(at + 12)?, r.u32(at + 20)?)))()
-                .ok_or_else(|| format!("program header {i} out of the file"))?;
+                .ok_or_else(out_of_file)?;
             if ph.0 == PT_LOAD {
                 segments.push((ph.1 as u64, ph.2 as u64, ph.3 as u64));
+                let (offset, filesz) = (
+                    r.u32(at + 4).ok_or_else(out_of_file)? as usize,
+                    r.u32(at + 16).ok_or_else(out_of_file)? as usize,
+                );
+                if filesz > 0 {
+                    let data = bytes
+                        .get(offset..offset + filesz)
+                        .ok_or_else(|| format!("segment {i}'s bytes lie outside the file"))?;
+                    loads.push(Load {
+                        addr: ph.2 as u64,
+                        data: data.to_vec(),
+                    });
+                }
             }
         }
         let strtab = headers.get(shstrndx).ok_or("no section name table")?.offset as usize;
@@ -169,7 +196,11 @@ impl Elf {
                 }
             }
         }
-        Ok(Elf { sections, symbols })
+        Ok(Elf {
+            sections,
+            symbols,
+            loads,
+        })
     }
 
     /// The address of symbol `name` (Thumb bit cleared), if present.

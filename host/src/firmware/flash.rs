@@ -1,10 +1,14 @@
 //! Flashing and running on a real board through the `probe-rs` command-line tool.
 //!
 //! The host does not link the probe-rs library (a heavy build for every CI run); it runs
-//! `probe-rs run --chip CHIP ELF`, which flashes, resets, relays semihosting output
-//! and returns the firmware's exit code. The firmware must be built with the test set in
-//! flash (`BuildOptions::embedded_testset`), since a probe serves no files.
+//! `probe-rs run --non-interactive --chip CHIP ELF`, which flashes, resets, relays
+//! semihosting output and returns the firmware's exit code. The test set either is built
+//! into flash (`BuildOptions::embedded_testset`) or is served from the host through
+//! `--semihosting-file testset.bin=PATH`, as QEMU serves it.
 //! Install the tool with `cargo install --locked probe-rs-tools` (about 7.5 minutes).
+//!
+//! A Raspberry Pi Pico without a debug probe takes the `.uf2` file instead: copied onto
+//! the `RPI-RP2` drive it shows in BOOTSEL mode ([`copy_uf2`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +16,7 @@ use std::time::Instant;
 
 use crate::boards::Profile;
 
-use super::validate::{parse_output, ImageResult};
+use super::validate::{parse_output, DeviceOutput, TESTSET_FILE};
 use super::FirmwareError;
 
 /// The probe-rs command-line tool.
@@ -23,12 +27,36 @@ pub const PROBE_RS: &str = "probe-rs";
 pub struct FlashOptions {
     /// Build the command and check the inputs, but do not touch the probe.
     pub dry_run: bool,
-    /// Serial number or `VID:PID` of the probe to use when several are attached.
+    /// The probe to use when several are attached: `VID:PID` or `VID:PID:SERIAL` (hex
+    /// VID and PID), as probe-rs takes it ([`check_probe`]).
     pub probe: Option<String>,
+    /// Serve this test set file to the firmware through semihosting
+    /// (`--semihosting-file testset.bin=PATH`) instead of building it into flash.
+    pub semihosting_testset: Option<PathBuf>,
+}
+
+/// Checks a `--probe` selector the way probe-rs parses it: `VID:PID` or
+/// `VID:PID:SERIAL`, VID and PID hexadecimal 16-bit numbers (a bare serial does not parse).
+pub fn check_probe(selector: &str) -> Result<(), String> {
+    let parts: Vec<&str> = selector.splitn(3, ':').collect();
+    let hex16 = |s: &str| !s.is_empty() && s.len() <= 4 && u16::from_str_radix(s, 16).is_ok();
+    match parts[..] {
+        [vid, pid] | [vid, pid, _] if hex16(vid) && hex16(pid) => {
+            if parts.get(2).is_some_and(|serial| serial.is_empty()) {
+                Err(format!("probe `{selector}`: empty serial after `VID:PID:`"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(format!(
+            "probe `{selector}` is not VID:PID or VID:PID:SERIAL (hexadecimal VID and PID, \
+             e.g. 0483:374b or 2e8a:000c:E6614C311B4A5D2F); `probe-rs list` shows them"
+        )),
+    }
 }
 
 /// The result of [`flash`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FlashOutcome {
     /// `--dry-run`: the exact command that would have run.
     DryRun {
@@ -39,12 +67,10 @@ pub enum FlashOutcome {
     Ran {
         /// The command that ran.
         command: Vec<String>,
-        /// Per-image results the board printed.
-        results: Vec<ImageResult>,
-        /// Images whose prediction equals the label.
-        correct: usize,
+        /// What the board printed, parsed.
+        output: DeviceOutput,
         /// Wall-clock seconds (flashing included).
-        seconds: u64,
+        seconds: f64,
     },
 }
 
@@ -61,14 +87,26 @@ pub fn command(
             board: board.name.clone(),
             why: "no probe_rs_chip in the profile: add the name `probe-rs chip list` gives".into(),
         })?;
+    // --non-interactive: stdin is not a terminal, so probe-rs must not ask which probe.
     let mut cmd = vec![
         PROBE_RS.to_string(),
         "run".into(),
+        "--non-interactive".into(),
         "--chip".into(),
         chip.to_string(),
     ];
     if let Some(p) = &options.probe {
+        check_probe(p).map_err(|why| FirmwareError::Board {
+            board: board.name.clone(),
+            why,
+        })?;
         cmd.extend(["--probe".to_string(), p.clone()]);
+    }
+    if let Some(set) = &options.semihosting_testset {
+        cmd.extend([
+            "--semihosting-file".to_string(),
+            format!("{TESTSET_FILE}={}", set.display()),
+        ]);
     }
     cmd.push(elf.display().to_string());
     Ok(cmd)
@@ -124,13 +162,47 @@ pub fn flash(
     if !out.status.success() {
         return Err(failed(format!("exited with {}", out.status)));
     }
-    let (results, correct) = parse_output(&stdout, images).map_err(failed)?;
+    let output = parse_output(&stdout, images).map_err(failed)?;
     Ok(FlashOutcome::Ran {
         command,
-        results,
-        correct,
-        seconds: started.elapsed().as_secs(),
+        output,
+        seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The file that marks the RP2040 bootrom's `RPI-RP2` drive (RP2040 datasheet 2.8.4).
+pub const UF2_INFO_FILE: &str = "INFO_UF2.TXT";
+
+/// Copies `uf2` onto the BOOTSEL drive mounted at `drive` (the Pico then flashes it and
+/// restarts). Refuses a folder that is not such a drive.
+pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, FirmwareError> {
+    if !drive.join(UF2_INFO_FILE).is_file() {
+        return Err(FirmwareError::Board {
+            board: "rp2040".into(),
+            why: format!(
+                "{} holds no {UF2_INFO_FILE}, so it is not a BOOTSEL drive. Fix: hold BOOTSEL \
+                 while plugging the Pico in, then pass the folder where the RPI-RP2 drive \
+                 is mounted",
+                drive.display()
+            ),
+        });
+    }
+    let name = uf2
+        .file_name()
+        .unwrap_or_else(|| "spikenas-app.uf2".as_ref());
+    let to = drive.join(name);
+    std::fs::copy(uf2, &to).map_err(FirmwareError::io(&to))?;
+    Ok(to)
+}
+
+/// What a person does with a `.uf2` and no debug probe.
+pub fn uf2_instructions(uf2: &Path) -> String {
+    format!(
+        "to flash without a probe: hold BOOTSEL while plugging the Pico in, then copy {} \
+         onto the RPI-RP2 drive (or pass --uf2-copy DRIVE_FOLDER). Results then need the \
+         probe's semihosting: `spikenas-host validate` with a Debug Probe attached",
+        uf2.display()
+    )
 }
 
 #[cfg(test)]
@@ -143,9 +215,10 @@ mod tests {
         let catalog = Catalog::discover().unwrap();
         let board = catalog.board("nucleo-h743zi").unwrap();
         let elf = std::env::current_exe().unwrap();
-        let options = FlashOptions {
+        let mut options = FlashOptions {
             dry_run: true,
             probe: Some("0483:374b".into()),
+            semihosting_testset: None,
         };
         match flash(&elf, board, 10, &options).unwrap() {
             FlashOutcome::DryRun { command } => assert_eq!(
@@ -153,6 +226,7 @@ mod tests {
                 [
                     "probe-rs",
                     "run",
+                    "--non-interactive",
                     "--chip",
                     "STM32H743ZITx",
                     "--probe",
@@ -168,5 +242,55 @@ mod tests {
         assert!(err.to_string().contains("probe_rs_chip"), "{err}");
         let err = flash(Path::new("/no/such.elf"), board, 10, &options).unwrap_err();
         assert!(err.to_string().contains("/no/such.elf"), "{err}");
+        // The test set through semihosting, as QEMU serves it.
+        options.semihosting_testset = Some("/data/testset.bin".into());
+        let cmd = command(&elf, board, &options).unwrap();
+        let at = cmd.iter().position(|a| a == "--semihosting-file").unwrap();
+        assert_eq!(cmd[at + 1], "testset.bin=/data/testset.bin");
+        // A bare serial is refused before probe-rs runs.
+        options.probe = Some("E6614C311B4A5D2F".into());
+        let err = command(&elf, board, &options).unwrap_err().to_string();
+        assert!(err.contains("VID:PID:SERIAL"), "{err}");
+    }
+
+    #[test]
+    fn probe_selectors_follow_probe_rs() {
+        for ok in [
+            "0483:374b",
+            "2e8a:000c:E6614C311B4A5D2F",
+            "1366:1015:000123:x",
+        ] {
+            assert_eq!(check_probe(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "E6614C311B4A5D2F",
+            "0483",
+            "0483:",
+            "zz:374b",
+            "12345:1",
+            "0483:374b:",
+        ] {
+            assert!(check_probe(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uf2_goes_only_onto_a_bootsel_drive() {
+        let dir = std::env::temp_dir().join(format!("spikenas-uf2-drive-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let uf2 = dir.join("app.uf2");
+        std::fs::write(&uf2, [1u8; 512]).unwrap();
+        let drive = dir.join("RPI-RP2");
+        std::fs::create_dir_all(&drive).unwrap();
+        let err = copy_uf2(&uf2, &drive).unwrap_err().to_string();
+        assert!(
+            err.contains("INFO_UF2.TXT") && err.contains("BOOTSEL"),
+            "{err}"
+        );
+        std::fs::write(drive.join(UF2_INFO_FILE), "Board-ID: RPI-RP2\n").unwrap();
+        let to = copy_uf2(&uf2, &drive).unwrap();
+        assert_eq!(std::fs::read(to).unwrap(), [1u8; 512]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,13 +46,84 @@ pub struct DeviceRun {
     /// Instructions executed per image (from `spikenas_infer_begin` to
     /// `spikenas_infer_end`: the whole `Network::infer` call); empty when not counted.
     pub instructions_per_inference: Vec<u64>,
+    /// Cycles per image, measured on real boards (DWT, SysTick or TIMER0); empty in QEMU.
+    pub cycles_per_inference: Vec<u64>,
+    /// The clock the device reported (`CLOCK` line), if it did.
+    pub clock: Option<DeviceClock>,
     /// Images whose prediction equals the label.
     pub correct: usize,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
 }
 
+/// The clock a device reported running at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceClock {
+    /// Hz.
+    pub hz: u64,
+    /// `pll`, `fixed`, `reset` (emulated: not set up) or `failed-<step>`.
+    pub how: String,
+}
+
+/// What the firmware printed, parsed ([`parse_output`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOutput {
+    /// One result per image.
+    pub results: Vec<ImageResult>,
+    /// Images whose prediction equals the label.
+    pub correct: usize,
+    /// Cycles per image (real boards; empty when the device printed none).
+    pub cycles: Vec<u64>,
+    /// The `CLOCK` line.
+    pub clock: Option<DeviceClock>,
+}
+
 impl DeviceRun {
+    /// A run from the firmware's parsed output (no instruction counts).
+    pub fn from_output(out: DeviceOutput, seconds: f64) -> DeviceRun {
+        DeviceRun {
+            predictions: out.results.iter().map(|r| r.class).collect(),
+            spikes: out.results.iter().map(|r| r.spikes).collect(),
+            synops: out.results.iter().map(|r| r.synops).collect(),
+            instructions_per_inference: Vec::new(),
+            cycles_per_inference: out.cycles,
+            clock: out.clock,
+            correct: out.correct,
+            seconds,
+        }
+    }
+
+    /// Mean cycles per inference (0 when not measured).
+    pub fn mean_cycles(&self) -> f64 {
+        mean(&self.cycles_per_inference)
+    }
+
+    /// One line on time per inference: measured cycles and ms at the reported clock (real
+    /// boards), or instructions and ms at `clock_hz` for one instruction per cycle (QEMU,
+    /// which models no cycles).
+    pub fn timing_line(&self, clock_hz: u64) -> String {
+        let hz = clock_hz.max(1) as f64;
+        match &self.clock {
+            Some(c) if !self.cycles_per_inference.is_empty() => format!(
+                "cycles/inference {:.0}, {:.3} ms at the clock in effect ({} Hz, {})",
+                self.mean_cycles(),
+                1000.0 * self.mean_cycles() / c.hz.max(1) as f64,
+                c.hz,
+                c.how
+            ),
+            _ => format!(
+                "instructions/inference {:.0} (QEMU counts instructions, not cycles): {:.3} ms \
+                 at the profile's {clock_hz} Hz if one instruction took one cycle{}",
+                self.mean_instructions(),
+                1000.0 * self.mean_instructions() / hz,
+                self.clock
+                    .as_ref()
+                    .map(|c| format!("; the device reported CLOCK {} ({})", c.hz, c.how))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
     /// Result of image `i`.
     pub fn image(&self, i: usize) -> ImageResult {
         ImageResult {
@@ -160,22 +231,41 @@ pub fn read_host_results(dir: &Path) -> Result<Vec<ImageResult>, FirmwareError> 
 }
 
 /// Parses the firmware's protocol (see firmware/template/src/main.rs) for `count`
-/// images: `(results, correct)`.
-pub fn parse_output(text: &str, count: usize) -> Result<(Vec<ImageResult>, usize), String> {
+/// images.
+pub fn parse_output(text: &str, count: usize) -> Result<DeviceOutput, String> {
     let mut results = Vec::with_capacity(count);
+    let mut cycles = Vec::new();
+    let mut clock = None;
     let mut done = None;
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.first().copied() {
             Some("ERROR") => return Err(format!("the device reported: {line}")),
+            Some("CLOCK") => {
+                let hz = f.get(1).and_then(|v| v.parse().ok());
+                match (hz, f.get(2)) {
+                    (Some(hz), Some(how)) => {
+                        clock = Some(DeviceClock {
+                            hz,
+                            how: how.to_string(),
+                        })
+                    }
+                    _ => return Err(format!("malformed line `{line}`")),
+                }
+            }
             Some("R") => {
                 let v: Vec<u64> = f[1..]
                     .iter()
                     .map(|x| x.parse())
                     .collect::<Result<_, _>>()
                     .map_err(|_| format!("malformed line `{line}`"))?;
-                let [index, class, spikes, synops, _label] = v[..] else {
-                    return Err(format!("malformed line `{line}`"));
+                let (index, class, spikes, synops) = match v[..] {
+                    [index, class, spikes, synops, _label] => (index, class, spikes, synops),
+                    [index, class, spikes, synops, _label, c] => {
+                        cycles.push(c);
+                        (index, class, spikes, synops)
+                    }
+                    _ => return Err(format!("malformed line `{line}`")),
                 };
                 if index as usize != results.len() {
                     return Err(format!("line `{line}` out of order"));
@@ -197,7 +287,18 @@ pub fn parse_output(text: &str, count: usize) -> Result<(Vec<ImageResult>, usize
             results.len()
         ));
     }
-    Ok((results, correct))
+    if !cycles.is_empty() && cycles.len() != count {
+        return Err(format!(
+            "the device reported cycles for {} of {count} images",
+            cycles.len()
+        ));
+    }
+    Ok(DeviceOutput {
+        results,
+        correct,
+        cycles,
+        clock,
+    })
 }
 
 /// Runs the ELF in QEMU on `set` (written to a fresh folder the emulator reads it
@@ -220,19 +321,18 @@ pub fn run_qemu(
     let result = qemu::run(elf, &machine, &work, true, timeout);
     let _ = std::fs::remove_dir_all(&work);
     let run = result?;
-    let (results, correct) =
-        parse_output(&run.stdout, set.len()).map_err(|why| FirmwareError::Run {
-            runner: qemu::QEMU.into(),
-            elf: elf.to_path_buf(),
-            why,
-            output: run
-                .stdout
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        })?;
+    let out = parse_output(&run.stdout, set.len()).map_err(|why| FirmwareError::Run {
+        runner: qemu::QEMU.into(),
+        elf: elf.to_path_buf(),
+        why,
+        output: run
+            .stdout
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })?;
     if run.windows.len() != set.len() {
         return Err(FirmwareError::Run {
             runner: qemu::QEMU.into(),
@@ -246,12 +346,8 @@ pub fn run_qemu(
         });
     }
     Ok(DeviceRun {
-        predictions: results.iter().map(|r| r.class).collect(),
-        spikes: results.iter().map(|r| r.spikes).collect(),
-        synops: results.iter().map(|r| r.synops).collect(),
         instructions_per_inference: run.windows,
-        correct,
-        seconds: run.seconds,
+        ..DeviceRun::from_output(out, run.seconds)
     })
 }
 
@@ -395,10 +491,44 @@ pub fn validate_dir(
     samples: Option<usize>,
     timeout: Duration,
 ) -> Result<(DeviceRun, Comparison), FirmwareError> {
+    validate_dir_with(dir, elf, board, targets, samples, timeout, None)
+}
+
+/// [`validate_dir`] on any microcontroller board: emulated ones in QEMU, real ones through
+/// `probe-rs run` (on `probe`, if given) with the test set served by semihosting, as
+/// QEMU serves it.
+pub fn validate_dir_with(
+    dir: &Path,
+    elf: &Path,
+    board: &Profile,
+    targets: &Targets,
+    samples: Option<usize>,
+    timeout: Duration,
+    probe: Option<String>,
+) -> Result<(DeviceRun, Comparison), FirmwareError> {
     let set = TestSet::read(&dir.join(TESTSET_FILE))?;
     let set = samples.map_or(set.clone(), |n| set.take(n));
     let host = read_host_results(dir)?;
-    let run = run_qemu(elf, board, targets, &set, timeout)?;
+    let run = if board.is_emulated() {
+        run_qemu(elf, board, targets, &set, timeout)?
+    } else {
+        let work = tempdir(&board.name)?;
+        let file = work.join(TESTSET_FILE);
+        set.write(&file)?;
+        let options = super::flash::FlashOptions {
+            dry_run: false,
+            probe,
+            semihosting_testset: Some(file),
+        };
+        let result = super::flash::flash(elf, board, set.len(), &options);
+        let _ = std::fs::remove_dir_all(&work);
+        match result? {
+            super::flash::FlashOutcome::Ran {
+                output, seconds, ..
+            } => DeviceRun::from_output(output, seconds),
+            super::flash::FlashOutcome::DryRun { .. } => unreachable!("dry_run is false"),
+        }
+    };
     let cmp = compare(&host[..set.len().min(host.len())], &run);
     Ok((run, cmp))
 }
@@ -410,8 +540,31 @@ mod tests {
     #[test]
     fn parses_the_protocol_and_its_failures() {
         let text = "SPIKENAS 2 64\nR 0 3 120 4000 3\nR 1 1 99 3500 2\nDONE 2 1\n";
-        let (r, correct) = parse_output(text, 2).unwrap();
+        let out = parse_output(text, 2).unwrap();
+        let (r, correct) = (&out.results, out.correct);
         assert_eq!(correct, 1);
+        assert!(out.cycles.is_empty() && out.clock.is_none());
+        // A real board adds its clock and the cycles of every image.
+        let text = "CLOCK 216000000 pll\nR 0 3 120 4000 3 5000\nR 1 1 99 3500 2 4000\nDONE 2 1\n";
+        let out = parse_output(text, 2).unwrap();
+        assert_eq!(out.cycles, [5000, 4000]);
+        assert_eq!(
+            out.clock.as_ref().map(|c| (c.hz, c.how.as_str())),
+            Some((216_000_000, "pll"))
+        );
+        let run = DeviceRun::from_output(out, 1.0);
+        assert!(
+            run.timing_line(1)
+                .contains("cycles/inference 4500, 0.021 ms"),
+            "{}",
+            run.timing_line(1)
+        );
+        assert!(parse_output("CLOCK x\nDONE 0 0\n", 0)
+            .unwrap_err()
+            .contains("malformed"));
+        assert!(parse_output("R 0 1 2 3 4 9\nR 1 1 2 3 4\nDONE 2 0\n", 2)
+            .unwrap_err()
+            .contains("cycles for 1 of 2"));
         assert_eq!(
             r[1],
             ImageResult {
@@ -446,6 +599,8 @@ mod tests {
             spikes: vec![10, 11, 10],
             synops: vec![100, 100, 100],
             instructions_per_inference: vec![400, 400, 400],
+            cycles_per_inference: Vec::new(),
+            clock: None,
             correct: 0,
             seconds: 0.0,
         };

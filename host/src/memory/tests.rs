@@ -17,6 +17,7 @@ fn target(code_reserve_bytes: u64) -> Target {
         isa: Isa::Armv7em,
         qemu_machine: None,
         code_reserve_bytes,
+        latency: None,
     }
 }
 
