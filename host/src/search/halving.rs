@@ -247,23 +247,16 @@ pub fn spikenas(
     // Step 3: the pool, largest first.
     let mut pool = family_pool(&feasible.candidates);
     pool.truncate(cfg.pool.max(1));
-    // The short trainings may run at fewer timesteps than the network deploys with.
-    let proxy_arch = |a: &Arch| Arch {
-        timesteps: cfg.proxy_timesteps.unwrap_or(a.timesteps).max(1),
-        ..*a
-    };
+    // The short trainings run at the network's own timesteps (measured: a proxy at one
+    // timestep ranks a little worse, Kendall tau 0.780 against 0.817 on Fashion-MNIST).
     let per_image: Vec<f64> = pool
-        .iter()
-        .map(|c| model.seconds_per_image(&proxy_arch(&c.arch), input))
-        .collect();
-    let full_image: Vec<f64> = pool
         .iter()
         .map(|c| model.seconds_per_image(&c.arch, input))
         .collect();
     // The search's share of the training it chooses for: of the time budget, or of the
     // recipe's estimated time where that is shorter (small datasets).
     let recipe_seconds = cfg.train_budget.map(|b| {
-        let mut t: Vec<f64> = full_image.iter().map(|c| c * b.images as f64).collect();
+        let mut t: Vec<f64> = per_image.iter().map(|c| c * b.images as f64).collect();
         t.sort_by(f64::total_cmp);
         b.seconds.min(t[t.len() / 2])
     });
@@ -360,7 +353,7 @@ pub fn spikenas(
                 say(format!("search budget spent: {} not trained", pool[i].arch));
                 continue;
             }
-            let r = proxy.train(&proxy_arch(&pool[i].arch), images, cfg.seed)?;
+            let r = proxy.train(&pool[i].arch, images, cfg.seed)?;
             say(format!(
                 "rung {rung}: {} {:.2}% ({:.0} img/s)",
                 pool[i].arch,
@@ -377,10 +370,7 @@ pub fn spikenas(
         // speed of a short run on a busy machine is noisy).
         let too_slow = |i: usize| {
             cfg.train_budget.is_some_and(|b| {
-                // Measured at the proxy's timesteps, scaled to the network's own.
-                let ips = results[i].last().map_or(0.0, |r| r.images_per_second)
-                    * per_image[i]
-                    / full_image[i];
+                let ips = results[i].last().map_or(0.0, |r| r.images_per_second);
                 ips > 0.0 && b.images as f64 / ips > SLOW_TOLERANCE * b.seconds
             })
         };

@@ -98,8 +98,6 @@ pub struct SearchConfig {
     pub pool: usize,
     /// SpikeNAS: growth of the short trainings from rung to rung (and the share kept).
     pub eta: usize,
-    /// SpikeNAS: timesteps of the short trainings (None: the candidate's own).
-    pub proxy_timesteps: Option<usize>,
     /// SpikeNAS: training costs to use instead of calibrating them (tests).
     #[serde(skip)]
     pub cost_model: Option<CostModel>,
@@ -141,7 +139,6 @@ impl Default for SearchConfig {
             search_fraction: DEFAULT_SEARCH_FRACTION,
             pool: 12,
             eta: 3,
-            proxy_timesteps: None,
             cost_model: None,
             max_macs: None,
             samples: 5000,
