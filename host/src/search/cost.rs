@@ -157,7 +157,8 @@ pub fn calibration_target(budget: Option<&TrainBudget>) -> f64 {
 }
 
 /// Measured seconds per training image of `arch`: forward, backward and optimiser
-/// step on batches of `cfg.batch_size` images from `train`.
+/// step on batches of `cfg.batch_size` images from `train`, the median of `steps`
+/// timed steps after one warm-up step.
 pub fn measure(
     arch: &Arch,
     input: &InputShape,
@@ -186,11 +187,15 @@ pub fn measure(
         Ok(())
     };
     step()?;
-    let started = Instant::now();
+    // The median step: one slow spell of a busy machine does not move it.
+    let mut times: Vec<f64> = Vec::with_capacity(steps.max(1));
     for _ in 0..steps.max(1) {
+        let started = Instant::now();
         step()?;
+        times.push(started.elapsed().as_secs_f64());
     }
-    Ok(started.elapsed().as_secs_f64() / (steps.max(1) * batch) as f64)
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2] / batch as f64)
 }
 
 /// The convolution backend is part of the cost; record which one a model was

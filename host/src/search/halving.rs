@@ -37,8 +37,8 @@ use super::space::SearchSpace;
 use super::{cells, nothing_fits, CandidateRecord, SearchConfig, SearchData, SearchError};
 use super::{SearchOutcome, Strategy};
 
-/// Training steps timed per calibration network.
-const CALIBRATION_STEPS: usize = 3;
+/// Training steps timed per calibration network (their median counts).
+const CALIBRATION_STEPS: usize = 5;
 
 /// Fewest batches a rung-0 short training may have: below this, accuracy says more
 /// about the initialisation than the architecture (measured on digits at batch 16:
