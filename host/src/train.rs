@@ -265,7 +265,7 @@ pub fn train(
     let bar = progress_bar(total_steps as u64, cfg.progress);
     let mut rng = Rng::new(cfg.seed ^ 0x0074_7261_696e);
     // Its own generator, so that the batch order does not depend on the distortions.
-    let mut augment_rng = Rng::new(cfg.seed ^ 0x6175_676d_656e_74);
+    let mut augment_rng = Rng::new(cfg.seed ^ 0x0061_7567_6d65_6e74);
     let started = Instant::now();
     let mut report = TrainReport {
         epochs: Vec::new(),
