@@ -237,6 +237,22 @@ fn hardware_board_agrees_with_host() {
     println!("{}", run.timing_line(board.clock_hz));
 }
 
+/// Generates the small 8x8 network of the real-board build tests (weights from `seed`)
+/// for `board` into work folder `name`.
+fn generate_small(
+    catalog: &Catalog,
+    board: &spikenas_host::boards::Profile,
+    seed: u64,
+    name: &str,
+) -> PathBuf {
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, seed).unwrap();
+    let dir = work_dir(name);
+    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    dir
+}
+
 /// CRC-32 as the RP2040 bootrom checks boot2 (polynomial 0x04C11DB7, initial value
 /// 0xFFFFFFFF, not reflected, no final xor), written independently of rp2040-boot2.
 fn boot2_crc(bytes: &[u8]) -> u32 {
@@ -262,11 +278,7 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
     use spikenas_host::firmware::{elf::Elf, uf2};
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board("rp2040-pico").unwrap();
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 22).unwrap();
-    let dir = work_dir("rp2040-uf2");
-    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    let dir = generate_small(&catalog, board, 22, "rp2040-uf2");
     let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
     let elf = Elf::read(&report.elf).unwrap();
     let flash = elf
@@ -437,11 +449,7 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
 fn defmt_build_for_a_real_board() {
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board("stm32f746g-disco").unwrap();
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 24).unwrap();
-    let dir = work_dir("defmt");
-    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    let dir = generate_small(&catalog, board, 24, "defmt");
     let options = BuildOptions {
         defmt: true,
         ..BuildOptions::default()
