@@ -1,4 +1,5 @@
-//! Puts the generated `memory.x` where cortex-m-rt's `link.x` finds it (`INCLUDE memory.x`).
+//! Puts the generated `memory.x` where cortex-m-rt's `link.x` finds it (`INCLUDE memory.x`),
+//! and with the `defmt` feature links defmt's table script (`defmt.x`) too.
 
 use std::path::PathBuf;
 
@@ -8,4 +9,7 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=testset.bin");
+    if std::env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo:rustc-link-arg=-Tdefmt.x");
+    }
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{find_root, Catalog, ROOT_ENV};
+pub use catalog::{Catalog, Source};
 pub use error::BoardError;
 pub use validate::{is_safe_identifier, Problem};
 

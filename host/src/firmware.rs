@@ -9,6 +9,9 @@
 //! per image over semihosting (plain text, not defmt: semihosting text needs no decoder
 //! on the host and works the same under QEMU and probe-rs).
 //!
+//! Every generated crate carries the runtime's sources ([`vendor`]) and the binary carries
+//! the template ([`template::Template`]), so neither needs the spikenas checkout.
+//!
 //! [`synthetic`] builds networks with deterministic pseudo-random weights of any
 //! architecture, so the whole device path can be checked without a trained model.
 
@@ -24,9 +27,10 @@ pub mod template;
 pub mod testset;
 pub mod uf2;
 pub mod validate;
+pub mod vendor;
 
 pub use build::{build, BuildReport, RegionReport};
-pub use codegen::{generate, CrateInfo, GeneratedCrate, CRATE_INFO_FILE};
+pub use codegen::{generate, generate_with, CrateInfo, GeneratedCrate, CRATE_INFO_FILE};
 pub use error::FirmwareError;
 pub use testset::TestSet;
 pub use validate::{DeviceRun, ImageResult};

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod arch;
+pub mod assets;
 pub mod boards;
 pub mod checkpoint;
 pub mod data;

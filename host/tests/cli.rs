@@ -24,11 +24,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs the binary in `cwd`.
+/// Runs the binary in `cwd`, outside the repository, with its built-in catalogue.
 fn host(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
         .current_dir(cwd)
-        .env("SPIKENAS_ROOT", repo_root())
+        .env_remove("SPIKENAS_HOME")
         .args(args)
         .output()
         .expect("run spikenas-host")
@@ -415,5 +415,57 @@ fn a_board_file_cannot_inject_into_the_generated_crate() {
         );
     }
     assert_eq!(listing(&cwd), ["evil.yaml", "precious.txt"]);
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+/// The binary carries its catalogue (it runs in a folder far from the checkout), and
+/// `$SPIKENAS_HOME` replaces it with a folder of the user's.
+#[test]
+fn the_catalogue_is_built_in_and_spikenas_home_replaces_it() {
+    let cwd = scratch("home");
+    let out = host(&cwd, &["boards"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("built into spikenas-host"), "{stderr}");
+    assert!(stdout.contains("netduinoplus2") && stdout.contains("rp2040-pico"));
+
+    let home = cwd.join("home");
+    fs::create_dir_all(home.join("boards")).unwrap();
+    fs::copy(repo_root().join("targets.yaml"), home.join("targets.yaml")).unwrap();
+    let mine = fs::read_to_string(repo_root().join("boards/microbit.yaml"))
+        .unwrap()
+        .replace("name: microbit", "name: my-board");
+    fs::write(home.join("boards/my-board.yaml"), mine).unwrap();
+    let run = |home: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
+            .current_dir(&cwd)
+            .env("SPIKENAS_HOME", home)
+            .arg("boards")
+            .output()
+            .unwrap()
+    };
+    let out = run(&home);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("my-board") && !stdout.contains("netduinoplus2"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&home.display().to_string()));
+
+    let out = run(&cwd.join("nowhere"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("SPIKENAS_HOME=") && stderr.contains("nowhere") && stderr.contains("Fix:"),
+        "{stderr}"
+    );
     fs::remove_dir_all(&cwd).unwrap();
 }

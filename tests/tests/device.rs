@@ -237,6 +237,22 @@ fn hardware_board_agrees_with_host() {
     println!("{}", run.timing_line(board.clock_hz));
 }
 
+/// Generates the small 8x8 network of the real-board build tests (weights from `seed`)
+/// for `board` into work folder `name`.
+fn generate_small(
+    catalog: &Catalog,
+    board: &spikenas_host::boards::Profile,
+    seed: u64,
+    name: &str,
+) -> PathBuf {
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, seed).unwrap();
+    let dir = work_dir(name);
+    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    dir
+}
+
 /// CRC-32 as the RP2040 bootrom checks boot2 (polynomial 0x04C11DB7, initial value
 /// 0xFFFFFFFF, not reflected, no final xor), written independently of rp2040-boot2.
 fn boot2_crc(bytes: &[u8]) -> u32 {
@@ -262,11 +278,7 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
     use spikenas_host::firmware::{elf::Elf, uf2};
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board("rp2040-pico").unwrap();
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 22).unwrap();
-    let dir = work_dir("rp2040-uf2");
-    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    let dir = generate_small(&catalog, board, 22, "rp2040-uf2");
     let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
     let elf = Elf::read(&report.elf).unwrap();
     let flash = elf
@@ -317,4 +329,145 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("0x10000000 0x10000000 0x00100"), "{text}");
     }
+}
+
+/// Copies `from` into `to` (folders recursively), leaving out `target/`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            if entry.file_name() != "target" {
+                copy_tree(&src, &dst);
+            }
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// A generated crate is self-contained: copied into a fresh folder outside the checkout,
+/// it builds there with a plain `cargo build --release` (its rust-toolchain.toml picks
+/// Debian's toolchain; nothing of the workspace's environment is passed on), no file of
+/// it names the checkout, and the ELF it makes agrees with the host on every image.
+#[test]
+fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board("microbit").unwrap();
+    let arch: Arch = format!("{CELL},ch=4,stages=1,fc=16,t=2").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, 23).unwrap();
+    let set = synthetic::images(&input, 20, 23);
+    let generated = work_dir("standalone-src");
+    let host = net.with_network(|n| {
+        firmware::generate(n, board, catalog.targets(), &generated).unwrap();
+        validate::host_run(n, &set).unwrap()
+    });
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let elsewhere =
+        std::env::temp_dir().join(format!("spikenas-standalone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    assert!(!elsewhere.starts_with(&checkout));
+    copy_tree(&generated, &elsewhere);
+    let mut names_checkout = Vec::new();
+    let mut stack = vec![elsewhere.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read_to_string(&path)
+                .is_ok_and(|t| t.contains(checkout.to_str().unwrap()))
+            {
+                names_checkout.push(path);
+            }
+        }
+    }
+    assert!(
+        names_checkout.is_empty(),
+        "{names_checkout:?} name {checkout:?}"
+    );
+
+    // What a user does: `cargo build --release` in the folder, with their own PATH/HOME.
+    let mut cargo = std::process::Command::new("cargo");
+    cargo.env_clear().current_dir(&elsewhere);
+    for var in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"] {
+        if let Some(value) = std::env::var_os(var) {
+            cargo.env(var, value);
+        }
+    }
+    let out = cargo
+        .args(["build", "--release", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build in {}: {}",
+        elsewhere.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elf = elsewhere.join("target/thumbv6m-none-eabi/release/spikenas-app");
+    let run = validate::run_qemu(
+        &elf,
+        board,
+        catalog.targets(),
+        &set,
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cmp = compare(&host, &run);
+    assert!(
+        cmp.all_agree() && cmp.images == set.len(),
+        "{:?}",
+        cmp.first_mismatch
+    );
+
+    // spikenas-host's own build checks the vendored runtime first, naming an edited file.
+    let lib = elsewhere.join("vendor/spikenas-firmware/src/lif.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, text.replace("pub fn", "pub  fn")).unwrap();
+    let err = build::build(
+        &elsewhere,
+        board,
+        catalog.targets(),
+        &BuildOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, FirmwareError::Vendor { .. }), "{err}");
+    assert!(err.to_string().contains("src/lif.rs"), "{err}");
+    std::fs::remove_dir_all(&elsewhere).unwrap();
+}
+
+/// The `defmt` build of a real board (compile only; no hardware): the image carries
+/// defmt's table for probe-rs to decode and the RTT control block it logs through, and
+/// still fits the board.
+#[test]
+fn defmt_build_for_a_real_board() {
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board("stm32f746g-disco").unwrap();
+    let dir = generate_small(&catalog, board, 24, "defmt");
+    let options = BuildOptions {
+        defmt: true,
+        ..BuildOptions::default()
+    };
+    let report =
+        build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
+    let elf = spikenas_host::firmware::elf::Elf::read(&report.elf).unwrap();
+    assert!(elf.symbol("_SEGGER_RTT").is_some(), "no RTT control block");
+    // defmt's table (an info section the loader skips), as binutils sees it.
+    let out = std::process::Command::new("arm-none-eabi-readelf")
+        .arg("-SW")
+        .arg(&report.elf)
+        .output()
+        .expect("arm-none-eabi-readelf (scripts/setup installs binutils-arm-none-eabi)");
+    let sections = String::from_utf8_lossy(&out.stdout);
+    assert!(sections.contains(" .defmt "), "{sections}");
+    // The plain build has neither.
+    let plain = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    let elf = spikenas_host::firmware::elf::Elf::read(&plain.elf).unwrap();
+    assert!(elf.symbol("_SEGGER_RTT").is_none());
 }

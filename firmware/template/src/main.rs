@@ -19,6 +19,9 @@
 //! host through semihosting file reads (`SYS_OPEN`/`SYS_READ`; QEMU serves the file from
 //! its working directory), or with the `embedded-testset` feature from flash.
 //!
+//! With the `defmt` feature the same results also go out as defmt logs over RTT
+//! (src/log.rs), for `probe-rs run` to decode.
+//!
 //! `spikenas_infer_begin` / `spikenas_infer_end` bracket each inference so that the QEMU
 //! instruction-counting plugin (scripts/qemu-icount) can count exactly what it executes.
 #![no_std]
@@ -27,6 +30,7 @@
 mod board;
 mod clock;
 mod cycles;
+mod log;
 mod model;
 
 use core::fmt::{self, Write as _};
@@ -75,6 +79,7 @@ fn emit(args: fmt::Arguments) {
 }
 
 fn fail(what: fmt::Arguments) -> ! {
+    log::error(what);
     emit(format_args!("ERROR {what}"));
     debug::exit(debug::EXIT_FAILURE);
     loop {
@@ -174,6 +179,7 @@ mod boot2 {
 fn main() -> ! {
     let clock = clock::setup();
     emit(format_args!("CLOCK {} {}", clock.hz, clock.how));
+    log::clock(clock.hz, clock.how);
     let timed = cycles::start();
     // SAFETY: called once, before anything else touches the workspace.
     let (mut ws, image) = unsafe { model::workspace() };
@@ -221,6 +227,7 @@ fn main() -> ! {
         match result {
             Ok(r) => {
                 correct += (r.class == label[0] as usize) as usize;
+                log::image(index, r.class, label[0], r.spikes, r.synops, elapsed);
                 if timed {
                     emit(format_args!(
                         "R {index} {} {} {} {} {elapsed}",
@@ -237,6 +244,7 @@ fn main() -> ! {
         }
     }
     emit(format_args!("DONE {count} {correct}"));
+    log::done(count, correct);
     debug::exit(debug::EXIT_SUCCESS);
     loop {
         cortex_m::asm::bkpt();

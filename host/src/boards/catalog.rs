@@ -1,17 +1,38 @@
-//! The shipped catalog: `targets.yaml` and `boards/*.yaml` from the repository root.
+//! The board catalogue: `targets.yaml` and `boards/*.yaml`, built into the binary
+//! ([`crate::assets`]) or read from the folder `$SPIKENAS_HOME` names.
 
 use std::path::{Path, PathBuf};
 
 use super::{format_size, BoardError, Problem, Profile, Runner, Target, Targets};
+use crate::assets;
 
-/// Environment variable that points at the repository root (the folder holding
-/// `targets.yaml` and `boards/`).
-pub const ROOT_ENV: &str = "SPIKENAS_ROOT";
+/// Where a catalogue was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The files built into this binary (host/build.rs).
+    BuiltIn,
+    /// A folder holding `targets.yaml` and `boards/`.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::BuiltIn => write!(
+                f,
+                "built into spikenas-host {} (set {} to a folder to use another)",
+                env!("CARGO_PKG_VERSION"),
+                assets::HOME_ENV
+            ),
+            Source::Dir(dir) => write!(f, "{} (from {})", dir.display(), assets::HOME_ENV),
+        }
+    }
+}
 
 /// Every shipped target and board profile, loaded and validated.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    root: PathBuf,
+    source: Source,
     targets: Targets,
     boards: Vec<Profile>,
 }
@@ -34,9 +55,37 @@ impl Catalog {
             }
         }
         files.sort();
-        let mut boards = Vec::with_capacity(files.len());
+        let mut profiles = Vec::with_capacity(files.len());
         for path in files {
-            let profile = Profile::from_file(&path, &targets)?;
+            profiles.push(Profile::from_file(&path, &targets)?);
+        }
+        Catalog::new(Source::Dir(root.to_path_buf()), targets, profiles)
+    }
+
+    /// The catalogue built into this binary (the repository's files when it was built).
+    pub fn built_in() -> Result<Catalog, BoardError> {
+        let base = Path::new("(built in)");
+        let targets = Targets::from_yaml(assets::TARGETS_YAML, &base.join("targets.yaml"))?;
+        let mut profiles = Vec::with_capacity(assets::BOARDS.len());
+        for (name, text) in assets::BOARDS {
+            profiles.push(Profile::from_yaml(
+                text,
+                &base.join("boards").join(name),
+                &targets,
+            )?);
+        }
+        Catalog::new(Source::BuiltIn, targets, profiles)
+    }
+
+    /// Checks that each profile carries its file's name.
+    fn new(
+        source: Source,
+        targets: Targets,
+        profiles: Vec<Profile>,
+    ) -> Result<Catalog, BoardError> {
+        let mut boards = Vec::with_capacity(profiles.len());
+        for profile in profiles {
+            let path = profile.source.clone().unwrap_or_default();
             let stem = path
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -58,22 +107,35 @@ impl Catalog {
             boards.push(profile);
         }
         Ok(Catalog {
-            root: root.to_path_buf(),
+            source,
             targets,
             boards,
         })
     }
 
-    /// Find the repository root and load it: `$SPIKENAS_ROOT` if set, else the first
-    /// folder holding `targets.yaml` and `boards/` from the current directory upwards,
-    /// else the source tree this binary was built from.
+    /// The catalogue in effect: the folder `$SPIKENAS_HOME` names if it is set, else the
+    /// one built into this binary. The current folder plays no part.
     pub fn discover() -> Result<Catalog, BoardError> {
-        Catalog::load(&find_root()?)
+        Catalog::from_home(assets::home().as_deref())
     }
 
-    /// The repository root this catalog was read from.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The catalogue of `home` (a folder with `targets.yaml` and `boards/`), or the
+    /// built-in one when `home` is `None`.
+    pub fn from_home(home: Option<&Path>) -> Result<Catalog, BoardError> {
+        match home {
+            None => Catalog::built_in(),
+            Some(dir) if dir.join("targets.yaml").is_file() && dir.join("boards").is_dir() => {
+                Catalog::load(dir)
+            }
+            Some(dir) => Err(BoardError::NoHome {
+                dir: dir.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Where this catalogue was read from.
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     /// Every target.
@@ -166,31 +228,4 @@ impl Catalog {
     pub fn target_of(&self, board: &Profile) -> Option<&Target> {
         self.targets.get(&board.target)
     }
-}
-
-/// Where the catalog lives (see [`Catalog::discover`]).
-pub fn find_root() -> Result<PathBuf, BoardError> {
-    let mut tried = Vec::new();
-    let is_root = |dir: &Path| dir.join("targets.yaml").is_file() && dir.join("boards").is_dir();
-    if let Some(dir) = std::env::var_os(ROOT_ENV) {
-        let dir = PathBuf::from(dir);
-        if is_root(&dir) {
-            return Ok(dir);
-        }
-        tried.push(dir);
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            if is_root(dir) {
-                return Ok(dir.to_path_buf());
-            }
-        }
-        tried.push(cwd);
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if is_root(&built) {
-        return Ok(built);
-    }
-    tried.push(built);
-    Err(BoardError::NoRoot { tried })
 }

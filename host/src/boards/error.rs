@@ -58,15 +58,17 @@ pub enum BoardError {
         /// Every shipped board name.
         known: Vec<String>,
     },
-    /// The repository root (with `targets.yaml` and `boards/`) could not be found.
+    /// `$SPIKENAS_HOME` names a folder without a catalogue.
     #[error(
-        "cannot find the spikenas data (targets.yaml and boards/) in: {}. Fix: run from \
-         inside the repository or set SPIKENAS_ROOT to its root",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        "SPIKENAS_HOME={} holds no targets.yaml and boards/. Fix: point SPIKENAS_HOME at a \
+         folder laid out like the spikenas repository (targets.yaml, boards/*.yaml, \
+         optionally firmware/template/), or unset it to use the catalogue built into \
+         spikenas-host",
+        dir.display()
     )]
-    NoRoot {
-        /// Every directory looked at.
-        tried: Vec<PathBuf>,
+    NoHome {
+        /// The folder it names.
+        dir: PathBuf,
     },
 }
 

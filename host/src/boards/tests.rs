@@ -387,3 +387,29 @@ fn injections_in_target_strings_are_refused() {
         }
     }
 }
+
+#[test]
+fn the_built_in_catalogue_is_the_repository_one() {
+    let built_in = Catalog::built_in().unwrap();
+    let on_disk = catalog();
+    assert_eq!(built_in.source(), &Source::BuiltIn);
+    assert_eq!(built_in.targets(), on_disk.targets());
+    assert_eq!(built_in.names(), on_disk.names());
+    for (a, b) in built_in.boards().iter().zip(on_disk.boards()) {
+        // Equal but for where each was read from.
+        let mut a = a.clone();
+        a.source.clone_from(&b.source);
+        assert_eq!(&a, b);
+    }
+    assert_eq!(Catalog::from_home(None).unwrap().source(), &Source::BuiltIn);
+    assert_eq!(
+        Catalog::from_home(Some(&root())).unwrap().source(),
+        &Source::Dir(root())
+    );
+    let err = Catalog::from_home(Some(Path::new("/nonexistent-home"))).unwrap_err();
+    assert!(matches!(err, BoardError::NoHome { .. }), "{err}");
+    assert!(
+        err.to_string().contains("SPIKENAS_HOME=/nonexistent-home"),
+        "{err}"
+    );
+}

@@ -2,13 +2,16 @@
 
 use spikenas_host::boards::Catalog;
 
-/// List the boards in boards/*.yaml with their core, memory, runner and emulation.
+/// List the boards with their core, memory, runner and emulation: the catalogue built
+/// into this binary, or the folder `$SPIKENAS_HOME` names (its targets.yaml and
+/// boards/*.yaml).
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-/// Print the board table.
+/// Print the board table (and, on stderr, where the catalogue came from).
 pub fn run(_args: Args) -> anyhow::Result<()> {
     let catalog = Catalog::discover()?;
+    eprintln!("board catalogue: {}", catalog.source());
     print!("{}", catalog.render_table());
     Ok(())
 }

@@ -15,6 +15,10 @@ pub struct Args {
     /// Build the test set into flash (for real boards: `flash`).
     #[arg(long)]
     embedded_testset: bool,
+    /// Also log results and timing per image with defmt over RTT (real boards; `probe-rs
+    /// run` decodes the logs).
+    #[arg(long)]
+    defmt: bool,
     /// The generated crate.
     dir: PathBuf,
 }
@@ -25,6 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let board = catalog.board(&args.board)?;
     let options = BuildOptions {
         embedded_testset: args.embedded_testset,
+        defmt: args.defmt,
         ..BuildOptions::default()
     };
     let report = build::build(&args.dir, board, catalog.targets(), &options)?;

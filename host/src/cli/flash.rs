@@ -29,6 +29,10 @@ pub struct Args {
     /// using a probe.
     #[arg(long)]
     uf2_copy: Option<PathBuf>,
+    /// Build with defmt logging over RTT (results and timing per image) and print the
+    /// logs, which `probe-rs run` decodes from the ELF's defmt table.
+    #[arg(long)]
+    defmt: bool,
     /// The generated crate.
     dir: PathBuf,
 }
@@ -39,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let board = catalog.board(&args.board)?;
     let options = BuildOptions {
         embedded_testset: true,
+        defmt: args.defmt,
         ..BuildOptions::default()
     };
     let report = build::build(&args.dir, board, catalog.targets(), &options)?;
@@ -69,8 +74,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         FlashOutcome::Ran {
-            output, seconds, ..
+            output,
+            seconds,
+            log,
+            ..
         } => {
+            if !log.is_empty() {
+                println!("device log (decoded by probe-rs):");
+                for line in &log {
+                    println!("  {line}");
+                }
+            }
             let host = validate::read_host_results(&args.dir)?;
             let run = DeviceRun::from_output(output, seconds);
             let cmp = compare(&host, &run);

@@ -2,10 +2,13 @@
 //!
 //! Cargo runs as Debian's `/usr/bin/cargo` with `RUSTC=/usr/bin/rustc` (the toolchain
 //! with the library source `-Z build-std` needs), with the variables a surrounding
-//! `cargo test`/`cargo run` sets removed (else: "can't find crate for core"). The
-//! intermediate artifacts (core, compiler_builtins, cortex-m, the runtime) go to one
-//! shared build folder per target, `target/firmware-<triple>` in this repository, so only
-//! the first build pays for build-std; the ELF goes to the crate's own `target/`.
+//! `cargo test`/`cargo run` sets removed (else: "can't find crate for core"). Before
+//! cargo runs, the vendored firmware runtime is checked against its recorded SHA-256
+//! sums ([`super::vendor`]). When the spikenas checkout this host was built from is still
+//! there, the intermediate artifacts (core, compiler_builtins, cortex-m, the runtime) go
+//! to one shared build folder per target, `target/firmware-<triple>` in it, so only the
+//! first build pays for build-std; otherwise (an installed binary whose checkout is gone)
+//! they stay in the crate's own `target/`, where the ELF always goes.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -42,7 +45,11 @@ pub struct BuildOptions {
     /// Build `testset.bin` into flash (feature `embedded-testset`), for real boards whose
     /// probe cannot serve files.
     pub embedded_testset: bool,
-    /// The shared build folder; default `<repository>/target/firmware-<triple>`.
+    /// Log results and timing over RTT with defmt (feature `defmt`, for real boards:
+    /// `probe-rs run` decodes the logs).
+    pub defmt: bool,
+    /// The shared build folder; default `<repository>/target/firmware-<triple>` when the
+    /// checkout this host was built from exists, else none (the crate's `target/`).
     pub build_dir: Option<PathBuf>,
 }
 
@@ -134,10 +141,18 @@ impl BuildReport {
 /// Serialises firmware builds of this process (see [`build`]).
 static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Sets the modification time of the generated inputs to now.
-fn touch_inputs(dir: &Path) -> Result<(), FirmwareError> {
+/// Sets the modification time of the generated inputs and of the vendored runtime to now.
+fn touch_inputs(dir: &Path, info: &super::CrateInfo) -> Result<(), FirmwareError> {
     let now = std::time::SystemTime::now();
-    for name in ["src/main.rs", "src/model.rs", "memory.x", "testset.bin"] {
+    let vendored = info.vendor.iter().flat_map(|v| {
+        v.sha256
+            .keys()
+            .map(move |name| Path::new(&v.dir).join(name))
+    });
+    let generated = ["src/main.rs", "src/model.rs", "memory.x", "testset.bin"]
+        .into_iter()
+        .map(PathBuf::from);
+    for name in generated.chain(vendored) {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -151,10 +166,12 @@ fn touch_inputs(dir: &Path) -> Result<(), FirmwareError> {
     Ok(())
 }
 
-/// The repository root this host was built from (holds `target/`).
-fn repo_root() -> PathBuf {
+/// The spikenas checkout this host was built from, if it is still there (its `target/`
+/// holds the shared firmware build folders).
+pub fn checkout() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.canonicalize().unwrap_or(root)
+    let is_checkout = root.join("Cargo.toml").is_file() && root.join("firmware/src").is_dir();
+    is_checkout.then(|| root.canonicalize().unwrap_or(root))
 }
 
 /// Builds the crate in `dir` (made by [`super::generate`]) for `board` in release mode,
@@ -181,11 +198,14 @@ pub fn build(
     }
     // A crate's memory.x and model.rs belong to one board: building it for another
     // would measure the wrong regions (or link for the wrong chip).
-    super::codegen::CrateInfo::read(&dir)?.check_board(&dir, board, &target.triple)?;
-    let build_dir = options.build_dir.clone().unwrap_or_else(|| {
-        repo_root()
-            .join("target")
-            .join(format!("firmware-{}", target.triple))
+    let info = super::codegen::CrateInfo::read(&dir)?;
+    info.check_board(&dir, board, &target.triple)?;
+    info.verify_vendor(&dir)?;
+    let build_dir = options.build_dir.clone().or_else(|| {
+        checkout().map(|root| {
+            root.join("target")
+                .join(format!("firmware-{}", target.triple))
+        })
     });
     let mut cmd = Command::new(CARGO);
     for var in SCRUBBED_ENV {
@@ -194,10 +214,19 @@ pub fn build(
     cmd.current_dir(&dir)
         .args(["build", "--release", "--quiet", "--target", &target.triple])
         .env("RUSTC", RUSTC)
-        .env("CARGO_BUILD_BUILD_DIR", &build_dir)
         .env("CARGO_TARGET_DIR", dir.join("target"));
-    if options.embedded_testset {
-        cmd.args(["--features", "embedded-testset"]);
+    if let Some(build_dir) = &build_dir {
+        cmd.env("CARGO_BUILD_BUILD_DIR", build_dir);
+    }
+    let features: Vec<&str> = [
+        (options.embedded_testset, "embedded-testset"),
+        (options.defmt, "defmt"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
     }
     // Every generated crate is the root of its own workspace, so cargo gives all of them
     // the same unit hash in the shared build folder, and judges freshness by comparing
@@ -206,7 +235,7 @@ pub fn build(
     // dependencies stay cached), and the lock keeps another build of this process from
     // slipping in between the touch and the build.
     let _one_at_a_time = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    touch_inputs(&dir)?;
+    touch_inputs(&dir, &info)?;
     let started = Instant::now();
     let out = cmd.output().map_err(|e| FirmwareError::ToolMissing {
         tool: CARGO.into(),

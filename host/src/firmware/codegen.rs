@@ -4,10 +4,11 @@
 //!
 //! | file | from |
 //! |---|---|
-//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (firmware path, target triple, runner, board), each value TOML-escaped ([`super::template`]) |
-//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for ([`CrateInfo`]) |
+//! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (target triple, runner, board, chip family), each value TOML-escaped ([`super::template`]) |
+//! | `vendor/spikenas-firmware/` | the firmware runtime this host computes with, vendored ([`super::vendor`]): the crate needs no spikenas checkout |
+//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for and the vendored runtime's SHA-256 sums ([`CrateInfo`]) |
 //! | `.spikenas-output` | the marker of a folder spikenas wrote ([`crate::output::MARKER`]) |
-//! | `rust-toolchain.toml`, `build.rs`, `src/main.rs` | firmware/template/, verbatim |
+//! | `rust-toolchain.toml`, `build.rs`, `src/{main,clock,cycles,log}.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
 //! | `src/model.rs` | written here: the network as `static` items and the workspace as `static mut` buffers sized by `Network::workspace_layout` |
 //! | `memory.x` | written here from the board profile: MEMORY regions, and a NOLOAD `.fastdata` section in CCM/DTCM for the membranes when the board has one |
@@ -30,16 +31,9 @@ use spikenas_firmware::{
 
 use crate::boards::{Profile, Region, Target, Targets};
 
-use super::{template, FirmwareError};
-
-const TEMPLATE_MAIN: &str = include_str!("../../../firmware/template/src/main.rs");
-const TEMPLATE_CLOCK: &str = include_str!("../../../firmware/template/src/clock.rs");
-const TEMPLATE_CYCLES: &str = include_str!("../../../firmware/template/src/cycles.rs");
-const TEMPLATE_BUILD: &str = include_str!("../../../firmware/template/build.rs");
-const TEMPLATE_CARGO: &str = include_str!("../../../firmware/template/Cargo.toml");
-const TEMPLATE_LOCK: &str = include_str!("../../../firmware/template/Cargo.lock");
-const TEMPLATE_CONFIG: &str = include_str!("../../../firmware/template/.cargo/config.toml");
-const TEMPLATE_TOOLCHAIN: &str = include_str!("../../../firmware/template/rust-toolchain.toml");
+use super::template::{self, Template};
+use super::vendor::{self, Vendored};
+use super::FirmwareError;
 
 /// The generated crate's metadata file: the board and target it was generated for
 /// (`build`, `validate` and `flash` refuse a crate generated for another board).
@@ -57,6 +51,10 @@ pub struct CrateInfo {
     pub target: String,
     /// The Rust target triple the crate builds for.
     pub triple: String,
+    /// The vendored firmware runtime and its checksums (`None` in crates of older
+    /// versions, which depended on a spikenas checkout; `build` refuses them).
+    #[serde(default)]
+    pub vendor: Option<Vendored>,
 }
 
 impl CrateInfo {
@@ -71,6 +69,20 @@ impl CrateInfo {
             dir: dir.to_path_buf(),
             why: format!("{CRATE_INFO_FILE} is malformed ({e})"),
         })
+    }
+
+    /// Check the vendored runtime against its recorded checksums.
+    pub fn verify_vendor(&self, dir: &Path) -> Result<(), FirmwareError> {
+        match &self.vendor {
+            Some(vendored) => vendored.verify(dir),
+            None => Err(FirmwareError::NotGenerated {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "{CRATE_INFO_FILE} records no vendored firmware runtime (an older \
+                     spikenas-host made this crate depend on its own checkout)"
+                ),
+            }),
+        }
     }
 
     /// Refuse `board` unless the crate was generated for it.
@@ -118,19 +130,25 @@ pub struct GeneratedCrate {
     pub fast_region: Option<String>,
 }
 
-/// The firmware crate this host was built with (the generated crate depends on it).
-pub fn firmware_crate_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware");
-    dir.canonicalize().unwrap_or(dir)
-}
-
 /// Writes the board application for `net` on `board` into `out_dir` (created if
 /// missing; files of an earlier generation are replaced, `target/` is kept), with the
-/// [`crate::output::MARKER`] that lets `--force` replace the folder later.
+/// [`crate::output::MARKER`] that lets `--force` replace the folder later. The template
+/// is [`Template::discover`]'s.
 pub fn generate(
     net: &Network<'_>,
     board: &Profile,
     targets: &Targets,
+    out_dir: &Path,
+) -> Result<GeneratedCrate, FirmwareError> {
+    generate_with(net, board, targets, &Template::discover()?, out_dir)
+}
+
+/// [`generate`] from the files of `template`.
+pub fn generate_with(
+    net: &Network<'_>,
+    board: &Profile,
+    targets: &Targets,
+    template: &Template,
     out_dir: &Path,
 ) -> Result<GeneratedCrate, FirmwareError> {
     let layout = net.workspace_layout()?;
@@ -159,7 +177,6 @@ pub fn generate(
     let mut emitter = Emitter::default();
     let model = emitter.model_rs(net, &layout, fast_region.is_some(), &board.name);
 
-    let firmware = firmware_crate_dir().display().to_string();
     let runner = match (&target.qemu_machine, board.is_emulated()) {
         (Some(machine), true) => format!(
             "qemu-system-arm -machine {machine} -nographic \
@@ -171,23 +188,26 @@ pub fn generate(
         ),
     };
     let values = [
-        ("FIRMWARE_PATH", firmware.as_str()),
         ("TARGET", target.triple.as_str()),
         ("RUNNER", runner.as_str()),
         ("BOARD", board.name.as_str()),
         ("FAMILY", clock.family.feature()),
     ];
-    let fill = |text: &str| {
-        template::fill_toml(text, &values).map_err(|e| bad(format!("firmware/template: {e}")))
+    let fill = |name: &str| {
+        template::fill_toml(template.file(name), &values)
+            .map_err(|e| bad(format!("firmware/template/{name}: {e}")))
     };
+    let verbatim = |name: &str| template.file(name).to_string();
+    let runtime = vendor::files(verbatim("vendor/spikenas-firmware/Cargo.toml").as_str());
     let info = CrateInfo {
         generator: format!("spikenas-host {}", env!("CARGO_PKG_VERSION")),
         board: board.name.clone(),
         target: board.target.clone(),
         triple: target.triple.clone(),
+        vendor: Some(Vendored::of(&runtime)),
     };
     let info = serde_json::to_string_pretty(&info).map_err(|e| bad(e.to_string()))? + "\n";
-    let files: [(&str, String); 13] = [
+    let mut files: Vec<(String, String)> = [
         (CRATE_INFO_FILE, info),
         // The crate folder is spikenas's own (also inside a search's output folder), so
         // `generate --force` may replace it.
@@ -195,20 +215,30 @@ pub fn generate(
             crate::output::MARKER,
             crate::output::MARKER_TEXT.to_string(),
         ),
-        ("Cargo.toml", fill(TEMPLATE_CARGO)?),
-        ("Cargo.lock", TEMPLATE_LOCK.to_string()),
-        (".cargo/config.toml", fill(TEMPLATE_CONFIG)?),
-        ("rust-toolchain.toml", TEMPLATE_TOOLCHAIN.to_string()),
-        ("build.rs", TEMPLATE_BUILD.to_string()),
-        ("src/main.rs", TEMPLATE_MAIN.to_string()),
-        ("src/clock.rs", TEMPLATE_CLOCK.to_string()),
-        ("src/cycles.rs", TEMPLATE_CYCLES.to_string()),
+        ("Cargo.toml", fill("Cargo.toml")?),
+        ("Cargo.lock", verbatim("Cargo.lock")),
+        (".cargo/config.toml", fill(".cargo/config.toml")?),
+        ("rust-toolchain.toml", verbatim("rust-toolchain.toml")),
+        ("build.rs", verbatim("build.rs")),
+        ("src/main.rs", verbatim("src/main.rs")),
+        ("src/clock.rs", verbatim("src/clock.rs")),
+        ("src/cycles.rs", verbatim("src/cycles.rs")),
+        ("src/log.rs", verbatim("src/log.rs")),
         ("src/board.rs", clock.board_rs(&board.name)),
         ("src/model.rs", model),
         ("memory.x", memory_x),
-    ];
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_string(), text))
+    .collect();
+    vendor::remove_stale(out_dir, &runtime)?;
+    files.extend(
+        runtime
+            .into_iter()
+            .map(|(name, text)| (format!("{}/{name}", vendor::DIR), text)),
+    );
     for (name, text) in files {
-        let path = out_dir.join(name);
+        let path = out_dir.join(&name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(FirmwareError::io(parent))?;
         }
@@ -674,8 +704,19 @@ mod tests {
         )));
         assert!(model.contains("#[link_section = \".fastdata.membranes\"]"));
         let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        assert!(!cargo.contains("{{FIRMWARE_PATH}}") && !cargo.contains("{{BOARD}}"));
-        assert!(cargo.contains(&firmware_crate_dir().display().to_string()));
+        assert!(
+            !cargo.contains("{{BOARD}}") && !cargo.contains("path = \"/"),
+            "{cargo}"
+        );
+        assert!(cargo.contains("spikenas-firmware = { path = \"vendor/spikenas-firmware\" }"));
+        // The runtime is vendored, each file recorded with its checksum.
+        let info = CrateInfo::read(&dir).unwrap();
+        let vendored = info.vendor.as_ref().unwrap();
+        assert!(vendored.sha256.contains_key("src/lib.rs"));
+        assert!(vendored.sha256.contains_key("Cargo.toml"));
+        info.verify_vendor(&dir).unwrap();
+        let lib = std::fs::read_to_string(dir.join("vendor/spikenas-firmware/src/lib.rs")).unwrap();
+        assert!(lib.contains("no_std"));
         let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
         assert!(config.contains("target = \"thumbv7em-none-eabihf\""));
         assert!(config.contains("probe-rs run --chip STM32F405RGTx"));

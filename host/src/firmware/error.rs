@@ -115,6 +115,19 @@ pub enum FirmwareError {
         /// What is missing.
         why: String,
     },
+    /// A file of the vendored firmware runtime differs from what `generate` wrote.
+    #[error(
+        "{}: {why}. The vendored firmware runtime must stay as spikenas-host wrote it: the \
+         host computes its integer predictions with exactly these kernels. Fix: undo the \
+         change, or write the crate again with `spikenas-host generate --force`",
+        file.display()
+    )]
+    Vendor {
+        /// The file at fault.
+        file: PathBuf,
+        /// What is wrong (checksum, missing, extra).
+        why: String,
+    },
     /// The crate was generated for another board.
     #[error(
         "{} was generated for board `{generated_for}` ({generated_triple}), not for \

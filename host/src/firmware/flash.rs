@@ -71,6 +71,9 @@ pub enum FlashOutcome {
         output: DeviceOutput,
         /// Wall-clock seconds (flashing included).
         seconds: f64,
+        /// What the board printed besides the result protocol: with the `defmt` build,
+        /// the logs probe-rs decoded.
+        log: Vec<String>,
     },
 }
 
@@ -166,6 +169,7 @@ pub fn flash(
     Ok(FlashOutcome::Ran {
         command,
         output,
+        log: super::validate::log_lines(&stdout),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

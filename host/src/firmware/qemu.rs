@@ -30,33 +30,70 @@ pub struct QemuRun {
     pub seconds: f64,
 }
 
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.canonicalize().unwrap_or(root)
-}
+/// The plugin's source, for an installed binary whose checkout is gone.
+const ICOUNT_C: &str = include_str!("../../../scripts/qemu-icount/icount.c");
 
 /// The instruction-counting plugin: `$SPIKENAS_QEMU_PLUGIN`, or
-/// `target/qemu-icount/libicount.so`, built from scripts/qemu-icount/ with gcc if it is
-/// missing or older than its source (scripts/setup builds it too).
+/// `target/qemu-icount/libicount.so` of the checkout this host was built from, built from
+/// scripts/qemu-icount/ with gcc if it is missing or older than its source
+/// (scripts/setup builds it too). Without that checkout, the source built into this
+/// binary is compiled once into `$XDG_CACHE_HOME/spikenas/` (or `~/.cache/spikenas/`).
 pub fn icount_plugin() -> Result<PathBuf, FirmwareError> {
     if let Some(path) = std::env::var_os(PLUGIN_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let root = repo_root();
-    let out = root.join("target/qemu-icount/libicount.so");
-    let script = root.join("scripts/qemu-icount/build.sh");
-    let built = Command::new("bash")
-        .arg(&script)
-        .arg(&out)
-        .output()
-        .map_err(FirmwareError::io(&script))?;
-    if !built.status.success() {
-        return Err(FirmwareError::ToolMissing {
-            tool: "gcc".into(),
-            why: String::from_utf8_lossy(&built.stderr).trim().to_string(),
-            fix: "run scripts/setup (installs gcc and builds the plugin)".into(),
-        });
+    let gcc_failed = |why: String| FirmwareError::ToolMissing {
+        tool: "gcc".into(),
+        why,
+        fix: "install gcc (scripts/setup does), or set SPIKENAS_QEMU_PLUGIN to a built \
+              libicount.so"
+            .into(),
+    };
+    if let Some(root) = super::build::checkout() {
+        let out = root.join("target/qemu-icount/libicount.so");
+        let script = root.join("scripts/qemu-icount/build.sh");
+        let built = Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .output()
+            .map_err(FirmwareError::io(&script))?;
+        if !built.status.success() {
+            return Err(gcc_failed(
+                String::from_utf8_lossy(&built.stderr).trim().to_string(),
+            ));
+        }
+        return Ok(out);
     }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| gcc_failed("neither XDG_CACHE_HOME nor HOME is set".into()))?;
+    // Named by the source's hash: a plugin of another version is never picked up.
+    let dir = cache.join("spikenas").join(format!(
+        "qemu-icount-{:016x}",
+        crate::integrity::fnv1a64(ICOUNT_C.as_bytes())
+    ));
+    let out = dir.join("libicount.so");
+    if out.is_file() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&dir).map_err(FirmwareError::io(&dir))?;
+    let source = dir.join("icount.c");
+    std::fs::write(&source, ICOUNT_C).map_err(FirmwareError::io(&source))?;
+    let partial = dir.join(format!("libicount.so.{}.tmp", std::process::id()));
+    let built = Command::new("gcc")
+        .args(["-O2", "-shared", "-fPIC", "-Wall", "-o"])
+        .arg(&partial)
+        .arg(&source)
+        .output()
+        .map_err(|e| gcc_failed(e.to_string()))?;
+    if !built.status.success() {
+        return Err(gcc_failed(
+            String::from_utf8_lossy(&built.stderr).trim().to_string(),
+        ));
+    }
+    std::fs::rename(&partial, &out).map_err(FirmwareError::io(&out))?;
     Ok(out)
 }
 

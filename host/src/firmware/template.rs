@@ -1,5 +1,7 @@
-//! Filling the `{{NAME}}` fields of firmware/template's build files, with every value
-//! escaped for the place it lands in.
+//! The board application template (firmware/template/): where its files come from
+//! ([`Template`]: built into the binary, or `$SPIKENAS_HOME/firmware/template/`), and
+//! filling the `{{NAME}}` fields of its build files, with every value escaped for the
+//! place it lands in.
 //!
 //! Board profiles come from users (`--board-file`), and the filled files are run by
 //! cargo (`.cargo/config.toml` names a linker and a runner). Profile validation already
@@ -8,7 +10,77 @@
 //! `{{...}}` is not filled again), and each value is written as the body of a TOML basic
 //! string (quotes, backslashes and control characters escaped).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::FirmwareError;
+
+/// The template files `generate` uses, by path in firmware/template/.
+pub const FILES: [&str; 10] = [
+    "Cargo.toml",
+    "Cargo.lock",
+    ".cargo/config.toml",
+    "rust-toolchain.toml",
+    "build.rs",
+    "src/main.rs",
+    "src/clock.rs",
+    "src/cycles.rs",
+    "src/log.rs",
+    "vendor/spikenas-firmware/Cargo.toml",
+];
+
+/// The template's files ([`FILES`]), read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The folder they were read from; `None` for the built-in copy.
+    pub dir: Option<PathBuf>,
+    files: BTreeMap<&'static str, String>,
+}
+
+impl Template {
+    /// The copy built into this binary (firmware/template/ when it was built).
+    pub fn built_in() -> Template {
+        let files = FILES
+            .iter()
+            .map(|&name| {
+                let text = crate::assets::TEMPLATE
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or("", |(_, text)| text);
+                (name, text.to_string())
+            })
+            .collect();
+        Template { dir: None, files }
+    }
+
+    /// Every file of [`FILES`] from `dir`; a missing one is an error naming it.
+    pub fn load(dir: &Path) -> Result<Template, FirmwareError> {
+        let mut files = BTreeMap::new();
+        for name in FILES {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).map_err(FirmwareError::io(&path))?;
+            files.insert(name, text);
+        }
+        Ok(Template {
+            dir: Some(dir.to_path_buf()),
+            files,
+        })
+    }
+
+    /// `$SPIKENAS_HOME/firmware/template/` when that folder exists, else the built-in copy.
+    pub fn discover() -> Result<Template, FirmwareError> {
+        match crate::assets::home().map(|home| home.join("firmware/template")) {
+            Some(dir) if dir.is_dir() => Template::load(&dir),
+            _ => Ok(Template::built_in()),
+        }
+    }
+
+    /// The text of `name`, one of [`FILES`].
+    pub fn file(&self, name: &str) -> &str {
+        self.files.get(name).map_or("", String::as_str)
+    }
+}
 
 /// A template field (`{{NAME}}`, NAME in capitals, digits and `_`) that has no value:
 /// a bug in the template or in the caller, reported with the field's name.
@@ -162,6 +234,74 @@ mod tests {
         assert_eq!(
             fill_toml(text, &[("A", "1")]).unwrap(),
             "# `{{...}}` is filled in; {{A\nx = \"1\""
+        );
+    }
+
+    #[test]
+    fn the_built_in_template_has_every_file_and_a_folder_can_replace_it() {
+        let built_in = Template::built_in();
+        for name in FILES {
+            assert!(!built_in.file(name).is_empty(), "{name} is not built in");
+        }
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/template");
+        assert_eq!(Template::load(&repo).unwrap().files, built_in.files);
+        // A folder without one of the files is refused, naming it.
+        let dir = std::env::temp_dir().join(format!("spikenas-template-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "x").unwrap();
+        let err = Template::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("Cargo.lock"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The vendored runtime's manifest states every dependency and feature of
+    /// firmware/Cargo.toml (which inherits them from the workspace).
+    #[test]
+    fn the_vendored_manifest_keeps_in_step_with_the_runtime() {
+        let vendored = Template::built_in()
+            .file("vendor/spikenas-firmware/Cargo.toml")
+            .to_string();
+        let runtime = crate::assets::FIRMWARE
+            .iter()
+            .find(|(n, _)| *n == "Cargo.toml")
+            .unwrap()
+            .1;
+        let workspace = include_str!("../../../Cargo.toml");
+        let section = |text: &str, name: &str| -> Vec<String> {
+            let start = text
+                .find(&format!("[{name}]\n"))
+                .unwrap_or_else(|| panic!("[{name}]"));
+            text[start..]
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.starts_with('['))
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(section(runtime, "features"), section(&vendored, "features"));
+        // The runtime's version is the workspace's, as the host's is.
+        assert!(vendored.contains(&format!("\nversion = \"{}\"\n", env!("CARGO_PKG_VERSION"))));
+        let deps = section(&vendored, "dependencies");
+        for line in section(runtime, "dependencies") {
+            let name = line.split(['.', ' ']).next().unwrap();
+            // `name.workspace = true`: the version is the workspace's.
+            let version = section(workspace, "workspace.dependencies")
+                .into_iter()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} not in the workspace"));
+            let version = version.split('"').nth(1).unwrap().to_string();
+            assert!(
+                deps.iter()
+                    .any(|d| d.starts_with(&format!("{name} "))
+                        && d.contains(&format!("\"{version}\""))),
+                "{name} {version} missing from the vendored manifest: {deps:?}"
+            );
+        }
+        assert_eq!(
+            deps.len(),
+            section(runtime, "dependencies").len(),
+            "{deps:?}"
         );
     }
 

@@ -230,6 +230,21 @@ pub fn read_host_results(dir: &Path) -> Result<Vec<ImageResult>, FirmwareError> 
         .collect()
 }
 
+/// The first words of the firmware's protocol lines (firmware/template/src/main.rs).
+pub const PROTOCOL_WORDS: [&str; 5] = ["CLOCK", "SPIKENAS", "R", "DONE", "ERROR"];
+
+/// The lines of a device's output that are not protocol lines ([`PROTOCOL_WORDS`]): with
+/// the `defmt` build, the logs `probe-rs run` decoded.
+pub fn log_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| {
+            let first = line.split_whitespace().next();
+            first.is_some_and(|w| !PROTOCOL_WORDS.contains(&w))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// Parses the firmware's protocol (see firmware/template/src/main.rs) for `count`
 /// images.
 pub fn parse_output(text: &str, count: usize) -> Result<DeviceOutput, String> {
@@ -536,6 +551,28 @@ pub fn validate_dir_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the `defmt` build, probe-rs interleaves the decoded logs with the semihosting
+    /// lines: the protocol still parses, and the logs come apart.
+    #[test]
+    fn defmt_logs_pass_through_beside_the_protocol() {
+        let text = "CLOCK 216000000 pll\n\
+                    [INFO ] clock 216000000 Hz (pll) (spikenas_app src/log.rs:15)\n\
+                    SPIKENAS 1 64\n\
+                    R 0 3 120 4000 3 5000\n\
+                    [INFO ] image 0: class 3 (label 3), 120 spikes, 4000 synops, 5000 cycles\n\
+                    DONE 1 1\n\
+                    [INFO ] done: 1 of 1 images correct\n";
+        let out = parse_output(text, 1).unwrap();
+        assert_eq!(
+            (out.results.len(), out.correct, &out.cycles[..]),
+            (1, 1, &[5000][..])
+        );
+        let log = log_lines(text);
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(log.iter().all(|l| l.starts_with("[INFO ]")), "{log:?}");
+        assert!(log_lines("R 0 1 2 3 4\nDONE 1 0\n\n").is_empty());
+    }
 
     #[test]
     fn parses_the_protocol_and_its_failures() {
