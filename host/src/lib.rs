@@ -14,6 +14,7 @@ pub mod firmware;
 pub mod integrity;
 pub mod kernels;
 pub mod memory;
+pub mod nir;
 pub mod output;
 pub mod pipeline;
 pub mod quant;
