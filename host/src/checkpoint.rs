@@ -374,25 +374,26 @@ pub fn load(
             ));
         }
     }
-    let version =
-        match meta.get(&format!("{PREFIX}format_version")) {
-            None => 1,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n @ 1..=FORMAT_VERSION) => n,
-                Ok(n) if n > FORMAT_VERSION => return Err(bad(
+    let version = match meta.get(&format!("{PREFIX}format_version")) {
+        None => 1,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=FORMAT_VERSION) => n,
+            Ok(n) if n > FORMAT_VERSION => {
+                return Err(bad(
                     "format_version",
                     format!(
                         "{n}, newer than this build reads ({FORMAT_VERSION}): update spikenas-host"
                     ),
-                )),
-                _ => {
-                    return Err(bad(
-                        "format_version",
-                        format!("`{v}`, not a version number"),
-                    ))
-                }
-            },
-        };
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    "format_version",
+                    format!("`{v}`, not a version number"),
+                ))
+            }
+        },
+    };
     let lif = parse_lif(&meta, version, &bad)?;
     if let Some(e) = meta.get(&format!("{PREFIX}bn_eps")) {
         let ours = crate::snn::cell::bn_config().eps;

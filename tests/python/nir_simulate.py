@@ -3,8 +3,8 @@ as a third party would from NIR's definitions and the graph's metadata alone.
 
     python nir_simulate.py MODEL.nir DATA.safetensors
 
-DATA holds `images` (N, C, H, W) float32 in [0, 1], `labels` (N,) and the host's
-float `predictions` (N,). Prints the graph's size, the accuracy and the argmax
+DATA holds `images` (N, C, H, W) as u8 pixels (the graph takes pixel/255, as its
+metadata `input` says), `labels` (N,) and the host's float `predictions` (N,). Prints the graph's size, the accuracy and the argmax
 agreement with the host as `agreement: A/N = P%`.
 """
 
@@ -13,6 +13,7 @@ import sys
 import nir
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from nir.serialization import read_version
 from safetensors.numpy import load_file
 
 
@@ -105,14 +106,14 @@ def simulate(graph, images, timesteps, dt):
 def main():
     model, data = sys.argv[1], sys.argv[2]
     graph = nir.read(model)
-    version = nir.read_version(model)
+    version = read_version(model)
     meta = graph.metadata
     timesteps, dt = int(meta["timesteps"]), float(meta["dt"])
     d = load_file(data)
     images, labels, host = d["images"], d["labels"], d["predictions"]
     preds = []
     for start in range(0, len(images), 250):
-        scores = simulate(graph, images[start : start + 250].astype(np.float64), timesteps, dt)
+        scores = simulate(graph, images[start : start + 250].astype(np.float64) / 255.0, timesteps, dt)
         preds.append(scores.argmax(axis=1))
     preds = np.concatenate(preds)
     n = len(preds)
