@@ -40,6 +40,16 @@ const PREFIX: &str = "spikenas.";
 pub const FORMAT: &str = "float32-checkpoint";
 /// The `spikenas.format_version` this build writes; files without the field are 1.
 pub const FORMAT_VERSION: u32 = 2;
+/// The metadata fields (without the prefix) every checkpoint has had since version 1.
+const VERSION_1_FIELDS: [&str; 7] = [
+    "format",
+    "arch",
+    "input",
+    "classes",
+    "timesteps",
+    "dataset",
+    "accuracy",
+];
 /// `spikenas.lif.update`: the LIF's discrete update, for readers outside spikenas.
 pub const LIF_UPDATE: &str = "per step t: h = v + (I - v) / tau; s = 1 if h >= threshold \
      else 0; v = h * (1 - s) (reset hard) or v = h - s * threshold (reset subtract); \
@@ -440,15 +450,8 @@ pub fn load(
         width,
         classes,
     };
-    let known = [
-        "format",
+    let known = VERSION_1_FIELDS.iter().chain(&[
         "format_version",
-        "arch",
-        "input",
-        "classes",
-        "timesteps",
-        "dataset",
-        "accuracy",
         "lif.tau",
         "lif.threshold",
         "lif.reset",
@@ -459,7 +462,8 @@ pub fn load(
         "input_encoding",
         "layout",
         integrity::FIELD,
-    ];
+    ]);
+    let known: Vec<&str> = known.copied().collect();
     let extra = meta
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|k| (k.to_string(), v.clone())))
@@ -697,17 +701,11 @@ mod tests {
     /// The same file with only the metadata a version-1 writer wrote.
     fn as_version_1(bytes: &[u8]) -> Vec<u8> {
         let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
-        let v1 = [
-            "format",
-            "arch",
-            "input",
-            "classes",
-            "timesteps",
-            "dataset",
-            "accuracy",
-            integrity::FIELD,
-            DATA_SEED,
-        ];
+        let v1: Vec<&str> = VERSION_1_FIELDS
+            .iter()
+            .copied()
+            .chain([integrity::FIELD, DATA_SEED])
+            .collect();
         let meta: HashMap<String, String> = header
             .metadata()
             .clone()

@@ -282,6 +282,20 @@ fn split(dest: &Path) -> (PathBuf, String) {
     (parent, name)
 }
 
+/// What `meta` (from `symlink_metadata`) describes, in words for errors: `symbolic
+/// link`, `file`, `folder` or `special file`.
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    if meta.file_type().is_symlink() {
+        "symbolic link"
+    } else if meta.is_file() {
+        "file"
+    } else if meta.is_dir() {
+        "folder"
+    } else {
+        "special file"
+    }
+}
+
 /// Whether `dest` (resolved from `target`) may be written: free, or replaceable with
 /// `force`.
 fn check_replaceable(target: &Path, dest: &Path, force: bool) -> Result<(), OutputError> {
@@ -290,16 +304,8 @@ fn check_replaceable(target: &Path, dest: &Path, force: bool) -> Result<(), Outp
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(target)(e)),
     };
-    let kind = if meta.file_type().is_symlink() {
-        Some("symbolic link")
-    } else if meta.is_file() {
-        Some("file")
-    } else if !meta.is_dir() {
-        Some("special file")
-    } else {
-        None
-    };
-    if let Some(kind) = kind {
+    let kind = kind_of(&meta);
+    if kind != "folder" {
         return Err(OutputError::NotAFolder {
             path: target.to_path_buf(),
             kind,
@@ -459,14 +465,8 @@ pub fn write_new_file_with<E: From<OutputError>>(
     write: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<(), E> {
     if let Ok(meta) = fs::symlink_metadata(path) {
-        let kind = if meta.is_dir() {
-            Some("folder")
-        } else if meta.file_type().is_symlink() {
-            Some("symbolic link")
-        } else {
-            None
-        };
-        if let Some(kind) = kind {
+        let kind = kind_of(&meta);
+        if kind != "file" {
             return Err(OutputError::BadPath {
                 path: path.to_path_buf(),
                 why: format!("it is an existing {kind}, and this output is one file"),

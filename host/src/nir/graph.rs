@@ -101,22 +101,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn tensor(&self, name: &str, expected: usize) -> Result<Vec<f32>, NirError> {
-        let var = self
-            .data
-            .get(name)
-            .ok_or_else(|| NirError::MissingTensor(name.to_string()))?;
-        let v = var
-            .as_tensor()
-            .to_device(&candle_core::Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        if v.len() != expected {
-            return Err(NirError::MissingTensor(format!(
-                "{name} with {expected} values (it has {})",
-                v.len()
-            )));
-        }
-        Ok(v)
+        Ok(crate::snn::var_values(self.data, name, expected)?)
     }
 
     /// The batch-norm under `prefix` as `y = scale x + shift` (running statistics).

@@ -90,9 +90,9 @@ pub enum NirError {
         .0.display()
     )]
     NoCheckpoint(PathBuf),
-    /// A tensor the architecture needs is not in the checkpoint.
-    #[error("the checkpoint has no tensor {0}")]
-    MissingTensor(String),
+    /// A tensor the architecture needs is missing or has another size.
+    #[error(transparent)]
+    Variable(#[from] crate::snn::VarError),
     /// Reading the checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
