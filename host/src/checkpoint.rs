@@ -1,6 +1,26 @@
 //! Float checkpoints as safetensors: every variable by name (`stem.conv.weight`, ...)
-//! and the architecture, input shape, dataset, T and accuracy in the metadata, so a
-//! checkpoint alone says what network it holds.
+//! and, in the metadata, everything a reader outside spikenas needs to run the network,
+//! so a checkpoint alone says what network it holds.
+//!
+//! Metadata (every key starts with `spikenas.`):
+//!
+//! | key | value |
+//! |---|---|
+//! | `format` | `float32-checkpoint` |
+//! | `format_version` | `2` (files without it are version 1: they have no `lif.*`, `bn_eps`, `input_scaling` and load with SNASNet's LIF, tau 4/3, threshold 1, hard reset, ATan alpha 2) |
+//! | `arch` | the architecture string (`cell=...,ch=...`) |
+//! | `input`, `classes`, `timesteps` | `CxHxW`, the class count, T |
+//! | `dataset`, `accuracy` | `--dataset` form; float test accuracy in [0, 1] |
+//! | `lif.tau`, `lif.threshold` | the LIF's tau and threshold (f32) |
+//! | `lif.reset` | `hard` (v = 0 after a spike) or `subtract` (v -= threshold) |
+//! | `lif.surrogate` | `atan alpha=A` or `fast-sigmoid k=K` (training only) |
+//! | `lif.update` | the discrete update in words (see [`LIF_UPDATE`]) |
+//! | `bn_eps` | the batch-norm epsilon (inference uses the running statistics) |
+//! | `input_scaling` | `pixel/255`: images enter as `u8 / 255` in `[0, 1]` |
+//! | `input_encoding` | direct: the stem's output is the same current at every step |
+//! | `layout` | tensor layouts (see [`LAYOUT`]) |
+//! | `fnv1a64` | checksums of every tensor's bytes ([`crate::integrity`]) |
+//! | `data_seed`, `board`, ... | optional extras ([`CheckpointInfo::extra`]) |
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +31,39 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::arch::Arch;
 use crate::integrity::{self, ChecksumError};
-use crate::snn::lif::LifParams;
+use crate::snn::lif::{LifParams, Reset, Surrogate};
 use crate::snn::{InputShape, Network};
 
 /// Metadata key prefix.
 const PREFIX: &str = "spikenas.";
 /// The `spikenas.format` value of a float checkpoint.
 pub const FORMAT: &str = "float32-checkpoint";
+/// The `spikenas.format_version` this build writes; files without the field are 1.
+pub const FORMAT_VERSION: u32 = 2;
+/// The metadata fields (without the prefix) every checkpoint has had since version 1.
+const VERSION_1_FIELDS: [&str; 7] = [
+    "format",
+    "arch",
+    "input",
+    "classes",
+    "timesteps",
+    "dataset",
+    "accuracy",
+];
+/// `spikenas.lif.update`: the LIF's discrete update, for readers outside spikenas.
+pub const LIF_UPDATE: &str = "per step t: h = v + (I - v) / tau; s = 1 if h >= threshold \
+     else 0; v = h * (1 - s) (reset hard) or v = h - s * threshold (reset subtract); \
+     v = 0 before the first step; I is the layer's input current";
+/// `spikenas.input_scaling`.
+pub const INPUT_SCALING: &str = "pixel/255";
+/// `spikenas.input_encoding`.
+pub const INPUT_ENCODING: &str = "direct: input -> avgpool(pool) -> stem conv -> BN is \
+     computed once and fed as the same current at every one of the T steps; the output \
+     is the mean over T of the last linear layer, then over each class's cluster";
+/// `spikenas.layout`.
+pub const LAYOUT: &str = "conv weight (cout, cin, k, k), stride 1, zero padding k/2, no \
+     bias; linear weight (out, in) and bias (out); batch-norm weight, bias, running_mean, \
+     running_var per channel, y = (x - mean) / sqrt(var + bn_eps) * weight + bias";
 /// The `extra` key (metadata `spikenas.data_seed`) of the seed the training run split
 /// its data with; `quantize` and `infer` reuse it so they test on the same test images.
 pub const DATA_SEED: &str = "data_seed";
@@ -33,6 +79,8 @@ pub struct CheckpointInfo {
     pub dataset: String,
     /// Test accuracy of the float network.
     pub accuracy: f32,
+    /// The neuron model the network was trained with (SNASNet's for version-1 files).
+    pub lif: LifParams,
     /// Free-form extra metadata (e.g. `board`, [`DATA_SEED`]).
     pub extra: HashMap<String, String>,
 }
@@ -153,6 +201,22 @@ pub fn to_bytes(varmap: &VarMap, info: &CheckpointInfo) -> Result<Vec<u8>, Check
     );
     meta.insert(format!("{PREFIX}dataset"), info.dataset.clone());
     meta.insert(format!("{PREFIX}accuracy"), format!("{:.6}", info.accuracy));
+    meta.insert(
+        format!("{PREFIX}format_version"),
+        FORMAT_VERSION.to_string(),
+    );
+    for (k, v) in lif_fields(&info.lif) {
+        meta.insert(format!("{PREFIX}{k}"), v);
+    }
+    let documented = [
+        ("bn_eps", crate::snn::cell::bn_config().eps.to_string()),
+        ("input_scaling", INPUT_SCALING.to_string()),
+        ("input_encoding", INPUT_ENCODING.to_string()),
+        ("layout", LAYOUT.to_string()),
+    ];
+    for (k, v) in documented {
+        meta.insert(format!("{PREFIX}{k}"), v);
+    }
     for (k, v) in &info.extra {
         meta.insert(format!("{PREFIX}{k}"), v.clone());
     }
@@ -184,6 +248,89 @@ fn meta_field<'a>(
             field: format!("{PREFIX}{field}"),
             problem: "missing".into(),
         })
+}
+
+/// The `lif.*` metadata fields (without the prefix) of `p`.
+fn lif_fields(p: &LifParams) -> [(&'static str, String); 5] {
+    let reset = match p.reset {
+        Reset::Hard => "hard",
+        Reset::Subtract => "subtract",
+    };
+    let surrogate = match p.surrogate {
+        Surrogate::ATan { alpha } => format!("atan alpha={alpha}"),
+        Surrogate::FastSigmoid { k } => format!("fast-sigmoid k={k}"),
+    };
+    [
+        ("lif.tau", p.tau.to_string()),
+        ("lif.threshold", p.threshold.to_string()),
+        ("lif.reset", reset.into()),
+        ("lif.surrogate", surrogate),
+        ("lif.update", LIF_UPDATE.into()),
+    ]
+}
+
+/// The neuron model in `meta`: SNASNet's for a version-1 file (no `lif.*` fields), or
+/// the fields of a version-2 file, each checked.
+fn parse_lif(
+    meta: &HashMap<String, String>,
+    version: u32,
+    bad: &dyn Fn(&str, String) -> CheckpointError,
+) -> Result<LifParams, CheckpointError> {
+    if version < 2 {
+        return Ok(LifParams::default());
+    }
+    let field = |name: &str| {
+        meta.get(&format!("{PREFIX}{name}"))
+            .map(String::as_str)
+            .ok_or_else(|| bad(name, "missing".into()))
+    };
+    let number = |name: &str| -> Result<f32, CheckpointError> {
+        let text = field(name)?;
+        text.parse()
+            .map_err(|_| bad(name, format!("`{text}`, not a number")))
+    };
+    let reset = match field("lif.reset")? {
+        "hard" => Reset::Hard,
+        "subtract" => Reset::Subtract,
+        other => {
+            return Err(bad(
+                "lif.reset",
+                format!("`{other}`, expected `hard` or `subtract`"),
+            ))
+        }
+    };
+    let text = field("lif.surrogate")?;
+    let surrogate = match text.split_once(' ') {
+        Some(("atan", a)) => a
+            .strip_prefix("alpha=")
+            .and_then(|a| a.parse().ok())
+            .map(|alpha| Surrogate::ATan { alpha }),
+        Some(("fast-sigmoid", k)) => k
+            .strip_prefix("k=")
+            .and_then(|k| k.parse().ok())
+            .map(|k| Surrogate::FastSigmoid { k }),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        bad(
+            "lif.surrogate",
+            format!("`{text}`, expected `atan alpha=A` or `fast-sigmoid k=K`"),
+        )
+    })?;
+    let lif = LifParams {
+        tau: number("lif.tau")?,
+        threshold: number("lif.threshold")?,
+        reset,
+        surrogate,
+    };
+    lif.validate().map_err(|e| match e {
+        crate::kernels::KernelError::LifParam { field, value, fix } => {
+            let name = format!("lif.{}", field.split('.').next().unwrap_or(field));
+            bad(&name, format!("{value}, which {fix}"))
+        }
+        other => bad("lif", format!("unusable ({other})")),
+    })?;
+    Ok(lif)
 }
 
 /// Parse `CxHxW`.
@@ -237,6 +384,36 @@ pub fn load(
             ));
         }
     }
+    let version = match meta.get(&format!("{PREFIX}format_version")) {
+        None => 1,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=FORMAT_VERSION) => n,
+            Ok(n) if n > FORMAT_VERSION => {
+                return Err(bad(
+                    "format_version",
+                    format!(
+                        "{n}, newer than this build reads ({FORMAT_VERSION}): update spikenas-host"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    "format_version",
+                    format!("`{v}`, not a version number"),
+                ))
+            }
+        },
+    };
+    let lif = parse_lif(&meta, version, &bad)?;
+    if let Some(e) = meta.get(&format!("{PREFIX}bn_eps")) {
+        let ours = crate::snn::cell::bn_config().eps;
+        if e.parse::<f64>().ok() != Some(ours) {
+            return Err(bad(
+                "bn_eps",
+                format!("`{e}`, but this build's batch-norm uses {ours}"),
+            ));
+        }
+    }
     let arch: Arch = meta_field(path, &meta, "arch")?
         .parse()
         .map_err(|e| bad("arch", format!("invalid ({e})")))?;
@@ -273,16 +450,20 @@ pub fn load(
         width,
         classes,
     };
-    let known = [
-        "format",
-        "arch",
-        "input",
-        "classes",
-        "timesteps",
-        "dataset",
-        "accuracy",
+    let known = VERSION_1_FIELDS.iter().chain(&[
+        "format_version",
+        "lif.tau",
+        "lif.threshold",
+        "lif.reset",
+        "lif.surrogate",
+        "lif.update",
+        "bn_eps",
+        "input_scaling",
+        "input_encoding",
+        "layout",
         integrity::FIELD,
-    ];
+    ]);
+    let known: Vec<&str> = known.copied().collect();
     let extra = meta
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|k| (k.to_string(), v.clone())))
@@ -293,16 +474,15 @@ pub fn load(
         input,
         dataset,
         accuracy,
+        lif,
         extra,
     };
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = Network::new(arch, input, LifParams::default(), vb).map_err(|e| {
-        CheckpointError::Mismatch {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        }
+    let net = Network::new(arch, input, lif, vb).map_err(|e| CheckpointError::Mismatch {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
     })?;
     {
         let data = varmap.data().lock().expect("varmap lock");
@@ -364,6 +544,7 @@ mod tests {
             input,
             dataset: "digits".into(),
             accuracy: 0.5,
+            lif: LifParams::default(),
             extra: HashMap::new(),
         };
         let dir = std::env::temp_dir().join(format!("spikenas-ckpt-{}", std::process::id()));
@@ -417,6 +598,7 @@ mod tests {
             input,
             dataset: "digits".into(),
             accuracy: 0.5,
+            lif: LifParams::default(),
             extra: HashMap::new(),
         };
         (varmap, info)
@@ -513,6 +695,102 @@ mod tests {
         seeded.extra.insert(DATA_SEED.into(), "7".into());
         std::fs::write(&path, to_bytes(&varmap, &seeded).unwrap()).unwrap();
         assert_eq!(load(&path, &Device::Cpu).unwrap().2.data_seed(), Some(7));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The same file with only the metadata a version-1 writer wrote.
+    fn as_version_1(bytes: &[u8]) -> Vec<u8> {
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        let v1: Vec<&str> = VERSION_1_FIELDS
+            .iter()
+            .copied()
+            .chain([integrity::FIELD, DATA_SEED])
+            .collect();
+        let meta: HashMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| v1.iter().any(|f| k == &format!("{PREFIX}{f}")))
+            .collect();
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        safetensors::tensor::serialize(st.tensors(), Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn metadata_describes_the_neuron_and_version_1_files_still_load() {
+        let (varmap, mut info) = small();
+        info.lif = LifParams {
+            tau: 2.0,
+            threshold: 0.5,
+            reset: Reset::Subtract,
+            surrogate: Surrogate::FastSigmoid { k: 5.0 },
+        };
+        let dir = temp_dir("v2");
+        let path = dir.join("checkpoint.safetensors");
+        let bytes = to_bytes(&varmap, &info).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header.metadata().clone().unwrap();
+        for (k, v) in [
+            ("format_version", "2"),
+            ("lif.tau", "2"),
+            ("lif.threshold", "0.5"),
+            ("lif.reset", "subtract"),
+            ("lif.surrogate", "fast-sigmoid k=5"),
+            ("bn_eps", "0.00001"),
+            ("input_scaling", "pixel/255"),
+        ] {
+            assert_eq!(meta[&format!("{PREFIX}{k}")], v, "{k}");
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (net, _, back) = load(&path, &Device::Cpu).unwrap();
+        assert_eq!(back, info);
+        assert_eq!(net.lif, info.lif, "the network runs the recorded neuron");
+
+        // A file as version 1 wrote it: no neuron fields; it loads with SNASNet's LIF
+        // and computes what the version-2 file of the same weights computes.
+        let (_, default_info) = small();
+        let v2 = to_bytes(&varmap, &default_info).unwrap();
+        std::fs::write(&path, as_version_1(&v2)).unwrap();
+        let (old, _, old_info) = load(&path, &Device::Cpu).unwrap();
+        assert_eq!(old_info, default_info);
+        std::fs::write(&path, &v2).unwrap();
+        let (new, _, _) = load(&path, &Device::Cpu).unwrap();
+        let x = Tensor::rand(0f32, 1f32, (2, 1, 8, 8), &Device::Cpu).unwrap();
+        let run = |n: &Network| {
+            n.forward(&x, false, ConvBackend::default())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        assert_eq!(run(&old), run(&new));
+
+        let set = crate::integrity::testing::set_meta;
+        for (key, value, expect) in [
+            (
+                "spikenas.lif.reset",
+                "soft",
+                "`soft`, expected `hard` or `subtract`",
+            ),
+            ("spikenas.lif.tau", "-1", "tau"),
+            ("spikenas.lif.surrogate", "atan", "expected `atan alpha=A`"),
+            (
+                "spikenas.format_version",
+                "3",
+                "newer than this build reads",
+            ),
+            ("spikenas.bn_eps", "0.001", "batch-norm uses 0.00001"),
+        ] {
+            std::fs::write(&path, set(&bytes, key, value)).unwrap();
+            let e = load(&path, &Device::Cpu)
+                .err()
+                .expect("must fail")
+                .to_string();
+            assert!(
+                e.contains("checkpoint.safetensors") && e.contains(key) && e.contains(expect),
+                "{key}={value}: {e}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,6 +16,7 @@ pub mod integrity;
 pub mod kernels;
 pub mod latency;
 pub mod memory;
+pub mod nir;
 pub mod output;
 pub mod pipeline;
 pub mod quant;

@@ -43,6 +43,12 @@ pub enum OutputError {
         .0.display()
     )]
     NotOurs(PathBuf),
+    /// A single-file output exists and `--force` was not given.
+    #[error(
+        "{} already exists. Fix: choose another file name, or pass --force to replace it",
+        .0.display()
+    )]
+    FileExists(PathBuf),
     /// The path is a file, a link or something else that is not a folder.
     #[error(
         "{} is an existing {kind}; spikenas writes its output as a new folder and never \
@@ -276,6 +282,20 @@ fn split(dest: &Path) -> (PathBuf, String) {
     (parent, name)
 }
 
+/// What `meta` (from `symlink_metadata`) describes, in words for errors: `symbolic
+/// link`, `file`, `folder` or `special file`.
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    if meta.file_type().is_symlink() {
+        "symbolic link"
+    } else if meta.is_file() {
+        "file"
+    } else if meta.is_dir() {
+        "folder"
+    } else {
+        "special file"
+    }
+}
+
 /// Whether `dest` (resolved from `target`) may be written: free, or replaceable with
 /// `force`.
 fn check_replaceable(target: &Path, dest: &Path, force: bool) -> Result<(), OutputError> {
@@ -284,16 +304,8 @@ fn check_replaceable(target: &Path, dest: &Path, force: bool) -> Result<(), Outp
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(target)(e)),
     };
-    let kind = if meta.file_type().is_symlink() {
-        Some("symbolic link")
-    } else if meta.is_file() {
-        Some("file")
-    } else if !meta.is_dir() {
-        Some("special file")
-    } else {
-        None
-    };
-    if let Some(kind) = kind {
+    let kind = kind_of(&meta);
+    if kind != "folder" {
         return Err(OutputError::NotAFolder {
             path: target.to_path_buf(),
             kind,
@@ -410,28 +422,68 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
             });
         }
     }
+    let tmp = temp_beside(path)?;
+    {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    rename_into_place(&tmp, path)
+}
+
+/// A fresh temporary name in `path`'s folder (created if missing): `.NAME.tmp-PID-N`.
+fn temp_beside(path: &Path) -> Result<PathBuf, OutputError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{}.tmp-{}-{}",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         std::process::id(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    ));
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
+    )))
+}
+
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), OutputError> {
+    fs::rename(tmp, path).map_err(|e| {
+        let _ = fs::remove_file(tmp);
         io(path)(e)
     })
+}
+
+/// Writes the single-file output `path` through `write`, which is given a temporary
+/// path beside it: the file appears whole (renamed into place) or not at all. Checked
+/// before `write` runs: an existing file is replaced only with `force`, and a folder or
+/// a symbolic link never.
+pub fn write_new_file_with<E: From<OutputError>>(
+    path: &Path,
+    force: bool,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        let kind = kind_of(&meta);
+        if kind != "file" {
+            return Err(OutputError::BadPath {
+                path: path.to_path_buf(),
+                why: format!("it is an existing {kind}, and this output is one file"),
+                fix: "give a new file name, e.g. runs/model.nir".into(),
+            }
+            .into());
+        }
+        if !force {
+            return Err(OutputError::FileExists(path.to_path_buf()).into());
+        }
+    }
+    let tmp = temp_beside(path)?;
+    if let Err(e) = write(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(rename_into_place(&tmp, path)?)
 }
 
 #[cfg(test)]

@@ -367,6 +367,7 @@ pub fn run(
             input,
             dataset: job.source.to_string(),
             accuracy: t.test_accuracy,
+            lif: net.lif,
             extra,
         };
         checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;

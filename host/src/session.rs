@@ -76,6 +76,7 @@ pub fn train_to_dir(
         input,
         dataset: job.source.to_string(),
         accuracy: report.test_accuracy,
+        lif: net.lif,
         // quantize and infer reuse it, so they test on images training never saw.
         extra: [(checkpoint::DATA_SEED.to_string(), job.load.seed.to_string())].into(),
     };

@@ -76,7 +76,7 @@ const TINY: &str = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2";
 #[test]
 fn numeric_arguments_that_used_to_panic_are_refused() {
     let cwd = scratch("args");
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["train", "--batch-size", "0"], "--batch-size"),
         (&["train", "--epochs", "0"], "--epochs"),
         (&["train", "--lr", "0"], "--lr"),
@@ -97,6 +97,14 @@ fn numeric_arguments_that_used_to_panic_are_refused() {
             "--max-test",
         ),
         (&["infer", "--model", "m", "--samples", "0"], "--samples"),
+        (
+            &["infer", "--model", "m", "--device", "cuda"],
+            "Fix: add --engine float",
+        ),
+        (
+            &["export", "--checkpoint", "missing", "--nir", "m.nir"],
+            "cannot read checkpoint missing",
+        ),
         (&["train", "--arch", ""], "the encoding is empty"),
         (&["train", "--arch", "ch=4,ch=8"], "`ch` is given twice"),
         (&["train", "--arch", "bits=264"], "must be 8 or 4"),
@@ -467,5 +475,73 @@ fn the_catalogue_is_built_in_and_spikenas_home_replaces_it() {
         stderr.contains("SPIKENAS_HOME=") && stderr.contains("nowhere") && stderr.contains("Fix:"),
         "{stderr}"
     );
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn export_writes_a_nir_graph_once_and_refuses_the_integer_model() {
+    let cwd = scratch("export");
+    let arch = "cell=0303.0003.0000.0000,ch=2,stages=1,fc=8,t=2";
+    succeeds(
+        &cwd,
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            arch,
+            "--epochs",
+            "1",
+            "--out",
+            "ck",
+            "--quiet",
+        ],
+    );
+    let out = succeeds(&cwd, &["export", "--checkpoint", "ck", "--nir", "m.nir"]);
+    assert!(
+        out.contains("wrote m.nir") && out.contains("nodes"),
+        "{out}"
+    );
+    let first = fs::read(cwd.join("m.nir")).unwrap();
+    assert_eq!(&first[..8], b"\x89HDF\r\n\x1a\n", "an HDF5 file");
+    // An existing file is kept without --force, replaced with it.
+    let stderr = refused(&cwd, &["export", "--checkpoint", "ck", "--nir", "m.nir"]);
+    assert!(
+        stderr.contains("m.nir already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    succeeds(
+        &cwd,
+        &[
+            "export",
+            "--checkpoint",
+            "ck/checkpoint.safetensors",
+            "--nir",
+            "m.nir",
+            "--force",
+        ],
+    );
+    // The integer model has no NIR form: the error says what to export instead.
+    succeeds(
+        &cwd,
+        &[
+            "quantize",
+            "--checkpoint",
+            "ck",
+            "--out",
+            "q",
+            "--max-test",
+            "50",
+        ],
+    );
+    fs::remove_file(cwd.join("q/checkpoint.safetensors")).unwrap();
+    for model in ["q", "q/model.safetensors"] {
+        let stderr = refused(&cwd, &["export", "--checkpoint", model, "--nir", "i.nir"]);
+        assert!(
+            stderr.contains("integer model") && stderr.contains("checkpoint.safetensors"),
+            "{stderr}"
+        );
+    }
+    assert!(!cwd.join("i.nir").exists());
     fs::remove_dir_all(&cwd).unwrap();
 }

@@ -38,6 +38,7 @@ fn every_shipped_profile_parses_and_validates() {
     let names = c.names();
     for expected in [
         "jetson-nano",
+        "jetson-orin-nano",
         "microbit",
         "mps2-an386",
         "mps2-an500",
@@ -91,6 +92,9 @@ fn shipped_capacities_match_the_reference_manuals() {
     assert_eq!(jetson.ram_bytes(), 4 << 30);
     assert_eq!(jetson.model_budget(), 512 << 20);
     assert_eq!(jetson.capacity_of(&jetson.regions[0]), 512 << 20);
+    let orin = c.board("jetson-orin-nano").unwrap();
+    assert_eq!(orin.ram_bytes(), 8 << 30);
+    assert_eq!(orin.model_budget(), 1 << 30);
     assert!(c.board("netduinoplus2").unwrap().is_emulated());
     assert!(!c.board("rp2040-pico").unwrap().is_emulated());
 }

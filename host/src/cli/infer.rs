@@ -25,7 +25,8 @@ pub struct InferArgs {
     /// int: the integer runtime (firmware kernels); float: candle.
     #[arg(long, value_enum, default_value_t = Engine::Int)]
     engine: Engine,
-    /// Device of the float engine: cpu, or cuda (needs --features cuda).
+    /// Device of the float engine: cpu, or cuda (needs a build with --features cuda;
+    /// the integer engine runs on the CPU only).
     #[arg(long, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
     /// Use the first N test images.
@@ -39,6 +40,15 @@ pub struct InferArgs {
 
 /// Run `infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    if args.engine == Engine::Int && args.device != DeviceChoice::Cpu {
+        // Never a silent CPU run when a GPU was asked for.
+        anyhow::bail!(
+            "--device {} runs the float engine only: the integer engine is the firmware \
+             crate's kernels, on the CPU. Fix: add --engine float (needs \
+             checkpoint.safetensors beside the model), or leave --device out",
+            args.device
+        );
+    }
     let device = args.device.open()?;
     let job = InferJob {
         model_dir: args.model,

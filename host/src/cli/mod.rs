@@ -7,6 +7,7 @@ mod boards;
 mod build;
 mod common;
 mod estimate;
+mod export;
 mod flash;
 mod generate;
 mod infer;
@@ -47,6 +48,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Run an exported model on a dataset: accuracy and images/s.
     Infer(infer::InferArgs),
+    /// Export a float checkpoint as a NIR graph (HDF5) for other SNN frameworks.
+    Export(export::ExportArgs),
 }
 
 /// Parse the command line, run the subcommand, map errors to an exit code.
@@ -64,6 +67,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Flash(args) => flash::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Infer(args) => infer::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -267,3 +267,46 @@ fn an_output_folder_may_not_hold_its_own_input() {
     refuse_if_inside(&root.join("missing"), &root.join("also-missing"), "x").unwrap();
     fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_new_file_is_written_whole_and_replaces_only_a_file_with_force() {
+    let root = scratch("newfile");
+    let file = root.join("model.nir");
+    let put = |force: bool, text: &'static str| {
+        write_new_file_with(&file, force, |tmp| {
+            assert_ne!(tmp, file.as_path(), "writes go to a temporary file");
+            fs::write(tmp, text).map_err(io(tmp))
+        })
+    };
+    put(false, "one").unwrap();
+    let err = put(false, "two").unwrap_err();
+    assert!(matches!(err, OutputError::FileExists(_)), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "one",
+        "kept without --force"
+    );
+    put(true, "two").unwrap();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "two");
+
+    // A failed write leaves neither a partial file nor the temporary one.
+    let failed: Result<(), OutputError> = write_new_file_with(&root.join("x.nir"), false, |tmp| {
+        fs::write(tmp, "half").map_err(io(tmp))?;
+        Err(OutputError::FileExists(tmp.to_path_buf()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(listing(&root), ["model.nir"]);
+
+    // A folder or a symbolic link is never replaced, even with --force.
+    let err = write_new_file_with(&root, true, |_| Ok::<(), OutputError>(())).unwrap_err();
+    assert!(matches!(err, OutputError::BadPath { .. }), "{err}");
+    #[cfg(unix)]
+    {
+        let link = root.join("link.nir");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let err = write_new_file_with(&link, true, |_| Ok::<(), OutputError>(())).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+    fs::remove_dir_all(&root).unwrap();
+}

@@ -152,24 +152,7 @@ impl LayerSource for Folder<'_> {
 
 impl Folder<'_> {
     fn tensor(&self, name: &str, expected: usize) -> Result<Vec<f32>, QuantError> {
-        let var = self
-            .data
-            .get(name)
-            .ok_or_else(|| QuantError::Missing(name.to_string()))?;
-        let v = var
-            .as_tensor()
-            .to_device(&candle_core::Device::Cpu)?
-            .flatten_all()?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1::<f32>()?;
-        if v.len() != expected {
-            return Err(QuantError::Shape {
-                name: name.to_string(),
-                expected,
-                found: v.len(),
-            });
-        }
-        Ok(v)
+        Ok(crate::snn::var_values(self.data, name, expected)?)
     }
 
     /// BatchNorm `(a, b)` with `y = a x + b` from the running statistics.

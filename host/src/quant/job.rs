@@ -372,6 +372,7 @@ mod tests {
             input,
             dataset: "digits".into(),
             accuracy: 0.1,
+            lif: LifParams::default(),
             extra: HashMap::from([(checkpoint::DATA_SEED.to_string(), "7".to_string())]),
         };
         let ckpt = dir.join(CHECKPOINT_FILE);

@@ -57,19 +57,9 @@ pub enum QuantError {
     /// The architecture breaks a validity rule.
     #[error(transparent)]
     Arch(#[from] crate::arch::ArchError),
-    /// A float tensor the architecture needs is not in the variables.
-    #[error("tensor `{0}` is missing from the float network's variables; is the checkpoint for this architecture?")]
-    Missing(String),
-    /// A float tensor has an unexpected number of elements.
-    #[error("tensor `{name}` has {found} values, the architecture needs {expected}")]
-    Shape {
-        /// Tensor name.
-        name: String,
-        /// Values required.
-        expected: usize,
-        /// Values found.
-        found: usize,
-    },
+    /// A float tensor the architecture needs is missing or has another size.
+    #[error(transparent)]
+    Variable(#[from] crate::snn::VarError),
     /// A folded scale cannot be represented as `mult / 2^shift`.
     #[error("layer `{layer}`: scale {value} cannot be represented as an i32 multiplier with a shift; the float weights or batch-norm statistics are not finite or are out of range (retrain or check the checkpoint)")]
     Scale {

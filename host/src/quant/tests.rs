@@ -198,10 +198,6 @@ fn export_round_trip_and_corruption() {
         let a = evaluate_int(&q, &t.data.test).unwrap();
         let b = evaluate_int(&q2, &t.data.test).unwrap();
         assert_eq!(a, b);
-
-        if bits == 8 {
-            python_reads(&path, &q);
-        }
     }
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
@@ -224,6 +220,7 @@ fn export_round_trip_and_corruption() {
         input: t.net.input,
         dataset: "digits".into(),
         accuracy: 0.5,
+        lif: t.net.lif,
         extra: Default::default(),
     };
     crate::checkpoint::save(&ckpt, &t.varmap, &info).unwrap();
@@ -233,50 +230,6 @@ fn export_round_trip_and_corruption() {
         "{msg}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Reads the file with Python's `safetensors` + numpy when they are installed and
-/// checks one tensor and the metadata; otherwise says it skipped.
-fn python_reads(path: &std::path::Path, q: &QuantizedNetwork) {
-    let script = r#"
-import sys
-from safetensors.numpy import load_file
-from safetensors import safe_open
-t = load_file(sys.argv[1])
-w = t["stem.conv.weight"]
-with safe_open(sys.argv[1], "np") as f:
-    m = f.metadata()
-print(str(w.dtype), list(w.shape), int(w.flatten()[0]), int(t["head.fc2.requant.shift"][0]), m["spikenas.bits"], m["spikenas.arch"])
-"#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            if err.contains("No module named") {
-                eprintln!("skipping the Python check: {}", err.trim());
-                return;
-            }
-            panic!("python failed: {err}");
-        }
-        Err(e) => {
-            eprintln!("skipping the Python check: no python3 ({e})");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let QWeights::I8(w) = &q.stem.weights else {
-        panic!("int8 expected")
-    };
-    let want = format!(
-        "int8 [{}, 3, 3, {}] {} {} 8 {}",
-        q.stem.cin, q.stem.cout, w[0], q.head.output.requant.shift, q.arch
-    );
-    assert_eq!(text.trim(), want);
 }
 
 #[test]
