@@ -115,10 +115,12 @@ fn run_board(board_name: &str) {
         device.instructions_per_synop()
     );
     assert_eq!(device.predictions.len(), SAMPLES);
-    // A six-epoch training on digits must learn something: well above the 10% of chance
-    // (the accuracy targets are measured by the long runs, not here).
+    // Six epochs on digits, measured: int8 96.66% (microbit, ch=8 one stage) and 99.44%
+    // (netduinoplus2, ch=48 one stage). The floor leaves six points for another pick
+    // when the search's timing differs on a busy machine, and still catches a training,
+    // quantization or export that lost accuracy.
     assert!(
-        q.int_accuracy > 0.25,
+        q.int_accuracy > 0.90,
         "{board_name}: integer accuracy {:.2}% is near chance",
         100.0 * q.int_accuracy
     );
