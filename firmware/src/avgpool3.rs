@@ -103,12 +103,13 @@ fn row_narrow<const UP: bool, const DOWN: bool, const ACC: bool>(
         *o = if ACC { o.saturating_add(q) } else { q };
     };
     let (mut left, mut here) = (0i32, col(0));
-    for x in 0..w - 1 {
+    let (body, last) = out.split_at_mut(w - 1);
+    for (x, o) in body.iter_mut().enumerate() {
         let right = col(x + 1);
-        put(&mut out[x], left + here + right);
+        put(o, left + here + right);
         (left, here) = (here, right);
     }
-    put(&mut out[w - 1], left + here);
+    put(&mut last[0], left + here);
 }
 
 /// One plane of [`pool`] for any inputs: window sums in `i64`.

@@ -454,6 +454,7 @@ pub fn grid_to_chw_bounded(
 /// [`crate::weights::packed_index_i4`] for [`crate::conv_spikes::scatter_packed_i4`],
 /// whose lanes hold 16 times the accumulators: pass its requantisation with the shift
 /// raised by 4 and its bound times 16); `channels % 4 == 0`.
+#[allow(clippy::too_many_arguments)]
 pub fn hwc16_to_chw_bounded(
     acc: &[i16],
     grid: Grid,
