@@ -16,7 +16,6 @@
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.
 
 use crate::bits;
-use crate::requant::Grid;
 use crate::weights::{with_kernel, I4x2Any, I4x2Fixed, I8x2Any, I8x2Fixed, RowKernel, Weights};
 
 /// Shape of a same-size, stride-1 convolution.
@@ -42,34 +41,6 @@ impl ConvShape {
             (self.h / 2) * (self.w / 2) * self.cout
         } else {
             self.h * self.w * self.cout
-        }
-    }
-
-    /// Where [`scatter`] and the packed scatters put the output pixels: a 3x3 kernel
-    /// accumulates into the map (pooled with `pool2`) with a one-pixel border on every
-    /// side, so that every tap of every spike lands without a test (the border collects
-    /// the taps that fall outside and is never read); other kernels into the dense map.
-    pub const fn acc_grid(&self, pool2: bool) -> Grid {
-        let (h, w) = if pool2 {
-            (self.h / 2, self.w / 2)
-        } else {
-            (self.h, self.w)
-        };
-        if self.k == 3 {
-            Grid::padded(h, w, 1)
-        } else {
-            Grid::dense(h * w)
-        }
-    }
-
-    /// Number of accumulators [`scatter`] writes (`cout` per pixel of
-    /// [`ConvShape::acc_grid`], border included): the scratch a spike convolution needs.
-    pub const fn scatter_len(&self, pool2: bool) -> usize {
-        let g = self.acc_grid(pool2);
-        if self.k == 3 {
-            (g.h + 2) * (g.w + 2) * self.cout
-        } else {
-            g.plane() * self.cout
         }
     }
 
@@ -425,18 +396,31 @@ pub(crate) fn for_each_spike(
 }
 
 /// The three taps `kx = 0, 1, 2` of one kernel row: weight rows `w + kx * stride` into
-/// accumulators `a + c_off[kx]` (unrolled, so that the offsets stay in registers).
+/// accumulators `a + c_off[kx]` where `cols[kx]` (unrolled, so that the offsets stay in
+/// registers).
 ///
 /// # Safety
-/// Every row/accumulator pair must be valid for `kern.add`.
+/// Every row/accumulator pair with `cols[kx]` set must be valid for `kern.add`.
 #[inline(always)]
-unsafe fn tap_row<K: RowKernel>(kern: K, w: *const u8, a: *mut K::Acc, c_off: [usize; 3]) {
+unsafe fn tap_row<K: RowKernel>(
+    kern: K,
+    w: *const u8,
+    a: *mut K::Acc,
+    cols: [bool; 3],
+    c_off: [usize; 3],
+) {
     let stride = kern.stride();
-    // SAFETY: the caller guarantees the pairs.
+    // SAFETY: the caller guarantees the pairs that are used.
     unsafe {
-        kern.add(w, a.add(c_off[0]));
-        kern.add(w.add(stride), a.add(c_off[1]));
-        kern.add(w.add(2 * stride), a.add(c_off[2]));
+        if cols[0] {
+            kern.add(w, a.wrapping_add(c_off[0]));
+        }
+        if cols[1] {
+            kern.add(w.wrapping_add(stride), a.wrapping_add(c_off[1]));
+        }
+        if cols[2] {
+            kern.add(w.wrapping_add(2 * stride), a.wrapping_add(c_off[2]));
+        }
     }
 }
 
@@ -444,7 +428,7 @@ unsafe fn tap_row<K: RowKernel>(kern: K, w: *const u8, a: *mut K::Acc, c_off: [u
 ///
 /// # Safety
 /// `w` must hold `shape.rows()` rows of `kern.stride()` bytes and `acc` must hold
-/// `shape.scatter_len(pool2)` accumulators; the kernel's rows hold `shape.cout` weights.
+/// `shape.acc_len(pool2)` accumulators; the kernel's rows hold `shape.cout` weights.
 #[inline(always)]
 unsafe fn scatter_rows<K: RowKernel>(
     spikes: &[u32],
@@ -461,21 +445,16 @@ unsafe fn scatter_rows<K: RowKernel>(
         return 0;
     }
     let div = DivBy::new(wd, plane - 1, HW_DIV);
-    // Weight bytes per input channel; accumulator elements per row of the map (with its
-    // border for 3x3 kernels, see `ConvShape::acc_grid`).
-    let wc_len = k * k * stride;
-    let (k1, k3, p3) = (k == 1 && !pool2, k == 3 && !pool2, k == 3 && pool2);
-    let pw = wd / 2;
-    let ay = if pool2 { pw + 2 } else { wd + 2 } * cout;
-    let n = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
+    // Weight bytes per input channel; output strides of one row and one column.
+    let (wc_len, ay) = (k * k * stride, wd * cout);
+    let (k1, k3) = (k == 1 && !pool2, k == 3 && !pool2);
+    let (p3, pw) = (k == 3 && pool2, wd / 2);
     let mut taps = 0usize;
     // SAFETY (every pointer below): a tap (ky, kx) of input (c, y, x) reads weight row
-    // (c * k + ky) * k + kx < cin * k * k. A 3x3 tap writes output (y + 1 - ky,
-    // x + 1 - kx) (pooled: its half) of the bordered map, whose rows and columns run from
-    // -1 to h (w) (pooled: to h / 2 (w / 2)), so every one lands inside the
-    // `scatter_len` accumulators; other kernels keep exactly the taps whose output lies
-    // inside the h x w map (or its pooled output inside h/2 x w/2). Pointers that step
-    // past the last tap are never dereferenced.
+    // (c * k + ky) * k + kx < cin * k * k and, when its output (y + pad - ky,
+    // x + pad - kx) lies inside the h x w map (or its pooled output inside
+    // h/2 x w/2), writes the `cout` accumulators of that output; the ranges below keep
+    // exactly those taps. Pointers that step past the last tap are never dereferenced.
     for_each_spike(spikes, s.cin, plane, |c, pix| unsafe {
         let wc = w.add(c * wc_len);
         if k1 {
@@ -485,13 +464,13 @@ unsafe fn scatter_rows<K: RowKernel>(
         }
         let y = div.div(pix);
         let x = pix - y * wd;
-        if k3 {
-            // Tap (ky, kx) writes bordered output (y + 2 - ky, x + 2 - kx): the weight rows
-            // are consecutive, one pointer step per tap, no test. The synaptic operations
-            // count the taps inside the map only.
-            taps += n([y > 0, true, y + 1 < h]) * n([x > 0, true, x + 1 < wd]);
+        if k3 && y.wrapping_sub(1) < h.wrapping_sub(2) && x.wrapping_sub(1) < wd.wrapping_sub(2) {
+            // An interior spike (most of them): all 9 taps land, the weight rows are
+            // consecutive and tap (ky, kx) writes output (y + 1 - ky, x + 1 - kx): no
+            // per-tap test, one pointer step per tap.
+            taps += 9;
             let mut wr = wc;
-            let mut ar = acc.add(((y + 2) * (wd + 2) + x + 2) * cout);
+            let mut ar = acc.add((pix + wd + 1) * cout);
             for _ in 0..3 {
                 kern.add(wr, ar);
                 kern.add(wr.add(stride), ar.sub(cout));
@@ -499,19 +478,40 @@ unsafe fn scatter_rows<K: RowKernel>(
                 wr = wr.add(3 * stride);
                 ar = ar.wrapping_sub(ay);
             }
-        } else if p3 {
-            // Taps ky = 0, 1, 2 land on output rows y + 1, y, y - 1, i.e. on bordered pooled
-            // rows (y + 3) / 2, (y + 2) / 2, (y + 1) / 2 (the same for columns); outputs in
-            // the dropped last row/column of an odd map fall on the border. The synaptic
-            // operations count the taps whose output lies in 0..2 * (h / 2) (and w).
-            let (oh, ow) = (h & !1, wd & !1);
-            taps += n([y + 1 < oh, y < oh, y > 0]) * n([x + 1 < ow, x < ow, x > 0]);
-            let c_off = [(x + 3) >> 1, (x + 2) >> 1, (x + 1) >> 1].map(|v| v * cout);
-            for (ky, r) in [(y + 3) >> 1, (y + 2) >> 1, (y + 1) >> 1]
-                .into_iter()
-                .enumerate()
-            {
-                tap_row(kern, wc.add(3 * ky * stride), acc.add(r * ay), c_off);
+        } else if k3 || p3 {
+            // The three rows and columns of taps: ky = 0, 1, 2 land on output row y + 1, y,
+            // y - 1 (kx the same for columns); with the pool, on pooled row (y + 1) / 2,
+            // y / 2, (y - 1) / 2 when y + 1, y, y - 1 lie in 0..2 * (h / 2). Per tap:
+            // one test of a flag computed once per spike and one row kernel call.
+            let (oh, ow) = if pool2 { (h & !1, wd & !1) } else { (h, wd) };
+            let p = pool2 as usize;
+            let rows = [y + 1 < oh, y < oh, y > 0];
+            let cols = [x + 1 < ow, x < ow, x > 0];
+            let n = |v: [bool; 3]| v[0] as usize + v[1] as usize + v[2] as usize;
+            taps += n(rows) * n(cols);
+            // Accumulator offsets (elements) of the three output rows and columns; invalid
+            // ones are never used (their wrapping values are harmless).
+            let row_w = (wd >> p) * cout;
+            let r_off = [
+                ((y + 1) >> p) * row_w,
+                (y >> p) * row_w,
+                (y.wrapping_sub(1) >> p).wrapping_mul(row_w),
+            ];
+            let c_off = [
+                ((x + 1) >> p) * cout,
+                (x >> p) * cout,
+                (x.wrapping_sub(1) >> p).wrapping_mul(cout),
+            ];
+            for ky in 0..3 {
+                if rows[ky] {
+                    tap_row(
+                        kern,
+                        wc.wrapping_add(3 * ky * stride),
+                        acc.wrapping_add(r_off[ky]),
+                        cols,
+                        c_off,
+                    );
+                }
             }
         } else if !pool2 {
             let (ky0, ky1) = tap_range(y, pad, k, h);
@@ -521,7 +521,6 @@ unsafe fn scatter_rows<K: RowKernel>(
             }
             let (ny, nx) = (ky1 + 1 - ky0, kx1 + 1 - kx0);
             taps += ny * nx;
-            let ay = wd * cout;
             let mut wr = wc.add((ky0 * k + kx0) * stride);
             let mut ar = acc.add(((y + pad - ky0) * wd + x + pad - kx0) * cout);
             for _ in 0..ny {
@@ -557,9 +556,8 @@ unsafe fn scatter_rows<K: RowKernel>(
 }
 
 /// Convolves the spike map `spikes` (`[ci][y][x]` bits) into `acc` (zeroed first,
-/// `shape.scatter_len(pool2)` entries, `[y][x][co]` on the grid of
-/// [`ConvShape::acc_grid`]: with a border for 3x3 kernels). Returns the synaptic
-/// operations executed (accumulates whose output lies inside the map).
+/// `shape.acc_len(pool2)` entries, `[y][x][co]`). Returns the synaptic operations
+/// executed (accumulates).
 pub fn scatter(
     spikes: &[u32],
     shape: &ConvShape,
@@ -568,21 +566,21 @@ pub fn scatter(
     acc: &mut [i32],
 ) -> u64 {
     let cout = shape.cout;
-    let acc = &mut acc[..shape.scatter_len(pool2)];
+    let acc = &mut acc[..shape.acc_len(pool2)];
     crate::fill::zero(acc);
     if cout == 0 || shape.k == 0 {
         return 0;
     }
     let acc = acc.as_mut_ptr();
     let taps = with_kernel!(weights, shape.rows(), cout, |kern, w| {
-        // SAFETY: `with_kernel!` checked the weight storage, `acc` has scatter_len entries
+        // SAFETY: `with_kernel!` checked the weight storage, `acc` has acc_len entries
         // and the kernel's row length is `cout`.
         unsafe { scatter_rows(spikes, shape, kern, w, pool2, acc) }
     });
     taps as u64 * cout as u64
 }
 
-/// [`scatter`] into *packed* `i16` accumulators: `acc` holds `shape.scatter_len(pool2) / 2`
+/// [`scatter`] into *packed* `i16` accumulators: `acc` holds `shape.acc_len(pool2) / 2`
 /// words, each two `i16` lanes, channels of a pixel in the order of
 /// [`crate::weights::packed_index`] (read them with [`as_i16`] and
 /// [`crate::requant::hwc16_to_chw_bounded`]). Needs `shape.cout % 4 == 0`; the result
@@ -639,7 +637,7 @@ pub fn scatter_packed_i4(
     })
 }
 
-/// The common part of the packed scatters: zeroes the `scatter_len / 2` words of lanes,
+/// The common part of the packed scatters: zeroes the `acc_len / 2` words of lanes,
 /// checks the weight storage (`weights_fit`) and runs `run` on the word-aligned lanes;
 /// returns the synaptic operations (taps times `cout`).
 fn scatter_lanes(
@@ -649,7 +647,7 @@ fn scatter_lanes(
     weights_fit: bool,
     run: impl FnOnce(*mut i16) -> usize,
 ) -> u64 {
-    let acc = &mut acc[..shape.scatter_len(pool2) / 2];
+    let acc = &mut acc[..shape.acc_len(pool2) / 2];
     crate::fill::zero(acc);
     if shape.cout == 0 || shape.k == 0 {
         return 0;
@@ -700,17 +698,6 @@ mod tests {
         out
     }
 
-    /// The output pixels of a scatter's accumulators (`[p][co]`, the border dropped).
-    fn dense<T: Copy>(acc: &[T], s: &ConvShape, pool2: bool) -> Vec<T> {
-        let g = s.acc_grid(pool2);
-        (0..g.h)
-            .flat_map(|y| {
-                let start = (g.first + y * g.pitch) * s.cout;
-                acc[start..start + g.w * s.cout].iter().copied()
-            })
-            .collect()
-    }
-
     fn pattern(n: usize, seed: usize) -> Vec<u8> {
         (0..n).map(|i| ((i * 7 + seed) % 5 < 2) as u8).collect()
     }
@@ -747,9 +734,8 @@ mod tests {
                 };
                 let mut map = vec![0u32; bits::words(x.len())];
                 bits::pack(&x, &mut map);
-                let mut acc = vec![99; s.scatter_len(false)];
+                let mut acc = vec![99; s.acc_len(false)];
                 let ops = scatter(&map, &s, Weights::I8(&wq), false, &mut acc);
-                let acc = dense(&acc, &s, false);
                 let expect = float_conv(&x, &s, &wq);
                 for co in 0..cout {
                     for p in 0..h * w {
@@ -811,12 +797,12 @@ mod tests {
                     };
                     let mut map = vec![0u32; bits::words(x.len())];
                     bits::pack(&x, &mut map);
-                    let mut a32 = vec![7; s.scatter_len(pool2)];
-                    let mut a16 = vec![7; s.scatter_len(pool2)];
+                    let mut a32 = vec![7; s.acc_len(pool2)];
+                    let mut a16 = vec![7; s.acc_len(pool2)];
                     let o32 = scatter(&map, &s, Weights::I8(&wq), pool2, &mut a32);
                     let o16 = scatter_packed(&map, &s, &wq, pool2, &mut a16);
                     assert_eq!(o32, o16);
-                    let (a32, lanes) = (dense(&a32, &s, pool2), dense(as_i16(&a16), &s, pool2));
+                    let lanes = as_i16(&a16);
                     for (p, row) in a32.chunks(cout).enumerate() {
                         for (c, &v) in row.iter().enumerate() {
                             let got = lanes[p * cout + crate::weights::packed_index(c)];
@@ -859,12 +845,12 @@ mod tests {
                     };
                     let mut map = vec![0u32; bits::words(x.len())];
                     bits::pack(&x, &mut map);
-                    let mut a32 = vec![7; s.scatter_len(pool2)];
-                    let mut a16 = vec![7; s.scatter_len(pool2)];
+                    let mut a32 = vec![7; s.acc_len(pool2)];
+                    let mut a16 = vec![7; s.acc_len(pool2)];
                     let o32 = scatter(&map, &s, Weights::I4(&w4), pool2, &mut a32);
                     let o16 = scatter_packed_i4(&map, &s, &w4, pool2, &mut a16);
                     assert_eq!(o32, o16);
-                    let (a32, lanes) = (dense(&a32, &s, pool2), dense(as_i16(&a16), &s, pool2));
+                    let lanes = as_i16(&a16);
                     for (p, row) in a32.chunks(cout).enumerate() {
                         for (c, &v) in row.iter().enumerate() {
                             let got = lanes[p * cout + crate::weights::packed_index_i4(c)];
@@ -929,9 +915,8 @@ mod tests {
                 }
                 let mut map = vec![0u32; bits::words(x.len())];
                 bits::pack(&x, &mut map);
-                let mut acc = vec![0; s.scatter_len(true)];
+                let mut acc = vec![0; s.acc_len(true)];
                 scatter(&map, &s, Weights::I8(&wq), true, &mut acc);
-                let acc = dense(&acc, &s, true);
                 best = best.max(sign * acc[(4 + 1) * 4 + co]);
             }
         }
@@ -1041,10 +1026,9 @@ mod tests {
         let wq: Vec<i8> = (0..rows * 4)
             .map(|i| if i % 4 == 0 { 100 } else { -1 })
             .collect();
-        let mut acc = vec![0; s.scatter_len(false)];
+        let mut acc = vec![0; s.acc_len(false)];
         let map = vec![u32::MAX; bits::words(40 * 9)];
         scatter(&map, &s, Weights::I8(&wq), false, &mut acc);
-        let acc = dense(&acc, &s, false);
         assert_eq!(acc[4 * 4], 100 * rows as i32);
     }
 
@@ -1092,7 +1076,7 @@ mod tests {
         let mut map = vec![0u32; bits::words(x.len())];
         bits::pack(&x, &mut map);
         for pool2 in [false, true] {
-            let (mut a8, mut a4) = (vec![0; s.scatter_len(pool2)], vec![0; s.scatter_len(pool2)]);
+            let (mut a8, mut a4) = (vec![0; s.acc_len(pool2)], vec![0; s.acc_len(pool2)]);
             let o8 = scatter(&map, &s, Weights::I8(&w8), pool2, &mut a8);
             let o4 = scatter(&map, &s, Weights::I4(&w4), pool2, &mut a4);
             assert_eq!((a8, o8), (a4, o4));
@@ -1113,9 +1097,8 @@ mod tests {
             let x = pattern(2 * h * w, 3);
             let mut map = vec![0u32; bits::words(x.len())];
             bits::pack(&x, &mut map);
-            let mut pooled = vec![0; s.scatter_len(true)];
+            let mut pooled = vec![0; s.acc_len(true)];
             scatter(&map, &s, Weights::I8(&wq), true, &mut pooled);
-            let pooled = dense(&pooled, &s, true);
             let full = float_conv(&x, &s, &wq);
             let (ph, pw) = (h / 2, w / 2);
             for co in 0..3 {

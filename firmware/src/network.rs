@@ -428,7 +428,7 @@ fn spike_conv(
     dst: &mut [i32],
     mode: Mode,
 ) -> u64 {
-    let (n, grid) = (shape.scatter_len(pool2), shape.acc_grid(pool2));
+    let n = shape.acc_len(pool2);
     let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
     let (rq, c) = (&conv.requant, shape.cout);
     match conv.weights {
@@ -436,7 +436,7 @@ fn spike_conv(
             let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
             let index = crate::weights::packed_index;
-            requant::hwc16_to_chw_bounded(acc, grid, rq, c, bound, index, dst, mode);
+            requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
             ops
         }
         Weights::I4(w) if packed && conv_spikes::PACKED_BUILT => {
@@ -448,12 +448,12 @@ fn spike_conv(
                 ..*rq
             };
             let (bound, index) = (bound.saturating_mul(16), crate::weights::packed_index_i4);
-            requant::hwc16_to_chw_bounded(acc, grid, &rq16, c, bound, index, dst, mode);
+            requant::hwc16_to_chw_bounded(acc, &rq16, c, bound, index, dst, mode);
             ops
         }
         weights => {
             let ops = conv_spikes::scatter(spikes, shape, weights, pool2, scratch);
-            requant::grid_to_chw_bounded(&scratch[..n], grid, rq, c, bound, dst, mode);
+            requant::hwc_to_chw_bounded(&scratch[..n], rq, c, bound, dst, mode);
             ops
         }
     }
@@ -634,11 +634,10 @@ impl<'a> Network<'a> {
         };
         let last = self
             .for_each_stage::<()>(|_, st, prev, g| {
-                if let Some(r) = &st.reduction {
+                if st.reduction.is_some() {
                     l.membranes_i16 += prev.n();
                     l.spikes_u32 = l.spikes_u32.max(bits::words(prev.n()));
-                    let acc = conv_shape(&r.conv, prev).scatter_len(true);
-                    l.scratch_i32 = l.scratch_i32.max(g.n()).max(acc);
+                    l.scratch_i32 = l.scratch_i32.max(g.n());
                     l.reduction_slot_i32 = l.reduction_slot_i32.max(g.n());
                 }
                 let convs = conv_edges(&st.cell);
@@ -646,12 +645,6 @@ impl<'a> Network<'a> {
                 if convs > 0 {
                     l.spikes_u32 = l.spikes_u32.max(bits::words(g.n()));
                     l.scratch_i32 = l.scratch_i32.max(g.n());
-                }
-                for e in st.cell.edges {
-                    if let Op::Conv { conv, .. } = &e.op {
-                        let acc = conv_shape(conv, g).scatter_len(false);
-                        l.scratch_i32 = l.scratch_i32.max(acc);
-                    }
                 }
                 l.persistent_nodes_i32 += backward_sources(&st.cell).count_ones() as usize * g.n();
                 l.node_slot_i32 = l.node_slot_i32.max(g.n());

@@ -892,16 +892,14 @@ fn layout_is_exact_for_a_known_network() {
     assert_eq!(l.scores_i32, 3);
     assert_eq!(l.currents_i32, 192 + 384 + 96 + 3 * 192 + 3);
     assert_eq!(l.spikes_u32, 6);
-    // The largest spike convolution's accumulators: stage 0's 3x3 edges on the 8x8 map
-    // with its one-pixel border, 3 x 10 x 10.
-    assert_eq!(l.scratch_i32, 3 * 10 * 10);
+    assert_eq!(l.scratch_i32, 192);
     assert_eq!(
         (l.pooled_input_u8, l.head_counts_u8, l.bytes_u8),
         (64, 24, 64)
     );
     assert_eq!(
         l.bytes(),
-        l.membranes_i16 * 2 + l.currents_i32 * 4 + 6 * 4 + 300 * 4 + 64
+        l.membranes_i16 * 2 + l.currents_i32 * 4 + 6 * 4 + 192 * 4 + 64
     );
 }
 

@@ -336,80 +336,6 @@ fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
     }
 }
 
-/// Where the pixels of a `[y][x][c]` accumulator map lie: `h` rows of `w` pixels, row `y`
-/// starting at pixel `first + y * pitch`. A convolution with a 3x3 kernel accumulates
-/// into a map with a one-pixel border ([`crate::conv_spikes::ConvShape::acc_grid`]), so
-/// that every tap lands without a test; the requantisation reads the interior only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grid {
-    /// Rows of output pixels.
-    pub h: usize,
-    /// Output pixels per row.
-    pub w: usize,
-    /// Pixels from one row's start to the next one's.
-    pub pitch: usize,
-    /// Pixel index of the first output pixel.
-    pub first: usize,
-}
-
-impl Grid {
-    /// `plane` pixels stored one after the other (no border).
-    pub const fn dense(plane: usize) -> Self {
-        Grid {
-            h: 1,
-            w: plane,
-            pitch: plane,
-            first: 0,
-        }
-    }
-
-    /// `h x w` pixels inside a border of `pad` pixels on every side.
-    pub const fn padded(h: usize, w: usize, pad: usize) -> Self {
-        let pitch = w + 2 * pad;
-        Grid {
-            h,
-            w,
-            pitch,
-            first: pad * pitch + pad,
-        }
-    }
-
-    /// Output pixels (`h * w`).
-    pub const fn plane(&self) -> usize {
-        self.h * self.w
-    }
-
-    /// Pixels the accumulator map spans (border included).
-    pub const fn span(&self) -> usize {
-        if self.h == 0 {
-            0
-        } else {
-            self.first + (self.h - 1) * self.pitch + self.w
-        }
-    }
-}
-
-/// The rows of channel `c` of `out` (one `[c][y][x]` plane of `grid.plane()` entries) with
-/// the accumulators they read: row `y` reads `acc` from element
-/// `(first + y * pitch) * channels + index(c)` on, every `channels`-th element.
-#[inline(always)]
-fn channel_rows<'a, T>(
-    acc: &'a [T],
-    grid: Grid,
-    channels: usize,
-    start: usize,
-    dst: &'a mut [i32],
-) -> impl Iterator<Item = (&'a [T], &'a mut [i32])> {
-    dst.chunks_exact_mut(grid.w.max(1))
-        .enumerate()
-        .map(move |(y, row)| {
-            (
-                &acc[(grid.first + y * grid.pitch) * channels + start..],
-                row,
-            )
-        })
-}
-
 /// Requantises `[p][c]` accumulators (`p` = pixel, `channels` inner) into a `[c][p]`
 /// current map, storing or accumulating.
 pub fn hwc_to_chw(acc: &[i32], rq: &Requant, channels: usize, out: &mut [i32], mode: Mode) {
@@ -429,23 +355,7 @@ pub fn hwc_to_chw_bounded(
     out: &mut [i32],
     mode: Mode,
 ) {
-    let grid = Grid::dense(acc.len() / channels.max(1));
-    transpose_any(acc, grid, |c| c, rq, channels, bound, out, mode);
-}
-
-/// [`hwc_to_chw_bounded`] for accumulators laid out as `grid` says (a convolution's map
-/// with its border, [`crate::conv_spikes::ConvShape::acc_grid`]); `out` gets the
-/// `grid.plane()` pixels of every channel.
-pub fn grid_to_chw_bounded(
-    acc: &[i32],
-    grid: Grid,
-    rq: &Requant,
-    channels: usize,
-    bound: u32,
-    out: &mut [i32],
-    mode: Mode,
-) {
-    transpose_any(acc, grid, |c| c, rq, channels, bound, out, mode);
+    transpose_any(acc, |c| c, rq, channels, bound, out, mode);
 }
 
 /// [`hwc_to_chw_bounded`] for the `i16` lanes of packed accumulators
@@ -457,7 +367,6 @@ pub fn grid_to_chw_bounded(
 #[allow(clippy::too_many_arguments)]
 pub fn hwc16_to_chw_bounded(
     acc: &[i16],
-    grid: Grid,
     rq: &Requant,
     channels: usize,
     bound: u32,
@@ -472,29 +381,25 @@ pub fn hwc16_to_chw_bounded(
     if channels == 0 {
         return;
     }
-    assert!(
-        grid.span() * channels <= acc.len(),
-        "accumulators outside the map"
-    );
+    let plane = acc.len() / channels;
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
-    let out = &mut out[..channels * grid.plane()];
+    let out = &mut out[..channels * plane];
     let s = rq.shift;
     // |acc| <= 2^15: shifts 17..=31 always take the SMMULR path. Other shifts (which
     // `Network::prepare` does not pack) take the formula in a plain loop: little flash.
     let bound = bound.min(i16::MAX as u32 + 1);
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
-        transpose(r, acc, grid, index, mult, bias, out, mode);
+        transpose(r, acc, index, mult, bias, plane, out, mode);
     } else {
-        for (c, plane) in out.chunks_exact_mut(grid.plane().max(1)).enumerate() {
-            for (src, dst) in channel_rows(acc, grid, channels, index(c), plane) {
-                for (o, &a) in dst.iter_mut().zip(src.iter().step_by(channels)) {
-                    let v = requantize(a as i32, mult[c], s, bias[c]);
-                    *o = match mode {
-                        Mode::Store => v,
-                        Mode::Accumulate => o.saturating_add(v),
-                    };
-                }
+        for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+            let src = acc[index(c)..].iter().step_by(channels);
+            for (o, &a) in dst.iter_mut().zip(src) {
+                let v = requantize(a as i32, mult[c], s, bias[c]);
+                *o = match mode {
+                    Mode::Store => v,
+                    Mode::Accumulate => o.saturating_add(v),
+                };
             }
         }
     }
@@ -502,10 +407,8 @@ pub fn hwc16_to_chw_bounded(
 
 /// [`hwc_to_chw_bounded`] over any accumulator element and channel order.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn transpose_any<T: Copy + Into<i32>>(
     acc: &[T],
-    grid: Grid,
     index: impl Fn(usize) -> usize + Copy,
     rq: &Requant,
     channels: usize,
@@ -516,20 +419,19 @@ fn transpose_any<T: Copy + Into<i32>>(
     if channels == 0 {
         return;
     }
-    assert!(
-        grid.span() * channels <= acc.len(),
-        "accumulators outside the map"
-    );
+    let plane = acc.len() / channels;
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
-    let out = &mut out[..channels * grid.plane()];
+    let out = &mut out[..channels * plane];
     let s = rq.shift;
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
-        transpose(r, acc, grid, index, mult, bias, out, mode);
+        transpose(r, acc, index, mult, bias, plane, out, mode);
     } else if NO_LONG_MUL && bound < 1 << 15 && (17..=46).contains(&s) {
-        transpose_narrow(acc, grid, index, mult, bias, out, mode, s as u32);
+        transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
-        with_requantizer!(s, |r| transpose(r, acc, grid, index, mult, bias, out, mode))
+        with_requantizer!(s, |r| transpose(
+            r, acc, index, mult, bias, plane, out, mode
+        ))
     }
 }
 
@@ -540,21 +442,19 @@ fn transpose_any<T: Copy + Into<i32>>(
 fn transpose<R: Requantizer, T: Copy + Into<i32>>(
     r: R,
     acc: &[T],
-    grid: Grid,
     index: impl Fn(usize) -> usize,
     mult: &[i32],
     bias: &[i32],
+    plane: usize,
     out: &mut [i32],
     mode: Mode,
 ) {
     let channels = mult.len();
-    for (c, plane) in out.chunks_exact_mut(grid.plane().max(1)).enumerate() {
-        let (m, b) = (mult[c], bias[c]);
-        for (src, dst) in channel_rows(acc, grid, channels, index(c), plane) {
-            match mode {
-                Mode::Store => channel::<_, _, false>(r, src, channels, m, b, dst),
-                Mode::Accumulate => channel::<_, _, true>(r, src, channels, m, b, dst),
-            }
+    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
+        match mode {
+            Mode::Store => channel::<_, _, false>(r, src, channels, m, b, dst),
+            Mode::Accumulate => channel::<_, _, true>(r, src, channels, m, b, dst),
         }
     }
 }
@@ -569,73 +469,52 @@ fn transpose<R: Requantizer, T: Copy + Into<i32>>(
 #[allow(clippy::too_many_arguments)]
 fn transpose_narrow<T: Copy + Into<i32>>(
     acc: &[T],
-    grid: Grid,
     index: impl Fn(usize) -> usize,
     mult: &[i32],
     bias: &[i32],
+    plane: usize,
     out: &mut [i32],
     mode: Mode,
     s: u32,
 ) {
     let channels = mult.len();
     let k = s - 16;
-    for (c, plane) in out.chunks_exact_mut(grid.plane().max(1)).enumerate() {
-        let (m, b) = (mult[c], bias[c]);
+    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
         let (mh, ml) = (m >> 16, m & 0xffff);
         let round = (1i64 << (s - 17)) + ((b as i64) << k);
-        for (src, dst) in channel_rows(acc, grid, channels, index(c), plane) {
-            narrow_row(src, channels, m, b, mh, ml, round, k, s, dst, mode);
+        if dst.is_empty() {
+            continue;
         }
-    }
-}
-
-/// One row of [`transpose_narrow`]: `dst[i]` from `src[i * channels]`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn narrow_row<T: Copy + Into<i32>>(
-    src: &[T],
-    channels: usize,
-    m: i32,
-    b: i32,
-    mh: i32,
-    ml: i32,
-    round: i64,
-    k: u32,
-    s: u32,
-    dst: &mut [i32],
-    mode: Mode,
-) {
-    if dst.is_empty() {
-        return;
-    }
-    // One check for the whole channel instead of one per element.
-    assert!((dst.len() - 1) * channels < src.len());
-    let mut p = src.as_ptr();
-    let mut next = || {
-        // SAFETY: element i is read at i * channels <= (len - 1) * channels < src.len(),
-        // and `next` is called once per output element.
-        let a: i32 = unsafe { *p }.into();
-        p = p.wrapping_add(channels);
-        a
-    };
-    if round.unsigned_abs() >= (1 << 30) - (1 << 16) {
-        for o in dst.iter_mut() {
-            let v = requantize_narrow(next(), m, s, b);
-            *o = match mode {
-                Mode::Store => v,
-                Mode::Accumulate => o.saturating_add(v),
-            };
+        // One check for the whole channel instead of one per element.
+        assert!((dst.len() - 1) * channels < src.len());
+        let mut p = src.as_ptr();
+        let mut next = || {
+            // SAFETY: element i is read at i * channels <= (len - 1) * channels < src.len(),
+            // and `next` is called once per output element.
+            let a: i32 = unsafe { *p }.into();
+            p = p.wrapping_add(channels);
+            a
+        };
+        if round.unsigned_abs() >= (1 << 30) - (1 << 16) {
+            for o in dst.iter_mut() {
+                let v = requantize_narrow(next(), m, s, b);
+                *o = match mode {
+                    Mode::Store => v,
+                    Mode::Accumulate => o.saturating_add(v),
+                };
+            }
+            continue;
         }
-        return;
-    }
-    let round = round as i32;
-    let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
-    // |a * mh| <= 2^30, |(a * ml) >> 16| <= 2^15, |round| < 2^30 - 2^16: no overflow.
-    match mode {
-        Mode::Store => dst.iter_mut().for_each(|o| *o = f(next())),
-        Mode::Accumulate => dst
-            .iter_mut()
-            .for_each(|o| *o = o.saturating_add(f(next()))),
+        let round = round as i32;
+        let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
+        // |a * mh| <= 2^30, |(a * ml) >> 16| <= 2^15, |round| < 2^30 - 2^16: no overflow.
+        match mode {
+            Mode::Store => dst.iter_mut().for_each(|o| *o = f(next())),
+            Mode::Accumulate => dst
+                .iter_mut()
+                .for_each(|o| *o = o.saturating_add(f(next()))),
+        }
     }
 }
 
@@ -882,16 +761,7 @@ mod tests {
                 let init: Vec<i32> = (0..acc.len()).map(|i| [0, i32::MAX, -5][i % 3]).collect();
                 let (mut a, mut b) = (init.clone(), init);
                 hwc_to_chw(&acc, &rq, channels, &mut a, mode);
-                transpose_narrow(
-                    &acc,
-                    Grid::dense(plane),
-                    |c| c,
-                    &mult,
-                    &bias,
-                    &mut b,
-                    mode,
-                    s as u32,
-                );
+                transpose_narrow(&acc, |c| c, &mult, &bias, plane, &mut b, mode, s as u32);
                 assert_eq!(a, b, "shift {s}");
             }
         }
@@ -988,51 +858,8 @@ mod tests {
             for mode in [Mode::Store, Mode::Accumulate] {
                 let (mut a, mut b) = (vec![3; acc.len()], vec![3; acc.len()]);
                 hwc_to_chw(&acc, &rq, channels, &mut a, mode);
-                let grid = Grid::dense(plane);
-                hwc16_to_chw_bounded(
-                    &lanes,
-                    grid,
-                    &rq,
-                    channels,
-                    32768,
-                    packed_index,
-                    &mut b,
-                    mode,
-                );
+                hwc16_to_chw_bounded(&lanes, &rq, channels, 32768, packed_index, &mut b, mode);
                 assert_eq!(a, b, "shift {shift}");
-            }
-        }
-    }
-
-    /// A bordered grid requantises its interior as the same pixels stored densely do, on
-    /// every path (the bound selects SMMULR, the narrow path or the formula).
-    #[test]
-    fn grid_transposition_reads_the_interior() {
-        let (channels, h, w) = (4, 3, 5);
-        let grid = Grid::padded(h, w, 1);
-        let padded: Vec<i32> = (0..(h + 2) * (w + 2) * channels)
-            .map(|i| (i as i32 * 7919 % 20000) - 10000)
-            .collect();
-        let dense: Vec<i32> = (0..h)
-            .flat_map(|y| {
-                let start = (grid.first + y * grid.pitch) * channels;
-                padded[start..start + w * channels].to_vec()
-            })
-            .collect();
-        assert_eq!(grid.span(), (h + 1) * (w + 2) - 1);
-        let mult: Vec<i32> = (0..channels as i32).map(|c| (1 << 30) + c * 999).collect();
-        let bias: Vec<i32> = (0..channels as i32).map(|c| c * 100 - 300).collect();
-        for (shift, bound) in [(20u8, 10000u32), (20, u32::MAX), (40, 10000), (9, 10000)] {
-            let rq = Requant {
-                mult: &mult,
-                bias: &bias,
-                shift,
-            };
-            for mode in [Mode::Store, Mode::Accumulate] {
-                let (mut a, mut b) = (vec![3; h * w * channels], vec![3; h * w * channels]);
-                hwc_to_chw_bounded(&dense, &rq, channels, bound, &mut a, mode);
-                grid_to_chw_bounded(&padded, grid, &rq, channels, bound, &mut b, mode);
-                assert_eq!(a, b, "shift {shift} bound {bound}");
             }
         }
     }

@@ -40,7 +40,7 @@
 //! | `membranes` | i16 | every LIF neuron: reductions, conv edges, head, hidden |
 //! | `currents` | i32 | stem current + backward-edge source nodes + reduction slot + 3 node slots + class scores |
 //! | `spikes` | u32 | one bit-packed spike map, the largest LIF layer's |
-//! | `scratch` | i32 | the largest accumulator (a convolution's output, with a one-pixel border for 3x3 kernels, or a linear layer's) |
+//! | `scratch` | i32 | the largest accumulator (a convolution's output or a linear layer's) |
 //! | `bytes` | u8 | max(pooled input image, head's 2x2 spike counts) |
 //! | `image` | u8 | the input image, `Cin * H * W` |
 //! | `reserve` | | stack + runtime from the board profile |
@@ -294,12 +294,6 @@ impl Geo {
     fn n(&self) -> usize {
         self.c * self.h * self.w
     }
-
-    /// Accumulators of a 3x3 spike convolution on this map: its pixels with a one-pixel
-    /// border, `c` each.
-    fn bordered(&self) -> usize {
-        self.c * (self.h + 2) * (self.w + 2)
-    }
 }
 
 /// The workspace `spikenas_firmware::Network::workspace_layout()` returns for any
@@ -356,18 +350,13 @@ pub fn workspace_layout(arch: &Arch, input: &InputShape) -> Result<WorkspaceLayo
             }
             l.membranes_i16 += prev.n();
             l.spikes_u32 = l.spikes_u32.max(words(prev.n()));
-            // The reduction's 3x3 convolution accumulates into the pooled map with a
-            // one-pixel border (the firmware's `ConvShape::scatter_len`).
-            l.scratch_i32 = l.scratch_i32.max(g.bordered());
+            l.scratch_i32 = l.scratch_i32.max(g.n());
             l.reduction_slot_i32 = l.reduction_slot_i32.max(g.n());
         }
         l.membranes_i16 += convs * g.n();
         if convs > 0 {
             l.spikes_u32 = l.spikes_u32.max(words(g.n()));
             l.scratch_i32 = l.scratch_i32.max(g.n());
-        }
-        if edges.iter().any(|e| e.op.kernel() == Some(3)) {
-            l.scratch_i32 = l.scratch_i32.max(g.bordered());
         }
         l.persistent_nodes_i32 += persistent * g.n();
         l.node_slot_i32 = l.node_slot_i32.max(g.n());
