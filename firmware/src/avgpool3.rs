@@ -64,40 +64,35 @@ fn div9_floor_narrow(s: i32) -> i32 {
 fn pool_plane_narrow<const ACC: bool>(s: &[i32], h: usize, w: usize, d: &mut [i32]) {
     for y in 0..h {
         let mid = &s[y * w..(y + 1) * w];
-        let out = &mut d[y * w..(y + 1) * w];
-        // Missing rows (padding) count 0: the row variants leave them out.
-        match (y > 0, y + 1 < h) {
-            (true, true) => {
-                row_narrow::<true, true, ACC>(&s[(y - 1) * w..], mid, &s[(y + 1) * w..], out)
-            }
-            (true, false) => row_narrow::<true, false, ACC>(&s[(y - 1) * w..], mid, mid, out),
-            (false, true) => row_narrow::<false, true, ACC>(mid, mid, &s[(y + 1) * w..], out),
-            (false, false) => row_narrow::<false, false, ACC>(mid, mid, mid, out),
-        }
+        // Missing rows (padding) read `mid` under a zero mask (one code path, less flash).
+        let (up, mu) = if y > 0 {
+            (&s[(y - 1) * w..y * w], -1)
+        } else {
+            (mid, 0)
+        };
+        let (down, md) = if y + 1 < h {
+            (&s[(y + 1) * w..(y + 2) * w], -1)
+        } else {
+            (mid, 0)
+        };
+        row_narrow::<ACC>(up, mid, down, mu, md, &mut d[y * w..(y + 1) * w]);
     }
 }
 
-/// One output row of [`pool_plane_narrow`]: the rows above (`UP`) and below (`DOWN`)
-/// exist or not.
+/// One output row of [`pool_plane_narrow`]: the rows above and below count where their
+/// mask (`mu`, `md`) is all ones and not where it is zero.
 #[inline(always)]
-fn row_narrow<const UP: bool, const DOWN: bool, const ACC: bool>(
+fn row_narrow<const ACC: bool>(
     up: &[i32],
     mid: &[i32],
     down: &[i32],
+    mu: i32,
+    md: i32,
     out: &mut [i32],
 ) {
     let w = out.len();
     let (up, mid, down) = (&up[..w], &mid[..w], &down[..w]);
-    let col = |x: usize| -> i32 {
-        let mut v = mid[x];
-        if UP {
-            v += up[x];
-        }
-        if DOWN {
-            v += down[x];
-        }
-        v
-    };
+    let col = |x: usize| -> i32 { mid[x] + (up[x] & mu) + (down[x] & md) };
     let put = |o: &mut i32, sum: i32| {
         let q = div9_floor_narrow(sum);
         *o = if ACC { o.saturating_add(q) } else { q };

@@ -626,12 +626,12 @@ pub fn scatter_packed_i4(
     let w = weights.as_ptr();
     let len = shape.rows() * cout / 2;
     // SAFETY (every arm): the weights hold `rows` rows of `cout / 2` bytes (checked by
-    // `scatter_lanes`), and the kernel's rows hold `cout` weights.
+    // `scatter_lanes`), and the kernel's rows hold `cout` weights. Two unrolled widths
+    // only (int4 networks are the small ones): each costs flash.
     scatter_lanes(shape, pool2, acc, weights.len() >= len, |acc| unsafe {
         match cout {
             8 => scatter_rows(spikes, shape, I4x2Fixed::<8>, w, pool2, acc),
             16 => scatter_rows(spikes, shape, I4x2Fixed::<16>, w, pool2, acc),
-            32 => scatter_rows(spikes, shape, I4x2Fixed::<32>, w, pool2, acc),
             _ => scatter_rows(spikes, shape, I4x2Any(cout), w, pool2, acc),
         }
     })
