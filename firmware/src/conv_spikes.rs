@@ -772,6 +772,40 @@ mod tests {
         }
     }
 
+    /// A packed scatter (`packed`) against [`scatter`] on empty, full and patterned spike
+    /// maps: the same synaptic operations, lane `index(c)` of a pixel holds `scale` times
+    /// its channel `c`.
+    fn check_lanes(
+        s: &ConvShape,
+        pool2: bool,
+        weights: Weights,
+        packed: impl Fn(&[u32], &mut [i32]) -> u64,
+        index: fn(usize) -> usize,
+        scale: i32,
+    ) {
+        let n = s.cin * s.h * s.w;
+        for seed in 0..4 {
+            let x = match seed {
+                0 => vec![0u8; n],
+                1 => vec![1u8; n],
+                _ => pattern(n, seed),
+            };
+            let mut map = vec![0u32; bits::words(x.len())];
+            bits::pack(&x, &mut map);
+            let mut a32 = vec![7; s.acc_len(pool2)];
+            let mut a16 = vec![7; s.acc_len(pool2)];
+            let o32 = scatter(&map, s, weights, pool2, &mut a32);
+            assert_eq!(o32, packed(&map, &mut a16));
+            let lanes = as_i16(&a16);
+            for (p, row) in a32.chunks(s.cout).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    let got = lanes[p * s.cout + index(c)] as i32;
+                    assert_eq!(got, scale * v, "{s:?} pool {pool2} seed {seed}");
+                }
+            }
+        }
+    }
+
     /// The packed i16 scatter gives the i32 scatter's accumulators (in packed order) on
     /// every shape and border case, with and without the pool, for weights that fit.
     #[test]
@@ -789,27 +823,10 @@ mod tests {
             let wq = weights(s.rows() * cout, 127);
             for pool2 in [false, true] {
                 assert!(s.fits_i16(&Weights::I8(&wq), pool2), "{s:?}");
-                for seed in 0..4 {
-                    let x = match seed {
-                        0 => vec![0u8; cin * h * w],
-                        1 => vec![1u8; cin * h * w],
-                        _ => pattern(cin * h * w, seed),
-                    };
-                    let mut map = vec![0u32; bits::words(x.len())];
-                    bits::pack(&x, &mut map);
-                    let mut a32 = vec![7; s.acc_len(pool2)];
-                    let mut a16 = vec![7; s.acc_len(pool2)];
-                    let o32 = scatter(&map, &s, Weights::I8(&wq), pool2, &mut a32);
-                    let o16 = scatter_packed(&map, &s, &wq, pool2, &mut a16);
-                    assert_eq!(o32, o16);
-                    let lanes = as_i16(&a16);
-                    for (p, row) in a32.chunks(cout).enumerate() {
-                        for (c, &v) in row.iter().enumerate() {
-                            let got = lanes[p * cout + crate::weights::packed_index(c)];
-                            assert_eq!(got as i32, v, "{s:?} pool {pool2} seed {seed}");
-                        }
-                    }
-                }
+                let packed =
+                    |map: &[u32], acc: &mut [i32]| scatter_packed(map, &s, &wq, pool2, acc);
+                let index = crate::weights::packed_index;
+                check_lanes(&s, pool2, Weights::I8(&wq), packed, index, 1);
             }
         }
     }
@@ -837,27 +854,10 @@ mod tests {
             pack_i4(&vals, cout, &mut w4).unwrap();
             for pool2 in [false, true] {
                 assert!(s.fits_i4_lanes(&Weights::I4(&w4), pool2), "{s:?}");
-                for seed in 0..4 {
-                    let x = match seed {
-                        0 => vec![0u8; cin * h * w],
-                        1 => vec![1u8; cin * h * w],
-                        _ => pattern(cin * h * w, seed),
-                    };
-                    let mut map = vec![0u32; bits::words(x.len())];
-                    bits::pack(&x, &mut map);
-                    let mut a32 = vec![7; s.acc_len(pool2)];
-                    let mut a16 = vec![7; s.acc_len(pool2)];
-                    let o32 = scatter(&map, &s, Weights::I4(&w4), pool2, &mut a32);
-                    let o16 = scatter_packed_i4(&map, &s, &w4, pool2, &mut a16);
-                    assert_eq!(o32, o16);
-                    let lanes = as_i16(&a16);
-                    for (p, row) in a32.chunks(cout).enumerate() {
-                        for (c, &v) in row.iter().enumerate() {
-                            let got = lanes[p * cout + crate::weights::packed_index_i4(c)];
-                            assert_eq!(got as i32, 16 * v, "{s:?} pool {pool2} seed {seed}");
-                        }
-                    }
-                }
+                let packed =
+                    |map: &[u32], acc: &mut [i32]| scatter_packed_i4(map, &s, &w4, pool2, acc);
+                let index = crate::weights::packed_index_i4;
+                check_lanes(&s, pool2, Weights::I4(&w4), packed, index, 16);
             }
         }
         // 256 rows of -8: 2048 * 16 leaves the i16 range (and int8 weights never fit).

@@ -844,41 +844,49 @@ unsafe fn add4_i8_x2_dsp(_w: *const u8, _acc: *mut i16) {
     unreachable!("add4_i8_x2_dsp is only called on ARMv7E-M")
 }
 
-impl<const N: usize> RowKernel for I8x2Fixed<N> {
-    type Acc = i16;
-    #[inline(always)]
-    fn stride(self) -> usize {
-        N
-    }
-    #[inline(always)]
-    unsafe fn add(self, w: *const u8, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { add_i8_x2(w, acc, N) }
-    }
-    #[inline(always)]
-    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { mla_i8_x2(w, x, acc, N) }
-    }
+/// `impl RowKernel` for a packed kernel pair: `$fixed<N>` (rows of `N` weights, unrolled)
+/// and `$any(n)`, rows of `$bytes(n)` bytes, `$add` and `$mla` the row functions.
+macro_rules! packed_row_kernels {
+    ($fixed:ident, $any:ident, $bytes:expr, $add:ident, $mla:ident) => {
+        impl<const N: usize> RowKernel for $fixed<N> {
+            type Acc = i16;
+            #[inline(always)]
+            fn stride(self) -> usize {
+                $bytes(N)
+            }
+            #[inline(always)]
+            unsafe fn add(self, w: *const u8, acc: *mut i16) {
+                // SAFETY: the caller upholds this function's contract.
+                unsafe { $add(w, acc, N) }
+            }
+            #[inline(always)]
+            unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
+                // SAFETY: the caller upholds this function's contract.
+                unsafe { $mla(w, x, acc, N) }
+            }
+        }
+
+        impl RowKernel for $any {
+            type Acc = i16;
+            #[inline(always)]
+            fn stride(self) -> usize {
+                $bytes(self.0)
+            }
+            #[inline(always)]
+            unsafe fn add(self, w: *const u8, acc: *mut i16) {
+                // SAFETY: the caller upholds this function's contract.
+                unsafe { $add(w, acc, self.0) }
+            }
+            #[inline(always)]
+            unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
+                // SAFETY: the caller upholds this function's contract.
+                unsafe { $mla(w, x, acc, self.0) }
+            }
+        }
+    };
 }
 
-impl RowKernel for I8x2Any {
-    type Acc = i16;
-    #[inline(always)]
-    fn stride(self) -> usize {
-        self.0
-    }
-    #[inline(always)]
-    unsafe fn add(self, w: *const u8, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { add_i8_x2(w, acc, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { mla_i8_x2(w, x, acc, self.0) }
-    }
-}
+packed_row_kernels!(I8x2Fixed, I8x2Any, |n: usize| n, add_i8_x2, mla_i8_x2);
 
 /// Where output channel `j` of a *packed int4* accumulator row lives ([`I4x2Fixed`]): each
 /// group of 8 channels `8g..8g + 8` is stored as the `i16` lanes
@@ -983,41 +991,7 @@ unsafe fn add8_i4_x2_dsp(_w: &mut *const u8, _acc: &mut *mut i16) {
     unreachable!("add8_i4_x2_dsp is only called on ARMv7E-M")
 }
 
-impl<const N: usize> RowKernel for I4x2Fixed<N> {
-    type Acc = i16;
-    #[inline(always)]
-    fn stride(self) -> usize {
-        N / 2
-    }
-    #[inline(always)]
-    unsafe fn add(self, w: *const u8, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { add_i4_x2(w, acc, N) }
-    }
-    #[inline(always)]
-    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { mla_i4_x2(w, x, acc, N) }
-    }
-}
-
-impl RowKernel for I4x2Any {
-    type Acc = i16;
-    #[inline(always)]
-    fn stride(self) -> usize {
-        self.0 / 2
-    }
-    #[inline(always)]
-    unsafe fn add(self, w: *const u8, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { add_i4_x2(w, acc, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { mla_i4_x2(w, x, acc, self.0) }
-    }
-}
+packed_row_kernels!(I4x2Fixed, I4x2Any, |n: usize| n / 2, add_i4_x2, mla_i4_x2);
 
 /// As [`with_kernel!`] with one kernel per storage format and no fixed-length ones: for
 /// layers that run once per image or once per step (stem, linear layers), where the
