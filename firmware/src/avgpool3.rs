@@ -29,7 +29,7 @@ pub fn accumulate(src: &[i32], c: usize, h: usize, w: usize, dst: &mut [i32]) {
 /// (saturating, [`Mode`]). Each output row slides a window of three column sums along
 /// `x`, so every input is loaded 3 times instead of 9. A plane whose inputs all lie in
 /// `-2^27..2^27` (Q12 currents below 32768.0 in magnitude: every trained network) sums in
-/// `i32` with a 32-bit reciprocal division ([`pool_plane_narrow`]); others in `i64`.
+/// `i32` with a 32-bit reciprocal division; others in `i64`.
 pub fn pool(src: &[i32], c: usize, h: usize, w: usize, dst: &mut [i32], mode: Mode) {
     let plane = h * w;
     if plane == 0 {

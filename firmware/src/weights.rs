@@ -888,7 +888,8 @@ macro_rules! packed_row_kernels {
 
 packed_row_kernels!(I8x2Fixed, I8x2Any, |n: usize| n, add_i8_x2, mla_i8_x2);
 
-/// Where output channel `j` of a *packed int4* accumulator row lives ([`I4x2Fixed`]): each
+/// Where output channel `j` of a *packed int4* accumulator row lives (the packed int4 row
+/// kernels, [`crate::conv_spikes::scatter_packed_i4`]): each
 /// group of 8 channels `8g..8g + 8` is stored as the `i16` lanes
 /// `[8g, 8g + 4, 8g + 1, 8g + 5, 8g + 2, 8g + 6, 8g + 3, 8g + 7]` (four words: channel
 /// `8g + i` and `8g + i + 4` share word `i`, low lane first).
