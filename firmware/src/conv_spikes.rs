@@ -16,7 +16,7 @@
 //! row/column are skipped. The 1/4 of the average folds into the requantisation.
 
 use crate::bits;
-use crate::weights::{with_kernel, I8x2Any, I8x2Fixed, RowKernel, Weights};
+use crate::weights::{with_kernel, I4x2Any, I4x2Fixed, I8x2Any, I8x2Fixed, RowKernel, Weights};
 
 /// Shape of a same-size, stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +91,30 @@ impl ConvShape {
         };
         fits || (pool2 && self.k == 3 && pooled_column_bound(w, self.cin, cout) <= 32767)
     }
+
+    /// True when [`scatter_packed_i4`] is exact: int4 weights, and 16 times every
+    /// accumulator of [`scatter`] over binary spikes stays in the `i16` range for every
+    /// spike map (the lanes hold `16 acc`), i.e. `|acc| <= 2047`. The same tests as
+    /// [`ConvShape::fits_i16`] with that limit: `rows * 8` (times 4 with `pool2`), then the
+    /// per-channel sums of the positive and of the negative weights, then for 2x2-pooled
+    /// 3x3 kernels the exact bound over a pooled output's 4x4 input window.
+    pub fn fits_i4_lanes(&self, weights: &Weights, pool2: bool) -> bool {
+        const LIM: u32 = 32767 / 16;
+        let Weights::I4(_) = weights else {
+            return false;
+        };
+        let (rows, cout) = (self.rows(), self.cout);
+        let lim = if pool2 { LIM / 4 } else { LIM };
+        if rows * 8 <= lim as usize {
+            return true;
+        }
+        if weights.len() < weights.storage_len(rows, cout) {
+            return false;
+        }
+        let get = |r: usize, c: usize| weights.get(r, cout, c) as i32;
+        column_sums_fit_by(rows, cout, lim, get)
+            || (pool2 && self.k == 3 && pooled_column_bound_by(self.cin, cout, get) <= LIM)
+    }
 }
 
 /// Calls `f(row, acc_offset)` for every kernel tap of input `(ci, y, x)` that lands
@@ -142,21 +166,28 @@ pub(crate) fn column_sums_fit(w: &[i8], cout: usize, lim: u32) -> bool {
     if cout == 0 {
         return true;
     }
-    for c in 0..cout {
+    column_sums_fit_by(w.len() / cout, cout, lim, |r, c| w[r * cout + c] as i32)
+}
+
+/// [`column_sums_fit`] over a `rows x cout` matrix read through `get(row, col)`.
+fn column_sums_fit_by(
+    rows: usize,
+    cout: usize,
+    lim: u32,
+    get: impl Fn(usize, usize) -> i32,
+) -> bool {
+    (0..cout).all(|c| {
         let (mut pos, mut neg) = (0u32, 0u32);
-        for row in w.chunks_exact(cout) {
-            let v = row[c] as i32;
+        for r in 0..rows {
+            let v = get(r, c);
             if v > 0 {
                 pos += v as u32;
             } else {
                 neg += v.unsigned_abs();
             }
         }
-        if pos > lim || neg > lim {
-            return false;
-        }
-    }
-    true
+        pos <= lim && neg <= lim
+    })
 }
 
 /// The largest `|acc|` that a 3x3 convolution (weights `[ci][ky][kx][co]`) sum-pooled
@@ -167,11 +198,16 @@ pub(crate) fn column_sums_fit(w: &[i8], cout: usize, lim: u32) -> bool {
 /// in `[-sum of max(-T, 0), sum of max(T, 0)]` over channels and offsets (border outputs
 /// see fewer inputs). Returns the maximum over output channels of both ends.
 pub(crate) fn pooled_column_bound(w: &[i8], cin: usize, cout: usize) -> u32 {
+    pooled_column_bound_by(cin, cout, |r, c| w[r * cout + c] as i32)
+}
+
+/// [`pooled_column_bound`] over weights read through `get(row, col)`.
+fn pooled_column_bound_by(cin: usize, cout: usize, get: impl Fn(usize, usize) -> i32) -> u32 {
     let mut worst = 0u32;
     for co in 0..cout {
         let (mut pos, mut neg) = (0u32, 0u32);
         for ci in 0..cin {
-            let tap = |ky: usize, kx: usize| w[(ci * 9 + ky * 3 + kx) * cout + co] as i32;
+            let tap = |ky: usize, kx: usize| get(ci * 9 + ky * 3 + kx, co);
             // Row sums over the kx sets, then column sums over the ky sets.
             let mut r = [[0i32; 4]; 3];
             for (ky, row) in r.iter_mut().enumerate() {
@@ -559,28 +595,66 @@ pub fn scatter_packed(
 ) -> u64 {
     let cout = shape.cout;
     assert!(cout % 4 == 0, "packed accumulators need cout % 4 == 0");
-    let acc = &mut acc[..shape.acc_len(pool2) / 2];
-    crate::fill::zero(acc);
-    if cout == 0 || shape.k == 0 {
-        return 0;
-    }
-    assert!(
-        weights.len() >= shape.rows() * cout,
-        "weights hold too few rows"
-    );
     let w = weights.as_ptr() as *const u8;
-    let acc = acc.as_mut_ptr() as *mut i16;
-    // SAFETY: the weights hold `rows` rows of `cout` bytes, `acc` holds acc_len lanes,
-    // word-aligned, and the kernel's rows hold `cout` weights.
-    let taps = unsafe {
+    let len = shape.rows() * cout;
+    // SAFETY (every arm): the weights hold `rows` rows of `cout` bytes (checked by
+    // `scatter_lanes`), and the kernel's rows hold `cout` weights.
+    scatter_lanes(shape, pool2, acc, weights.len() >= len, |acc| unsafe {
         match cout {
             8 => scatter_rows(spikes, shape, I8x2Fixed::<8>, w, pool2, acc),
             16 => scatter_rows(spikes, shape, I8x2Fixed::<16>, w, pool2, acc),
             32 => scatter_rows(spikes, shape, I8x2Fixed::<32>, w, pool2, acc),
             _ => scatter_rows(spikes, shape, I8x2Any(cout), w, pool2, acc),
         }
-    };
-    taps as u64 * cout as u64
+    })
+}
+
+/// [`scatter_packed`] for packed int4 weights (rows of `cout / 2` bytes): the lanes hold
+/// **16 times** [`scatter`]'s accumulators, channels in the order of
+/// [`crate::weights::packed_index_i4`] (requantise them with the shift raised by 4, see
+/// [`crate::weights`]). Needs `shape.cout % 8 == 0`; exact only where
+/// [`ConvShape::fits_i4_lanes`] holds. Returns the synaptic operations executed.
+pub fn scatter_packed_i4(
+    spikes: &[u32],
+    shape: &ConvShape,
+    weights: &[u8],
+    pool2: bool,
+    acc: &mut [i32],
+) -> u64 {
+    let cout = shape.cout;
+    assert!(cout % 8 == 0, "packed int4 accumulators need cout % 8 == 0");
+    let w = weights.as_ptr();
+    let len = shape.rows() * cout / 2;
+    // SAFETY (every arm): the weights hold `rows` rows of `cout / 2` bytes (checked by
+    // `scatter_lanes`), and the kernel's rows hold `cout` weights. Two unrolled widths
+    // only (int4 networks are the small ones): each costs flash.
+    scatter_lanes(shape, pool2, acc, weights.len() >= len, |acc| unsafe {
+        match cout {
+            8 => scatter_rows(spikes, shape, I4x2Fixed::<8>, w, pool2, acc),
+            16 => scatter_rows(spikes, shape, I4x2Fixed::<16>, w, pool2, acc),
+            _ => scatter_rows(spikes, shape, I4x2Any(cout), w, pool2, acc),
+        }
+    })
+}
+
+/// The common part of the packed scatters: zeroes the `acc_len / 2` words of lanes,
+/// checks the weight storage (`weights_fit`) and runs `run` on the word-aligned lanes;
+/// returns the synaptic operations (taps times `cout`).
+fn scatter_lanes(
+    shape: &ConvShape,
+    pool2: bool,
+    acc: &mut [i32],
+    weights_fit: bool,
+    run: impl FnOnce(*mut i16) -> usize,
+) -> u64 {
+    let acc = &mut acc[..shape.acc_len(pool2) / 2];
+    crate::fill::zero(acc);
+    if shape.cout == 0 || shape.k == 0 {
+        return 0;
+    }
+    assert!(weights_fit, "weights hold too few rows");
+    let taps = run(acc.as_mut_ptr() as *mut i16);
+    taps as u64 * shape.cout as u64
 }
 
 /// The `i16` lanes of packed accumulators (see [`scatter_packed`]).
@@ -698,6 +772,40 @@ mod tests {
         }
     }
 
+    /// A packed scatter (`packed`) against [`scatter`] on empty, full and patterned spike
+    /// maps: the same synaptic operations, lane `index(c)` of a pixel holds `scale` times
+    /// its channel `c`.
+    fn check_lanes(
+        s: &ConvShape,
+        pool2: bool,
+        weights: Weights,
+        packed: impl Fn(&[u32], &mut [i32]) -> u64,
+        index: fn(usize) -> usize,
+        scale: i32,
+    ) {
+        let n = s.cin * s.h * s.w;
+        for seed in 0..4 {
+            let x = match seed {
+                0 => vec![0u8; n],
+                1 => vec![1u8; n],
+                _ => pattern(n, seed),
+            };
+            let mut map = vec![0u32; bits::words(x.len())];
+            bits::pack(&x, &mut map);
+            let mut a32 = vec![7; s.acc_len(pool2)];
+            let mut a16 = vec![7; s.acc_len(pool2)];
+            let o32 = scatter(&map, s, weights, pool2, &mut a32);
+            assert_eq!(o32, packed(&map, &mut a16));
+            let lanes = as_i16(&a16);
+            for (p, row) in a32.chunks(s.cout).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    let got = lanes[p * s.cout + index(c)] as i32;
+                    assert_eq!(got, scale * v, "{s:?} pool {pool2} seed {seed}");
+                }
+            }
+        }
+    }
+
     /// The packed i16 scatter gives the i32 scatter's accumulators (in packed order) on
     /// every shape and border case, with and without the pool, for weights that fit.
     #[test]
@@ -715,29 +823,58 @@ mod tests {
             let wq = weights(s.rows() * cout, 127);
             for pool2 in [false, true] {
                 assert!(s.fits_i16(&Weights::I8(&wq), pool2), "{s:?}");
-                for seed in 0..4 {
-                    let x = match seed {
-                        0 => vec![0u8; cin * h * w],
-                        1 => vec![1u8; cin * h * w],
-                        _ => pattern(cin * h * w, seed),
-                    };
-                    let mut map = vec![0u32; bits::words(x.len())];
-                    bits::pack(&x, &mut map);
-                    let mut a32 = vec![7; s.acc_len(pool2)];
-                    let mut a16 = vec![7; s.acc_len(pool2)];
-                    let o32 = scatter(&map, &s, Weights::I8(&wq), pool2, &mut a32);
-                    let o16 = scatter_packed(&map, &s, &wq, pool2, &mut a16);
-                    assert_eq!(o32, o16);
-                    let lanes = as_i16(&a16);
-                    for (p, row) in a32.chunks(cout).enumerate() {
-                        for (c, &v) in row.iter().enumerate() {
-                            let got = lanes[p * cout + crate::weights::packed_index(c)];
-                            assert_eq!(got as i32, v, "{s:?} pool {pool2} seed {seed}");
-                        }
-                    }
-                }
+                let packed =
+                    |map: &[u32], acc: &mut [i32]| scatter_packed(map, &s, &wq, pool2, acc);
+                let index = crate::weights::packed_index;
+                check_lanes(&s, pool2, Weights::I8(&wq), packed, index, 1);
             }
         }
+    }
+
+    /// The packed int4 scatter holds 16 times the i32 scatter's accumulators (in
+    /// [`crate::weights::packed_index_i4`] order) on every shape and border case, with and
+    /// without the pool, for weights that fit; the widest weights of a large layer do not.
+    #[test]
+    fn packed_int4_scatter_matches_the_i32_scatter() {
+        for (cin, cout, k, h, w) in [
+            (2, 8, 3, 5, 7),
+            (3, 8, 3, 6, 6),
+            (2, 16, 3, 4, 5),
+            (1, 32, 3, 3, 4),
+            (2, 24, 3, 3, 3),
+            (3, 8, 1, 4, 3),
+            (1, 16, 5, 6, 5),
+        ] {
+            let s = ConvShape { cin, cout, k, h, w };
+            let vals: Vec<i8> = weights(s.rows() * cout, 8)
+                .iter()
+                .map(|&v| v.clamp(-8, 7))
+                .collect();
+            let mut w4 = vec![0u8; s.rows() * cout / 2];
+            pack_i4(&vals, cout, &mut w4).unwrap();
+            for pool2 in [false, true] {
+                assert!(s.fits_i4_lanes(&Weights::I4(&w4), pool2), "{s:?}");
+                let packed =
+                    |map: &[u32], acc: &mut [i32]| scatter_packed_i4(map, &s, &w4, pool2, acc);
+                let index = crate::weights::packed_index_i4;
+                check_lanes(&s, pool2, Weights::I4(&w4), packed, index, 16);
+            }
+        }
+        // 256 rows of -8: 2048 * 16 leaves the i16 range (and int8 weights never fit).
+        let big = ConvShape {
+            cin: 256,
+            cout: 8,
+            k: 1,
+            h: 2,
+            w: 2,
+        };
+        let mut w4 = vec![0u8; 256 * 4];
+        pack_i4(&[-8; 256 * 8], 8, &mut w4).unwrap();
+        assert!(!big.fits_i4_lanes(&Weights::I4(&w4), false));
+        pack_i4(&[7; 256 * 8], 8, &mut w4).unwrap();
+        assert!(big.fits_i4_lanes(&Weights::I4(&w4), false));
+        assert!(!big.fits_i4_lanes(&Weights::I4(&w4), true));
+        assert!(!big.fits_i4_lanes(&Weights::I8(&[0; 256 * 8]), false));
     }
 
     /// The pooled bound is reached: spikes exactly where an offset's tap sum is positive

@@ -82,7 +82,13 @@
 //!   [`conv_spikes::ConvShape::fits_i16`]); other layers use `i32` accumulators (the
 //!   [`weights`] row kernel: one word load, one `LDM`, four `SXTAB`, one `STM` per 4
 //!   channels, 1.75 per accumulate; spike counts and pixels `SXTB16` + `SMLAxB`, 2.25;
-//!   int4 `SBFX`). [`conv_spikes::scatter`] decodes each spike with one `UDIV`; an
+//!   int4 `SBFX`). Int4 spike convolutions accumulate in packed lanes too
+//!   ([`conv_spikes::scatter_packed_i4`]): a shift and two masks turn a word of 8 nibbles
+//!   into bytes that hold 16 times each weight, four `SXTAB16` add them (10 instructions
+//!   per 8 accumulates) and the requantisation takes the lanes with its shift raised by 4
+//!   (exact; [`conv_spikes::ConvShape::fits_i4_lanes`] proves `|acc| <= 2047`). The 3x3
+//!   average pool sums in `i32` with a reciprocal-multiply division where every input
+//!   lies within `+-2^27`. [`conv_spikes::scatter`] decodes each spike with one `UDIV`; an
 //!   interior spike of a 3x3 convolution runs its 9 taps with no test, a border one
 //!   tests flags computed once per spike. Requantisation is `SMMULR` (or `SMMUL`, an add
 //!   and a shift for shifts >= 33) and a `QADD`, with no range test where the layer's
@@ -93,7 +99,9 @@
 //!   it is requantised into the scratch first. Conv edges that read the same node with
 //!   the same neuron in a row share one LIF layer. The main job's network shape (16
 //!   channels, two stages, fc 256, pool 2) costs 2.48 instructions per synaptic
-//!   operation (4.69 before issue 13), the 32-channel bench network 2.06 (3.40).
+//!   operation (4.69 before issue 13), the 32-channel bench network 2.03 (3.40), the
+//!   8-channel ones 3.98 and 3.66 (5.51, 5.27), the int4 network with skip and average
+//!   pool edges 4.86 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads, eight low registers. The int8 row kernels are Thumb-1 assembly:
 //!   per 4 output channels one `LDM` and one `STM` of the accumulators and `LDRB`,
@@ -110,8 +118,10 @@
 //!   clamp, one that fires stores 0; an `i32` overflow of the sum saturates as `QADD`
 //!   does), a BatchNorm before it requantised into the scratch first. About 14.3
 //!   instructions per synaptic operation on the main job's 4-channel digits network
-//!   (20.67 before issue 13), 15.7 and 26.5 on the two 4-channel fc-32 networks
-//!   (21.52 and 35.33).
+//!   (20.67 before issue 13), 15.6 and 26.6 on the two 4-channel fc-32 networks
+//!   (21.52 and 35.33). Accumulating a 3x3 convolution into the map with a one-pixel
+//!   border (no per-tap tests) was measured slower on every core at these map sizes
+//!   (8x8 and smaller: the wasted border taps and the larger zeroing cost more).
 //!
 //! Every fast path returns exactly what the portable formula returns (the unit tests
 //! compare them on the host; the device tests compare the device with the host).

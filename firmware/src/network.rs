@@ -435,7 +435,20 @@ fn spike_conv(
         Weights::I8(w) if packed && conv_spikes::PACKED_BUILT => {
             let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
-            requant::hwc16_to_chw_bounded(acc, rq, c, bound, dst, mode);
+            let index = crate::weights::packed_index;
+            requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
+            ops
+        }
+        Weights::I4(w) if packed && conv_spikes::PACKED_BUILT => {
+            // The lanes hold 16 acc: the same requantisation with the shift raised by 4.
+            let ops = conv_spikes::scatter_packed_i4(spikes, shape, w, pool2, scratch);
+            let acc = &conv_spikes::as_i16(scratch)[..n];
+            let rq16 = Requant {
+                shift: rq.shift + 4,
+                ..*rq
+            };
+            let (bound, index) = (bound.saturating_mul(16), crate::weights::packed_index_i4);
+            requant::hwc16_to_chw_bounded(acc, &rq16, c, bound, index, dst, mode);
             ops
         }
         weights => {
@@ -696,16 +709,25 @@ impl<'a> Network<'a> {
 
     /// Bit `k` set: spike convolution `k` (reductions and conv edges, stage by stage,
     /// edges in slice order) accumulates in packed `i16` lanes
-    /// ([`conv_spikes::scatter_packed`]), which is exact for it (int8 weights, `cout` a
-    /// multiple of 4, [`ConvShape::fits_i16`]). Layers past the 64th stay `i32`.
+    /// ([`conv_spikes::scatter_packed`], [`conv_spikes::scatter_packed_i4`]), which is
+    /// exact for it (int8 weights, `cout` a multiple of 4, [`ConvShape::fits_i16`]; int4
+    /// weights, `cout` a multiple of 8, [`ConvShape::fits_i4_lanes`]). Layers past the
+    /// 64th stay `i32`.
     fn packed_layers(&self) -> u64 {
         // Shifts 17..=31 requantise |acc| <= 2^15 with one SMMULR (the fast path of
         // `requant::hwc16_to_chw_bounded`); other shifts stay i32 (exact either way).
-        let ok = |shape: &ConvShape, conv: &ConvLayer, pool2: bool| {
-            matches!(conv.weights, Weights::I8(_))
-                && shape.cout % 4 == 0
-                && (17..=31).contains(&conv.requant.shift)
-                && shape.fits_i16(&conv.weights, pool2)
+        // Int4 layers: the lanes hold 16 acc, requantised with the shift raised by 4.
+        let ok = |shape: &ConvShape, conv: &ConvLayer, pool2: bool| match conv.weights {
+            Weights::I8(_) => {
+                shape.cout % 4 == 0
+                    && (17..=31).contains(&conv.requant.shift)
+                    && shape.fits_i16(&conv.weights, pool2)
+            }
+            Weights::I4(_) => {
+                shape.cout % 8 == 0
+                    && (13..=27).contains(&conv.requant.shift)
+                    && shape.fits_i4_lanes(&conv.weights, pool2)
+            }
         };
         let (mut mask, mut k) = (0u64, 0u32);
         let mut mark = |on: bool| {

@@ -14,8 +14,6 @@
 //! accumulators, `1/(4096 * 0.75)` for a current) and `bias = round(4096 * 0.75 * b_c)`.
 //! [`quantize_multiplier`] computes `(mult, shift)` from the real factor.
 
-use crate::weights::packed_index;
-
 /// Per-channel `(mult, bias)` with one shift: a requantisation or a BatchNorm affine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -362,12 +360,17 @@ pub fn hwc_to_chw_bounded(
 
 /// [`hwc_to_chw_bounded`] for the `i16` lanes of packed accumulators
 /// ([`crate::conv_spikes::scatter_packed`]): channel `c` of pixel `p` is lane
-/// `p * channels + packed_index(c)`; `channels % 4 == 0`.
+/// `p * channels + index(c)` ([`crate::weights::packed_index`], or
+/// [`crate::weights::packed_index_i4`] for [`crate::conv_spikes::scatter_packed_i4`],
+/// whose lanes hold 16 times the accumulators: pass its requantisation with the shift
+/// raised by 4 and its bound times 16); `channels % 4 == 0`.
+#[allow(clippy::too_many_arguments)]
 pub fn hwc16_to_chw_bounded(
     acc: &[i16],
     rq: &Requant,
     channels: usize,
     bound: u32,
+    index: fn(usize) -> usize,
     out: &mut [i32],
     mode: Mode,
 ) {
@@ -387,10 +390,10 @@ pub fn hwc16_to_chw_bounded(
     let bound = bound.min(i16::MAX as u32 + 1);
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
-        transpose(r, acc, packed_index, mult, bias, plane, out, mode);
+        transpose(r, acc, index, mult, bias, plane, out, mode);
     } else {
         for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
-            let src = acc[packed_index(c)..].iter().step_by(channels);
+            let src = acc[index(c)..].iter().step_by(channels);
             for (o, &a) in dst.iter_mut().zip(src) {
                 let v = requantize(a as i32, mult[c], s, bias[c]);
                 *o = match mode {
@@ -605,6 +608,7 @@ fn affine_chw_with(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32], s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::packed_index;
 
     /// Every decoded requantiser equals the formula, near every boundary of every shift.
     #[test]
@@ -854,7 +858,7 @@ mod tests {
             for mode in [Mode::Store, Mode::Accumulate] {
                 let (mut a, mut b) = (vec![3; acc.len()], vec![3; acc.len()]);
                 hwc_to_chw(&acc, &rq, channels, &mut a, mode);
-                hwc16_to_chw_bounded(&lanes, &rq, channels, 32768, &mut b, mode);
+                hwc16_to_chw_bounded(&lanes, &rq, channels, 32768, packed_index, &mut b, mode);
                 assert_eq!(a, b, "shift {shift}");
             }
         }
