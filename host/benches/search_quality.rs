@@ -360,7 +360,10 @@ fn main() -> anyhow::Result<()> {
             };
             // At the network's own timesteps and at one (a cheaper proxy).
             for (t, keys) in [
-                (e.arch.timesteps, ["proxy accuracy, rung 0", "proxy accuracy, rung 1"]),
+                (
+                    e.arch.timesteps,
+                    ["proxy accuracy, rung 0", "proxy accuracy, rung 1"],
+                ),
                 (1, ["proxy at T=1, rung 0", "proxy at T=1, rung 1"]),
             ] {
                 let arch = Arch {

@@ -31,6 +31,39 @@ pub fn encode<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Str
         .join(",")
 }
 
+/// A safetensors file of float32 tensors `(name, shape, values)` with `meta` and the
+/// checksum field (`spikenas.fnv1a64`) added.
+pub fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    mut meta: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        views.push((
+            name.clone(),
+            safetensors::tensor::TensorView::new(
+                safetensors::tensor::Dtype::F32,
+                shape.clone(),
+                data,
+            )?,
+        ));
+    }
+    meta.insert(
+        format!("spikenas.{FIELD}"),
+        encode(
+            tensors
+                .iter()
+                .zip(&bytes)
+                .map(|((n, _, _), b)| (n.as_str(), b.as_slice())),
+        ),
+    );
+    safetensors::tensor::serialize(views, Some(meta))
+}
+
 /// What disagrees with the recorded checksums.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChecksumError {

@@ -13,9 +13,7 @@ use crate::rng::Rng;
 /// Label-preserving distortions of training images, drawn afresh for every image of
 /// every batch (from the training's own seeded generator, so training stays
 /// bit-deterministic).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Augment {
     /// The images as they are.
@@ -47,7 +45,11 @@ impl Augment {
             for y in 0..h {
                 for x in 0..w {
                     let sy = y as isize - dy;
-                    let sx = if flip { (w - 1 - x) as isize } else { x as isize } - dx;
+                    let sx = if flip {
+                        (w - 1 - x) as isize
+                    } else {
+                        x as isize
+                    } - dx;
                     let inside = (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx);
                     dst[(ch * h + y) * w + x] = if inside {
                         src[(ch * h + sy as usize) * w + sx as usize]

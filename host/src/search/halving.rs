@@ -378,8 +378,7 @@ pub fn spikenas(
         let too_slow = |i: usize| {
             cfg.train_budget.is_some_and(|b| {
                 // Measured at the proxy's timesteps, scaled to the network's own.
-                let ips = results[i].last().map_or(0.0, |r| r.images_per_second)
-                    * per_image[i]
+                let ips = results[i].last().map_or(0.0, |r| r.images_per_second) * per_image[i]
                     / full_image[i];
                 ips > 0.0 && b.images as f64 / ips > SLOW_TOLERANCE * b.seconds
             })
