@@ -138,7 +138,7 @@ pub fn to_bytes(varmap: &VarMap, info: &CheckpointInfo) -> Result<Vec<u8>, Check
 }
 
 /// Every variable of `varmap` as `(name, shape, values)`, sorted by name, on the CPU.
-pub fn named_f32(varmap: &VarMap) -> candle_core::Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn named_f32(varmap: &VarMap) -> candle_core::Result<Vec<integrity::NamedF32>> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();

@@ -12,6 +12,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, Dataset, Split};
+use crate::integrity::NamedF32;
 use crate::kernels::ConvBackend;
 use crate::rng::Rng;
 use crate::snn::Network;
@@ -260,7 +261,7 @@ fn snapshot(
     varmap: &VarMap,
     opt: &Optimiser,
 ) -> Result<Snapshot, TrainError> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = crate::checkpoint::named_f32(varmap)?
+    let mut tensors: Vec<NamedF32> = crate::checkpoint::named_f32(varmap)?
         .into_iter()
         .map(|(n, s, v)| (format!("weights/{n}"), s, v))
         .collect();
@@ -364,7 +365,7 @@ pub fn train_resumable(
     let bar = progress_bar(total_steps as u64, cfg.progress);
     let mut rng = Rng::new(cfg.seed ^ 0x0074_7261_696e);
     // Its own generator, so that the batch order does not depend on the distortions.
-    let mut augment_rng = Rng::new(cfg.seed ^ 0x6175_676d_656e_74);
+    let mut augment_rng = Rng::new(cfg.seed ^ 0x0061_7567_6d65_6e74);
     let mut report = TrainReport {
         epochs: Vec::new(),
         steps: 0,

@@ -417,3 +417,177 @@ fn a_board_file_cannot_inject_into_the_generated_crate() {
     assert_eq!(listing(&cwd), ["evil.yaml", "precious.txt"]);
     fs::remove_dir_all(&cwd).unwrap();
 }
+
+/// What a stopped run wrote and how it ended.
+struct Stopped {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Starts the binary in `cwd`, waits until a staging folder for `out` holds a training
+/// state (the first epoch ended), sends `signal` (`TERM`, `INT`, `KILL`) and waits for
+/// the end.
+fn stopped_by(signal: &str, cwd: &Path, args: &[&str], out: &str) -> Stopped {
+    // Files, not pipes: a pipe nobody reads while waiting could fill and block the run.
+    let log = cwd.join(format!("../{out}-{}.stderr", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
+        .current_dir(cwd)
+        .env("SPIKENAS_ROOT", repo_root())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run spikenas-host");
+    let prefix = format!(".{out}.partial-{}-", child.id());
+    loop {
+        let kept = fs::read_dir(cwd).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(&prefix)
+                && e.path().join("resume.safetensors").is_file()
+        });
+        if kept {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{args:?} ended ({status}) before a training state appeared: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let stderr = fs::read_to_string(&log).unwrap();
+    fs::remove_file(&log).unwrap();
+    Stopped { code, stderr }
+}
+
+#[test]
+fn an_interrupted_training_is_kept_and_resumes_bit_for_bit() {
+    let cwd = scratch("resume");
+    let args = |out: &'static str| {
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "60",
+            "--max-train",
+            "300",
+            "--arch",
+            TINY,
+            "--quiet",
+            "--out",
+            out,
+        ]
+    };
+    let stopped = stopped_by("TERM", &cwd, &args("run"), "run");
+    let stderr = stopped.stderr;
+    assert_eq!(stopped.code, Some(128 + 15), "{stderr}");
+    assert!(
+        stderr.contains("training stopped by SIGTERM after step")
+            && stderr.contains("kept in run: the training state (resume.safetensors)")
+            && stderr.contains("Continue with: spikenas-host train --resume run"),
+        "{stderr}"
+    );
+    let run = cwd.join("run");
+    assert_eq!(listing(&run), [MARKER, "resume.safetensors"]);
+    // Starting over in its place needs --force; the message says how to go on.
+    let stderr = refused(&cwd, &args("run"));
+    assert!(
+        stderr.contains("holds an interrupted run") && stderr.contains("--resume run"),
+        "{stderr}"
+    );
+    let stderr = refused(&cwd, &["train", "--resume", "run", "--epochs", "3"]);
+    assert!(
+        stderr.contains("`--epochs` cannot be combined with --resume"),
+        "{stderr}"
+    );
+    let stderr = refused(&cwd, &["search", "--resume", "run"]);
+    assert!(
+        stderr.contains("holds an interrupted `train` run"),
+        "{stderr}"
+    );
+
+    succeeds(&cwd, &["train", "--resume", "run", "--quiet"]);
+    succeeds(&cwd, &args("whole"));
+    assert_eq!(
+        fs::read(run.join("checkpoint.safetensors")).unwrap(),
+        fs::read(cwd.join("whole/checkpoint.safetensors")).unwrap(),
+        "the resumed run's checkpoint is the uninterrupted run's, bit for bit"
+    );
+    assert_eq!(
+        listing(&run),
+        [MARKER, "checkpoint.safetensors", "train.json"]
+    );
+
+    // Killed outright: the staging folder stays, and --resume picks it up.
+    let killed = stopped_by("KILL", &cwd, &args("killed"), "killed");
+    assert_eq!(killed.code, None, "ended by the signal");
+    assert!(!cwd.join("killed").exists());
+    succeeds(&cwd, &["train", "--resume", "killed", "--quiet"]);
+    assert_eq!(
+        fs::read(cwd.join("killed/checkpoint.safetensors")).unwrap(),
+        fs::read(cwd.join("whole/checkpoint.safetensors")).unwrap(),
+    );
+    assert_eq!(listing(&cwd), ["killed", "precious.txt", "run", "whole"]);
+    intact(&cwd);
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn an_interrupted_search_keeps_its_report_and_resumes_the_training() {
+    let cwd = scratch("search-resume");
+    let args = [
+        "search",
+        "--board",
+        "netduinoplus2",
+        "--dataset",
+        "digits",
+        "--max-train",
+        "300",
+        "--epochs",
+        "30",
+        "--time-budget",
+        "2",
+        "--train-time",
+        "30",
+        "--quiet",
+        "--out",
+        "s",
+    ];
+    let stopped = stopped_by("INT", &cwd, &args, "s");
+    let stderr = stopped.stderr;
+    assert_eq!(stopped.code, Some(128 + 2), "{stderr}");
+    assert!(
+        stderr.contains("stopped by SIGINT (Ctrl-C)")
+            && stderr.contains("the search report (report.json, report.md, candidates.svg)")
+            && stderr.contains("Continue with: spikenas-host search --resume s"),
+        "{stderr}"
+    );
+    let s = cwd.join("s");
+    assert_eq!(
+        listing(&s),
+        [
+            MARKER,
+            "candidates.svg",
+            "report.json",
+            "report.md",
+            "resume.safetensors"
+        ]
+    );
+    let report = fs::read_to_string(s.join("report.json")).unwrap();
+    assert!(report.contains("\"best\"") && report.contains("\"training\": null"));
+    let stdout = succeeds(&cwd, &["search", "--resume", "s", "--quiet"]);
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let names = listing(&s);
+    for name in ["checkpoint.safetensors", "model.safetensors", "firmware"] {
+        assert!(names.contains(&name.to_string()), "{names:?}");
+    }
+    assert!(!names.contains(&"resume.safetensors".to_string()));
+    fs::remove_dir_all(&cwd).unwrap();
+}

@@ -61,7 +61,7 @@ pub struct Snapshot {
     /// Where the run stands.
     pub state: TrainState,
     /// `(name, shape, values)`, sorted by name.
-    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub tensors: Vec<integrity::NamedF32>,
 }
 
 /// Errors reading or writing a training state.
