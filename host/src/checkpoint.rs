@@ -261,6 +261,7 @@ pub fn load(
         width,
         classes,
     };
+    input.check().map_err(|why| bad("input", why))?;
     let known = [
         "format",
         "arch",

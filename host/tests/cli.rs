@@ -591,3 +591,143 @@ fn an_interrupted_search_keeps_its_report_and_resumes_the_training() {
     assert!(!names.contains(&"resume.safetensors".to_string()));
     fs::remove_dir_all(&cwd).unwrap();
 }
+
+#[test]
+fn board_files_and_names_that_used_to_pass_or_hang_are_answered() {
+    let cwd = scratch("boards");
+    let profile = fs::read_to_string(repo_root().join("boards/netduinoplus2.yaml")).unwrap();
+    let estimate = |file: &str| {
+        refused(
+            &cwd,
+            &[
+                "estimate",
+                "--arch",
+                "ch=4,stages=1,fc=8,t=2",
+                "--board-file",
+                file,
+            ],
+        )
+    };
+    let write = |name: &str, text: String| fs::write(cwd.join(name), text).unwrap();
+    write(
+        "big.yaml",
+        profile.replace("size: 0x100000 # 1 MiB", "size: 0xFFFFFFFFFF"),
+    );
+    let e = estimate("big.yaml");
+    assert!(
+        e.contains("regions[0]") && e.contains("past the 4 GiB (0x1_0000_0000) address space"),
+        "{e}"
+    );
+    write(
+        "wrap.yaml",
+        profile.replace("origin: 0x20000000", "origin: 0xFFFF0000"),
+    );
+    let e = estimate("wrap.yaml");
+    assert!(
+        e.contains("region `sram` (origin 0xffff0000, size 0x20000) ends at 0x100010000"),
+        "{e}"
+    );
+    // An endless file is refused after 1 MiB, not read until the memory runs out.
+    let e = estimate("/dev/zero");
+    assert!(e.contains("/dev/zero is larger than 1048576 bytes"), "{e}");
+    // A huge value is not echoed whole.
+    write(
+        "long.yaml",
+        profile.replace(
+            "name: netduinoplus2",
+            &format!("name: {}", "x".repeat(300_000)),
+        ),
+    );
+    let e = estimate("long.yaml");
+    assert!(
+        e.contains("... (300000 characters)") && e.len() < 2_000,
+        "{e}"
+    );
+    for (name, hint) in [
+        ("netduino", "did you mean `netduinoplus2`?"),
+        ("microbit2", "did you mean `microbit`?"),
+        (
+            "boards/microbit.yaml",
+            "to use a profile file, pass it with --board-file boards/microbit.yaml",
+        ),
+    ] {
+        let e = refused(&cwd, &["estimate", "--arch", "ch=4", "--board", name]);
+        assert!(e.contains(hint), "{name}: {e}");
+    }
+    let e = refused(
+        &cwd,
+        &[
+            "estimate",
+            "--board",
+            "microbit",
+            "--arch",
+            "ch=4",
+            "--input",
+            "1x4294967296x1",
+        ],
+    );
+    assert!(e.contains("height 4294967296 is more than 65535"), "{e}");
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn quantize_on_a_dataset_of_another_shape_says_so() {
+    let cwd = scratch("shape");
+    succeeds(
+        &cwd,
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--max-train",
+            "100",
+            "--arch",
+            TINY,
+            "--quiet",
+            "--out",
+            "t",
+        ],
+    );
+    // A 28x28 dataset of its own, in IDX form, for the 8x8 network.
+    let idx = cwd.join("idx");
+    fs::create_dir_all(&idx).unwrap();
+    let images = |n: u32| {
+        let mut b = vec![0, 0, 8, 3];
+        for d in [n, 28, 28] {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend((0..n * 28 * 28).map(|i| (i % 251) as u8));
+        b
+    };
+    let labels = |n: u32| {
+        let mut b = vec![0, 0, 8, 1];
+        b.extend(n.to_be_bytes());
+        b.extend((0..n).map(|i| (i % 10) as u8));
+        b
+    };
+    for (prefix, n) in [("train", 40), ("t10k", 20)] {
+        fs::write(idx.join(format!("{prefix}-images-idx3-ubyte")), images(n)).unwrap();
+        fs::write(idx.join(format!("{prefix}-labels-idx1-ubyte")), labels(n)).unwrap();
+    }
+    let e = refused(
+        &cwd,
+        &[
+            "quantize",
+            "--checkpoint",
+            "t",
+            "--dataset",
+            "idx:idx",
+            "--out",
+            "q",
+        ],
+    );
+    assert!(
+        e.contains("images are 1x28x28 with 10 classes")
+            && e.contains("the network takes 1x8x8 with 10 classes (trained on digits)")
+            && !e.contains("candle_core"),
+        "{e}"
+    );
+    fs::remove_dir_all(&cwd).unwrap();
+}
