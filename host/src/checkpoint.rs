@@ -195,12 +195,21 @@ pub fn load(
         path: path.to_path_buf(),
         source,
     })?;
+    from_bytes(path, &bytes, device)
+}
+
+/// [`load`] from the bytes of a checkpoint file (`path` names it in errors).
+pub fn from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(Network, VarMap, CheckpointInfo), CheckpointError> {
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|source| CheckpointError::Format {
+        SafeTensors::read_metadata(bytes).map_err(|source| CheckpointError::Format {
             path: path.to_path_buf(),
             source,
         })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|source| CheckpointError::Format {
+    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
         path: path.to_path_buf(),
         source,
     })?;
