@@ -466,13 +466,53 @@ impl InputShape {
                  e.g. 1x28x28, and at least one class"
             ));
         }
-        Ok(InputShape {
+        let shape = InputShape {
             channels: numbers[0],
             height: numbers[1],
             width: numbers[2],
             classes,
-        })
+        };
+        shape
+            .check()
+            .map_err(|why| format!("input `{dims}`: {why}"))?;
+        Ok(shape)
     }
+
+    /// Refuses sizes no board could hold and that would wrap in the firmware's 32-bit
+    /// arithmetic: at most [`InputShape::MAX_SIDE`] per side and channel count,
+    /// [`InputShape::MAX_PIXELS`] values an image and [`InputShape::MAX_SIDE`] classes.
+    pub fn check(&self) -> Result<(), String> {
+        for (what, n) in [
+            ("channels", self.channels),
+            ("height", self.height),
+            ("width", self.width),
+            ("classes", self.classes),
+        ] {
+            if n > Self::MAX_SIDE {
+                return Err(format!(
+                    "{what} {n} is more than {}; give the images' real size, e.g. 1x28x28",
+                    Self::MAX_SIDE
+                ));
+            }
+        }
+        let values = self.channels * self.height * self.width;
+        if values > Self::MAX_PIXELS {
+            return Err(format!(
+                "{values} values an image ({}x{}x{}) is more than {}; give the images' real \
+                 size, e.g. 1x28x28",
+                self.channels,
+                self.height,
+                self.width,
+                Self::MAX_PIXELS
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest side, channel count or class count.
+    pub const MAX_SIDE: usize = 65_535;
+    /// The most values (channels x height x width) an image may have.
+    pub const MAX_PIXELS: usize = 1 << 24;
 }
 
 impl fmt::Display for InputShape {
@@ -488,6 +528,16 @@ impl fmt::Display for InputShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_sizes_that_would_wrap_are_refused() {
+        assert!(InputShape::parse("1x28x28", 10).is_ok());
+        let e = InputShape::parse("1x4294967296x1", 10).unwrap_err();
+        assert!(e.contains("height 4294967296 is more than 65535"), "{e}");
+        let e = InputShape::parse("3x4096x4096", 10).unwrap_err();
+        assert!(e.contains("50331648 values an image"), "{e}");
+        assert!(InputShape::parse("1x28x28", 70_000).is_err());
+    }
 
     #[test]
     fn round_trip_default() {

@@ -423,10 +423,36 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// The largest board or targets file read: the shipped ones are a few KB; a larger
+/// one (or an endless one such as `/dev/zero`) is refused before it fills the memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 fn read(path: &Path) -> Result<String, BoardError> {
-    std::fs::read_to_string(path).map_err(|source| BoardError::Io {
+    use std::io::Read as _;
+    let io = |source| BoardError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(BoardError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
     })
 }
 

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::arch::Arch;
 use crate::integrity::{self, ChecksumError};
@@ -158,32 +158,7 @@ pub enum CheckpointError {
 
 /// The bytes of a checkpoint of `varmap` with `info` as metadata.
 pub fn to_bytes(varmap: &VarMap, info: &CheckpointInfo) -> Result<Vec<u8>, CheckpointError> {
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for name in names {
-        let t = data[name]
-            .as_tensor()
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?;
-        let bytes: Vec<u8> = t
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        owned.push((name.clone(), t.dims().to_vec(), bytes));
-    }
-    let views: Vec<(String, TensorView<'_>)> = owned
-        .iter()
-        .map(|(n, shape, bytes)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("consistent"),
-            )
-        })
-        .collect();
+    let tensors = named_f32(varmap)?;
     let mut meta: HashMap<String, String> = HashMap::new();
     meta.insert(format!("{PREFIX}format"), FORMAT.into());
     meta.insert(format!("{PREFIX}arch"), info.arch.to_string());
@@ -220,14 +195,27 @@ pub fn to_bytes(varmap: &VarMap, info: &CheckpointInfo) -> Result<Vec<u8>, Check
     for (k, v) in &info.extra {
         meta.insert(format!("{PREFIX}{k}"), v.clone());
     }
-    meta.insert(
-        format!("{PREFIX}{}", integrity::FIELD),
-        integrity::encode(owned.iter().map(|(n, _, b)| (n.as_str(), b.as_slice()))),
-    );
-    safetensors::tensor::serialize(views, Some(meta)).map_err(|source| CheckpointError::Format {
+    integrity::serialize_f32(&tensors, meta).map_err(|source| CheckpointError::Format {
         path: PathBuf::from("<memory>"),
         source,
     })
+}
+
+/// Every variable of `varmap` as `(name, shape, values)`, sorted by name, on the CPU.
+pub fn named_f32(varmap: &VarMap) -> candle_core::Result<Vec<integrity::NamedF32>> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let t = data[name]
+                .as_tensor()
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?;
+            Ok((name.clone(), t.dims().to_vec(), t.flatten_all()?.to_vec1()?))
+        })
+        .collect()
 }
 
 /// Save atomically.
@@ -354,12 +342,21 @@ pub fn load(
         path: path.to_path_buf(),
         source,
     })?;
+    from_bytes(path, &bytes, device)
+}
+
+/// [`load`] from the bytes of a checkpoint file (`path` names it in errors).
+pub fn from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(Network, VarMap, CheckpointInfo), CheckpointError> {
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|source| CheckpointError::Format {
+        SafeTensors::read_metadata(bytes).map_err(|source| CheckpointError::Format {
             path: path.to_path_buf(),
             source,
         })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|source| CheckpointError::Format {
+    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
         path: path.to_path_buf(),
         source,
     })?;
@@ -450,6 +447,7 @@ pub fn load(
         width,
         classes,
     };
+    input.check().map_err(|why| bad("input", why))?;
     let known = VERSION_1_FIELDS.iter().chain(&[
         "format_version",
         "lif.tau",

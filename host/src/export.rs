@@ -567,6 +567,8 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(QuantizedNetwork, ModelI
         width,
         classes,
     };
+    // Before any size arithmetic: a damaged shape could overflow it.
+    input.check().map_err(|why| bad("input", why))?;
     if input.head_features(&arch) == 0 {
         return Err(bad(
             "input",

@@ -31,6 +31,89 @@ pub fn encode<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Str
         .join(",")
 }
 
+/// A float32 tensor as `(name, shape, values)`.
+pub type NamedF32 = (String, Vec<usize>, Vec<f32>);
+
+/// A safetensors file of float32 tensors `(name, shape, values)` with `meta` and the
+/// checksum field (`spikenas.fnv1a64`) added.
+pub fn serialize_f32(
+    tensors: &[NamedF32],
+    mut meta: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        views.push((
+            name.clone(),
+            safetensors::tensor::TensorView::new(
+                safetensors::tensor::Dtype::F32,
+                shape.clone(),
+                data,
+            )?,
+        ));
+    }
+    meta.insert(
+        format!("spikenas.{FIELD}"),
+        encode(
+            tensors
+                .iter()
+                .zip(&bytes)
+                .map(|((n, _, _), b)| (n.as_str(), b.as_slice())),
+        ),
+    );
+    safetensors::tensor::serialize(views, Some(meta)).map(|b| canonical_header(&b))
+}
+
+/// The same safetensors bytes with the header's keys sorted, so that equal tensors and
+/// metadata give equal files (safetensors writes its metadata map in hash order). Bytes
+/// it cannot read come back unchanged.
+pub fn canonical_header(bytes: &[u8]) -> Vec<u8> {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n <= bytes.len() - 8)
+    else {
+        return bytes.to_vec();
+    };
+    let Ok(header) =
+        serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&bytes[8..8 + n])
+    else {
+        return bytes.to_vec();
+    };
+    let mut text = serde_json::to_string(&header).expect("JSON values serialise");
+    // Keys of nested objects (the metadata) sorted too.
+    if let Some(serde_json::Value::Object(meta)) = header.get("__metadata__") {
+        let sorted: BTreeMap<&String, &serde_json::Value> = meta.iter().collect();
+        let mut top = header.clone();
+        top.remove("__metadata__");
+        let mut parts = vec![format!(
+            "\"__metadata__\":{}",
+            serde_json::to_string(&sorted).expect("JSON values serialise")
+        )];
+        for (k, v) in &top {
+            parts.push(format!(
+                "{}:{}",
+                serde_json::to_string(k).expect("a string serialises"),
+                serde_json::to_string(v).expect("JSON values serialise")
+            ));
+        }
+        text = format!("{{{}}}", parts.join(","));
+    }
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
 /// What disagrees with the recorded checksums.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChecksumError {
@@ -129,6 +212,26 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_contents_give_equal_files() {
+        let tensors = vec![("b".to_string(), vec![2], vec![1.0f32, 2.0])];
+        let meta = |keys: &[&str]| -> std::collections::HashMap<String, String> {
+            keys.iter()
+                .map(|k| (k.to_string(), format!("v{k}")))
+                .collect()
+        };
+        let first = serialize_f32(&tensors, meta(&["z", "a", "m", "q", "c"])).unwrap();
+        for _ in 0..8 {
+            let again = serialize_f32(&tensors, meta(&["c", "q", "m", "a", "z"])).unwrap();
+            assert_eq!(again, first);
+        }
+        let st = SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(st.tensor("b").unwrap().data().len(), 8);
+        let (_, header) = SafeTensors::read_metadata(&first).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["a"], "va");
+        assert_eq!(canonical_header(b"short"), b"short");
+    }
 
     #[test]
     fn fnv1a64_known_values() {

@@ -13,6 +13,7 @@ pub mod device;
 pub mod export;
 pub mod firmware;
 pub mod integrity;
+pub mod interrupt;
 pub mod kernels;
 pub mod latency;
 pub mod memory;

@@ -11,7 +11,10 @@
 //! Every check runs in [`Staged::new`], before any long work, and again in
 //! [`Staged::commit`]. Staging and old folders left by processes that died are cleaned
 //! up by the next [`Staged::new`] for the same target (only folders that carry the
-//! marker; an old folder whose target is missing is put back).
+//! marker; an old folder whose target is missing is put back). A staging folder that
+//! holds a training state ([`RESUMABLE`]) is work to keep, not litter: it is moved into
+//! place when the target is missing (an interrupted run, resumable with `--resume`) and
+//! otherwise left alone.
 
 use std::fs;
 use std::io::Write;
@@ -25,6 +28,10 @@ pub const MARKER: &str = ".spikenas-output";
 pub const MARKER_TEXT: &str = "This folder was written by spikenas-host; `--force` may replace it \
                            as a whole. Remove this file to protect the folder.\n";
 
+/// The file that makes an output folder an interrupted run's, to continue with
+/// `--resume` (the training state).
+pub const RESUMABLE: &str = crate::train::resume::FILE;
+
 /// Errors writing output.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -35,6 +42,14 @@ pub enum OutputError {
         .0.display()
     )]
     Exists(PathBuf),
+    /// The folder holds an interrupted run and `--force` was not given.
+    #[error(
+        "output folder {} holds an interrupted run (its training state, {RESUMABLE}). Fix: \
+         continue it with --resume {}, or pass --force to start over",
+        .0.display(),
+        .0.display()
+    )]
+    Interrupted(PathBuf),
     /// The path exists but is not a folder spikenas wrote.
     #[error(
         "{} already exists and was not written by spikenas (it has no {MARKER} marker), \
@@ -175,6 +190,15 @@ impl Staged {
         Ok(path)
     }
 
+    /// Removes `name` from the staging folder, if it is there.
+    pub fn remove(&self, name: &str) -> Result<(), OutputError> {
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Move the staging folder into place. An old folder (only with force, and only
     /// one spikenas wrote) is renamed away first and deleted once the new one is in.
     pub fn commit(mut self) -> Result<PathBuf, OutputError> {
@@ -209,6 +233,16 @@ impl Drop for Staged {
         if !self.committed {
             let _ = fs::remove_dir_all(&self.staging);
         }
+    }
+}
+
+/// Cleans up what dead processes left for `target` (as [`Staged::new`] does first):
+/// a killed run's training state is moved into place at `target` when it is free, so
+/// that `--resume TARGET` finds it.
+pub fn recover(target: &Path) {
+    if let Ok(dest) = resolve(target) {
+        let (parent, name) = split(&dest);
+        clean_stale(&parent, &name);
     }
 }
 
@@ -321,6 +355,9 @@ fn check_replaceable(target: &Path, dest: &Path, force: bool) -> Result<(), Outp
     if !is_spikenas_output(dest) {
         return Err(OutputError::NotOurs(target.to_path_buf()));
     }
+    if !force && dest.join(RESUMABLE).is_file() {
+        return Err(OutputError::Interrupted(target.to_path_buf()));
+    }
     if !force {
         return Err(OutputError::Exists(target.to_path_buf()));
     }
@@ -383,9 +420,11 @@ fn clean_stale(parent: &Path, name: &str) {
             continue;
         }
         let target = parent.join(name);
-        if is_old && fs::symlink_metadata(&target).is_err() {
+        let target_missing = fs::symlink_metadata(&target).is_err();
+        let resumable = !is_old && path.join(RESUMABLE).is_file();
+        if (is_old || resumable) && target_missing {
             let _ = fs::rename(&path, &target);
-        } else {
+        } else if !resumable {
             let _ = fs::remove_dir_all(&path);
         }
     }

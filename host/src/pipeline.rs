@@ -16,10 +16,11 @@ use crate::rng::Rng;
 use crate::search::feasible::TrainBudget;
 use crate::search::space::SearchSpace;
 use crate::search::{self, Fit, Scorer, SearchConfig, SearchData};
-use crate::session::input_shape;
+use crate::session::{input_shape, Kept, RunControl};
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
 use crate::train::{self, TrainConfig};
+use crate::train::{ResumeError, Trained};
 
 /// Errors of the main job.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,12 @@ pub enum PipelineError {
     /// Firmware generation.
     #[error(transparent)]
     Firmware(#[from] crate::firmware::FirmwareError),
+    /// Reading or writing the training state.
+    #[error(transparent)]
+    Resume(#[from] crate::train::ResumeError),
+    /// Stopped before the end; what was kept and how to go on.
+    #[error(transparent)]
+    Interrupted(#[from] crate::session::Interrupted),
 }
 
 /// Images used to calibrate the quantizer (from the training split).
@@ -332,10 +339,57 @@ pub fn run(
     out: &Path,
     force: bool,
 ) -> Result<SearchRun, PipelineError> {
-    let staged = Staged::new(out, force)?;
+    run_with(job, device, out, force, &RunControl::default())
+}
+
+/// The report files of a search run.
+const REPORT_FILES: [&str; 3] = ["report.json", "report.md", "candidates.svg"];
+
+fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), PipelineError> {
+    let [json, md, svg] = REPORT_FILES;
+    staged.write(json, serde_json::to_string_pretty(report)?.as_bytes())?;
+    staged.write(md, report.markdown().as_bytes())?;
+    staged.write(svg, report.svg().as_bytes())?;
+    Ok(())
+}
+
+/// The metadata key of the search result kept with the training state (YAML, which
+/// unlike JSON keeps NaN and infinite scores).
+const SEARCH_KEY: &str = "spikenas.search";
+
+/// The search result of the interrupted run in `out`, kept with its training state.
+fn searched_before(out: &Path) -> Result<search::SearchOutcome, PipelineError> {
+    let path = out.join(crate::train::resume::FILE);
+    let (_, meta) = crate::train::Snapshot::read(&path)?;
+    let format = |problem: String| ResumeError::Format {
+        path: path.clone(),
+        problem,
+    };
+    let yaml = meta
+        .get(SEARCH_KEY)
+        .ok_or_else(|| format(format!("it has no search result (`{SEARCH_KEY}`)")))?;
+    Ok(serde_norway::from_str(yaml)
+        .map_err(|e| format(format!("its search result is unreadable ({e})")))?)
+}
+
+/// [`run`], interruptible and resumable as `ctl` says: when the training of the
+/// winner is interrupted, the output folder keeps the search report and the training
+/// state, and `ctl.resume` continues the training (the search is not run again).
+pub fn run_with(
+    job: &SearchJob,
+    device: &Device,
+    out: &Path,
+    force: bool,
+    ctl: &RunControl,
+) -> Result<SearchRun, PipelineError> {
+    let staged = Staged::new(out, force || ctl.resume)?;
     let data = data::load(&job.source, &job.load)?;
     let input = input_shape(&data);
-    let outcome = search_on(&data, job, device)?;
+    let outcome = if ctl.resume {
+        searched_before(out)?
+    } else {
+        search_on(&data, job, device)?
+    };
     let estimate = memory::estimate(&outcome.best, &input, &job.board, &job.targets);
     let mut report = SearchReport {
         board: job.board.name.clone(),
@@ -353,11 +407,44 @@ pub fn run(
         sections: Vec::new(),
         clock_hz: job.board.clock_hz,
     };
+    let mut staged = staged;
     if let Some(cfg) = &recipe_of(&data, job) {
         let arch = report.search.best;
         let (net, varmap) =
             Network::init(arch, input, LifParams::default(), device, job.search.seed)?;
-        let t = train::train(&net, &varmap, &data, device, cfg)?;
+        let fingerprint = serde_json::json!({
+            "board": job.board.name,
+            "arch": arch.to_string(),
+            "dataset": job.source.to_string(),
+            "load": &job.load,
+            "config": crate::session::fingerprint_of(cfg),
+            "seed": job.search.seed,
+        })
+        .to_string();
+        let resumed = ctl.resume_state(out, &fingerprint)?;
+        let kept = Kept {
+            staged,
+            ctl,
+            fingerprint,
+            resume_command: format!("spikenas-host search --resume {}", out.display()),
+            extra_meta: [(
+                SEARCH_KEY.to_string(),
+                serde_norway::to_string(&report.search).map_err(|e| ResumeError::Format {
+                    path: out.join(crate::train::resume::FILE),
+                    problem: format!("the search result cannot be written ({e})"),
+                })?,
+            )]
+            .into(),
+        };
+        let t = match kept.train(&net, &varmap, &data, device, cfg, resumed.as_ref())? {
+            Trained::Finished(t) => t,
+            Trained::Stopped(s) => {
+                write_reports(&kept.staged, &report)?;
+                let others = ["the search report (report.json, report.md, candidates.svg)"];
+                return Err(kept.interrupted(&s, cfg, &others)?.into());
+            }
+        };
+        staged = kept.staged;
         let mut extra = std::collections::HashMap::new();
         extra.insert("board".to_string(), job.board.name.clone());
         // `quantize` and `infer` on this run's files reuse the split.
@@ -434,12 +521,7 @@ pub fn run(
         }
         report.quantization = Some(summary);
     }
-    staged.write(
-        "report.json",
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
-    staged.write("report.md", report.markdown().as_bytes())?;
-    staged.write("candidates.svg", report.svg().as_bytes())?;
+    write_reports(&staged, &report)?;
     let dir = staged.commit()?;
     Ok(SearchRun { dir, report })
 }

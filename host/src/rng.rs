@@ -16,6 +16,17 @@ impl Rng {
         }
     }
 
+    /// The generator's whole state (to save it and continue later with
+    /// [`Rng::from_state`]).
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    /// A generator that continues from a [`Rng::state`].
+    pub fn from_state(state: u64) -> Self {
+        Rng { state }
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -77,6 +88,14 @@ mod tests {
         s.sort();
         assert_eq!(s, (0..100).collect::<Vec<_>>());
         assert_ne!(v, s);
+    }
+
+    #[test]
+    fn a_saved_state_continues_the_same_sequence() {
+        let mut a = Rng::new(3);
+        a.next_u64();
+        let mut b = Rng::from_state(a.state());
+        assert_eq!(a.next_u64(), b.next_u64());
     }
 
     #[test]

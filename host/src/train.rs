@@ -1,18 +1,27 @@
 //! Training (BPTT through all timesteps) and evaluation of a [`Network`].
 //!
 //! AdamW or SGD with momentum, cosine learning-rate schedule, seeded batch order;
-//! on the CPU the same seed gives the same weights for the same thread count.
+//! on the CPU the same seed gives the same weights for the same thread count. A run can
+//! be stopped after any step and continued from its [`Snapshot`] ([`train_resumable`]),
+//! giving the same weights as a run that was never stopped.
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{Optimizer, VarMap};
+use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, Dataset, Split};
+use crate::integrity::NamedF32;
 use crate::kernels::ConvBackend;
 use crate::rng::Rng;
 use crate::snn::Network;
+
+mod optim;
+pub mod resume;
+
+use optim::Optimiser;
+pub use resume::{ResumeError, Snapshot, TrainState};
 
 /// Which optimiser to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -92,7 +101,7 @@ pub fn default_epochs(train_images: usize, batch_size: usize) -> usize {
 }
 
 /// What one epoch did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -140,68 +149,20 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-}
-
-/// SGD with momentum 0.9 and decoupled weight decay.
-#[derive(Debug)]
-struct Sgd {
-    vars: Vec<(Var, Tensor)>,
-    lr: f64,
-    weight_decay: f64,
-}
-
-impl Sgd {
-    fn new(vars: Vec<Var>, lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
-        let vars = vars
-            .into_iter()
-            .map(|v| Ok((v.clone(), v.as_tensor().zeros_like()?)))
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Sgd {
-            vars,
-            lr,
-            weight_decay,
-        })
-    }
-
-    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
-        for (var, momentum) in self.vars.iter_mut() {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                *momentum = ((&*momentum * 0.9)? + g)?;
-                let decayed = (var.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
-                var.set(&(decayed - (&*momentum * self.lr)?)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-enum Opt {
-    Adamw(candle_nn::AdamW),
-    Sgd(Sgd),
-}
-
-impl Opt {
-    fn set_lr(&mut self, lr: f64) {
-        match self {
-            Opt::Adamw(o) => o.set_learning_rate(lr),
-            Opt::Sgd(o) => o.lr = lr,
-        }
-    }
-
-    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
-        match self {
-            Opt::Adamw(o) => o.step(grads),
-            Opt::Sgd(o) => o.step(grads),
-        }
-    }
+    /// Saving or restoring the training state failed.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
 }
 
 /// Variables the optimiser updates: everything but batch-norm running statistics.
-fn trainable(varmap: &VarMap) -> Vec<Var> {
+fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().filter(|n| !n.contains("running_")).collect();
     names.sort();
-    names.into_iter().map(|n| data[n].clone()).collect()
+    names
+        .into_iter()
+        .map(|n| (n.clone(), data[n].clone()))
+        .collect()
 }
 
 /// The learning rate at `step` of `total` (cosine from `peak` to 0).
@@ -240,6 +201,156 @@ pub fn train(
     device: &Device,
     cfg: &TrainConfig,
 ) -> Result<TrainReport, TrainError> {
+    let mut keep = |_: &Snapshot| Ok(());
+    let control = Control {
+        resume: None,
+        on_epoch: &mut keep,
+        stop: &|_| false,
+    };
+    match train_resumable(net, varmap, data, device, cfg, control)? {
+        Trained::Finished(report) => Ok(report),
+        Trained::Stopped(_) => unreachable!("`stop` never asks to stop"),
+    }
+}
+
+/// How a training run starts, is kept and is stopped.
+pub struct Control<'a> {
+    /// Continue from this snapshot of the same job (same network, data and config).
+    pub resume: Option<&'a Snapshot>,
+    /// Called with the snapshot at the end of every epoch, to keep it.
+    pub on_epoch: &'a mut dyn FnMut(&Snapshot) -> Result<(), TrainError>,
+    /// Asked after every step with the steps taken so far: true stops training there,
+    /// as an interruption ([`Trained::Stopped`]).
+    pub stop: &'a dyn Fn(usize) -> bool,
+}
+
+impl std::fmt::Debug for Control<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("resume", &self.resume.map(|s| &s.state))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`train_resumable`] ended.
+#[derive(Debug)]
+pub enum Trained {
+    /// Every epoch ran (or the time budget ended training).
+    Finished(TrainReport),
+    /// `stop` asked to stop: the snapshot continues the run.
+    Stopped(Box<Snapshot>),
+}
+
+/// The counters of a run in progress (what a [`TrainState`] records besides tensors).
+struct Progress {
+    epoch: usize,
+    epoch_step: usize,
+    order_rng: u64,
+    augment_rng: u64,
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    epoch_seconds: f64,
+    elapsed_seconds: f64,
+}
+
+/// The snapshot of the run at `p`.
+fn snapshot(
+    p: Progress,
+    report: &TrainReport,
+    varmap: &VarMap,
+    opt: &Optimiser,
+) -> Result<Snapshot, TrainError> {
+    let mut tensors: Vec<NamedF32> = crate::checkpoint::named_f32(varmap)?
+        .into_iter()
+        .map(|(n, s, v)| (format!("weights/{n}"), s, v))
+        .collect();
+    for (name, t) in opt.state() {
+        let t = t.to_device(&Device::Cpu)?;
+        tensors.push((name, t.dims().to_vec(), t.flatten_all()?.to_vec1()?));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Snapshot {
+        state: TrainState {
+            epoch: p.epoch,
+            epoch_step: p.epoch_step,
+            steps: report.steps,
+            order_rng: p.order_rng,
+            augment_rng: p.augment_rng,
+            elapsed_seconds: p.elapsed_seconds,
+            loss_sum: p.loss_sum,
+            correct: p.correct,
+            seen: p.seen,
+            epoch_seconds: p.epoch_seconds,
+            epochs: report.epochs.clone(),
+        },
+        tensors,
+    })
+}
+
+/// Puts the weights and optimiser moments of `s` into `varmap` and `opt`.
+fn restore(
+    s: &Snapshot,
+    varmap: &VarMap,
+    opt: &mut Optimiser,
+    device: &Device,
+) -> Result<(), TrainError> {
+    let tensor = |name: &str| -> Result<Option<Tensor>, TrainError> {
+        s.tensor(name)
+            .map(|(shape, values)| Ok(Tensor::from_slice(values, shape, device)?))
+            .transpose()
+    };
+    {
+        let data = varmap.data().lock().expect("varmap lock");
+        let weights = s
+            .tensors
+            .iter()
+            .filter(|(n, _, _)| n.starts_with("weights/"))
+            .count();
+        if weights != data.len() {
+            return Err(ResumeError::Fit(format!(
+                "it has {weights} weight tensors, the network {}",
+                data.len()
+            ))
+            .into());
+        }
+        for (name, var) in data.iter() {
+            let t = tensor(&format!("weights/{name}"))?
+                .ok_or_else(|| ResumeError::Fit(format!("tensor `weights/{name}` is missing")))?;
+            if t.dims() != var.as_tensor().dims() {
+                return Err(ResumeError::Fit(format!(
+                    "tensor `weights/{name}` has shape {:?}, the network needs {:?}",
+                    t.dims(),
+                    var.as_tensor().dims()
+                ))
+                .into());
+            }
+            var.set(&t)?;
+        }
+    }
+    let mut missing = None;
+    opt.restore(s.state.steps, |name| match tensor(name) {
+        Ok(t) => t,
+        Err(e) => {
+            missing = Some(e);
+            None
+        }
+    })
+    .map_err(ResumeError::Fit)?;
+    missing.map_or(Ok(()), Err)
+}
+
+/// Train `net` (whose variables are in `varmap`) on `data`, continuing from
+/// `control.resume` when given, keeping a snapshot at every epoch's end and stopping
+/// where `control.stop` says.
+pub fn train_resumable(
+    net: &Network,
+    varmap: &VarMap,
+    data: &Dataset,
+    device: &Device,
+    cfg: &TrainConfig,
+    control: Control<'_>,
+) -> Result<Trained, TrainError> {
     crate::kernels::tune_cpu_runtime();
     let n = data.train.len();
     if n == 0 {
@@ -250,23 +361,11 @@ pub fn train(
         steps_per_epoch = steps_per_epoch.min(m);
     }
     let total_steps = steps_per_epoch * cfg.epochs;
-    let vars = trainable(varmap);
-    let mut opt = match cfg.optimizer {
-        OptimizerKind::Adamw => Opt::Adamw(candle_nn::AdamW::new(
-            vars,
-            candle_nn::ParamsAdamW {
-                lr: cfg.lr,
-                weight_decay: cfg.weight_decay,
-                ..Default::default()
-            },
-        )?),
-        OptimizerKind::Sgd => Opt::Sgd(Sgd::new(vars, cfg.lr, cfg.weight_decay)?),
-    };
+    let mut opt = Optimiser::new(cfg.optimizer, trainable(varmap), cfg.lr, cfg.weight_decay)?;
     let bar = progress_bar(total_steps as u64, cfg.progress);
     let mut rng = Rng::new(cfg.seed ^ 0x0074_7261_696e);
     // Its own generator, so that the batch order does not depend on the distortions.
     let mut augment_rng = Rng::new(cfg.seed ^ 0x0061_7567_6d65_6e74);
-    let started = Instant::now();
     let mut report = TrainReport {
         epochs: Vec::new(),
         steps: 0,
@@ -274,18 +373,33 @@ pub fn train(
         test_accuracy: 0.0,
         stopped_by_time: false,
     };
-    'epochs: for epoch in 1..=cfg.epochs {
+    let (mut first_epoch, mut skip, mut before) = (1, 0, Duration::ZERO);
+    let mut resumed_epoch = None;
+    if let Some(s) = control.resume {
+        restore(s, varmap, &mut opt, device)?;
+        let st = &s.state;
+        rng = Rng::from_state(st.order_rng);
+        augment_rng = Rng::from_state(st.augment_rng);
+        report.steps = st.steps;
+        report.epochs = st.epochs.clone();
+        (first_epoch, skip) = (st.epoch, st.epoch_step);
+        before = Duration::from_secs_f64(st.elapsed_seconds.max(0.0));
+        resumed_epoch = Some((st.loss_sum, st.correct, st.seen, st.epoch_seconds));
+        bar.set_position(st.steps as u64);
+    }
+    let started = Instant::now();
+    let elapsed = || before + started.elapsed();
+    for epoch in first_epoch..=cfg.epochs {
+        let order_rng = rng.state();
         let mut order: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut order);
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for batch in order.chunks(cfg.batch_size).take(steps_per_epoch) {
-            opt.set_lr(scheduled_lr(
-                cfg,
-                report.steps,
-                total_steps,
-                started.elapsed(),
-            ));
+        let (mut loss_sum, mut correct, mut seen, earlier_seconds) =
+            resumed_epoch.take().unwrap_or((0.0, 0, 0, 0.0));
+        let epoch_seconds = || earlier_seconds + epoch_start.elapsed().as_secs_f64();
+        let batches = order.chunks(cfg.batch_size).take(steps_per_epoch);
+        for (i, batch) in batches.enumerate().skip(std::mem::take(&mut skip)) {
+            opt.set_lr(scheduled_lr(cfg, report.steps, total_steps, elapsed()));
             let (images, labels) =
                 data.train
                     .batch_augmented(batch, cfg.augment, &mut augment_rng, device)?;
@@ -304,23 +418,37 @@ pub fn train(
             seen += batch.len();
             loss_sum += loss_value as f64 * batch.len() as f64;
             report.steps += 1;
-            let secs = epoch_start.elapsed().as_secs_f64();
             bar.set_message(format!(
                 "epoch {epoch}/{} loss {:.4} acc {:.2}% {:.0} img/s",
                 cfg.epochs,
                 loss_sum / seen as f64,
                 100.0 * correct as f64 / seen as f64,
-                seen as f64 / secs.max(1e-9)
+                seen as f64 / epoch_seconds().max(1e-9)
             ));
             bar.inc(1);
-            if cfg.time_budget.is_some_and(|b| started.elapsed() >= b) {
+            if cfg.time_budget.is_some_and(|b| elapsed() >= b) {
                 report.stopped_by_time = true;
-            }
-            if report.stopped_by_time {
                 break;
             }
+            if (control.stop)(report.steps) {
+                bar.finish_and_clear();
+                let p = Progress {
+                    epoch,
+                    epoch_step: i + 1,
+                    order_rng,
+                    augment_rng: augment_rng.state(),
+                    loss_sum,
+                    correct,
+                    seen,
+                    epoch_seconds: epoch_seconds(),
+                    elapsed_seconds: elapsed().as_secs_f64(),
+                };
+                return Ok(Trained::Stopped(Box::new(snapshot(
+                    p, &report, varmap, &opt,
+                )?)));
+            }
         }
-        let seconds = epoch_start.elapsed().as_secs_f64();
+        let seconds = epoch_seconds();
         let val_accuracy = if !data.val.is_empty() {
             Some(evaluate(net, &data.val, device, cfg.conv)?)
         } else {
@@ -348,13 +476,25 @@ pub fn train(
         }
         report.epochs.push(stats);
         if report.stopped_by_time {
-            break 'epochs;
+            break;
         }
+        let p = Progress {
+            epoch: epoch + 1,
+            epoch_step: 0,
+            order_rng: rng.state(),
+            augment_rng: augment_rng.state(),
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            epoch_seconds: 0.0,
+            elapsed_seconds: elapsed().as_secs_f64(),
+        };
+        (control.on_epoch)(&snapshot(p, &report, varmap, &opt)?)?;
     }
     bar.finish_and_clear();
     report.train_seconds = report.epochs.iter().map(|e| e.seconds).sum();
     report.test_accuracy = evaluate(net, &data.test, device, cfg.conv)?;
-    Ok(report)
+    Ok(Trained::Finished(report))
 }
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
@@ -456,6 +596,152 @@ mod tests {
         assert_eq!(
             scheduled_lr(&free, 10, 100, Duration::from_secs(1000)),
             cosine_lr(1.0, 10, 100)
+        );
+    }
+
+    /// Every variable's bits, by name.
+    fn bits(varmap: &VarMap) -> Vec<(String, Vec<u32>)> {
+        crate::checkpoint::named_f32(varmap)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+            .collect()
+    }
+
+    /// The epoch reports without their timings.
+    fn figures(r: &TrainReport) -> Vec<(usize, u32, u32, Option<u32>)> {
+        r.epochs
+            .iter()
+            .map(|e| {
+                (
+                    e.epoch,
+                    e.loss.to_bits(),
+                    e.train_accuracy.to_bits(),
+                    e.val_accuracy.map(f32::to_bits),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_interrupted_run_resumed_equals_one_never_stopped() {
+        use crate::data::{LoadOptions, Source};
+        use crate::snn::lif::LifParams;
+        let dev = Device::Cpu;
+        let data = crate::data::load(
+            &Source::Digits,
+            &LoadOptions {
+                max_train: Some(120),
+                max_test: Some(40),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let input = crate::session::input_shape(&data);
+        let arch: crate::arch::Arch = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2"
+            .parse()
+            .unwrap();
+        let init = |seed| Network::init(arch, input, LifParams::default(), &dev, seed).unwrap();
+        for (optimizer, augment) in [
+            (OptimizerKind::Adamw, Augment::Shift),
+            (OptimizerKind::Sgd, Augment::None),
+        ] {
+            let cfg = TrainConfig {
+                epochs: 3,
+                batch_size: 16,
+                optimizer,
+                augment,
+                seed: 5,
+                progress: false,
+                ..Default::default()
+            };
+            let (net, whole_vars) = init(1);
+            let whole = train(&net, &whole_vars, &data, &dev, &cfg).unwrap();
+
+            // Stopped in the middle of epoch 2 (7 steps an epoch), as by Ctrl-C.
+            let (net, vars) = init(1);
+            let mut kept = Vec::new();
+            let mut keep = |s: &Snapshot| {
+                kept.push(s.clone());
+                Ok(())
+            };
+            let control = Control {
+                resume: None,
+                on_epoch: &mut keep,
+                stop: &|steps| steps == 11,
+            };
+            let Trained::Stopped(stopped) =
+                train_resumable(&net, &vars, &data, &dev, &cfg, control).unwrap()
+            else {
+                panic!("the run did not stop");
+            };
+            assert_eq!((stopped.state.epoch, stopped.state.epoch_step), (2, 4));
+            assert_eq!(kept.len(), 1, "one epoch ended before the stop");
+            let bytes = stopped.to_bytes(&Default::default()).unwrap();
+            let (stopped, _) = Snapshot::from_bytes(std::path::Path::new("s"), &bytes).unwrap();
+
+            // Continued from the stop, and from the end of epoch 1 (as after a kill),
+            // in networks initialised differently: the snapshot brings the weights.
+            for from in [&stopped, &kept[0]] {
+                let (net, vars) = init(99);
+                let mut keep = |_: &Snapshot| Ok(());
+                let control = Control {
+                    resume: Some(from),
+                    on_epoch: &mut keep,
+                    stop: &|_| false,
+                };
+                let Trained::Finished(resumed) =
+                    train_resumable(&net, &vars, &data, &dev, &cfg, control).unwrap()
+                else {
+                    panic!("the resumed run stopped");
+                };
+                assert_eq!(bits(&vars), bits(&whole_vars), "{optimizer:?}");
+                assert_eq!(figures(&resumed), figures(&whole), "{optimizer:?}");
+                assert_eq!(resumed.steps, whole.steps);
+                assert_eq!(resumed.test_accuracy, whole.test_accuracy);
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_of_another_network_is_refused() {
+        use crate::snn::lif::LifParams;
+        let dev = Device::Cpu;
+        let input = crate::snn::InputShape {
+            channels: 1,
+            height: 8,
+            width: 8,
+            classes: 3,
+        };
+        let small: crate::arch::Arch = "ch=4,stages=1,fc=8,t=2".parse().unwrap();
+        let large: crate::arch::Arch = "ch=8,stages=1,fc=8,t=2".parse().unwrap();
+        let (_, vars) = Network::init(small, input, LifParams::default(), &dev, 1).unwrap();
+        let opt = Optimiser::new(OptimizerKind::Adamw, trainable(&vars), 1e-3, 0.0).unwrap();
+        let p = Progress {
+            epoch: 1,
+            epoch_step: 0,
+            order_rng: 0,
+            augment_rng: 0,
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            epoch_seconds: 0.0,
+            elapsed_seconds: 0.0,
+        };
+        let report = TrainReport {
+            epochs: vec![],
+            steps: 0,
+            train_seconds: 0.0,
+            test_accuracy: 0.0,
+            stopped_by_time: false,
+        };
+        let s = snapshot(p, &report, &vars, &opt).unwrap();
+        let (_, other) = Network::init(large, input, LifParams::default(), &dev, 1).unwrap();
+        let mut opt = Optimiser::new(OptimizerKind::Adamw, trainable(&other), 1e-3, 0.0).unwrap();
+        let e = restore(&s, &other, &mut opt, &dev).unwrap_err().to_string();
+        assert!(
+            e.contains("does not fit this network") && e.contains("shape"),
+            "{e}"
         );
     }
 

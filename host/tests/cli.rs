@@ -545,3 +545,317 @@ fn export_writes_a_nir_graph_once_and_refuses_the_integer_model() {
     assert!(!cwd.join("i.nir").exists());
     fs::remove_dir_all(&cwd).unwrap();
 }
+
+/// What a stopped run wrote and how it ended.
+struct Stopped {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Starts the binary in `cwd`, waits until a staging folder for `out` holds a training
+/// state (the first epoch ended), sends `signal` (`TERM`, `INT`, `KILL`) and waits for
+/// the end.
+fn stopped_by(signal: &str, cwd: &Path, args: &[&str], out: &str) -> Stopped {
+    // Files, not pipes: a pipe nobody reads while waiting could fill and block the run.
+    let log = cwd.join(format!("../{out}-{}.stderr", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
+        .current_dir(cwd)
+        .env("SPIKENAS_ROOT", repo_root())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run spikenas-host");
+    let prefix = format!(".{out}.partial-{}-", child.id());
+    loop {
+        let kept = fs::read_dir(cwd).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(&prefix)
+                && e.path().join("resume.safetensors").is_file()
+        });
+        if kept {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{args:?} ended ({status}) before a training state appeared: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let stderr = fs::read_to_string(&log).unwrap();
+    fs::remove_file(&log).unwrap();
+    Stopped { code, stderr }
+}
+
+#[test]
+fn an_interrupted_training_is_kept_and_resumes_bit_for_bit() {
+    let cwd = scratch("resume");
+    let args = |out: &'static str| {
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "60",
+            "--max-train",
+            "300",
+            "--arch",
+            TINY,
+            "--quiet",
+            "--out",
+            out,
+        ]
+    };
+    let stopped = stopped_by("TERM", &cwd, &args("run"), "run");
+    let stderr = stopped.stderr;
+    assert_eq!(stopped.code, Some(128 + 15), "{stderr}");
+    assert!(
+        stderr.contains("training stopped by SIGTERM after step")
+            && stderr.contains("kept in run: the training state (resume.safetensors)")
+            && stderr.contains("Continue with: spikenas-host train --resume run"),
+        "{stderr}"
+    );
+    let run = cwd.join("run");
+    assert_eq!(listing(&run), [MARKER, "resume.safetensors"]);
+    // Starting over in its place needs --force; the message says how to go on.
+    let stderr = refused(&cwd, &args("run"));
+    assert!(
+        stderr.contains("holds an interrupted run") && stderr.contains("--resume run"),
+        "{stderr}"
+    );
+    let stderr = refused(&cwd, &["train", "--resume", "run", "--epochs", "3"]);
+    assert!(
+        stderr.contains("`--epochs` cannot be combined with --resume"),
+        "{stderr}"
+    );
+    let stderr = refused(&cwd, &["search", "--resume", "run"]);
+    assert!(
+        stderr.contains("holds an interrupted `train` run"),
+        "{stderr}"
+    );
+
+    succeeds(&cwd, &["train", "--resume", "run", "--quiet"]);
+    succeeds(&cwd, &args("whole"));
+    assert_eq!(
+        fs::read(run.join("checkpoint.safetensors")).unwrap(),
+        fs::read(cwd.join("whole/checkpoint.safetensors")).unwrap(),
+        "the resumed run's checkpoint is the uninterrupted run's, bit for bit"
+    );
+    assert_eq!(
+        listing(&run),
+        [MARKER, "checkpoint.safetensors", "train.json"]
+    );
+
+    // Killed outright: the staging folder stays, and --resume picks it up.
+    let killed = stopped_by("KILL", &cwd, &args("killed"), "killed");
+    assert_eq!(killed.code, None, "ended by the signal");
+    assert!(!cwd.join("killed").exists());
+    succeeds(&cwd, &["train", "--resume", "killed", "--quiet"]);
+    assert_eq!(
+        fs::read(cwd.join("killed/checkpoint.safetensors")).unwrap(),
+        fs::read(cwd.join("whole/checkpoint.safetensors")).unwrap(),
+    );
+    assert_eq!(listing(&cwd), ["killed", "precious.txt", "run", "whole"]);
+    intact(&cwd);
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn an_interrupted_search_keeps_its_report_and_resumes_the_training() {
+    let cwd = scratch("search-resume");
+    let args = [
+        "search",
+        "--board",
+        "netduinoplus2",
+        "--dataset",
+        "digits",
+        "--max-train",
+        "300",
+        "--epochs",
+        "30",
+        "--time-budget",
+        "2",
+        "--train-time",
+        "30",
+        "--quiet",
+        "--out",
+        "s",
+    ];
+    let stopped = stopped_by("INT", &cwd, &args, "s");
+    let stderr = stopped.stderr;
+    assert_eq!(stopped.code, Some(128 + 2), "{stderr}");
+    assert!(
+        stderr.contains("stopped by SIGINT (Ctrl-C)")
+            && stderr.contains("the search report (report.json, report.md, candidates.svg)")
+            && stderr.contains("Continue with: spikenas-host search --resume s"),
+        "{stderr}"
+    );
+    let s = cwd.join("s");
+    assert_eq!(
+        listing(&s),
+        [
+            MARKER,
+            "candidates.svg",
+            "report.json",
+            "report.md",
+            "resume.safetensors"
+        ]
+    );
+    let report = fs::read_to_string(s.join("report.json")).unwrap();
+    assert!(report.contains("\"best\"") && report.contains("\"training\": null"));
+    let stdout = succeeds(&cwd, &["search", "--resume", "s", "--quiet"]);
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let names = listing(&s);
+    for name in ["checkpoint.safetensors", "model.safetensors", "firmware"] {
+        assert!(names.contains(&name.to_string()), "{names:?}");
+    }
+    assert!(!names.contains(&"resume.safetensors".to_string()));
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn board_files_and_names_that_used_to_pass_or_hang_are_answered() {
+    let cwd = scratch("boards");
+    let profile = fs::read_to_string(repo_root().join("boards/netduinoplus2.yaml")).unwrap();
+    let estimate = |file: &str| {
+        refused(
+            &cwd,
+            &[
+                "estimate",
+                "--arch",
+                "ch=4,stages=1,fc=8,t=2",
+                "--board-file",
+                file,
+            ],
+        )
+    };
+    let write = |name: &str, text: String| fs::write(cwd.join(name), text).unwrap();
+    write(
+        "big.yaml",
+        profile.replace("size: 0x100000 # 1 MiB", "size: 0xFFFFFFFFFF"),
+    );
+    let e = estimate("big.yaml");
+    assert!(
+        e.contains("regions[0]") && e.contains("past the 4 GiB (0x1_0000_0000) address space"),
+        "{e}"
+    );
+    write(
+        "wrap.yaml",
+        profile.replace("origin: 0x20000000", "origin: 0xFFFF0000"),
+    );
+    let e = estimate("wrap.yaml");
+    assert!(
+        e.contains("region `sram` (origin 0xffff0000, size 0x20000) ends at 0x100010000"),
+        "{e}"
+    );
+    // An endless file is refused after 1 MiB, not read until the memory runs out.
+    let e = estimate("/dev/zero");
+    assert!(e.contains("/dev/zero is larger than 1048576 bytes"), "{e}");
+    // A huge value is not echoed whole.
+    write(
+        "long.yaml",
+        profile.replace(
+            "name: netduinoplus2",
+            &format!("name: {}", "x".repeat(300_000)),
+        ),
+    );
+    let e = estimate("long.yaml");
+    assert!(
+        e.contains("... (300000 characters)") && e.len() < 2_000,
+        "{e}"
+    );
+    for (name, hint) in [
+        ("netduino", "did you mean `netduinoplus2`?"),
+        ("microbit2", "did you mean `microbit`?"),
+        (
+            "boards/microbit.yaml",
+            "to use a profile file, pass it with --board-file boards/microbit.yaml",
+        ),
+    ] {
+        let e = refused(&cwd, &["estimate", "--arch", "ch=4", "--board", name]);
+        assert!(e.contains(hint), "{name}: {e}");
+    }
+    let e = refused(
+        &cwd,
+        &[
+            "estimate",
+            "--board",
+            "microbit",
+            "--arch",
+            "ch=4",
+            "--input",
+            "1x4294967296x1",
+        ],
+    );
+    assert!(e.contains("height 4294967296 is more than 65535"), "{e}");
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+#[test]
+fn quantize_on_a_dataset_of_another_shape_says_so() {
+    let cwd = scratch("shape");
+    succeeds(
+        &cwd,
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--max-train",
+            "100",
+            "--arch",
+            TINY,
+            "--quiet",
+            "--out",
+            "t",
+        ],
+    );
+    // A 28x28 dataset of its own, in IDX form, for the 8x8 network.
+    let idx = cwd.join("idx");
+    fs::create_dir_all(&idx).unwrap();
+    let images = |n: u32| {
+        let mut b = vec![0, 0, 8, 3];
+        for d in [n, 28, 28] {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend((0..n * 28 * 28).map(|i| (i % 251) as u8));
+        b
+    };
+    let labels = |n: u32| {
+        let mut b = vec![0, 0, 8, 1];
+        b.extend(n.to_be_bytes());
+        b.extend((0..n).map(|i| (i % 10) as u8));
+        b
+    };
+    for (prefix, n) in [("train", 40), ("t10k", 20)] {
+        fs::write(idx.join(format!("{prefix}-images-idx3-ubyte")), images(n)).unwrap();
+        fs::write(idx.join(format!("{prefix}-labels-idx1-ubyte")), labels(n)).unwrap();
+    }
+    let e = refused(
+        &cwd,
+        &[
+            "quantize",
+            "--checkpoint",
+            "t",
+            "--dataset",
+            "idx:idx",
+            "--out",
+            "q",
+        ],
+    );
+    assert!(
+        e.contains("images are 1x28x28 with 10 classes")
+            && e.contains("the network takes 1x8x8 with 10 classes (trained on digits)")
+            && !e.contains("candle_core"),
+        "{e}"
+    );
+    fs::remove_dir_all(&cwd).unwrap();
+}

@@ -159,9 +159,31 @@ impl Catalog {
             .iter()
             .find(|b| b.name == name)
             .ok_or_else(|| BoardError::UnknownBoard {
-                name: name.to_string(),
+                name: super::validate::shown(name),
+                hint: self.hint_for(name),
                 known: self.names().into_iter().map(String::from).collect(),
             })
+    }
+
+    /// What the user of an unknown board `name` most likely meant.
+    fn hint_for(&self, name: &str) -> String {
+        let looks_like_a_file =
+            name.ends_with(".yaml") || name.ends_with(".yml") || name.contains('/');
+        if looks_like_a_file && name.len() <= 200 {
+            return format!("to use a profile file, pass it with --board-file {name}; ");
+        }
+        let lower = name.to_ascii_lowercase();
+        let close = self
+            .names()
+            .into_iter()
+            .map(|known| (edit_distance(&lower, known), known))
+            .filter(|(d, known)| {
+                *d <= 2.max(known.len() / 3) || (!lower.is_empty() && known.contains(&lower))
+            })
+            .min();
+        close.map_or(String::new(), |(_, known)| {
+            format!("did you mean `{known}`? ")
+        })
     }
 
     /// A plain-text table of every board: name, core, flash, RAM per region, runner and
@@ -228,4 +250,20 @@ impl Catalog {
     pub fn target_of(&self, board: &Profile) -> Option<&Target> {
         self.targets.get(&board.target)
     }
+}
+
+/// Levenshtein distance (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }

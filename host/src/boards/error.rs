@@ -16,6 +16,18 @@ pub enum BoardError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is larger than any board profile.
+    #[error(
+        "{} is larger than {limit} bytes, far more than a board profile or targets file \
+         needs. Fix: pass the YAML file that describes the board (see boards/*.yaml)",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes read.
+        limit: u64,
+    },
     /// The YAML is malformed or does not match the schema (unknown field, wrong type, ...).
     #[error("{}: {field}: {message}. Fix: {fix}", place(path, *line, *column))]
     Parse {
@@ -48,13 +60,15 @@ pub enum BoardError {
     },
     /// No board of that name is shipped.
     #[error(
-        "unknown board `{name}`; known boards: {}. Fix: pass one of them, or describe \
+        "unknown board {name}; {hint}known boards: {}. Fix: pass one of them, or describe \
          your board in a YAML file and pass it with --board-file",
         known.join(", ")
     )]
     UnknownBoard {
-        /// The name asked for.
+        /// The name asked for (shortened if long).
         name: String,
+        /// `did you mean ...? ` or `to read a file use --board-file ...; `, or empty.
+        hint: String,
         /// Every shipped board name.
         known: Vec<String>,
     },

@@ -129,6 +129,7 @@ pub(super) fn profile(p: &Profile, targets: &Targets) -> Check {
     clock_is_positive(p)?;
     regions_not_empty(p)?;
     region_sizes_positive(p)?;
+    regions_fit_32_bit(p)?;
     region_names_unique(p)?;
     region_names_are_safe(p)?;
     regions_do_not_overlap(p)?;
@@ -249,6 +250,20 @@ fn unsafe_part(value: &str) -> String {
     }
 }
 
+/// `value` for an error message: quoted, and cut short when long (a value can be as
+/// long as the file).
+pub(crate) fn shown(value: &str) -> String {
+    const MAX: usize = 80;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} characters)",
+            &value[..cut],
+            value.chars().count()
+        ),
+    }
+}
+
 fn safe(field: impl Into<String>, what: &str, value: &str, example: &str) -> Check {
     if is_safe_identifier(value) {
         return Ok(());
@@ -256,8 +271,9 @@ fn safe(field: impl Into<String>, what: &str, value: &str, example: &str) -> Che
     Err(Problem::new(
         field,
         format!(
-            "{what} {value:?} is refused: {}; it is written into generated files, \
+            "{what} {} is refused: {}; it is written into generated files, \
              commands and paths",
+            shown(value),
             unsafe_part(value)
         ),
         format!(
@@ -362,6 +378,30 @@ fn region_sizes_positive(p: &Profile) -> Check {
     Ok(())
 }
 
+/// A microcontroller's regions lie in its 32-bit address space (Cortex-M: 4 GiB).
+fn regions_fit_32_bit(p: &Profile) -> Check {
+    const SPACE: u64 = 1 << 32;
+    if !p.is_mcu() {
+        return Ok(());
+    }
+    for (i, r) in p.regions.iter().enumerate() {
+        let end = r.end().unwrap_or(u64::MAX);
+        if end > SPACE {
+            return Err(Problem::new(
+                format!("regions[{i}]"),
+                format!(
+                    "region `{}` (origin 0x{:x}, size 0x{:x}) ends at 0x{end:x}, past the \
+                     4 GiB (0x1_0000_0000) address space of a 32-bit microcontroller",
+                    r.name, r.origin, r.size
+                ),
+                "check origin and size against the reference manual's memory map (a size \
+                 of 1 MiB is 0x100000)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn region_names_unique(p: &Profile) -> Check {
     for (i, r) in p.regions.iter().enumerate() {
         if r.name.is_empty() {
@@ -409,7 +449,7 @@ fn target_exists(p: &Profile, targets: &Targets) -> Check {
     if targets.get(&p.target).is_none() {
         return Err(Problem::new(
             "target",
-            format!("no target `{}` in targets.yaml", p.target),
+            format!("no target {} in targets.yaml", shown(&p.target)),
             format!("use one of: {}", targets.names().join(", ")),
         ));
     }

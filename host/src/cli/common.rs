@@ -1,15 +1,17 @@
 //! Options shared by several subcommands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use spikenas_host::boards::{Catalog, Profile};
+use spikenas_host::session::{self, RunControl};
 
 /// Which board: a name from boards/ or a profile file of the user's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BoardArgs {
-    /// Board name (see `spikenas-host boards`).
-    #[arg(long, required_unless_present = "board_file")]
+    /// Board name (see `spikenas-host boards`). Required, or --board-file (checked when
+    /// the board is loaded, so that `search --resume DIR` can take it from DIR's run).
+    #[arg(long)]
     pub board: Option<String>,
     /// Your own board profile, a YAML file with the fields of boards/*.yaml.
     #[arg(long, conflicts_with = "board")]
@@ -23,10 +25,73 @@ impl BoardArgs {
         let profile = match (&self.board_file, &self.board) {
             (Some(path), _) => Profile::from_file(path, catalog.targets())?,
             (None, Some(name)) => catalog.board(name)?.clone(),
-            (None, None) => bail!("give --board NAME or --board-file FILE"),
+            (None, None) => bail!(
+                "no board given. Fix: give --board NAME (see `spikenas-host boards`) or \
+                 --board-file FILE"
+            ),
         };
         Ok((catalog, profile))
     }
+}
+
+/// How a job's training is stopped and resumed from the command line: SIGINT and
+/// SIGTERM stop it after the current step; `resume` continues the run in its --out.
+pub fn run_control(resume: bool, command: Vec<String>) -> RunControl {
+    RunControl {
+        resume,
+        signals: true,
+        stop_after_steps: None,
+        command,
+    }
+}
+
+/// This process's command line, as recorded for `--resume`.
+pub fn this_command() -> Vec<String> {
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The command line of the interrupted `subcommand` run in `dir`, to run again with
+/// `--resume`: refuses other options beside --resume (the run's own are used) and a
+/// working folder other than the run's (its options may name relative paths).
+pub fn resumed_command(dir: &Path, subcommand: &str) -> anyhow::Result<Vec<String>> {
+    let now = this_command();
+    let mut extra = now.iter().skip(2).filter(|a| {
+        !(a.as_str() == "--resume"
+            || a.starts_with("--resume=")
+            || a.as_str() == "--quiet"
+            || Path::new(a.as_str()) == dir)
+    });
+    if let Some(a) = extra.next() {
+        bail!(
+            "`{a}` cannot be combined with --resume: the interrupted run's options are used \
+             (only --quiet may be added). Fix: run `spikenas-host {subcommand} --resume {}`",
+            dir.display()
+        );
+    }
+    let (command, cwd) = session::recorded_command(dir)?;
+    if command.get(1).map(String::as_str) != Some(subcommand) {
+        bail!(
+            "{} holds an interrupted `{}` run, not a `{subcommand}` run. Fix: run \
+             `spikenas-host {} --resume {}`",
+            dir.display(),
+            command[1],
+            command[1],
+            dir.display()
+        );
+    }
+    let here = std::env::current_dir()?;
+    if here.canonicalize().ok() != cwd.canonicalize().ok() {
+        bail!(
+            "the run in {} was started in {} and its options may name paths relative to \
+             it. Fix: cd {} and run the command again",
+            dir.display(),
+            cwd.display(),
+            cwd.display()
+        );
+    }
+    Ok(command)
 }
 
 /// clap parser for counts that must be at least 1 (epochs, batch size, images).

@@ -71,11 +71,35 @@ pub fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if interruption(&e).is_some() => {
+            let stop = interruption(&e).expect("checked");
+            eprintln!("{stop}");
+            // As a shell reports a process ended by the signal: 128 + its number.
+            std::process::ExitCode::from(128 + stop.signal.unwrap_or(2).clamp(1, 127) as u8)
+        }
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The subcommand of a recorded command line (`--resume`).
+fn parse_recorded(command: &[String]) -> anyhow::Result<Command> {
+    Ok(Cli::try_parse_from(command)?.command)
+}
+
+/// The interruption `e` reports, if it is one (a job stopped with its work kept).
+fn interruption(e: &anyhow::Error) -> Option<&spikenas_host::session::Interrupted> {
+    e.chain().find_map(|c| {
+        c.downcast_ref::<spikenas_host::session::Interrupted>()
+            .or_else(
+                || match c.downcast_ref::<spikenas_host::pipeline::PipelineError>() {
+                    Some(spikenas_host::pipeline::PipelineError::Interrupted(i)) => Some(i),
+                    _ => None,
+                },
+            )
+    })
 }
 
 /// The error and its causes, skipping a cause whose text the message before already

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::common::{at_least_one, at_least_one_second, non_negative, BoardArgs};
+use super::common::{self, at_least_one, at_least_one_second, non_negative, BoardArgs};
 use spikenas_host::data::{LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::kernels::ConvBackend;
@@ -84,10 +84,27 @@ pub struct SearchArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Continue the interrupted training of the search run in this folder (with its own
+    /// options; the search is not run again).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
 }
 
 /// Run `search`.
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let Some(dir) = args.resume else {
+        return run_job(args, common::run_control(false, common::this_command()));
+    };
+    let command = common::resumed_command(&dir, "search")?;
+    let super::Command::Search(mut old) = super::parse_recorded(&command)? else {
+        unreachable!("resumed_command checked the subcommand");
+    };
+    old.quiet |= args.quiet;
+    old.out = Some(dir);
+    run_job(old, common::run_control(true, command))
+}
+
+fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow::Result<()> {
     let (catalog, board) = args.board.load()?;
     let device = args.device.open()?;
     let space = match &args.space {
@@ -148,7 +165,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             args.search_fraction
         );
     }
-    let run = pipeline::run(&job, &device, &out, args.force).context("search failed")?;
+    let run = pipeline::run_with(&job, &device, &out, args.force, &ctl).context("search failed")?;
     let r = &run.report;
     let s = &r.search;
     println!("board {}: chosen {}", r.board, s.best);

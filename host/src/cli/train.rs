@@ -17,10 +17,10 @@ use spikenas_host::arch::Arch;
 use spikenas_host::data::{self, Augment, Source};
 use spikenas_host::device::DeviceChoice;
 use spikenas_host::kernels::ConvBackend;
-use spikenas_host::session::{self, TrainJob};
+use spikenas_host::session::{self, RunControl, TrainJob};
 use spikenas_host::train::{OptimizerKind, TrainConfig};
 
-use super::common::{at_least_one, at_least_one_second, non_negative, positive};
+use super::common::{self, at_least_one, at_least_one_second, non_negative, positive};
 
 /// Train an architecture (default: a small network that suits 8x8 to 32x32 images).
 #[derive(Debug, Args)]
@@ -75,10 +75,27 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Continue the interrupted run in this folder (with its own options; the training
+    /// state is kept after every epoch and on Ctrl-C/SIGTERM).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
 }
 
 /// Run `train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let Some(dir) = args.resume else {
+        return run_job(args, common::run_control(false, common::this_command()));
+    };
+    let command = common::resumed_command(&dir, "train")?;
+    let super::Command::Train(mut old) = super::parse_recorded(&command)? else {
+        unreachable!("resumed_command checked the subcommand");
+    };
+    old.quiet |= args.quiet;
+    old.out = dir;
+    run_job(old, common::run_control(true, command))
+}
+
+fn run_job(args: TrainArgs, ctl: RunControl) -> anyhow::Result<()> {
     let device = args.device.open()?;
     let opts = data::LoadOptions {
         seed: args.seed,
@@ -104,8 +121,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
         seed: args.seed,
     };
-    let out =
-        session::train_to_dir(&job, &device, &args.out, args.force).context("training failed")?;
+    let out = session::train_to_dir_with(&job, &device, &args.out, args.force, &ctl)
+        .context("training failed")?;
     println!(
         "test accuracy {:.2}% after {} epochs ({:.1} s of training); checkpoint {}",
         100.0 * out.report.test_accuracy,

@@ -41,6 +41,11 @@ pub fn read_batch(path: &Path, split: &mut Split) -> Result<(), DataError> {
         },
         other => other,
     })?;
+    parse_batch(&bytes, path, split)
+}
+
+/// [`read_batch`] from the bytes of a batch file (`path` names it in errors).
+pub fn parse_batch(bytes: &[u8], path: &Path, split: &mut Split) -> Result<(), DataError> {
     if bytes.len() % RECORD_LEN != 0 || bytes.is_empty() {
         let records = bytes.len().div_ceil(RECORD_LEN).max(1);
         return Err(DataError::Truncated {

@@ -46,6 +46,21 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A file (or what it decompresses to) is larger than any dataset file.
+    #[error(
+        "{} is larger than {limit} bytes{after}, more than any dataset file spikenas reads. \
+         Fix: check that --dataset names the dataset's folder and its files are the \
+         dataset's",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes read.
+        limit: u64,
+        /// ` once decompressed`, or empty.
+        after: &'static str,
+    },
     /// Fewer bytes than the header (or record layout) requires.
     #[error("{path}: truncated: expected {expected} bytes, found {actual} ({detail})")]
     Truncated {

@@ -11,9 +11,14 @@ use super::DataError;
 /// The first two bytes of every gzip stream.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The most bytes a data file may hold, raw or decompressed (Fashion-MNIST's largest
+/// file is 47 MB, a CIFAR-10 batch 30 MB): more is refused before it fills the memory
+/// (an endless `/dev/zero`, a gzip bomb).
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// The contents of `path`, decompressed if it is gzip.
 pub fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| {
+    let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             DataError::Missing {
                 path: path.to_path_buf(),
@@ -25,8 +30,26 @@ pub fn read(path: &Path) -> Result<Vec<u8>, DataError> {
                 source,
             }
         }
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    too_large(bytes.len(), path, "")?;
     decode(bytes, path)
+}
+
+fn too_large(len: usize, path: &Path, after: &'static str) -> Result<(), DataError> {
+    if len as u64 > MAX_FILE_BYTES {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+            after,
+        });
+    }
+    Ok(())
 }
 
 /// `bytes` as they are, or gunzipped if they start with [`GZIP_MAGIC`]; `path`
@@ -36,13 +59,15 @@ pub fn decode(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
         return Ok(bytes);
     }
     // Typical image data compresses 2-5x; start there to avoid regrowing.
-    let mut out = Vec::with_capacity(bytes.len() * 4);
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(1 << 30));
     MultiGzDecoder::new(bytes.as_slice())
+        .take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut out)
         .map_err(|source| DataError::BadGzip {
             path: path.to_path_buf(),
             source,
         })?;
+    too_large(out.len(), path, " once decompressed")?;
     Ok(out)
 }
 

@@ -242,6 +242,36 @@ fn leftovers_of_dead_processes_are_cleaned_safely() {
 }
 
 #[test]
+fn the_training_state_of_a_killed_run_is_kept_not_cleaned() {
+    let root = scratch("resumable");
+    let dead = dead_pid();
+    let killed = root.join(format!(".run.partial-{dead}-0"));
+    fs::create_dir_all(&killed).unwrap();
+    fs::write(killed.join(MARKER), MARKER_TEXT).unwrap();
+    fs::write(killed.join(RESUMABLE), b"state").unwrap();
+    let empty = root.join(format!(".run.partial-{dead}-1"));
+    fs::create_dir_all(&empty).unwrap();
+    fs::write(empty.join(MARKER), MARKER_TEXT).unwrap();
+    // The next run for the target finds the killed run's work in place, and says how
+    // to continue it.
+    let err = Staged::new(&root.join("run"), false).unwrap_err();
+    assert!(matches!(err, OutputError::Interrupted(_)), "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(
+        fs::read(root.join("run").join(RESUMABLE)).unwrap(),
+        b"state"
+    );
+    assert_eq!(listing(&root), ["run"], "the empty staging folder is gone");
+    // With a result at the target, a killed run's state is left alone.
+    fs::create_dir_all(&killed).unwrap();
+    fs::write(killed.join(MARKER), MARKER_TEXT).unwrap();
+    fs::write(killed.join(RESUMABLE), b"later").unwrap();
+    drop(Staged::new(&root.join("run"), true).unwrap());
+    assert!(killed.join(RESUMABLE).is_file());
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
 fn write_atomic_refuses_a_folder() {
     let root = scratch("atomic");
     let err = write_atomic(&root, b"x").unwrap_err();

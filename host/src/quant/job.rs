@@ -161,6 +161,7 @@ pub fn quantize_to_dir(
         ..job.load.clone()
     };
     let data = data::load(&source, &load)?;
+    same_input(&data, &info)?;
     let n_cal = job.calibration_images.min(data.train.len());
     let calibration = data.train.select(&(0..n_cal).collect::<Vec<_>>());
     let float_pred = train::predict(&net, &data.test, &device, ConvBackend::default())?;
@@ -331,6 +332,25 @@ pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobErr
             })
         }
     }
+}
+
+/// Refuses a dataset whose images or classes are not the checkpoint's (the float
+/// network would fail deep inside a matrix product).
+fn same_input(data: &data::Dataset, info: &checkpoint::CheckpointInfo) -> Result<(), QuantError> {
+    let found = crate::session::input_shape(data);
+    if found != info.input {
+        let show = |i: &crate::snn::InputShape, what: &str| {
+            format!(
+                "{}x{}x{} with {} classes ({what})",
+                i.channels, i.height, i.width, i.classes
+            )
+        };
+        return Err(QuantError::Input {
+            expected: show(&info.input, &format!("trained on {}", info.dataset)),
+            found: show(&found, &data.spec.name),
+        });
+    }
+    Ok(())
 }
 
 fn test_split(job: &InferJob, named: &str, seed: u64) -> Result<Split, JobError> {
