@@ -529,22 +529,7 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let dev = Device::Cpu;
-        let arch: Arch = "ch=4,stages=1,fc=8,t=2".parse().unwrap();
-        let input = InputShape {
-            channels: 1,
-            height: 8,
-            width: 8,
-            classes: 3,
-        };
-        let (net, varmap) = Network::init(arch, input, LifParams::default(), &dev, 9).unwrap();
-        let info = CheckpointInfo {
-            arch,
-            input,
-            dataset: "digits".into(),
-            accuracy: 0.5,
-            lif: LifParams::default(),
-            extra: HashMap::new(),
-        };
+        let (net, varmap, info) = small_network();
         let dir = std::env::temp_dir().join(format!("spikenas-ckpt-{}", std::process::id()));
         let path = dir.join("model.safetensors");
         save(&path, &varmap, &info).unwrap();
@@ -581,7 +566,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn small() -> (VarMap, CheckpointInfo) {
+    /// A small network, its variables and checkpoint metadata.
+    fn small_network() -> (Network, VarMap, CheckpointInfo) {
         let arch: Arch = "ch=4,stages=1,fc=8,t=2".parse().unwrap();
         let input = InputShape {
             channels: 1,
@@ -589,7 +575,7 @@ mod tests {
             width: 8,
             classes: 3,
         };
-        let (_, varmap) =
+        let (net, varmap) =
             Network::init(arch, input, LifParams::default(), &Device::Cpu, 9).unwrap();
         let info = CheckpointInfo {
             arch,
@@ -599,6 +585,11 @@ mod tests {
             lif: LifParams::default(),
             extra: HashMap::new(),
         };
+        (net, varmap, info)
+    }
+
+    fn small() -> (VarMap, CheckpointInfo) {
+        let (_, varmap, info) = small_network();
         (varmap, info)
     }
 

@@ -136,15 +136,26 @@ impl Split {
     ) -> candle_core::Result<(Tensor, Tensor)> {
         self.check_indices(indices)?;
         let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
-        let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             pixels.extend(self.image(i).iter().map(|&p| p as f32 / 255.0));
-            labels.push(self.labels[i] as u32);
         }
+        self.tensors(indices, pixels, device)
+    }
+
+    /// The batch tensors: `pixels` (already scaled, CHW per image) and the labels of
+    /// `indices`.
+    fn tensors(
+        &self,
+        indices: &[usize],
+        pixels: Vec<f32>,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i] as u32).collect();
         let shape = (indices.len(), self.channels, self.height, self.width);
-        let x = Tensor::from_vec(pixels, shape, device)?;
-        let y = Tensor::from_vec(labels, indices.len(), device)?;
-        Ok((x, y))
+        Ok((
+            Tensor::from_vec(pixels, shape, device)?,
+            Tensor::from_vec(labels, indices.len(), device)?,
+        ))
     }
 
     fn check_indices(&self, indices: &[usize]) -> candle_core::Result<()> {
@@ -177,12 +188,7 @@ impl Split {
             augment.apply(self.image(i), dims, rng, &mut image);
             pixels.extend(image.iter().map(|&p| p as f32 / 255.0));
         }
-        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i] as u32).collect();
-        let shape = (indices.len(), self.channels, self.height, self.width);
-        Ok((
-            Tensor::from_vec(pixels, shape, device)?,
-            Tensor::from_vec(labels, indices.len(), device)?,
-        ))
+        self.tensors(indices, pixels, device)
     }
 }
 
