@@ -408,8 +408,22 @@ pub fn run_with(
         clock_hz: job.board.clock_hz,
     };
     let mut staged = staged;
+    let say = |msg: String| {
+        if job.search.progress {
+            eprintln!("{msg}");
+        }
+    };
     if let Some(cfg) = &recipe_of(&data, job) {
         let arch = report.search.best;
+        say(format!(
+            "training {arch}: {} epochs of {} images, batch {}{}",
+            cfg.epochs,
+            data.train.len(),
+            cfg.batch_size,
+            cfg.time_budget
+                .map(|b| format!(", at most {:.0} s", b.as_secs_f64()))
+                .unwrap_or_default()
+        ));
         let (net, varmap) =
             Network::init(arch, input, LifParams::default(), device, job.search.seed)?;
         let fingerprint = serde_json::json!({
@@ -460,6 +474,13 @@ pub fn run_with(
         checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
         report.training = Some(t);
         let conv = cfg.conv;
+        say(format!(
+            "quantizing to int{}: calibrating on {} training images, then {} test images \
+             through the firmware's integer kernels",
+            arch.weight_bits,
+            CALIBRATION_IMAGES.min(data.train.len()),
+            data.test.len()
+        ));
         let (q, summary) = quantize_winner(&net, &varmap, &data, device, conv)?;
         let model_info = crate::export::ModelInfo {
             dataset: job.source.to_string(),
@@ -492,6 +513,11 @@ pub fn run_with(
             .sections
             .push(("Quantization (model.safetensors)".into(), body));
         if job.board.is_mcu() {
+            say(format!(
+                "writing the firmware crate for {} ({} test images with the host's results)",
+                job.board.name,
+                FIRMWARE_TEST_IMAGES.min(data.test.len())
+            ));
             let dir = staged.path("firmware");
             let krate = write_firmware(
                 &q,
