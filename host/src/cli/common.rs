@@ -9,8 +9,9 @@ use spikenas_host::session::{self, RunControl};
 /// Which board: a name from boards/ or a profile file of the user's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BoardArgs {
-    /// Board name (see `spikenas-host boards`). Required, or --board-file (checked when
-    /// the board is loaded, so that `search --resume DIR` can take it from DIR's run).
+    /// Board name (see `spikenas-host boards`), or --board-file for a profile of your own.
+    // Not `required` in clap: `search --resume DIR` takes the board from DIR's run, and
+    // `quantize` only records it; `load` says what is missing.
     #[arg(long)]
     pub board: Option<String>,
     /// Your own board profile, a YAML file with the fields of boards/*.yaml.
@@ -31,6 +32,14 @@ impl BoardArgs {
             ),
         };
         Ok((catalog, profile))
+    }
+
+    /// [`BoardArgs::load`] where a board is optional: `None` when neither option is given.
+    pub fn load_optional(&self) -> anyhow::Result<Option<(Catalog, Profile)>> {
+        if self.board.is_none() && self.board_file.is_none() {
+            return Ok(None);
+        }
+        self.load().map(Some)
     }
 }
 
