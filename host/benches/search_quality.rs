@@ -37,8 +37,7 @@ use spikenas_host::boards::Catalog;
 use spikenas_host::data::{self, Dataset, LoadOptions, Source};
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::pipeline::{
-    fit_of, max_macs_for_latency, quantize_winner, score_batches, search_config, search_on,
-    SearchJob,
+    fit_of, quantize_winner, score_batches, search_config, search_on, SearchJob,
 };
 use spikenas_host::rng::Rng;
 use spikenas_host::search::cells;
@@ -200,12 +199,7 @@ fn main() -> anyhow::Result<()> {
         load: LoadOptions::default(),
         space: space.clone(),
         search: SearchConfig {
-            max_macs: Some(max_macs_for_latency(
-                &board,
-                catalog.targets(),
-                space.macros.timesteps,
-                1000.0,
-            )),
+            latency_ms: Some(1000.0),
             ..Default::default()
         },
         train: Some(TrainConfig {
@@ -278,7 +272,8 @@ fn main() -> anyhow::Result<()> {
     let cells = cells::enumerate(&space.ops, space.backward);
     let (b, t) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, b, t);
-    let fits = Feasible::enumerate(&space, &cells, &input, &check, main_cfg.max_macs);
+    let latency = spikenas_host::latency::Budget::for_board(b, t, input, main_cfg.latency_ms);
+    let fits = Feasible::enumerate(&space, &cells, &input, &check, &latency);
     // The draws are filtered by training time with the cost model of the first run on
     // this board, dataset and training time (kept in the cache), so that reruns draw the
     // same networks whatever the timing noise of this run's calibration.

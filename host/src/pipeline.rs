@@ -178,33 +178,6 @@ pub struct SearchJob {
     pub epochs_given: bool,
 }
 
-/// Instructions per dense multiply-accumulate of a timestep when a target has no
-/// calibrated latency costs (targets.yaml `latency`); the report's latency column uses it.
-pub const CYCLES_PER_MAC: f64 = 1.0;
-
-/// Instructions per dense multiply-accumulate of a timestep on `board`'s core: the
-/// calibrated cost of a synaptic operation times the share of MACs a trained network
-/// executes (`latency::Costs`, measured with scripts/calibrate-latency), or
-/// [`CYCLES_PER_MAC`] where the target is not calibrated.
-pub fn instructions_per_mac(board: &Profile, targets: &Targets) -> f64 {
-    targets
-        .get(&board.target)
-        .and_then(|t| t.latency.as_ref())
-        .map_or(CYCLES_PER_MAC, |c| c.per_synop * c.activity)
-}
-
-/// The largest MACs per timestep that run one inference (all T steps) within
-/// `latency_ms` on `board`'s clock, at one instruction per cycle.
-pub fn max_macs_for_latency(
-    board: &Profile,
-    targets: &Targets,
-    timesteps: usize,
-    latency_ms: f64,
-) -> u64 {
-    let cycles = board.clock_hz as f64 * latency_ms / 1000.0;
-    (cycles / (instructions_per_mac(board, targets) * timesteps.max(1) as f64)) as u64
-}
-
 /// The memory model's verdict as the search sees it.
 pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {
     let e = memory::estimate(arch, input, board, targets);
@@ -311,11 +284,13 @@ pub fn search_on(
     let mut scorer = Scorer::new(&batches, input, device.clone(), cfg.seed, cfg.conv);
     let (board, targets) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, board, targets);
+    let latency = crate::latency::Budget::for_board(board, targets, input, cfg.latency_ms);
     let ctx = SearchData {
         data,
         input,
         board: &board.name,
         memory: &check,
+        latency: &latency,
         device: device.clone(),
     };
     Ok(search::search(&job.space, &ctx, &mut scorer, &cfg)?)

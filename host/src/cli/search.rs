@@ -42,8 +42,8 @@ pub struct SearchArgs {
     /// largest: stop when the best score has not improved for this many candidates.
     #[arg(long, default_value_t = 40, value_parser = at_least_one)]
     patience: usize,
-    /// Latency budget per inference in milliseconds on the board's clock (limits MACs;
-    /// 0 = no limit).
+    /// Latency budget per inference in milliseconds on the board's clock, checked with
+    /// the target's calibrated instruction costs (targets.yaml `latency`); 0 = no limit.
     #[arg(long, default_value_t = 1000.0, value_parser = non_negative)]
     latency_ms: f64,
     /// snasnet: random candidates scored.
@@ -116,14 +116,6 @@ fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow:
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", board.name, dataset_tag)));
-    let max_macs = (args.latency_ms > 0.0).then(|| {
-        pipeline::max_macs_for_latency(
-            &board,
-            catalog.targets(),
-            space.macros.timesteps,
-            args.latency_ms,
-        )
-    });
     let job = SearchJob {
         board,
         targets: catalog.targets().clone(),
@@ -140,7 +132,7 @@ fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow:
             patience: args.patience,
             search_fraction: args.search_fraction,
             pool: args.pool as usize,
-            max_macs,
+            latency_ms: (args.latency_ms > 0.0).then_some(args.latency_ms),
             samples: args.samples,
             score_batch: args.score_batch,
             seed: args.seed,
