@@ -17,7 +17,7 @@
 //! cargo bench -p spikenas-host --bench search_quality -- [--board netduinoplus2]
 //!     [--dataset fashion-mnist] [--random 20] [--seeds 2] [--epochs 3]
 //!     [--max-train 12000] [--max-test 5000] [--samples 5000] [--main-train-time 900]
-//!     [--draw-seed 1] [--out FILE.md] [--arch ARCH ...]
+//!     [--draw-seed 1] [--search-fraction 0.08] [--out FILE.md] [--arch ARCH ...]
 //! ```
 //!
 //! `--max-train 0` and `--max-test 0` mean the whole split. Trained results are cached
@@ -64,6 +64,8 @@ struct Args {
     samples: usize,
     main_train_time: u64,
     draw_seed: u64,
+    /// SpikeNAS's share of the training time (`search --search-fraction`).
+    search_fraction: f64,
     out: Option<std::path::PathBuf>,
     /// Only train these architectures with the recipe (no searches, no draws).
     only: Vec<Arch>,
@@ -81,6 +83,7 @@ fn parse_args() -> anyhow::Result<Args> {
         samples: 5000,
         main_train_time: 900,
         draw_seed: 1,
+        search_fraction: spikenas_host::search::DEFAULT_SEARCH_FRACTION,
         out: None,
         only: Vec::new(),
     };
@@ -110,6 +113,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--samples" => a.samples = value.parse()?,
             "--main-train-time" => a.main_train_time = value.parse()?,
             "--draw-seed" => a.draw_seed = value.parse()?,
+            "--search-fraction" => a.search_fraction = value.parse()?,
             "--out" => a.out = Some(value.into()),
             "--arch" => a.only.push(value.parse().map_err(anyhow::Error::msg)?),
             _ => bail!("unknown argument {key}; see the doc comment of benches/search_quality.rs"),
@@ -200,6 +204,7 @@ fn main() -> anyhow::Result<()> {
         space: space.clone(),
         search: SearchConfig {
             latency_ms: Some(1000.0),
+            search_fraction: args.search_fraction,
             ..Default::default()
         },
         train: Some(TrainConfig {

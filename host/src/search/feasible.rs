@@ -242,7 +242,13 @@ mod tests {
     fn training_budget_removes_the_dear_candidates() {
         let s = space();
         let cells = cells::enumerate(&s.ops, false);
-        let mut f = Feasible::enumerate(&s, &cells, &INPUT, &cap(u64::MAX), &Budget::unlimited(INPUT));
+        let mut f = Feasible::enumerate(
+            &s,
+            &cells,
+            &INPUT,
+            &cap(u64::MAX),
+            &Budget::unlimited(INPUT),
+        );
         let lo = f.cheapest(&INPUT).unwrap();
         let hi = f.dearest_within(&INPUT, f64::INFINITY).unwrap();
         assert!(work(&lo, &INPUT) < work(&hi, &INPUT));
