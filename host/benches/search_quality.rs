@@ -212,8 +212,7 @@ fn main() -> anyhow::Result<()> {
             progress: false,
             ..Default::default()
         }),
-        auto_recipe: true,
-        epochs_given: false,
+        fit: spikenas_host::pipeline::RecipeFit::ALL,
     };
     let main_cfg = search_config(&full, &job);
     let main_budget = main_cfg.train_budget.expect("a training recipe");

@@ -170,12 +170,8 @@ pub struct SearchJob {
     pub search: SearchConfig,
     /// How to train the winner (None: search only).
     pub train: Option<TrainConfig>,
-    /// Fit the recipe's batch size to the dataset's size
-    /// ([`train::default_batch_size`]), and its epochs too unless `epochs_given`
-    /// ([`train::default_epochs`]).
-    pub auto_recipe: bool,
-    /// The recipe's epochs were chosen by the user: keep them.
-    pub epochs_given: bool,
+    /// Which parts of the training recipe are fitted to the dataset.
+    pub fit: RecipeFit,
 }
 
 /// The memory model's verdict as the search sees it.
@@ -229,27 +225,44 @@ pub fn score_batches(
 /// The final training's recipe of `job` on `data` (batch size and epochs fitted to the
 /// dataset where the job asks for it).
 pub fn recipe_of(data: &Dataset, job: &SearchJob) -> Option<TrainConfig> {
-    job.train.clone().map(|t| {
-        if !job.auto_recipe {
-            return t;
-        }
-        let epochs = t.epochs;
-        let fitted = fitted_recipe(data, t);
-        if job.epochs_given {
-            TrainConfig { epochs, ..fitted }
-        } else {
-            fitted
-        }
-    })
+    job.train.clone().map(|t| job.fit.apply(data, t))
 }
 
-/// `t` with the batch size and epochs fitted to `data`'s training split.
-pub fn fitted_recipe(data: &Dataset, t: TrainConfig) -> TrainConfig {
-    let batch_size = train::default_batch_size(data.train.len());
-    TrainConfig {
-        batch_size,
-        epochs: train::default_epochs(data.train.len(), batch_size),
-        ..t
+/// Which parts of the final training's recipe `search` fits to the dataset; the others
+/// are the job's own (given by the user).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecipeFit {
+    /// The batch size ([`train::default_batch_size`]).
+    pub batch_size: bool,
+    /// The epochs ([`train::default_epochs`], for the batch size in effect).
+    pub epochs: bool,
+}
+
+impl RecipeFit {
+    /// Fit both (the main job's defaults).
+    pub const ALL: RecipeFit = RecipeFit {
+        batch_size: true,
+        epochs: true,
+    };
+
+    /// `t` with the parts this fits replaced by the values fitted to `data`.
+    pub fn apply(self, data: &Dataset, t: TrainConfig) -> TrainConfig {
+        let n = data.train.len();
+        let batch_size = if self.batch_size {
+            train::default_batch_size(n)
+        } else {
+            t.batch_size
+        };
+        let epochs = if self.epochs {
+            train::default_epochs(n, batch_size)
+        } else {
+            t.epochs
+        };
+        TrainConfig {
+            batch_size,
+            epochs,
+            ..t
+        }
     }
 }
 
@@ -260,7 +273,7 @@ pub fn search_config(data: &Dataset, job: &SearchJob) -> SearchConfig {
     let mut cfg = job.search.clone();
     // Search only: choose for the default recipe.
     let recipe =
-        recipe_of(data, job).unwrap_or_else(|| fitted_recipe(data, TrainConfig::default()));
+        recipe_of(data, job).unwrap_or_else(|| RecipeFit::ALL.apply(data, TrainConfig::default()));
     cfg.train_budget = Some(TrainBudget {
         images: (recipe.epochs * data.train.len()) as u64,
         seconds: recipe

@@ -680,7 +680,7 @@ fn an_interrupted_search_keeps_its_report_and_resumes_the_training() {
         "300",
         "--epochs",
         "30",
-        "--time-budget",
+        "--search-time",
         "2",
         "--train-time",
         "30",
@@ -985,5 +985,47 @@ fn a_piped_search_prints_a_line_per_phase() {
     ] {
         assert!(stderr.contains(phase), "`{phase}` not in {stderr}");
     }
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+/// `search --no-train` writes the search report only; the old option names still parse.
+#[test]
+fn search_only_and_the_old_option_names() {
+    let cwd = scratch("no-train");
+    succeeds(
+        &cwd,
+        &[
+            "search",
+            "--board",
+            "microbit",
+            "--dataset",
+            "digits",
+            "--time-budget",
+            "30",
+            "--no-train",
+            "--quiet",
+            "--out",
+            "s",
+        ],
+    );
+    let names = listing(&cwd.join("s"));
+    assert!(names.contains(&"report.json".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"checkpoint.safetensors".to_string()),
+        "{names:?}"
+    );
+    let stderr = refused(
+        &cwd,
+        &[
+            "train",
+            "--time-budget",
+            "5",
+            "--train-time",
+            "5",
+            "--out",
+            "t",
+        ],
+    );
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
     fs::remove_dir_all(&cwd).unwrap();
 }

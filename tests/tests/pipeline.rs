@@ -45,8 +45,7 @@ fn run_board(board_name: &str) {
             progress: false,
             ..Default::default()
         }),
-        auto_recipe: false,
-        epochs_given: true,
+        fit: Default::default(),
     };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pipeline-{board_name}"));
     let _ = std::fs::remove_dir_all(&out);

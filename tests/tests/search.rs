@@ -35,8 +35,7 @@ fn job(board: &str, catalog: &Catalog) -> SearchJob {
         space,
         board,
         train: None,
-        auto_recipe: false,
-        epochs_given: true,
+        fit: Default::default(),
     }
 }
 

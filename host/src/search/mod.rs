@@ -251,7 +251,7 @@ pub enum SearchError {
     Train(Box<crate::train::TrainError>),
     /// No candidate could be scored (e.g. all singular kernels).
     #[error(
-        "no candidate could be scored within the time budget of {0:?}; give a larger --time-budget"
+        "no candidate could be scored within the time budget of {0:?}; give a larger --search-time"
     )]
     NothingScored(Duration),
     /// A tensor operation failed.
