@@ -354,7 +354,7 @@ fn main() -> anyhow::Result<()> {
             let proxy = Proxy {
                 input,
                 data: pd,
-                recipe: main_cfg.recipe.clone(),
+                recipe: spikenas_host::search::fidelity::proxy_recipe(&main_cfg.recipe),
                 device: device.clone(),
             };
             // At the network's own timesteps and at one (a cheaper proxy).

@@ -92,6 +92,24 @@ pub struct ProxyResult {
     pub seconds: f64,
 }
 
+/// The short trainings' peak learning rate, as a multiple of the recipe's. A short
+/// training (60 to a few hundred steps) ranks candidates by how they learn early, and
+/// at the full recipe's rate many have barely left chance. Measured over 23-25
+/// networks whose full trainings are known (Kendall tau of one-epoch proxies against
+/// trained accuracy, `train --epochs 1` at each rate): digits 0.21 at 1x (3e-3), 0.47
+/// at 3.3x, 0.52 at 6.7x; Fashion-MNIST (4,127 images) 0.67 at 1x, 0.73 at 3.3x, 0.58
+/// at 6.7x. 3.3x helps both.
+pub const PROXY_LR_SCALE: f64 = 10.0 / 3.0;
+
+/// The recipe of the short trainings for a final training `recipe`: its optimiser,
+/// batch size and backend, at [`PROXY_LR_SCALE`] times its learning rate.
+pub fn proxy_recipe(recipe: &TrainConfig) -> TrainConfig {
+    TrainConfig {
+        lr: recipe.lr * PROXY_LR_SCALE,
+        ..recipe.clone()
+    }
+}
+
 /// Short trainings of candidates on one [`ProxyData`] with one recipe.
 #[derive(Debug, Clone)]
 pub struct Proxy<'a> {

@@ -353,7 +353,7 @@ pub fn spikenas(
     let proxy = Proxy {
         input: *input,
         data: &proxy_data,
-        recipe: cfg.recipe.clone(),
+        recipe: super::fidelity::proxy_recipe(&cfg.recipe),
         device: ctx.device.clone(),
     };
     // A wall-clock guard: the plan rests on estimated costs; never overrun it by more
