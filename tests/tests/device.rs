@@ -331,6 +331,73 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
     }
 }
 
+/// Semihosting calls in an image's code, as binutils disassembles it: Thumb `bkpt 0xab`
+/// (ARM semihosting), which faults on a board with no debugger attached.
+fn semihosting_calls(elf: &std::path::Path) -> usize {
+    let out = std::process::Command::new("arm-none-eabi-objdump")
+        .arg("-d")
+        .arg(elf)
+        .output()
+        .expect("arm-none-eabi-objdump (scripts/setup installs binutils-arm-none-eabi)");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bkpt") && l.contains("0x00ab"))
+        .count()
+}
+
+/// The Pico's `uart` build (compile only; no hardware): it links and fits, gets its UF2
+/// and carries the test set; it makes no semihosting call (its results and panics go over
+/// UART0), whereas the plain build does; and other boards refuse the feature by name.
+#[test]
+fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board("rp2040-pico").unwrap();
+    let dir = generate_small(&catalog, board, 25, "rp2040-uart");
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let set = synthetic::images(&input, 20, 25);
+    SyntheticNetwork::new(&arch, &input, 25)
+        .unwrap()
+        .with_network(|n| validate::write_test_data(&dir, n, &set).unwrap());
+    let options = BuildOptions {
+        uart: true,
+        ..BuildOptions::default()
+    };
+    let report =
+        build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
+    let uf2 = std::fs::read(report.uf2.as_ref().expect("a .uf2 beside the ELF")).unwrap();
+    let blocks = spikenas_host::firmware::uf2::parse(&uf2).unwrap();
+    assert!(blocks.iter().any(|b| b.addr == 0x1000_0000), "boot2 block");
+    let elf = spikenas_host::firmware::elf::Elf::read(&report.elf).unwrap();
+    let rodata = elf.sections.iter().find(|s| s.name == ".rodata").unwrap();
+    let testset_bytes = std::fs::metadata(dir.join(validate::TESTSET_FILE))
+        .unwrap()
+        .len();
+    assert!(rodata.size >= testset_bytes, "the test set is in flash");
+    assert_eq!(
+        semihosting_calls(&report.elf),
+        0,
+        "the UART build must not need a debugger"
+    );
+    // The UART0 set-up writes the divisors the host computed for 125 MHz (board.rs).
+    let board_rs = std::fs::read_to_string(dir.join("src/board.rs")).unwrap();
+    assert!(
+        board_rs.contains("pub const UART_IBRD: u32 = 67;"),
+        "{board_rs}"
+    );
+    let plain = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    assert!(
+        semihosting_calls(&plain.elf) > 0,
+        "the check finds semihosting calls"
+    );
+    let other = catalog.board("stm32f746g-disco").unwrap();
+    let dir = generate_small(&catalog, other, 25, "uart-refused");
+    let err = build::build(&dir, other, catalog.targets(), &options).unwrap_err();
+    assert!(matches!(err, FirmwareError::Board { .. }), "{err}");
+    assert!(err.to_string().contains("RP2040's UART0"), "{err}");
+}
+
 /// Copies `from` into `to` (folders recursively), leaving out `target/`.
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -1,12 +1,14 @@
 //! `spikenas-host flash`: run a generated firmware crate on a real board via probe-rs,
-//! or (RP2040) hand its UF2 file to the BOOTSEL drive.
+//! or (RP2040) hand its UF2 file to the BOOTSEL drive and read the results from a UART.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use spikenas_host::boards::Catalog;
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::flash::{self, FlashOptions, FlashOutcome};
+use spikenas_host::firmware::serial;
 use spikenas_host::firmware::validate::{self, compare, DeviceRun};
 use spikenas_host::firmware::TestSet;
 
@@ -29,6 +31,14 @@ pub struct Args {
     /// using a probe.
     #[arg(long)]
     uf2_copy: Option<PathBuf>,
+    /// RP2040 without a probe: with --uf2-copy, build the UART results transport (GP0 TX,
+    /// 115200 8N1), and read and compare the results from this serial device (the USB-UART
+    /// adapter or Debug Probe wired to GP0 and GND, e.g. /dev/ttyUSB0 or /dev/ttyACM0).
+    #[arg(long, value_name = "DEVICE", requires = "uf2_copy")]
+    serial: Option<PathBuf>,
+    /// With --serial: seconds to wait for the next line before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    serial_timeout: u64,
     /// Build with defmt logging over RTT (results and timing per image) and print the
     /// logs, which `probe-rs run` decodes from the ELF's defmt table.
     #[arg(long)]
@@ -44,6 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = BuildOptions {
         embedded_testset: true,
         defmt: args.defmt,
+        uart: args.serial.is_some(),
         ..BuildOptions::default()
     };
     let report = build::build(&args.dir, board, catalog.targets(), &options)?;
@@ -52,21 +63,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let Some(uf2) = &report.uf2 else {
             bail!("--uf2-copy: board `{}` has no UF2 image (only the RP2040 boots from a BOOTSEL drive)", board.name);
         };
-        let to = flash::copy_uf2(uf2, drive)?;
-        println!(
-            "copied {} to {}; the Pico flashes it and restarts",
-            uf2.display(),
-            to.display()
-        );
-        return Ok(());
+        if args.serial.is_none() {
+            let to = flash::copy_uf2(uf2, drive)?;
+            println!(
+                "copied {} to {}; the Pico flashes it and restarts",
+                uf2.display(),
+                to.display()
+            );
+            return Ok(());
+        }
     }
     let set = TestSet::read(&args.dir.join(validate::TESTSET_FILE))?;
-    let opts = FlashOptions {
-        dry_run: args.dry_run,
-        probe: args.probe,
-        semihosting_testset: None,
+    let outcome = match (&args.uf2_copy, &args.serial, &report.uf2) {
+        (Some(drive), Some(device), Some(uf2)) => {
+            println!(
+                "copying {} to {}, then reading the results from {}",
+                uf2.display(),
+                drive.display(),
+                device.display()
+            );
+            let idle = Duration::from_secs(args.serial_timeout);
+            serial::flash_uf2_serial(uf2, drive, device, set.len(), idle)?
+        }
+        _ => {
+            let opts = FlashOptions {
+                dry_run: args.dry_run,
+                probe: args.probe,
+                semihosting_testset: None,
+            };
+            flash::flash(&report.elf, board, set.len(), &opts)?
+        }
     };
-    match flash::flash(&report.elf, board, set.len(), &opts)? {
+    match outcome {
         FlashOutcome::DryRun { command } => {
             println!("dry run, would run: {}", command.join(" "));
             if let Some(uf2) = &report.uf2 {

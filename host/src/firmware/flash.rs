@@ -8,7 +8,8 @@
 //! Install the tool with `cargo install --locked probe-rs-tools` (about 7.5 minutes).
 //!
 //! A Raspberry Pi Pico without a debug probe takes the `.uf2` file instead: copied onto
-//! the `RPI-RP2` drive it shows in BOOTSEL mode ([`copy_uf2`]).
+//! the `RPI-RP2` drive it shows in BOOTSEL mode ([`copy_uf2`]); its results then come
+//! over a UART ([`super::serial`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -180,6 +181,17 @@ pub const UF2_INFO_FILE: &str = "INFO_UF2.TXT";
 /// Copies `uf2` onto the BOOTSEL drive mounted at `drive` (the Pico then flashes it and
 /// restarts). Refuses a folder that is not such a drive.
 pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, FirmwareError> {
+    check_bootsel_drive(drive)?;
+    let name = uf2
+        .file_name()
+        .unwrap_or_else(|| "spikenas-app.uf2".as_ref());
+    let to = drive.join(name);
+    std::fs::copy(uf2, &to).map_err(FirmwareError::io(&to))?;
+    Ok(to)
+}
+
+/// Refuses a folder that is not the BOOTSEL drive (it has no [`UF2_INFO_FILE`]).
+pub fn check_bootsel_drive(drive: &Path) -> Result<(), FirmwareError> {
     if !drive.join(UF2_INFO_FILE).is_file() {
         return Err(FirmwareError::Board {
             board: "rp2040".into(),
@@ -191,20 +203,16 @@ pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, FirmwareError> {
             ),
         });
     }
-    let name = uf2
-        .file_name()
-        .unwrap_or_else(|| "spikenas-app.uf2".as_ref());
-    let to = drive.join(name);
-    std::fs::copy(uf2, &to).map_err(FirmwareError::io(&to))?;
-    Ok(to)
+    Ok(())
 }
 
 /// What a person does with a `.uf2` and no debug probe.
 pub fn uf2_instructions(uf2: &Path) -> String {
     format!(
         "to flash without a probe: hold BOOTSEL while plugging the Pico in, then copy {} \
-         onto the RPI-RP2 drive (or pass --uf2-copy DRIVE_FOLDER). Results then need the \
-         probe's semihosting: `spikenas-host validate` with a Debug Probe attached",
+         onto the RPI-RP2 drive (or pass --uf2-copy DRIVE_FOLDER). For its results without \
+         a probe, wire GP0 (UART0 TX) and GND to a USB-UART adapter and add --serial \
+         DEVICE (115200 8N1); with a Debug Probe, `spikenas-host validate`",
         uf2.display()
     )
 }
