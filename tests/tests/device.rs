@@ -11,7 +11,9 @@
 //! Hardware (opt-in, never in the default run): with a board attached and the probe-rs
 //! CLI installed (`cargo install --locked probe-rs-tools`),
 //! `SPIKENAS_HW_BOARD=nucleo-h743zi cargo test -p spikenas-tests --test device -- --ignored`
-//! flashes the same kind of network and checks the board's results against the host.
+//! flashes the same kind of network and checks the board's results against the host; a
+//! Pico without a probe reports over a UART instead (`hardware_pico_over_uart_agrees_with_host`,
+//! which names its variables).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -234,6 +236,56 @@ fn hardware_board_agrees_with_host() {
     assert_eq!((clock.hz, clock.how.as_str()), (board.clock_hz, "pll"));
     assert_eq!(run.cycles_per_inference.len(), set.len());
     assert!(run.cycles_per_inference.iter().all(|&c| c > 0));
+    println!("{}", run.timing_line(board.clock_hz));
+}
+
+/// Opt-in: a Pico with no debug probe, flashed from its BOOTSEL drive, reports over UART0
+/// to a USB-UART adapter (GP0 to its RX, GND to GND), and every result equals the host's.
+/// `SPIKENAS_HW_BOARD=rp2040-pico SPIKENAS_HW_UF2_DRIVE=/media/$USER/RPI-RP2
+/// SPIKENAS_HW_SERIAL=/dev/ttyUSB0 cargo test -p spikenas-tests --test device -- --ignored
+/// pico_over_uart` (the Pico in BOOTSEL mode when it starts).
+#[test]
+#[ignore = "needs a Pico in BOOTSEL mode and a USB-UART adapter on GP0/GND"]
+fn hardware_pico_over_uart_agrees_with_host() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("set {name}"));
+    let name = var("SPIKENAS_HW_BOARD");
+    let (drive, device) = (var("SPIKENAS_HW_UF2_DRIVE"), var("SPIKENAS_HW_SERIAL"));
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board(&name).unwrap();
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
+    let set = synthetic::images(&input, 50, 21);
+    let dir = work_dir(&format!("hw-uart-{name}"));
+    net.with_network(|n| {
+        firmware::generate(n, board, catalog.targets(), &dir).unwrap();
+        validate::write_test_data(&dir, n, &set).unwrap();
+    });
+    let options = BuildOptions {
+        uart: true,
+        ..BuildOptions::default()
+    };
+    let report = build::build(&dir, board, catalog.targets(), &options).unwrap();
+    let outcome = spikenas_host::firmware::serial::flash_uf2_serial(
+        report.uf2.as_ref().unwrap(),
+        std::path::Path::new(&drive),
+        std::path::Path::new(&device),
+        set.len(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let FlashOutcome::Ran {
+        output, seconds, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    let run = validate::DeviceRun::from_output(output, seconds);
+    let host = validate::read_host_results(&dir).unwrap();
+    let cmp = compare(&host, &run);
+    assert!(cmp.all_agree(), "{:?}", cmp.first_mismatch);
+    let clock = run.clock.clone().expect("the board reports its clock");
+    assert_eq!((clock.hz, clock.how.as_str()), (board.clock_hz, "pll"));
     println!("{}", run.timing_line(board.clock_hz));
 }
 

@@ -170,6 +170,11 @@ impl SerialPort {
             match self.events.recv_timeout(idle) {
                 Ok(Event::Line(line)) => {
                     received += 1;
+                    // Noise before a line (a pin switching to the UART as the board
+                    // starts) shows as control bytes or invalid UTF-8.
+                    let line = line
+                        .trim_start_matches(|c: char| c.is_control() || c == '\u{fffd}')
+                        .to_string();
                     garbled |= line.contains(char::REPLACEMENT_CHARACTER);
                     let first = line.split_whitespace().next().unwrap_or("");
                     let after_clock = lines
@@ -390,7 +395,7 @@ mod tests {
     fn a_run_is_read_after_its_clock_line_and_compared_with_the_host() {
         let dir = scratch("file");
         let capture = dir.join("capture.txt");
-        let text = format!("\u{0}\u{ff}garbage\r\nR 7 1 1 1 1\r\nDONE 8 3\r\n{RUN}");
+        let text = format!("\u{0}\u{ff}garbage\r\nR 7 1 1 1 1\r\nDONE 8 3\r\n\u{0}{RUN}");
         std::fs::write(&capture, text.as_bytes()).unwrap();
         let run = read(&capture, 2, IDLE).unwrap();
         assert_eq!(run.output.cycles, [51_000, 47_000]);

@@ -107,6 +107,11 @@ pub fn init() {
         }
     }
     READY.store(true, Ordering::Release);
+    // Out of reset the pad pulls GP0 low; its rise to the UART's idle level can read as
+    // a byte of noise at the other end. Let the line idle for about 1 ms, then end that
+    // noise's line, so the first protocol line arrives whole.
+    cortex_m::asm::delay(board::CLOCK_HZ / 1000);
+    write(b"\n");
 }
 
 /// Sends `bytes`, `\n` as `\r\n` for terminal programs (the host's parser takes either).
