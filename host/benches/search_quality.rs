@@ -17,7 +17,7 @@
 //! cargo bench -p spikenas-host --bench search_quality -- [--board netduinoplus2]
 //!     [--dataset fashion-mnist] [--random 20] [--seeds 2] [--epochs 3]
 //!     [--max-train 12000] [--max-test 5000] [--samples 5000] [--main-train-time 900]
-//!     [--draw-seed 1] [--out FILE.md] [--arch ARCH ...]
+//!     [--draw-seed 1] [--search-fraction 0.08] [--out FILE.md] [--arch ARCH ...]
 //! ```
 //!
 //! `--max-train 0` and `--max-test 0` mean the whole split. Trained results are cached
@@ -37,8 +37,7 @@ use spikenas_host::boards::Catalog;
 use spikenas_host::data::{self, Dataset, LoadOptions, Source};
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::pipeline::{
-    fit_of, max_macs_for_latency, quantize_winner, score_batches, search_config, search_on,
-    SearchJob,
+    fit_of, quantize_winner, score_batches, search_config, search_on, SearchJob,
 };
 use spikenas_host::rng::Rng;
 use spikenas_host::search::cells;
@@ -65,6 +64,8 @@ struct Args {
     samples: usize,
     main_train_time: u64,
     draw_seed: u64,
+    /// SpikeNAS's share of the training time (`search --search-fraction`).
+    search_fraction: f64,
     out: Option<std::path::PathBuf>,
     /// Only train these architectures with the recipe (no searches, no draws).
     only: Vec<Arch>,
@@ -82,6 +83,7 @@ fn parse_args() -> anyhow::Result<Args> {
         samples: 5000,
         main_train_time: 900,
         draw_seed: 1,
+        search_fraction: spikenas_host::search::DEFAULT_SEARCH_FRACTION,
         out: None,
         only: Vec::new(),
     };
@@ -111,6 +113,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--samples" => a.samples = value.parse()?,
             "--main-train-time" => a.main_train_time = value.parse()?,
             "--draw-seed" => a.draw_seed = value.parse()?,
+            "--search-fraction" => a.search_fraction = value.parse()?,
             "--out" => a.out = Some(value.into()),
             "--arch" => a.only.push(value.parse().map_err(anyhow::Error::msg)?),
             _ => bail!("unknown argument {key}; see the doc comment of benches/search_quality.rs"),
@@ -200,12 +203,8 @@ fn main() -> anyhow::Result<()> {
         load: LoadOptions::default(),
         space: space.clone(),
         search: SearchConfig {
-            max_macs: Some(max_macs_for_latency(
-                &board,
-                catalog.targets(),
-                space.macros.timesteps,
-                1000.0,
-            )),
+            latency_ms: Some(1000.0),
+            search_fraction: args.search_fraction,
             ..Default::default()
         },
         train: Some(TrainConfig {
@@ -213,8 +212,7 @@ fn main() -> anyhow::Result<()> {
             progress: false,
             ..Default::default()
         }),
-        auto_recipe: true,
-        epochs_given: false,
+        fit: spikenas_host::pipeline::RecipeFit::ALL,
     };
     let main_cfg = search_config(&full, &job);
     let main_budget = main_cfg.train_budget.expect("a training recipe");
@@ -278,7 +276,8 @@ fn main() -> anyhow::Result<()> {
     let cells = cells::enumerate(&space.ops, space.backward);
     let (b, t) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, b, t);
-    let fits = Feasible::enumerate(&space, &cells, &input, &check, main_cfg.max_macs);
+    let latency = spikenas_host::latency::Budget::for_board(b, t, input, main_cfg.latency_ms);
+    let fits = Feasible::enumerate(&space, &cells, &input, &check, &latency);
     // The draws are filtered by training time with the cost model of the first run on
     // this board, dataset and training time (kept in the cache), so that reruns draw the
     // same networks whatever the timing noise of this run's calibration.

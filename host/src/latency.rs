@@ -179,16 +179,40 @@ pub fn fit(samples: &[Sample]) -> Option<[f64; 3]> {
     Some([m[0][3], m[1][3], m[2][3]])
 }
 
-/// The search's latency budget on one board: the most instructions one inference may
-/// take, and the costs that predict them.
+/// Instructions per dense MAC where a target has no calibrated costs (targets.yaml
+/// `latency`): every MAC of every timestep executed, one instruction each.
+pub const UNCALIBRATED_INSTRUCTIONS_PER_MAC: f64 = 1.0;
+
+impl Costs {
+    /// The stand-in for a target without calibration: one instruction per MAC, every
+    /// spike-layer MAC executed, LIF updates free.
+    pub fn uncalibrated() -> Costs {
+        Costs {
+            per_synop: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
+            per_neuron: 0.0,
+            per_pixel_mac: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
+            activity: 1.0,
+            measured_with: "not calibrated: one instruction per MAC".into(),
+        }
+    }
+}
+
+/// The search's latency model and budget on one board: the costs that predict the
+/// instructions of one inference (the target's calibration, or
+/// [`Costs::uncalibrated`]) and the most one inference may take.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
-    /// The target's calibrated costs.
+    /// The target's calibrated costs (or the uncalibrated stand-in).
     pub costs: Costs,
-    /// Instructions one inference may take (`clock_hz * ms`, one instruction per cycle).
+    /// False when the target has no calibration in targets.yaml.
+    pub calibrated: bool,
+    /// Instructions one inference may take (`clock_hz * ms`, one instruction per
+    /// cycle); infinite without a budget.
     pub max_instructions: f64,
-    /// The budget in milliseconds (for messages).
-    pub ms: f64,
+    /// The budget in milliseconds, if any.
+    pub ms: Option<f64>,
+    /// The board's clock in Hz (0 if unknown).
+    pub clock_hz: u64,
     /// The input the candidates read.
     pub input: InputShape,
 }
@@ -199,7 +223,42 @@ impl Budget {
         Budget {
             max_instructions: board.clock_hz as f64 * latency_ms / 1000.0,
             costs,
-            ms: latency_ms,
+            calibrated: true,
+            ms: Some(latency_ms),
+            clock_hz: board.clock_hz,
+            input,
+        }
+    }
+
+    /// `board`'s latency model from its target's calibration in `targets` (or the
+    /// uncalibrated stand-in), with a budget of `latency_ms` per inference if given.
+    pub fn for_board(
+        board: &Profile,
+        targets: &crate::boards::Targets,
+        input: InputShape,
+        latency_ms: Option<f64>,
+    ) -> Budget {
+        let calibrated = targets.get(&board.target).and_then(|t| t.latency.clone());
+        let mut b = Budget::new(
+            board,
+            calibrated.clone().unwrap_or_else(Costs::uncalibrated),
+            input,
+            latency_ms.unwrap_or(f64::INFINITY),
+        );
+        b.calibrated = calibrated.is_some();
+        b.ms = latency_ms;
+        b
+    }
+
+    /// No budget, uncalibrated costs: every candidate allowed (tests, search without a
+    /// board).
+    pub fn unlimited(input: InputShape) -> Budget {
+        Budget {
+            costs: Costs::uncalibrated(),
+            calibrated: false,
+            max_instructions: f64::INFINITY,
+            ms: None,
+            clock_hz: 0,
             input,
         }
     }
@@ -209,9 +268,33 @@ impl Budget {
         self.costs.instructions(&Work::of(arch, &self.input), None)
     }
 
+    /// Milliseconds of `instructions` at the board's clock (one instruction per
+    /// cycle); None without a clock.
+    pub fn ms_of(&self, instructions: f64) -> Option<f64> {
+        (self.clock_hz > 0).then(|| instructions * 1000.0 / self.clock_hz as f64)
+    }
+
     /// True if `arch` is predicted to run within the budget.
     pub fn allows(&self, arch: &Arch) -> bool {
         self.instructions(arch) <= self.max_instructions
+    }
+
+    /// Why `instructions` (of the fastest candidate) is over the budget, and the fix.
+    pub fn over_budget(&self, instructions: f64) -> String {
+        let ms = self
+            .ms_of(instructions)
+            .map_or(String::new(), |ms| format!(" ({ms:.2} ms)"));
+        format!(
+            "{instructions:.0} instructions per inference{ms}, but the latency budget of \
+             {} ms allows {:.0} ({}); give a larger --latency-ms",
+            self.ms.unwrap_or(f64::INFINITY),
+            self.max_instructions,
+            if self.calibrated {
+                "calibrated costs of the target"
+            } else {
+                "uncalibrated: one instruction per MAC"
+            }
+        )
     }
 }
 

@@ -170,39 +170,8 @@ pub struct SearchJob {
     pub search: SearchConfig,
     /// How to train the winner (None: search only).
     pub train: Option<TrainConfig>,
-    /// Fit the recipe's batch size to the dataset's size
-    /// ([`train::default_batch_size`]), and its epochs too unless `epochs_given`
-    /// ([`train::default_epochs`]).
-    pub auto_recipe: bool,
-    /// The recipe's epochs were chosen by the user: keep them.
-    pub epochs_given: bool,
-}
-
-/// Instructions per dense multiply-accumulate of a timestep when a target has no
-/// calibrated latency costs (targets.yaml `latency`); the report's latency column uses it.
-pub const CYCLES_PER_MAC: f64 = 1.0;
-
-/// Instructions per dense multiply-accumulate of a timestep on `board`'s core: the
-/// calibrated cost of a synaptic operation times the share of MACs a trained network
-/// executes (`latency::Costs`, measured with scripts/calibrate-latency), or
-/// [`CYCLES_PER_MAC`] where the target is not calibrated.
-pub fn instructions_per_mac(board: &Profile, targets: &Targets) -> f64 {
-    targets
-        .get(&board.target)
-        .and_then(|t| t.latency.as_ref())
-        .map_or(CYCLES_PER_MAC, |c| c.per_synop * c.activity)
-}
-
-/// The largest MACs per timestep that run one inference (all T steps) within
-/// `latency_ms` on `board`'s clock, at one instruction per cycle.
-pub fn max_macs_for_latency(
-    board: &Profile,
-    targets: &Targets,
-    timesteps: usize,
-    latency_ms: f64,
-) -> u64 {
-    let cycles = board.clock_hz as f64 * latency_ms / 1000.0;
-    (cycles / (instructions_per_mac(board, targets) * timesteps.max(1) as f64)) as u64
+    /// Which parts of the training recipe are fitted to the dataset.
+    pub fit: RecipeFit,
 }
 
 /// The memory model's verdict as the search sees it.
@@ -256,27 +225,44 @@ pub fn score_batches(
 /// The final training's recipe of `job` on `data` (batch size and epochs fitted to the
 /// dataset where the job asks for it).
 pub fn recipe_of(data: &Dataset, job: &SearchJob) -> Option<TrainConfig> {
-    job.train.clone().map(|t| {
-        if !job.auto_recipe {
-            return t;
-        }
-        let epochs = t.epochs;
-        let fitted = fitted_recipe(data, t);
-        if job.epochs_given {
-            TrainConfig { epochs, ..fitted }
-        } else {
-            fitted
-        }
-    })
+    job.train.clone().map(|t| job.fit.apply(data, t))
 }
 
-/// `t` with the batch size and epochs fitted to `data`'s training split.
-pub fn fitted_recipe(data: &Dataset, t: TrainConfig) -> TrainConfig {
-    let batch_size = train::default_batch_size(data.train.len());
-    TrainConfig {
-        batch_size,
-        epochs: train::default_epochs(data.train.len(), batch_size),
-        ..t
+/// Which parts of the final training's recipe `search` fits to the dataset; the others
+/// are the job's own (given by the user).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecipeFit {
+    /// The batch size ([`train::default_batch_size`]).
+    pub batch_size: bool,
+    /// The epochs ([`train::default_epochs`], for the batch size in effect).
+    pub epochs: bool,
+}
+
+impl RecipeFit {
+    /// Fit both (the main job's defaults).
+    pub const ALL: RecipeFit = RecipeFit {
+        batch_size: true,
+        epochs: true,
+    };
+
+    /// `t` with the parts this fits replaced by the values fitted to `data`.
+    pub fn apply(self, data: &Dataset, t: TrainConfig) -> TrainConfig {
+        let n = data.train.len();
+        let batch_size = if self.batch_size {
+            train::default_batch_size(n)
+        } else {
+            t.batch_size
+        };
+        let epochs = if self.epochs {
+            train::default_epochs(n, batch_size)
+        } else {
+            t.epochs
+        };
+        TrainConfig {
+            batch_size,
+            epochs,
+            ..t
+        }
     }
 }
 
@@ -287,7 +273,7 @@ pub fn search_config(data: &Dataset, job: &SearchJob) -> SearchConfig {
     let mut cfg = job.search.clone();
     // Search only: choose for the default recipe.
     let recipe =
-        recipe_of(data, job).unwrap_or_else(|| fitted_recipe(data, TrainConfig::default()));
+        recipe_of(data, job).unwrap_or_else(|| RecipeFit::ALL.apply(data, TrainConfig::default()));
     cfg.train_budget = Some(TrainBudget {
         images: (recipe.epochs * data.train.len()) as u64,
         seconds: recipe
@@ -311,11 +297,13 @@ pub fn search_on(
     let mut scorer = Scorer::new(&batches, input, device.clone(), cfg.seed, cfg.conv);
     let (board, targets) = (&job.board, &job.targets);
     let check = |a: &Arch| fit_of(a, &input, board, targets);
+    let latency = crate::latency::Budget::for_board(board, targets, input, cfg.latency_ms);
     let ctx = SearchData {
         data,
         input,
         board: &board.name,
         memory: &check,
+        latency: &latency,
         device: device.clone(),
     };
     Ok(search::search(&job.space, &ctx, &mut scorer, &cfg)?)
@@ -408,8 +396,22 @@ pub fn run_with(
         clock_hz: job.board.clock_hz,
     };
     let mut staged = staged;
+    let say = |msg: String| {
+        if job.search.progress {
+            eprintln!("{msg}");
+        }
+    };
     if let Some(cfg) = &recipe_of(&data, job) {
         let arch = report.search.best;
+        say(format!(
+            "training {arch}: {} epochs of {} images, batch {}{}",
+            cfg.epochs,
+            data.train.len(),
+            cfg.batch_size,
+            cfg.time_budget
+                .map(|b| format!(", at most {:.0} s", b.as_secs_f64()))
+                .unwrap_or_default()
+        ));
         let (net, varmap) =
             Network::init(arch, input, LifParams::default(), device, job.search.seed)?;
         let fingerprint = serde_json::json!({
@@ -460,6 +462,13 @@ pub fn run_with(
         checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
         report.training = Some(t);
         let conv = cfg.conv;
+        say(format!(
+            "quantizing to int{}: calibrating on {} training images, then {} test images \
+             through the firmware's integer kernels",
+            arch.weight_bits,
+            CALIBRATION_IMAGES.min(data.train.len()),
+            data.test.len()
+        ));
         let (q, summary) = quantize_winner(&net, &varmap, &data, device, conv)?;
         let model_info = crate::export::ModelInfo {
             dataset: job.source.to_string(),
@@ -492,6 +501,11 @@ pub fn run_with(
             .sections
             .push(("Quantization (model.safetensors)".into(), body));
         if job.board.is_mcu() {
+            say(format!(
+                "writing the firmware crate for {} ({} test images with the host's results)",
+                job.board.name,
+                FIRMWARE_TEST_IMAGES.min(data.test.len())
+            ));
             let dir = staged.path("firmware");
             let krate = write_firmware(
                 &q,

@@ -52,12 +52,19 @@ pub fn pareto_front(points: &[(f64, f64, u64)]) -> Vec<usize> {
         .collect()
 }
 
-/// Estimated milliseconds of one inference (all timesteps) at `clock_hz`, with the
-/// search's cycles-per-MAC figure.
-pub fn latency_ms(macs: u64, timesteps: usize, clock_hz: u64) -> Option<f64> {
-    (clock_hz > 0).then(|| {
-        macs as f64 * timesteps as f64 * crate::pipeline::CYCLES_PER_MAC * 1000.0 / clock_hz as f64
-    })
+/// Estimated milliseconds of one inference (all timesteps) at `clock_hz`, one
+/// instruction per cycle: the search's latency model's prediction (`instructions`), or
+/// for a report written before the model, one instruction per MAC of every timestep.
+pub fn latency_ms(
+    instructions: Option<f64>,
+    macs: u64,
+    timesteps: usize,
+    clock_hz: u64,
+) -> Option<f64> {
+    let instructions = instructions.unwrap_or(
+        macs as f64 * timesteps as f64 * crate::latency::UNCALIBRATED_INSTRUCTIONS_PER_MAC,
+    );
+    (clock_hz > 0).then(|| instructions * 1000.0 / clock_hz as f64)
 }
 
 /// The Pareto view: every candidate the search evaluated, what it would cost and what
@@ -81,7 +88,7 @@ fn pareto_table(s: &SearchOutcome, clock_hz: u64) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "## Candidates evaluated (Pareto view)\n\n{}: higher is better. Memory is per region (used / budget); latency is estimated at the board's clock. **chosen** marks the pick, * a Pareto-optimal candidate (no other is more accurate, smaller and faster at once).\n",
+        "## Candidates evaluated (Pareto view)\n\n{}: higher is better. Memory is per region (used / budget); latency is the latency model's predicted instructions per inference (the target's calibrated costs, targets.yaml `latency`) at the board's clock. **chosen** marks the pick, * a Pareto-optimal candidate (no other is more accurate, smaller and faster at once).\n",
         s.signal
     );
     let _ = writeln!(
@@ -115,7 +122,8 @@ fn pareto_table(s: &SearchOutcome, clock_hz: u64) -> String {
             .arch
             .parse::<crate::arch::Arch>()
             .map_or(1, |a| a.timesteps);
-        let lat = latency_ms(c.macs, t, clock_hz).map_or("-".into(), |v| format!("{v:.1} ms"));
+        let lat = latency_ms(c.instructions, c.macs, t, clock_hz)
+            .map_or("-".into(), |v| format!("{v:.1} ms"));
         let train = c.train_seconds.map_or("-".into(), |v| format!("{v:.0} s"));
         let _ = writeln!(
             md,
@@ -378,8 +386,14 @@ mod tests {
 
     #[test]
     fn latency_at_the_clock() {
-        assert_eq!(latency_ms(1_000_000, 2, 0), None);
-        let ms = latency_ms(1_000_000, 2, 100_000_000).unwrap();
-        assert!((ms - 20.0 * crate::pipeline::CYCLES_PER_MAC).abs() < 1e-9);
+        assert_eq!(latency_ms(Some(5e6), 1_000_000, 2, 0), None);
+        let ms = latency_ms(Some(5e6), 1_000_000, 2, 100_000_000).unwrap();
+        assert!(
+            (ms - 50.0).abs() < 1e-9,
+            "the model's prediction wins: {ms}"
+        );
+        // A report from before the latency model: one instruction per MAC and step.
+        let ms = latency_ms(None, 1_000_000, 2, 100_000_000).unwrap();
+        assert!((ms - 20.0).abs() < 1e-9, "{ms}");
     }
 }

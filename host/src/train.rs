@@ -388,6 +388,7 @@ pub fn train_resumable(
         bar.set_position(st.steps as u64);
     }
     let started = Instant::now();
+    let mut last_line = started;
     let elapsed = || before + started.elapsed();
     for epoch in first_epoch..=cfg.epochs {
         let order_rng = rng.state();
@@ -418,13 +419,19 @@ pub fn train_resumable(
             seen += batch.len();
             loss_sum += loss_value as f64 * batch.len() as f64;
             report.steps += 1;
-            bar.set_message(format!(
+            let message = format!(
                 "epoch {epoch}/{} loss {:.4} acc {:.2}% {:.0} img/s",
                 cfg.epochs,
                 loss_sum / seen as f64,
                 100.0 * correct as f64 / seen as f64,
                 seen as f64 / epoch_seconds().max(1e-9)
-            ));
+            );
+            // Piped or logged (no bar drawn): a line now and then instead.
+            if cfg.progress && bar.is_hidden() && last_line.elapsed() >= PIPED_PROGRESS_EVERY {
+                eprintln!("{message}, batch {}/{steps_per_epoch}", i + 1);
+                last_line = Instant::now();
+            }
+            bar.set_message(message);
             bar.inc(1);
             if cfg.time_budget.is_some_and(|b| elapsed() >= b) {
                 report.stopped_by_time = true;
@@ -544,6 +551,10 @@ pub fn evaluate(
         .count();
     Ok(correct as f32 / split.len() as f32)
 }
+
+/// How often training prints a progress line when no bar is drawn (stderr is not a
+/// terminal): a piped or logged run shows it is alive between epoch lines.
+const PIPED_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
     if !show {

@@ -680,7 +680,7 @@ fn an_interrupted_search_keeps_its_report_and_resumes_the_training() {
         "300",
         "--epochs",
         "30",
-        "--time-budget",
+        "--search-time",
         "2",
         "--train-time",
         "30",
@@ -857,5 +857,175 @@ fn quantize_on_a_dataset_of_another_shape_says_so() {
             && !e.contains("candle_core"),
         "{e}"
     );
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+/// `flash` and `validate` refuse a board or an option they cannot serve before they
+/// build anything (the generated crate's `target/` stays absent), and every command
+/// that takes a board takes `--board-file` too.
+#[test]
+fn flash_and_validate_refuse_what_they_cannot_serve_before_building() {
+    let cwd = scratch("preflight");
+    succeeds(
+        &cwd,
+        &[
+            "generate",
+            "--board",
+            "stm32f746g-disco",
+            "--synthetic",
+            TINY,
+            "--input",
+            "1x8x8",
+            "--images",
+            "4",
+            "fw",
+        ],
+    );
+    let disco = repo_root().join("boards/stm32f746g-disco.yaml");
+    let disco = disco.to_str().unwrap();
+    // No probe-rs on this PATH, whatever the machine has installed.
+    let without_probe_rs = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
+            .current_dir(&cwd)
+            .env_remove("SPIKENAS_HOME")
+            .env("PATH", "/usr/bin:/bin")
+            .args(args)
+            .output()
+            .expect("run spikenas-host");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &["validate", "--board", "stm32f746g-disco", "fw"],
+            &[
+                "`probe-rs` was not found",
+                "cargo install --locked probe-rs-tools",
+            ],
+        ),
+        (
+            &["validate", "--board-file", disco, "fw"],
+            &["`probe-rs` was not found"],
+        ),
+        (
+            &["flash", "--board-file", disco, "fw"],
+            &["`probe-rs` was not found", "--dry-run"],
+        ),
+        (
+            &[
+                "flash",
+                "--board",
+                "stm32f746g-disco",
+                "--probe",
+                "stlink",
+                "fw",
+            ],
+            &["probe `stlink` is not VID:PID or VID:PID:SERIAL"],
+        ),
+        (
+            &[
+                "flash",
+                "--board",
+                "stm32f746g-disco",
+                "--uf2-copy",
+                ".",
+                "fw",
+            ],
+            &["has no UF2 image", "drop --uf2-copy"],
+        ),
+    ];
+    for (args, wanted) in cases {
+        let stderr = without_probe_rs(args);
+        for w in wanted {
+            assert!(stderr.contains(w), "{args:?}: `{w}` not in {stderr}");
+        }
+        assert!(
+            !cwd.join("fw/target").exists(),
+            "{args:?} built before refusing"
+        );
+    }
+    let stderr = refused(&cwd, &["validate", "--board", "jetson-nano", "fw"]);
+    assert!(
+        stderr.contains("generated for board `stm32f746g-disco`"),
+        "{stderr}"
+    );
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+/// A piped `search` (stderr not a terminal: no progress bars) still says what it is
+/// doing, a line per phase.
+#[test]
+fn a_piped_search_prints_a_line_per_phase() {
+    let cwd = scratch("piped");
+    let out = host(
+        &cwd,
+        &[
+            "search",
+            "--board",
+            "microbit",
+            "--dataset",
+            "digits",
+            "--max-train",
+            "300",
+            "--epochs",
+            "2",
+            "--out",
+            "run",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for phase in [
+        "search: ",
+        "search budget",
+        "training cell=",
+        "epoch   2",
+        "quantizing to int8",
+        "writing the firmware crate for microbit",
+    ] {
+        assert!(stderr.contains(phase), "`{phase}` not in {stderr}");
+    }
+    fs::remove_dir_all(&cwd).unwrap();
+}
+
+/// `search --no-train` writes the search report only; the old option names still parse.
+#[test]
+fn search_only_and_the_old_option_names() {
+    let cwd = scratch("no-train");
+    succeeds(
+        &cwd,
+        &[
+            "search",
+            "--board",
+            "microbit",
+            "--dataset",
+            "digits",
+            "--time-budget",
+            "30",
+            "--no-train",
+            "--quiet",
+            "--out",
+            "s",
+        ],
+    );
+    let names = listing(&cwd.join("s"));
+    assert!(names.contains(&"report.json".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"checkpoint.safetensors".to_string()),
+        "{names:?}"
+    );
+    let stderr = refused(
+        &cwd,
+        &[
+            "train",
+            "--time-budget",
+            "5",
+            "--train-time",
+            "5",
+            "--out",
+            "t",
+        ],
+    );
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
     fs::remove_dir_all(&cwd).unwrap();
 }

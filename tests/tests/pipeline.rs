@@ -13,7 +13,7 @@ use spikenas_host::data::{LoadOptions, Source};
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::validate::{self, estimate_error};
 use spikenas_host::memory;
-use spikenas_host::pipeline::{self, max_macs_for_latency, SearchJob};
+use spikenas_host::pipeline::{self, SearchJob};
 use spikenas_host::search::space::SearchSpace;
 use spikenas_host::search::SearchConfig;
 use spikenas_host::train::TrainConfig;
@@ -30,12 +30,7 @@ fn run_board(board_name: &str) {
         load: LoadOptions::default(),
         search: SearchConfig {
             time_budget: Duration::from_secs(10),
-            max_macs: Some(max_macs_for_latency(
-                &board,
-                catalog.targets(),
-                space.macros.timesteps,
-                200.0,
-            )),
+            latency_ms: Some(200.0),
             score_batch: 16,
             progress: false,
             ..Default::default()
@@ -50,8 +45,7 @@ fn run_board(board_name: &str) {
             progress: false,
             ..Default::default()
         }),
-        auto_recipe: false,
-        epochs_given: true,
+        fit: Default::default(),
     };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pipeline-{board_name}"));
     let _ = std::fs::remove_dir_all(&out);

@@ -8,7 +8,7 @@ use candle_core::Device;
 use spikenas_host::boards::Catalog;
 use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::memory;
-use spikenas_host::pipeline::{self, max_macs_for_latency, search_on, SearchJob};
+use spikenas_host::pipeline::{self, search_on, SearchJob};
 use spikenas_host::search::space::SearchSpace;
 use spikenas_host::search::SearchConfig;
 use spikenas_host::session::input_shape;
@@ -27,12 +27,7 @@ fn job(board: &str, catalog: &Catalog) -> SearchJob {
         },
         search: SearchConfig {
             time_budget: Duration::from_secs(5),
-            max_macs: Some(max_macs_for_latency(
-                &board,
-                catalog.targets(),
-                space.macros.timesteps,
-                1000.0,
-            )),
+            latency_ms: Some(1000.0),
             score_batch: 16,
             progress: false,
             ..Default::default()
@@ -40,8 +35,7 @@ fn job(board: &str, catalog: &Catalog) -> SearchJob {
         space,
         board,
         train: None,
-        auto_recipe: false,
-        epochs_given: true,
+        fit: Default::default(),
     }
 }
 
@@ -74,7 +68,7 @@ fn impossible_budget_names_the_smallest_need() {
     let catalog = Catalog::discover().unwrap();
     let mut job = job("microbit", &catalog);
     // A 32x32 colour input on a 16 KB part with a tiny latency budget: nothing fits.
-    job.search.max_macs = Some(10);
+    job.search.latency_ms = Some(0.001);
     let data = data::load(&Source::Digits, &job.load).unwrap();
     let e = search_on(&data, &job, &Device::Cpu)
         .unwrap_err()

@@ -2,16 +2,16 @@
 
 use std::path::PathBuf;
 
-use spikenas_host::boards::Catalog;
 use spikenas_host::firmware::build::{self, BuildOptions};
+
+use super::common::BoardArgs;
 
 /// Build the ELF for a board (Debian's cargo with build-std) and report flash and RAM
 /// per region; fails naming the region that overflows.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Board name (see `spikenas-host boards`).
-    #[arg(long)]
-    board: String,
+    #[command(flatten)]
+    board: BoardArgs,
     /// Build the test set into flash (for real boards: `flash`).
     #[arg(long)]
     embedded_testset: bool,
@@ -29,8 +29,8 @@ pub struct Args {
 
 /// Build and print the region table.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let catalog = Catalog::discover()?;
-    let board = catalog.board(&args.board)?;
+    let (catalog, board) = args.board.load()?;
+    let board = &board;
     let options = BuildOptions {
         embedded_testset: args.embedded_testset,
         defmt: args.defmt,

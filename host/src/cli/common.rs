@@ -1,16 +1,22 @@
 //! Options shared by several subcommands.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::bail;
 use spikenas_host::boards::{Catalog, Profile};
+use spikenas_host::data::{Augment, LoadOptions};
+use spikenas_host::device::DeviceChoice;
+use spikenas_host::kernels::ConvBackend;
 use spikenas_host::session::{self, RunControl};
+use spikenas_host::train::{OptimizerKind, TrainConfig};
 
 /// Which board: a name from boards/ or a profile file of the user's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BoardArgs {
-    /// Board name (see `spikenas-host boards`). Required, or --board-file (checked when
-    /// the board is loaded, so that `search --resume DIR` can take it from DIR's run).
+    /// Board name (see `spikenas-host boards`), or --board-file for a profile of your own.
+    // Not `required` in clap: `search --resume DIR` takes the board from DIR's run, and
+    // `quantize` only records it; `load` says what is missing.
     #[arg(long)]
     pub board: Option<String>,
     /// Your own board profile, a YAML file with the fields of boards/*.yaml.
@@ -31,6 +37,85 @@ impl BoardArgs {
             ),
         };
         Ok((catalog, profile))
+    }
+
+    /// [`BoardArgs::load`] where a board is optional: `None` when neither option is given.
+    pub fn load_optional(&self) -> anyhow::Result<Option<(Catalog, Profile)>> {
+        if self.board.is_none() && self.board_file.is_none() {
+            return Ok(None);
+        }
+        self.load().map(Some)
+    }
+}
+
+/// The training options `train` and `search` share. Unset values come from
+/// [`TrainConfig::default`] (`train`) or are fitted to the dataset (`search`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainingArgs {
+    /// Passes over the training split [train: 15; search: 15, or more on small datasets
+    /// so that training takes at least 3,000 steps].
+    #[arg(long, value_parser = at_least_one)]
+    pub epochs: Option<usize>,
+    /// Images per step [train: 64; search: fitted to the dataset, 16 to 64].
+    #[arg(long, value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (cosine schedule).
+    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = positive)]
+    pub lr: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = non_negative)]
+    pub weight_decay: f64,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().optimizer)]
+    pub optimizer: OptimizerKind,
+    /// Distortions of the training images: none, shift (up to 2 pixels), or
+    /// shift-flip (also mirrored left-right; for clothing, not digits).
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().augment)]
+    pub augment: Augment,
+    /// Stop training after this many seconds (`search` also leaves out networks whose
+    /// recipe would not finish in this time).
+    #[arg(long, value_parser = at_least_one_second)]
+    pub train_time: Option<u64>,
+    /// Use at most this many training images (quick runs).
+    #[arg(long, value_parser = at_least_one)]
+    pub max_train: Option<usize>,
+    /// Seed for splits, initialisation and batch order (and the search).
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+    /// cpu, or cuda (needs a build with --features cuda).
+    #[arg(long, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
+    /// Convolution implementation on the CPU.
+    #[arg(long, default_value_t = ConvBackend::default())]
+    pub conv: ConvBackend,
+}
+
+impl TrainingArgs {
+    /// The training configuration, unset values from [`TrainConfig::default`].
+    pub fn config(&self, progress: bool) -> TrainConfig {
+        let d = TrainConfig::default();
+        TrainConfig {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            optimizer: self.optimizer,
+            seed: self.seed,
+            conv: self.conv,
+            max_steps_per_epoch: None,
+            time_budget: self.train_time.map(Duration::from_secs),
+            augment: self.augment,
+            progress,
+        }
+    }
+
+    /// How to load the dataset: this seed's split, at most `max_train` images.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            seed: self.seed,
+            max_train: self.max_train,
+            ..Default::default()
+        }
     }
 }
 

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use spikenas_host::boards::Catalog;
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::flash::{self, FlashOptions, FlashOutcome};
 use spikenas_host::firmware::serial;
 use spikenas_host::firmware::validate::{self, compare, DeviceRun};
 use spikenas_host::firmware::TestSet;
+
+use super::common::BoardArgs;
 
 /// Build with the test set in flash, flash and run it with `probe-rs run`, and compare
 /// every result with the host's. Needs the probe-rs CLI
@@ -18,9 +19,8 @@ use spikenas_host::firmware::TestSet;
 /// build also writes a `.uf2` file for the BOOTSEL drive (`--uf2-copy`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Board name (see `spikenas-host boards`).
-    #[arg(long)]
-    board: String,
+    #[command(flatten)]
+    board: BoardArgs,
     /// Build and print the probe-rs command, but do not touch the probe.
     #[arg(long)]
     dry_run: bool,
@@ -49,8 +49,19 @@ pub struct Args {
 
 /// Build, flash, run, compare.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let catalog = Catalog::discover()?;
-    let board = catalog.board(&args.board)?;
+    let (catalog, board) = args.board.load()?;
+    let board = &board;
+    let opts = FlashOptions {
+        dry_run: args.dry_run,
+        probe: args.probe,
+        semihosting_testset: None,
+    };
+    // Refuse what cannot be served before the build, not after it.
+    build::check_crate(&args.dir, board, catalog.targets())?;
+    flash::preflight(board, &opts, args.uf2_copy.as_deref())?;
+    if let Some(device) = &args.serial {
+        serial::check_device(device)?;
+    }
     let options = BuildOptions {
         embedded_testset: true,
         defmt: args.defmt,
@@ -61,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print!("{}", report.render());
     if let Some(drive) = &args.uf2_copy {
         let Some(uf2) = &report.uf2 else {
-            bail!("--uf2-copy: board `{}` has no UF2 image (only the RP2040 boots from a BOOTSEL drive)", board.name);
+            bail!("the build of {} wrote no .uf2 file", args.dir.display());
         };
         if args.serial.is_none() {
             let to = flash::copy_uf2(uf2, drive)?;
@@ -85,14 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let idle = Duration::from_secs(args.serial_timeout);
             serial::flash_uf2_serial(uf2, drive, device, set.len(), idle)?
         }
-        _ => {
-            let opts = FlashOptions {
-                dry_run: args.dry_run,
-                probe: args.probe,
-                semihosting_testset: None,
-            };
-            flash::flash(&report.elf, board, set.len(), &opts)?
-        }
+        _ => flash::flash(&report.elf, board, set.len(), &opts)?,
     };
     match outcome {
         FlashOutcome::DryRun { command } => {

@@ -33,9 +33,9 @@ pub struct QuantizeArgs {
     /// Use at most this many test images (stratified subsample).
     #[arg(long, value_parser = at_least_one)]
     max_test: Option<usize>,
-    /// Board name recorded in the model's metadata.
-    #[arg(long)]
-    board: Option<String>,
+    /// The board recorded in the model's metadata (optional; checked like everywhere).
+    #[command(flatten)]
+    board: super::common::BoardArgs,
     /// Output directory (model.safetensors, quant.json, checkpoint.safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -57,7 +57,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         bits: args.bits,
         seed: args.seed,
         calibration_images: args.calibration,
-        board: args.board,
+        board: args.board.load_optional()?.map(|(_, p)| p.name),
     };
     let out = job::quantize_to_dir(&job, &args.out, args.force).context("quantization failed")?;
     for w in &out.warnings {

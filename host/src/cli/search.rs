@@ -7,14 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::common::{self, at_least_one, at_least_one_second, non_negative, BoardArgs};
-use spikenas_host::data::{LoadOptions, Source};
-use spikenas_host::device::DeviceChoice;
-use spikenas_host::kernels::ConvBackend;
-use spikenas_host::pipeline::{self, SearchJob};
+use super::common::{
+    self, at_least_one, at_least_one_second, non_negative, BoardArgs, TrainingArgs,
+};
+use spikenas_host::data::Source;
+use spikenas_host::pipeline::{self, RecipeFit, SearchJob};
 use spikenas_host::search::space::SearchSpace;
 use spikenas_host::search::{SearchConfig, Strategy, DEFAULT_SEARCH_FRACTION};
-use spikenas_host::train::TrainConfig;
 
 /// Search the architecture with the best expected accuracy that fits the board's memory.
 #[derive(Debug, Args)]
@@ -30,8 +29,8 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = Strategy::Spikenas)]
     strategy: Strategy,
     /// Most seconds the search may take, whatever its share of the training.
-    #[arg(long, default_value_t = 300, value_parser = at_least_one_second)]
-    time_budget: u64,
+    #[arg(long, alias = "time-budget", default_value_t = 300, value_parser = at_least_one_second)]
+    search_time: u64,
     /// spikenas: share of the training time the search may spend (its short trainings
     /// included).
     #[arg(long, default_value_t = DEFAULT_SEARCH_FRACTION)]
@@ -42,8 +41,8 @@ pub struct SearchArgs {
     /// largest: stop when the best score has not improved for this many candidates.
     #[arg(long, default_value_t = 40, value_parser = at_least_one)]
     patience: usize,
-    /// Latency budget per inference in milliseconds on the board's clock (limits MACs;
-    /// 0 = no limit).
+    /// Latency budget per inference in milliseconds on the board's clock, checked with
+    /// the target's calibrated instruction costs (targets.yaml `latency`); 0 = no limit.
     #[arg(long, default_value_t = 1000.0, value_parser = non_negative)]
     latency_ms: f64,
     /// snasnet: random candidates scored.
@@ -55,26 +54,11 @@ pub struct SearchArgs {
     /// A search space file (default: the shipped analysis result).
     #[arg(long)]
     space: Option<PathBuf>,
-    /// Training epochs for the chosen architecture (0: search only; default: 15, more on
-    /// small datasets so that training takes at least 3,000 steps).
+    #[command(flatten)]
+    training: TrainingArgs,
+    /// Search only: write the search report, train nothing.
     #[arg(long)]
-    epochs: Option<usize>,
-    /// Stop training after this many seconds (the search also leaves out networks whose
-    /// recipe would not finish in this time).
-    #[arg(long, value_parser = at_least_one_second)]
-    train_time: Option<u64>,
-    /// Use at most this many training images.
-    #[arg(long, value_parser = at_least_one)]
-    max_train: Option<usize>,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// cpu, or cuda (needs a build with --features cuda).
-    #[arg(long, default_value_t = DeviceChoice::Cpu)]
-    device: DeviceChoice,
-    /// Convolution implementation on the CPU.
-    #[arg(long, default_value_t = ConvBackend::default())]
-    conv: ConvBackend,
+    no_train: bool,
     /// Output directory (default runs/BOARD-DATASET).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -106,7 +90,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
 
 fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow::Result<()> {
     let (catalog, board) = args.board.load()?;
-    let device = args.device.open()?;
+    let device = args.training.device.open()?;
     let space = match &args.space {
         Some(p) => SearchSpace::from_file(p)?,
         None => SearchSpace::shipped(),
@@ -116,48 +100,31 @@ fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow:
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", board.name, dataset_tag)));
-    let max_macs = (args.latency_ms > 0.0).then(|| {
-        pipeline::max_macs_for_latency(
-            &board,
-            catalog.targets(),
-            space.macros.timesteps,
-            args.latency_ms,
-        )
-    });
     let job = SearchJob {
         board,
         targets: catalog.targets().clone(),
         source: args.dataset.clone(),
-        load: LoadOptions {
-            seed: args.seed,
-            max_train: args.max_train,
-            ..Default::default()
-        },
+        load: args.training.load_options(),
         space,
         search: SearchConfig {
             strategy: args.strategy,
-            time_budget: Duration::from_secs(args.time_budget),
+            time_budget: Duration::from_secs(args.search_time),
             patience: args.patience,
             search_fraction: args.search_fraction,
             pool: args.pool as usize,
-            max_macs,
+            latency_ms: (args.latency_ms > 0.0).then_some(args.latency_ms),
             samples: args.samples,
             score_batch: args.score_batch,
-            seed: args.seed,
-            conv: args.conv,
+            seed: args.training.seed,
+            conv: args.training.conv,
             progress: !args.quiet,
             ..Default::default()
         },
-        auto_recipe: true,
-        epochs_given: args.epochs.is_some(),
-        train: (args.epochs != Some(0)).then(|| TrainConfig {
-            epochs: args.epochs.unwrap_or(15),
-            seed: args.seed,
-            conv: args.conv,
-            time_budget: args.train_time.map(Duration::from_secs),
-            progress: !args.quiet,
-            ..Default::default()
-        }),
+        fit: RecipeFit {
+            batch_size: args.training.batch_size.is_none(),
+            epochs: args.training.epochs.is_none(),
+        },
+        train: (!args.no_train).then(|| args.training.config(!args.quiet)),
     };
     if !(args.search_fraction > 0.0 && args.search_fraction < 1.0) {
         anyhow::bail!(

@@ -5,22 +5,18 @@
 //! - Fashion-MNIST, 54k train / 6k val / 10k test, T = 2, 14x14 input (pool=2):
 //!   `train --dataset fashion-mnist --arch
 //!   cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=2,pool=2 --epochs 12
-//!   --time-budget 1200`: 90.12% test in 498 s of training (about 37 s an epoch).
+//!   --train-time 1200`: 90.12% test in 498 s of training (about 37 s an epoch).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use spikenas_host::arch::Arch;
-use spikenas_host::data::{self, Augment, Source};
-use spikenas_host::device::DeviceChoice;
-use spikenas_host::kernels::ConvBackend;
+use spikenas_host::data::Source;
 use spikenas_host::session::{self, RunControl, TrainJob};
-use spikenas_host::train::{OptimizerKind, TrainConfig};
 
-use super::common::{self, at_least_one, at_least_one_second, non_negative, positive};
+use super::common::{self, at_least_one_second, TrainingArgs};
 
 /// Train an architecture (default: a small network that suits 8x8 to 32x32 images).
 #[derive(Debug, Args)]
@@ -31,39 +27,10 @@ pub struct TrainArgs {
     /// Dataset: fashion-mnist, digits, idx:DIR or cifar10:DIR.
     #[arg(long, default_value = "digits")]
     dataset: Source,
-    /// Passes over the training split (digits: 15 reach ~99% in ~10 s on 2 cores).
-    #[arg(long, default_value_t = 15, value_parser = at_least_one)]
-    epochs: usize,
-    /// Images per step.
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-    batch_size: usize,
-    /// Peak learning rate (cosine schedule).
-    #[arg(long, default_value_t = 3e-3, value_parser = positive)]
-    lr: f64,
-    /// Weight decay.
-    #[arg(long, default_value_t = 1e-4, value_parser = non_negative)]
-    weight_decay: f64,
-    /// Optimiser.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
-    optimizer: OptimizerKind,
-    /// Distortions of the training images: none, shift (up to 2 pixels), or
-    /// shift-flip (also mirrored left-right; for clothing, not digits).
-    #[arg(long, value_enum, default_value_t = Augment::None)]
-    augment: Augment,
-    /// Seed for splits, initialisation and batch order.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// cpu, or cuda (needs a build with --features cuda).
-    #[arg(long, default_value_t = DeviceChoice::Cpu)]
-    device: DeviceChoice,
-    /// Convolution implementation on the CPU.
-    #[arg(long, default_value_t = ConvBackend::default())]
-    conv: ConvBackend,
-    /// Use at most this many training images (quick runs).
-    #[arg(long, value_parser = at_least_one)]
-    max_train: Option<usize>,
-    /// Stop training after this many seconds.
-    #[arg(long, value_parser = at_least_one_second)]
+    #[command(flatten)]
+    training: TrainingArgs,
+    /// Old name of --train-time.
+    #[arg(long, hide = true, value_parser = at_least_one_second, conflicts_with = "train_time")]
     time_budget: Option<u64>,
     /// Output directory (checkpoint.safetensors, train.json).
     #[arg(long, default_value = "runs/train")]
@@ -96,30 +63,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 fn run_job(args: TrainArgs, ctl: RunControl) -> anyhow::Result<()> {
-    let device = args.device.open()?;
-    let opts = data::LoadOptions {
-        seed: args.seed,
-        max_train: args.max_train,
-        ..Default::default()
-    };
+    let device = args.training.device.open()?;
+    let mut training = args.training;
+    training.train_time = training.train_time.or(args.time_budget);
     let job = TrainJob {
         arch: args.arch,
         source: args.dataset,
-        load: opts,
-        config: TrainConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            lr: args.lr,
-            weight_decay: args.weight_decay,
-            optimizer: args.optimizer,
-            seed: args.seed,
-            conv: args.conv,
-            max_steps_per_epoch: None,
-            time_budget: args.time_budget.map(Duration::from_secs),
-            augment: args.augment,
-            progress: !args.quiet,
-        },
-        seed: args.seed,
+        load: training.load_options(),
+        config: training.config(!args.quiet),
+        seed: training.seed,
     };
     let out = session::train_to_dir_with(&job, &device, &args.out, args.force, &ctl)
         .context("training failed")?;

@@ -6,20 +6,21 @@ use std::time::Duration;
 
 use anyhow::bail;
 use spikenas_host::arch::{Arch, InputShape};
-use spikenas_host::boards::Catalog;
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::validate::{self, estimate_error};
 use spikenas_host::{latency, memory};
+
+use super::common::BoardArgs;
 
 /// Build, run on the emulated board, and check that every prediction and spike count
 /// equals the host's; report accuracy, instructions per inference and per synaptic
 /// operation, memory per region and the memory model's error.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Board name (see `spikenas-host boards`): emulated boards run in QEMU, real ones
-    /// through probe-rs with the test set served by semihosting.
-    #[arg(long)]
-    board: String,
+    /// The board: emulated boards run in QEMU, real ones through probe-rs with the test
+    /// set served by semihosting.
+    #[command(flatten)]
+    board: BoardArgs,
     /// Real boards: the probe to use when several are attached (VID:PID or VID:PID:SERIAL).
     #[arg(long)]
     probe: Option<String>,
@@ -35,8 +36,10 @@ pub struct Args {
 
 /// Validate and print the report; fails on any disagreement.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let catalog = Catalog::discover()?;
-    let board = catalog.board(&args.board)?;
+    let (catalog, board) = args.board.load()?;
+    let board = &board;
+    build::check_crate(&args.dir, board, catalog.targets())?;
+    validate::preflight(board, catalog.targets(), args.probe.as_deref())?;
     let report = build::build(
         &args.dir,
         board,

@@ -178,15 +178,21 @@ pub fn checkout() -> Option<PathBuf> {
     is_checkout.then(|| root.canonicalize().unwrap_or(root))
 }
 
-/// Builds the crate in `dir` (made by [`super::generate`]) for `board` in release mode,
-/// then checks every region: an image that does not fit fails with
-/// [`FirmwareError::Overflow`] naming the region and the excess.
-pub fn build(
+/// Checks, without building, that `dir` is a generated crate for `board` whose vendored
+/// runtime is intact; returns its canonical path, the board's target and the crate's
+/// metadata.
+pub fn check_crate<'t>(
     dir: &Path,
     board: &Profile,
-    targets: &Targets,
-    options: &BuildOptions,
-) -> Result<BuildReport, FirmwareError> {
+    targets: &'t Targets,
+) -> Result<
+    (
+        PathBuf,
+        &'t crate::boards::Target,
+        super::codegen::CrateInfo,
+    ),
+    FirmwareError,
+> {
     let target = targets
         .get(&board.target)
         .ok_or_else(|| FirmwareError::Board {
@@ -205,6 +211,19 @@ pub fn build(
     let info = super::codegen::CrateInfo::read(&dir)?;
     info.check_board(&dir, board, &target.triple)?;
     info.verify_vendor(&dir)?;
+    Ok((dir, target, info))
+}
+
+/// Builds the crate in `dir` (made by [`super::generate`]) for `board` in release mode,
+/// then checks every region: an image that does not fit fails with
+/// [`FirmwareError::Overflow`] naming the region and the excess.
+pub fn build(
+    dir: &Path,
+    board: &Profile,
+    targets: &Targets,
+    options: &BuildOptions,
+) -> Result<BuildReport, FirmwareError> {
+    let (dir, target, info) = check_crate(dir, board, targets)?;
     let family = super::clock::Family::of_target(&board.target);
     if options.uart && family != super::clock::Family::Rp2040 {
         return Err(FirmwareError::Board {

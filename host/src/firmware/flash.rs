@@ -78,19 +78,87 @@ pub enum FlashOutcome {
     },
 }
 
+/// The board's probe-rs chip name, or why it has none.
+fn chip_of(board: &Profile) -> Result<&str, FirmwareError> {
+    if !board.is_mcu() {
+        return Err(FirmwareError::Board {
+            board: board.name.clone(),
+            why: "it is not a microcontroller board: `build`, `flash` and `validate` serve the \
+                  Cortex-M boards (`spikenas-host boards`); on this board run the model with \
+                  `spikenas-host infer`"
+                .into(),
+        });
+    }
+    board
+        .probe_rs_chip
+        .as_deref()
+        .ok_or_else(|| FirmwareError::Board {
+            board: board.name.clone(),
+            why: "no probe_rs_chip in the profile: add the name `probe-rs chip list` gives".into(),
+        })
+}
+
+/// `tool`'s path if it is an executable file on `PATH` (or a path that exists).
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    if tool.contains('/') {
+        return Path::new(tool).is_file().then(|| PathBuf::from(tool));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// What `flash` checks before anything is built, so that a board or an option it
+/// cannot serve is refused at once rather than after a firmware build: the board is a
+/// microcontroller with a probe-rs chip name, the `--probe` selector parses, and
+/// (unless `dry_run`) the probe-rs tool is installed. With `uf2_drive`, instead: the
+/// board boots from UF2 (RP2040) and the folder is a BOOTSEL drive.
+pub fn preflight(
+    board: &Profile,
+    options: &FlashOptions,
+    uf2_drive: Option<&Path>,
+) -> Result<(), FirmwareError> {
+    if let Some(drive) = uf2_drive {
+        if super::clock::Family::of_target(&board.target) != super::clock::Family::Rp2040 {
+            return Err(FirmwareError::Board {
+                board: board.name.clone(),
+                why: "--uf2-copy: it has no UF2 image (only the RP2040 boots from a BOOTSEL \
+                      drive). Fix: flash it through a probe (drop --uf2-copy)"
+                    .into(),
+            });
+        }
+        return check_bootsel_drive(drive);
+    }
+    chip_of(board)?;
+    if let Some(p) = &options.probe {
+        check_probe(p).map_err(|why| FirmwareError::Board {
+            board: board.name.clone(),
+            why,
+        })?;
+    }
+    if !options.dry_run && on_path(PROBE_RS).is_none() {
+        return Err(probe_rs_missing("not on PATH".into()));
+    }
+    Ok(())
+}
+
+fn probe_rs_missing(why: String) -> FirmwareError {
+    FirmwareError::ToolMissing {
+        tool: PROBE_RS.into(),
+        why,
+        fix: "install it with `cargo install --locked probe-rs-tools` (about 7.5 min), \
+              or use --dry-run"
+            .into(),
+    }
+}
+
 /// The `probe-rs run` command for `elf` on `board`.
 pub fn command(
     elf: &Path,
     board: &Profile,
     options: &FlashOptions,
 ) -> Result<Vec<String>, FirmwareError> {
-    let chip = board
-        .probe_rs_chip
-        .as_deref()
-        .ok_or_else(|| FirmwareError::Board {
-            board: board.name.clone(),
-            why: "no probe_rs_chip in the profile: add the name `probe-rs chip list` gives".into(),
-        })?;
+    let chip = chip_of(board)?;
     // --non-interactive: stdin is not a terminal, so probe-rs must not ask which probe.
     let mut cmd = vec![
         PROBE_RS.to_string(),
@@ -133,13 +201,7 @@ pub fn flash(
     let out = Command::new(&command[0])
         .args(&command[1..])
         .output()
-        .map_err(|e| FirmwareError::ToolMissing {
-            tool: PROBE_RS.into(),
-            why: e.to_string(),
-            fix: "install it with `cargo install --locked probe-rs-tools` (about 7.5 min), \
-                  or use --dry-run"
-                .into(),
-        })?;
+        .map_err(|e| probe_rs_missing(e.to_string()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if stderr.contains("No debug probes were found")
@@ -190,7 +252,7 @@ pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, FirmwareError> {
     Ok(to)
 }
 
-/// Refuses a folder that is not the BOOTSEL drive (it has no [`UF2_INFO_FILE`]).
+/// Refuses a folder that is not the RP2040's BOOTSEL drive (it has no [`UF2_INFO_FILE`]).
 pub fn check_bootsel_drive(drive: &Path) -> Result<(), FirmwareError> {
     if !drive.join(UF2_INFO_FILE).is_file() {
         return Err(FirmwareError::Board {

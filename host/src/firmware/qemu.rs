@@ -108,6 +108,15 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
     })
 }
 
+/// The error for a QEMU that cannot be started.
+pub fn qemu_missing(why: String) -> FirmwareError {
+    FirmwareError::ToolMissing {
+        tool: QEMU.into(),
+        why,
+        fix: "run scripts/setup (installs qemu-system-arm 7.2)".into(),
+    }
+}
+
 /// Runs `elf` on QEMU machine `machine` with working directory `workdir` (where
 /// semihosting file reads are served from). With `count_instructions`, the plugin
 /// counts every window between [`BEGIN_SYMBOL`] and [`END_SYMBOL`].
@@ -153,11 +162,7 @@ pub fn run(
         ));
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| FirmwareError::ToolMissing {
-        tool: QEMU.into(),
-        why: e.to_string(),
-        fix: "run scripts/setup (installs qemu-system-arm 7.2)".into(),
-    })?;
+    let mut child = cmd.spawn().map_err(|e| qemu_missing(e.to_string()))?;
     let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let status = loop {
         match child.try_wait().map_err(FirmwareError::io(&elf))? {

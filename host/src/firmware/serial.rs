@@ -68,24 +68,24 @@ pub struct SerialRun {
     pub seconds: f64,
 }
 
+/// Checks that `device` exists (before a build, so that a missing adapter is named at
+/// once); [`SerialPort::open`] checks it again.
+pub fn check_device(device: &Path) -> Result<std::fs::Metadata, FirmwareError> {
+    std::fs::metadata(device).map_err(|e| FirmwareError::Serial {
+        device: device.to_path_buf(),
+        why: format!("cannot be found ({e})"),
+        fix: "plug in the USB-UART adapter (or the Debug Probe) and pass the device it shows \
+              as, e.g. /dev/ttyUSB0 or /dev/ttyACM0 (`ls /dev/ttyUSB* /dev/ttyACM*`)"
+            .into(),
+    })
+}
+
 impl SerialPort {
     /// Sets `device` up for the board application's UART (115200 8N1, raw) when it is a
     /// terminal, and starts reading it. Open it before the board starts, or the first
     /// lines are lost: [`flash_uf2_serial`] opens it before copying the UF2.
     pub fn open(device: &Path) -> Result<SerialPort, FirmwareError> {
-        let serial = |why: String, fix: &str| FirmwareError::Serial {
-            device: device.to_path_buf(),
-            why,
-            fix: fix.to_string(),
-        };
-        let meta = std::fs::metadata(device).map_err(|e| {
-            serial(
-                format!("cannot be found ({e})"),
-                "plug in the USB-UART adapter (or the Debug Probe) and pass the device it \
-                 shows as, e.g. /dev/ttyUSB0 or /dev/ttyACM0 (`ls /dev/ttyUSB* /dev/ttyACM*`)",
-            )
-        })?;
-        if is_char_device(&meta) {
+        if is_char_device(&check_device(device)?) {
             configure(device)?;
         }
         let (send, events) = mpsc::channel();

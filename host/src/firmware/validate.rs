@@ -316,6 +316,33 @@ pub fn parse_output(text: &str, count: usize) -> Result<DeviceOutput, String> {
     })
 }
 
+/// What `validate` checks before anything is built, so that a board it cannot serve
+/// is refused at once: an emulated board needs its QEMU machine (targets.yaml) and
+/// `qemu-system-arm`; a real board what `flash` needs ([`super::flash::preflight`]).
+pub fn preflight(
+    board: &Profile,
+    targets: &Targets,
+    probe: Option<&str>,
+) -> Result<(), FirmwareError> {
+    if !board.is_emulated() {
+        let options = super::flash::FlashOptions {
+            probe: probe.map(str::to_string),
+            ..Default::default()
+        };
+        return super::flash::preflight(board, &options, None);
+    }
+    targets
+        .get(&board.target)
+        .and_then(|t| t.qemu_machine.as_ref())
+        .ok_or_else(|| FirmwareError::NotEmulated {
+            board: board.name.clone(),
+        })?;
+    if super::flash::on_path(qemu::QEMU).is_none() {
+        return Err(qemu::qemu_missing("not on PATH".into()));
+    }
+    Ok(())
+}
+
 /// Runs the ELF in QEMU on `set` (written to a fresh folder the emulator reads it
 /// from), counting instructions per inference.
 pub fn run_qemu(

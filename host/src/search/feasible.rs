@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cell, InputShape};
+use crate::latency::Budget;
 
 use super::cost::CostModel;
 use super::space::{macs, SearchSpace};
@@ -54,8 +55,9 @@ pub struct Feasible {
     pub pruned_by_training: usize,
     /// The candidate that needs least memory among those rejected by memory.
     pub smallest: Option<(Arch, Fit)>,
-    /// The candidate with the fewest MACs among those rejected by the latency budget.
-    pub fastest: Option<(Arch, u64)>,
+    /// The candidate with the fewest predicted instructions among those rejected by
+    /// the latency budget, and that number.
+    pub fastest: Option<(Arch, f64)>,
 }
 
 impl Feasible {
@@ -66,7 +68,7 @@ impl Feasible {
         cells: &[Cell],
         input: &InputShape,
         memory: &dyn MemoryCheck,
-        max_macs: Option<u64>,
+        latency: &Budget,
     ) -> Feasible {
         let mut out = Feasible::default();
         let mut fits8 = std::collections::HashSet::new();
@@ -79,10 +81,11 @@ impl Feasible {
                     continue;
                 }
                 let m = macs(&arch, input);
-                if max_macs.is_some_and(|limit| m > limit) {
+                let instructions = latency.instructions(&arch);
+                if instructions > latency.max_instructions {
                     out.pruned_by_compute += 1;
-                    if out.fastest.is_none_or(|(_, f)| m < f) {
-                        out.fastest = Some((arch, m));
+                    if out.fastest.is_none_or(|(_, f)| instructions < f) {
+                        out.fastest = Some((arch, instructions));
                     }
                     continue;
                 }
@@ -204,10 +207,14 @@ mod tests {
     fn every_candidate_passes_every_check_and_counts_add_up() {
         let s = space();
         let cells = cells::enumerate(&s.ops, false);
-        let f = Feasible::enumerate(&s, &cells, &INPUT, &cap(20_000), Some(2_000_000));
+        let latency = Budget {
+            max_instructions: 4e6,
+            ..Budget::unlimited(INPUT)
+        };
+        let f = Feasible::enumerate(&s, &cells, &INPUT, &cap(20_000), &latency);
         assert!(!f.candidates.is_empty());
         for c in &f.candidates {
-            assert!(c.fit.fits && c.macs <= 2_000_000);
+            assert!(c.fit.fits && latency.allows(&c.arch));
             if c.arch.weight_bits == 4 {
                 // Only where the 8-bit twin does not fit.
                 assert!(
@@ -235,7 +242,13 @@ mod tests {
     fn training_budget_removes_the_dear_candidates() {
         let s = space();
         let cells = cells::enumerate(&s.ops, false);
-        let mut f = Feasible::enumerate(&s, &cells, &INPUT, &cap(u64::MAX), None);
+        let mut f = Feasible::enumerate(
+            &s,
+            &cells,
+            &INPUT,
+            &cap(u64::MAX),
+            &Budget::unlimited(INPUT),
+        );
         let lo = f.cheapest(&INPUT).unwrap();
         let hi = f.dearest_within(&INPUT, f64::INFINITY).unwrap();
         assert!(work(&lo, &INPUT) < work(&hi, &INPUT));

@@ -181,17 +181,13 @@ pub fn spikenas(
     let started = Instant::now();
     let input = &ctx.input;
     let cells = cells::enumerate(&space.ops, space.backward);
-    let mut feasible = Feasible::enumerate(space, &cells, input, ctx.memory, cfg.max_macs);
+    let mut feasible = Feasible::enumerate(space, &cells, input, ctx.memory, ctx.latency);
     if feasible.candidates.is_empty() {
-        return Err(match (feasible.smallest, feasible.fastest, cfg.max_macs) {
-            (None, Some((arch, m)), Some(limit)) => SearchError::NothingFits {
-                board: ctx.board.into(),
-                smallest: arch.to_string(),
-                needs: format!(
-                    "{m} MACs per timestep, but the latency budget allows {limit}; give a larger --latency-ms"
-                ),
-            },
-            (smallest, _, _) => nothing_fits(ctx.board, smallest),
+        return Err(match (feasible.smallest, feasible.fastest) {
+            (None, Some((arch, instructions))) => {
+                super::too_slow_error(ctx.board, arch, instructions, ctx.latency)
+            }
+            (smallest, _) => nothing_fits(ctx.board, smallest),
         });
     }
     let say = |msg: String| {
@@ -273,6 +269,7 @@ pub fn spikenas(
     let record = |c: &Candidate, proxy: Vec<ProxyResult>| CandidateRecord {
         arch: c.arch.to_string(),
         macs: c.macs,
+        instructions: Some(ctx.latency.instructions(&c.arch)),
         fit: c.fit.clone(),
         score: proxy.last().map(|p| p.accuracy),
         train_seconds: cfg

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{Arch, Cell, Op, FORWARD_PAIRS};
 use crate::data::Dataset;
 use crate::kernels::ConvBackend;
+use crate::latency::Budget;
 use crate::rng::Rng;
 use crate::snn::lif::LifParams;
 use crate::snn::{InputShape, Network};
@@ -101,8 +102,9 @@ pub struct SearchConfig {
     /// SpikeNAS: training costs to use instead of calibrating them (tests).
     #[serde(skip)]
     pub cost_model: Option<CostModel>,
-    /// Largest MACs per timestep a candidate may need (the latency budget), if any.
-    pub max_macs: Option<u64>,
+    /// Milliseconds one inference may take on the board (the latency budget, checked
+    /// with the target's calibrated costs: [`crate::latency::Budget`]), if any.
+    pub latency_ms: Option<f64>,
     /// SNASNet: number of random candidates scored.
     pub samples: usize,
     /// SNASNet: the fixed macro configuration its cells are scored in.
@@ -140,7 +142,7 @@ impl Default for SearchConfig {
             pool: 12,
             eta: 3,
             cost_model: None,
-            max_macs: None,
+            latency_ms: None,
             samples: 5000,
             baseline_macro: HAND_PICKED.parse().expect("a valid encoding"),
             score_batch: 64,
@@ -159,6 +161,9 @@ pub struct CandidateRecord {
     pub arch: String,
     /// Multiply-accumulates per timestep.
     pub macs: u64,
+    /// Predicted instructions per inference on the board (the latency model).
+    #[serde(default)]
+    pub instructions: Option<f64>,
     /// The memory verdict.
     pub fit: Fit,
     /// The value of the ranking signal: the training-free score (largest, snasnet) or
@@ -246,7 +251,7 @@ pub enum SearchError {
     Train(Box<crate::train::TrainError>),
     /// No candidate could be scored (e.g. all singular kernels).
     #[error(
-        "no candidate could be scored within the time budget of {0:?}; give a larger --time-budget"
+        "no candidate could be scored within the time budget of {0:?}; give a larger --search-time"
     )]
     NothingScored(Duration),
     /// A tensor operation failed.
@@ -273,8 +278,46 @@ pub struct SearchData<'a> {
     pub board: &'a str,
     /// The memory model.
     pub memory: &'a dyn MemoryCheck,
+    /// The latency model and budget.
+    pub latency: &'a Budget,
     /// Where to train and score.
     pub device: Device,
+}
+
+/// What a candidate must meet on the board: the part of [`SearchData`] the
+/// training-free strategies need.
+#[derive(Clone, Copy)]
+pub struct Limits<'a> {
+    /// The network input.
+    pub input: &'a InputShape,
+    /// The board's name (for errors).
+    pub board: &'a str,
+    /// The memory model.
+    pub memory: &'a dyn MemoryCheck,
+    /// The latency model and budget.
+    pub latency: &'a Budget,
+}
+
+impl SearchData<'_> {
+    /// The board's limits.
+    pub fn limits(&self) -> Limits<'_> {
+        Limits {
+            input: &self.input,
+            board: self.board,
+            memory: self.memory,
+            latency: self.latency,
+        }
+    }
+}
+
+impl std::fmt::Debug for Limits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("input", self.input)
+            .field("board", &self.board)
+            .field("latency", self.latency)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for SearchData<'_> {
@@ -384,8 +427,18 @@ pub fn search(
 ) -> Result<SearchOutcome, SearchError> {
     match cfg.strategy {
         Strategy::Spikenas => halving::spikenas(space, ctx, cfg),
-        Strategy::Largest => largest(space, &ctx.input, ctx.board, ctx.memory, scorer, cfg),
-        Strategy::Snasnet => snasnet(&ctx.input, ctx.board, ctx.memory, scorer, cfg),
+        Strategy::Largest => largest(space, &ctx.limits(), scorer, cfg),
+        Strategy::Snasnet => snasnet(&ctx.limits(), scorer, cfg),
+    }
+}
+
+/// The error for a search whose every memory-feasible candidate is over the latency
+/// budget: the fastest of them and what it needs.
+fn too_slow_error(board: &str, fastest: Arch, instructions: f64, latency: &Budget) -> SearchError {
+    SearchError::NothingFits {
+        board: board.into(),
+        smallest: fastest.to_string(),
+        needs: latency.over_budget(instructions),
     }
 }
 
@@ -446,13 +499,13 @@ pub fn pooling_keeps_detail(arch: &Arch, input: &InputShape) -> bool {
 }
 
 /// The largest (by MACs) macro configuration of `cell` that fits memory and the
-/// compute limit, with the number of configurations each check rejected.
+/// latency budget, with the number of configurations each check rejected.
 fn largest_feasible(
     cell: Cell,
     space: &SearchSpace,
     input: &InputShape,
     memory: &dyn MemoryCheck,
-    max_macs: Option<u64>,
+    latency: &Budget,
     tally: &mut Tally,
 ) -> Option<(Arch, u64, Fit)> {
     let mut archs: Vec<(Arch, u64)> = space
@@ -465,7 +518,7 @@ fn largest_feasible(
     // Largest first; among equal sizes prefer 8-bit weights (more accurate).
     archs.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.weight_bits.cmp(&a.0.weight_bits)));
     for (arch, m) in archs {
-        if max_macs.is_some_and(|limit| m > limit) {
+        if !latency.allows(&arch) {
             tally.pruned_by_compute += 1;
             continue;
         }
@@ -512,12 +565,16 @@ struct Tally {
 /// 3. The winning cell is deployed in its largest feasible configuration.
 pub fn largest(
     space: &SearchSpace,
-    input: &InputShape,
-    board: &str,
-    memory: &dyn MemoryCheck,
+    limits: &Limits<'_>,
     scorer: &mut Scorer<'_>,
     cfg: &SearchConfig,
 ) -> Result<SearchOutcome, SearchError> {
+    let Limits {
+        input,
+        board,
+        memory,
+        latency,
+    } = *limits;
     let started = Instant::now();
     let cells = cells::enumerate(&space.ops, space.backward);
     let mut tally = Tally::default();
@@ -526,7 +583,7 @@ pub fn largest(
     let mut deployment = |cell: Cell, tally: &mut Tally| -> Option<(Arch, u64, Fit)> {
         deploy
             .entry(cell)
-            .or_insert_with(|| largest_feasible(cell, space, input, memory, cfg.max_macs, tally))
+            .or_insert_with(|| largest_feasible(cell, space, input, memory, latency, tally))
             .clone()
     };
     // Start from the feasible cell with the most convolutions (ties: canonical order).
@@ -567,6 +624,7 @@ pub fn largest(
         records.push(CandidateRecord {
             arch: arch.to_string(),
             macs: m,
+            instructions: Some(latency.instructions(&arch)),
             fit,
             score: Some(s),
             train_seconds: None,
@@ -678,12 +736,16 @@ pub fn random_cell(rng: &mut Rng) -> Cell {
 /// SNASNet's baseline: score `samples` random cells at the fixed macro
 /// configuration, then keep the best-scoring one that fits.
 pub fn snasnet(
-    input: &InputShape,
-    board: &str,
-    memory: &dyn MemoryCheck,
+    limits: &Limits<'_>,
     scorer: &mut Scorer<'_>,
     cfg: &SearchConfig,
 ) -> Result<SearchOutcome, SearchError> {
+    let Limits {
+        input,
+        board,
+        memory,
+        latency,
+    } = *limits;
     let started = Instant::now();
     let mut rng = Rng::new(cfg.seed ^ 0x736e_6173);
     let bar = progress(cfg.samples as u64, cfg.progress, "snasnet");
@@ -706,6 +768,7 @@ pub fn snasnet(
             CandidateRecord {
                 arch: arch.to_string(),
                 macs: macs(&arch, input),
+                instructions: Some(latency.instructions(&arch)),
                 fit: memory.check(&arch),
                 score: Some(s),
                 train_seconds: None,
@@ -736,16 +799,28 @@ pub fn snasnet(
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let pruned = records.iter().filter(|(_, r)| !r.fit.fits).count();
-    let pick = order.iter().find(|&&i| records[i].1.fit.fits).copied();
+    let too_slow = records
+        .iter()
+        .filter(|(a, r)| r.fit.fits && !latency.allows(a))
+        .count();
+    let pick = order
+        .iter()
+        .find(|&&i| records[i].1.fit.fits && latency.allows(&records[i].0))
+        .copied();
     let Some(pi) = pick else {
         let smallest = records
             .iter()
             .min_by_key(|(_, r)| r.fit.flash_bytes + r.fit.ram_bytes)
             .map(|(a, r)| (*a, r.fit.clone()));
-        return Err(if scored == 0 {
-            SearchError::NothingScored(cfg.time_budget)
-        } else {
-            nothing_fits(board, smallest)
+        let fastest = records
+            .iter()
+            .filter(|(_, r)| r.fit.fits)
+            .filter_map(|(a, r)| Some((*a, r.instructions?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        return Err(match fastest {
+            _ if scored == 0 => SearchError::NothingScored(cfg.time_budget),
+            Some((arch, instructions)) => too_slow_error(board, arch, instructions, latency),
+            None => nothing_fits(board, smallest),
         });
     };
     Ok(SearchOutcome {
@@ -758,9 +833,9 @@ pub fn snasnet(
         space_size: scored,
         generated: scored,
         pruned_by_memory: pruned,
-        pruned_by_compute: 0,
+        pruned_by_compute: too_slow,
         pruned_by_training: 0,
-        feasible: scored - pruned,
+        feasible: scored - pruned - too_slow,
         scored,
         cache_hits: 0,
         seconds: started.elapsed().as_secs_f64(),
@@ -805,6 +880,19 @@ mod tests {
         )
     }
 
+    fn limits<'a>(
+        input: &'a InputShape,
+        memory: &'a dyn MemoryCheck,
+        latency: &'a Budget,
+    ) -> Limits<'a> {
+        Limits {
+            input,
+            board: "fake",
+            memory,
+            latency,
+        }
+    }
+
     /// A fake memory model: a candidate fits when its MACs are below a limit.
     fn limit(input: InputShape, max_macs: u64) -> impl Fn(&Arch) -> Fit {
         move |a: &Arch| {
@@ -832,9 +920,7 @@ mod tests {
         };
         let out = largest(
             &tiny_space(),
-            &input,
-            "fake",
-            &limit(input, cap),
+            &limits(&input, &limit(input, cap), &Budget::unlimited(input)),
             &mut scorer,
             &cfg,
         )
@@ -858,9 +944,7 @@ mod tests {
         };
         let e = largest(
             &tiny_space(),
-            &input,
-            "fake",
-            &limit(input, 10),
+            &limits(&input, &limit(input, 10), &Budget::unlimited(input)),
             &mut scorer,
             &cfg,
         )
@@ -884,7 +968,9 @@ mod tests {
             progress: false,
             ..Default::default()
         };
-        let out = snasnet(&input, "fake", &limit(input, u64::MAX), &mut scorer, &cfg).unwrap();
+        let unlimited = Budget::unlimited(input);
+        let fits_all = limit(input, u64::MAX);
+        let out = snasnet(&limits(&input, &fits_all, &unlimited), &mut scorer, &cfg).unwrap();
         assert_eq!(out.scored, 6);
         let best = out
             .candidates
@@ -899,7 +985,7 @@ mod tests {
             fits: a.cell != top.cell,
             ..limit(input, u64::MAX)(a)
         };
-        let again = snasnet(&input, "fake", &refuse_top, &mut scorer, &cfg).unwrap();
+        let again = snasnet(&limits(&input, &refuse_top, &unlimited), &mut scorer, &cfg).unwrap();
         let runner_up = again
             .candidates
             .iter()
