@@ -68,8 +68,8 @@ pub struct SerialRun {
     pub seconds: f64,
 }
 
-/// Checks that `device` exists (before a build, so that a missing adapter is named at
-/// once); [`SerialPort::open`] checks it again.
+/// Checks that `device` exists and returns its metadata (called before a build too, so
+/// that a missing adapter is named at once; [`SerialPort::open`] checks it again).
 pub fn check_device(device: &Path) -> Result<std::fs::Metadata, FirmwareError> {
     std::fs::metadata(device).map_err(|e| FirmwareError::Serial {
         device: device.to_path_buf(),
@@ -225,20 +225,20 @@ impl SerialPort {
                 }
                 Err(RecvTimeoutError::Timeout) if received == 0 => {
                     return Err(serial(
-                        format!("no output within {:.0} s", idle.as_secs_f64()),
+                        format!("no output within {:.1} s", idle.as_secs_f64()),
                         WIRING,
                     ))
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let why = if garbled {
                         format!(
-                            "no line for {:.0} s after {received} lines, some of them \
+                            "no line for {:.1} s after {received} lines, some of them \
                              garbled (not {UART_BAUD} baud 8N1?)",
                             idle.as_secs_f64()
                         )
                     } else {
                         format!(
-                            "no line for {:.0} s after {received} lines (the board hung or \
+                            "no line for {:.1} s after {received} lines (the board hung or \
                              was reset; a longer --serial-timeout if one image takes longer)",
                             idle.as_secs_f64()
                         )
@@ -491,7 +491,9 @@ mod tests {
                 && text.contains("uart"),
             "{text}"
         );
-        // Half a run, then silence.
+        // Half a run, then silence (a longer wait: the lines must arrive on a loaded
+        // machine before it ends).
+        let idle = Duration::from_secs(3);
         let port = SerialPort::open(&fifo).unwrap();
         let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         std::io::Write::write_all(&mut writer, b"CLOCK 125000000 pll\nSPIKENAS 2 64\n").unwrap();
