@@ -128,7 +128,7 @@ fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow:
     };
     if !(args.search_fraction > 0.0 && args.search_fraction < 1.0) {
         anyhow::bail!(
-            "--search-fraction {} is out of range: give a share of the training time between 0 and 1, e.g. 0.08",
+            "--search-fraction {} is out of range: give a share of the training time between 0 and 1, e.g. 0.02",
             args.search_fraction
         );
     }
