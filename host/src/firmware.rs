@@ -1,13 +1,15 @@
 //! The integer network on the device: stamp out a board application for a network
 //! ([`codegen`]), build it for the board's Cortex-M target ([`build`]) and measure its
 //! sections against the board's regions ([`elf`]), run it in QEMU with an exact
-//! instruction count ([`qemu`]) or on a real board through probe-rs ([`flash`]), and check
+//! instruction count ([`qemu`]), on a real board through probe-rs ([`flash`]) or, for a
+//! Pico without a probe, from its UF2 drive and a serial device ([`serial`]), and check
 //! that every device prediction and spike count equals the host's ([`validate`]).
 //!
 //! The generated crate (see firmware/template/) reads its test images from the host
 //! ([`testset`]), runs `spikenas_firmware::Network::infer` on each and prints one line
 //! per image over semihosting (plain text, not defmt: semihosting text needs no decoder
-//! on the host and works the same under QEMU and probe-rs).
+//! on the host and works the same under QEMU and probe-rs), or the same lines over a
+//! UART (the `uart` build, RP2040).
 //!
 //! Every generated crate carries the runtime's sources ([`vendor`]) and the binary carries
 //! the template ([`template::Template`]), so neither needs the spikenas checkout.
@@ -22,6 +24,7 @@ pub mod elf;
 mod error;
 pub mod flash;
 pub mod qemu;
+pub mod serial;
 pub mod synthetic;
 pub mod template;
 pub mod testset;

@@ -11,7 +11,9 @@
 //! Hardware (opt-in, never in the default run): with a board attached and the probe-rs
 //! CLI installed (`cargo install --locked probe-rs-tools`),
 //! `SPIKENAS_HW_BOARD=nucleo-h743zi cargo test -p spikenas-tests --test device -- --ignored`
-//! flashes the same kind of network and checks the board's results against the host.
+//! flashes the same kind of network and checks the board's results against the host; a
+//! Pico without a probe reports over a UART instead (`hardware_pico_over_uart_agrees_with_host`,
+//! which names its variables).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -237,6 +239,56 @@ fn hardware_board_agrees_with_host() {
     println!("{}", run.timing_line(board.clock_hz));
 }
 
+/// Opt-in: a Pico with no debug probe, flashed from its BOOTSEL drive, reports over UART0
+/// to a USB-UART adapter (GP0 to its RX, GND to GND), and every result equals the host's.
+/// `SPIKENAS_HW_BOARD=rp2040-pico SPIKENAS_HW_UF2_DRIVE=/media/$USER/RPI-RP2
+/// SPIKENAS_HW_SERIAL=/dev/ttyUSB0 cargo test -p spikenas-tests --test device -- --ignored
+/// pico_over_uart` (the Pico in BOOTSEL mode when it starts).
+#[test]
+#[ignore = "needs a Pico in BOOTSEL mode and a USB-UART adapter on GP0/GND"]
+fn hardware_pico_over_uart_agrees_with_host() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("set {name}"));
+    let name = var("SPIKENAS_HW_BOARD");
+    let (drive, device) = (var("SPIKENAS_HW_UF2_DRIVE"), var("SPIKENAS_HW_SERIAL"));
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board(&name).unwrap();
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
+    let set = synthetic::images(&input, 50, 21);
+    let dir = work_dir(&format!("hw-uart-{name}"));
+    net.with_network(|n| {
+        firmware::generate(n, board, catalog.targets(), &dir).unwrap();
+        validate::write_test_data(&dir, n, &set).unwrap();
+    });
+    let options = BuildOptions {
+        uart: true,
+        ..BuildOptions::default()
+    };
+    let report = build::build(&dir, board, catalog.targets(), &options).unwrap();
+    let outcome = spikenas_host::firmware::serial::flash_uf2_serial(
+        report.uf2.as_ref().unwrap(),
+        std::path::Path::new(&drive),
+        std::path::Path::new(&device),
+        set.len(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let FlashOutcome::Ran {
+        output, seconds, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    let run = validate::DeviceRun::from_output(output, seconds);
+    let host = validate::read_host_results(&dir).unwrap();
+    let cmp = compare(&host, &run);
+    assert!(cmp.all_agree(), "{:?}", cmp.first_mismatch);
+    let clock = run.clock.clone().expect("the board reports its clock");
+    assert_eq!((clock.hz, clock.how.as_str()), (board.clock_hz, "pll"));
+    println!("{}", run.timing_line(board.clock_hz));
+}
+
 /// Generates the small 8x8 network of the real-board build tests (weights from `seed`)
 /// for `board` into work folder `name`.
 fn generate_small(
@@ -329,6 +381,73 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("0x10000000 0x10000000 0x00100"), "{text}");
     }
+}
+
+/// Semihosting calls in an image's code, as binutils disassembles it: Thumb `bkpt 0xab`
+/// (ARM semihosting), which faults on a board with no debugger attached.
+fn semihosting_calls(elf: &std::path::Path) -> usize {
+    let out = std::process::Command::new("arm-none-eabi-objdump")
+        .arg("-d")
+        .arg(elf)
+        .output()
+        .expect("arm-none-eabi-objdump (scripts/setup installs binutils-arm-none-eabi)");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bkpt") && l.contains("0x00ab"))
+        .count()
+}
+
+/// The Pico's `uart` build (compile only; no hardware): it links and fits, gets its UF2
+/// and carries the test set; it makes no semihosting call (its results and panics go over
+/// UART0), whereas the plain build does; and other boards refuse the feature by name.
+#[test]
+fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
+    let catalog = Catalog::discover().unwrap();
+    let board = catalog.board("rp2040-pico").unwrap();
+    let dir = generate_small(&catalog, board, 25, "rp2040-uart");
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let set = synthetic::images(&input, 20, 25);
+    SyntheticNetwork::new(&arch, &input, 25)
+        .unwrap()
+        .with_network(|n| validate::write_test_data(&dir, n, &set).unwrap());
+    let options = BuildOptions {
+        uart: true,
+        ..BuildOptions::default()
+    };
+    let report =
+        build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
+    let uf2 = std::fs::read(report.uf2.as_ref().expect("a .uf2 beside the ELF")).unwrap();
+    let blocks = spikenas_host::firmware::uf2::parse(&uf2).unwrap();
+    assert!(blocks.iter().any(|b| b.addr == 0x1000_0000), "boot2 block");
+    let elf = spikenas_host::firmware::elf::Elf::read(&report.elf).unwrap();
+    let rodata = elf.sections.iter().find(|s| s.name == ".rodata").unwrap();
+    let testset_bytes = std::fs::metadata(dir.join(validate::TESTSET_FILE))
+        .unwrap()
+        .len();
+    assert!(rodata.size >= testset_bytes, "the test set is in flash");
+    assert_eq!(
+        semihosting_calls(&report.elf),
+        0,
+        "the UART build must not need a debugger"
+    );
+    // The UART0 set-up writes the divisors the host computed for 125 MHz (board.rs).
+    let board_rs = std::fs::read_to_string(dir.join("src/board.rs")).unwrap();
+    assert!(
+        board_rs.contains("pub const UART_IBRD: u32 = 67;"),
+        "{board_rs}"
+    );
+    let plain = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    assert!(
+        semihosting_calls(&plain.elf) > 0,
+        "the check finds semihosting calls"
+    );
+    let other = catalog.board("stm32f746g-disco").unwrap();
+    let dir = generate_small(&catalog, other, 25, "uart-refused");
+    let err = build::build(&dir, other, catalog.targets(), &options).unwrap_err();
+    assert!(matches!(err, FirmwareError::Board { .. }), "{err}");
+    assert!(err.to_string().contains("RP2040's UART0"), "{err}");
 }
 
 /// Copies `from` into `to` (folders recursively), leaving out `target/`.

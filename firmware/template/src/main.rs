@@ -1,9 +1,10 @@
 //! spikenas board application: runs the generated network (`model.rs`) on a test set and
-//! reports every prediction over semihosting.
+//! reports every prediction over semihosting, or with the `uart` feature (a Raspberry Pi
+//! Pico without a debug probe) over UART0.
 //!
 //! Stamped out by `spikenas-host generate` from firmware/template/ (only `model.rs`,
 //! `memory.x` and the `{{...}}` fields of the build files differ between boards and
-//! models). Protocol, one line each on semihosting stdout:
+//! models). Protocol, one line each on semihosting stdout (or the UART):
 //!
 //! ```text
 //! CLOCK <hz> <how>                              the clock in effect (see clock.rs)
@@ -13,6 +14,12 @@
 //! DONE <images> <correct>                       end, then exit with EXIT_SUCCESS
 //! ERROR <what>                                  then exit with EXIT_FAILURE
 //! ```
+//!
+//! The transport is one file, chosen by the `uart` feature: src/transport/semihosting.rs
+//! (stdout and exit codes through the debugger, and panic-semihosting) or
+//! src/transport/uart.rs (RP2040 UART0 on GP0/GP1, 115200 8N1, and a panic handler that
+//! reports over it; the UART build carries the test set in flash and makes no semihosting
+//! call, so it runs without a debugger).
 //!
 //! The test set (`testset.bin`: magic `SNTS`, u32 version 1, u32 count, u32 image_len,
 //! then per image `image_len` pixels and one label byte, little endian) is read from the
@@ -32,12 +39,13 @@ mod clock;
 mod cycles;
 mod log;
 mod model;
+#[cfg_attr(not(feature = "uart"), path = "transport/semihosting.rs")]
+#[cfg_attr(feature = "uart", path = "transport/uart.rs")]
+mod transport;
 
 use core::fmt::{self, Write as _};
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use cortex_m_semihosting::{debug, hio};
-use panic_semihosting as _;
 
 /// Bytes of the test-set header.
 const HEADER_LEN: usize = 16;
@@ -73,18 +81,13 @@ fn emit(args: fmt::Arguments) {
     let mut line = Line::new();
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
-    if let Ok(mut out) = hio::hstdout() {
-        let _ = out.write_all(&line.buf[..line.len]);
-    }
+    transport::write(&line.buf[..line.len]);
 }
 
 fn fail(what: fmt::Arguments) -> ! {
     log::error(what);
     emit(format_args!("ERROR {what}"));
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
+    transport::exit(false)
 }
 
 /// Marks the start of one inference for the instruction counter (never inlined, and
@@ -178,6 +181,7 @@ mod boot2 {
 #[entry]
 fn main() -> ! {
     let clock = clock::setup();
+    transport::init();
     emit(format_args!("CLOCK {} {}", clock.hz, clock.how));
     log::clock(clock.hz, clock.how);
     let timed = cycles::start();
@@ -245,10 +249,7 @@ fn main() -> ! {
     }
     emit(format_args!("DONE {count} {correct}"));
     log::done(count, correct);
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        cortex_m::asm::bkpt();
-    }
+    transport::exit(true)
 }
 
 #[exception]

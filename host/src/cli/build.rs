@@ -19,6 +19,10 @@ pub struct Args {
     /// run` decodes the logs).
     #[arg(long)]
     defmt: bool,
+    /// RP2040: send the results over UART0 (GP0 TX, 115200 8N1) instead of semihosting,
+    /// for a Pico without a debug probe (implies --embedded-testset).
+    #[arg(long)]
+    uart: bool,
     /// The generated crate.
     dir: PathBuf,
 }
@@ -30,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = BuildOptions {
         embedded_testset: args.embedded_testset,
         defmt: args.defmt,
+        uart: args.uart,
         ..BuildOptions::default()
     };
     let report = build::build(&args.dir, board, catalog.targets(), &options)?;

@@ -1,11 +1,13 @@
 //! `spikenas-host flash`: run a generated firmware crate on a real board via probe-rs,
-//! or (RP2040) hand its UF2 file to the BOOTSEL drive.
+//! or (RP2040) hand its UF2 file to the BOOTSEL drive and read the results from a UART.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::flash::{self, FlashOptions, FlashOutcome};
+use spikenas_host::firmware::serial;
 use spikenas_host::firmware::validate::{self, compare, DeviceRun};
 use spikenas_host::firmware::TestSet;
 
@@ -29,6 +31,14 @@ pub struct Args {
     /// using a probe.
     #[arg(long)]
     uf2_copy: Option<PathBuf>,
+    /// RP2040 without a probe: with --uf2-copy, build the UART results transport (GP0 TX,
+    /// 115200 8N1), and read and compare the results from this serial device (the USB-UART
+    /// adapter or Debug Probe wired to GP0 and GND, e.g. /dev/ttyUSB0 or /dev/ttyACM0).
+    #[arg(long, value_name = "DEVICE", requires = "uf2_copy")]
+    serial: Option<PathBuf>,
+    /// With --serial: seconds to wait for the next line before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    serial_timeout: u64,
     /// Build with defmt logging over RTT (results and timing per image) and print the
     /// logs, which `probe-rs run` decodes from the ELF's defmt table.
     #[arg(long)]
@@ -49,9 +59,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Refuse what cannot be served before the build, not after it.
     build::check_crate(&args.dir, board, catalog.targets())?;
     flash::preflight(board, &opts, args.uf2_copy.as_deref())?;
+    if let Some(device) = &args.serial {
+        serial::check_device(device)?;
+    }
     let options = BuildOptions {
         embedded_testset: true,
         defmt: args.defmt,
+        uart: args.serial.is_some(),
         ..BuildOptions::default()
     };
     let report = build::build(&args.dir, board, catalog.targets(), &options)?;
@@ -60,16 +74,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let Some(uf2) = &report.uf2 else {
             bail!("the build of {} wrote no .uf2 file", args.dir.display());
         };
-        let to = flash::copy_uf2(uf2, drive)?;
-        println!(
-            "copied {} to {}; the Pico flashes it and restarts",
-            uf2.display(),
-            to.display()
-        );
-        return Ok(());
+        if args.serial.is_none() {
+            let to = flash::copy_uf2(uf2, drive)?;
+            println!(
+                "copied {} to {}; the Pico flashes it and restarts",
+                uf2.display(),
+                to.display()
+            );
+            return Ok(());
+        }
     }
     let set = TestSet::read(&args.dir.join(validate::TESTSET_FILE))?;
-    match flash::flash(&report.elf, board, set.len(), &opts)? {
+    let outcome = match (&args.uf2_copy, &args.serial, &report.uf2) {
+        (Some(drive), Some(device), Some(uf2)) => {
+            println!(
+                "copying {} to {}, then reading the results from {}",
+                uf2.display(),
+                drive.display(),
+                device.display()
+            );
+            let idle = Duration::from_secs(args.serial_timeout);
+            serial::flash_uf2_serial(uf2, drive, device, set.len(), idle)?
+        }
+        _ => flash::flash(&report.elf, board, set.len(), &opts)?,
+    };
+    match outcome {
         FlashOutcome::DryRun { command } => {
             println!("dry run, would run: {}", command.join(" "));
             if let Some(uf2) = &report.uf2 {

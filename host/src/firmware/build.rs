@@ -48,6 +48,10 @@ pub struct BuildOptions {
     /// Log results and timing over RTT with defmt (feature `defmt`, for real boards:
     /// `probe-rs run` decodes the logs).
     pub defmt: bool,
+    /// RP2040 only: send the results over UART0 (GP0 TX, GP1 RX, 115200 8N1) instead of
+    /// semihosting (feature `uart`, which also builds the test set into flash), for a Pico
+    /// flashed from its BOOTSEL drive with no debug probe ([`super::serial`] reads them).
+    pub uart: bool,
     /// The shared build folder; default `<repository>/target/firmware-<triple>` when the
     /// checkout this host was built from exists, else none (the crate's `target/`).
     pub build_dir: Option<PathBuf>,
@@ -220,6 +224,16 @@ pub fn build(
     options: &BuildOptions,
 ) -> Result<BuildReport, FirmwareError> {
     let (dir, target, info) = check_crate(dir, board, targets)?;
+    let family = super::clock::Family::of_target(&board.target);
+    if options.uart && family != super::clock::Family::Rp2040 {
+        return Err(FirmwareError::Board {
+            board: board.name.clone(),
+            why: "the UART results transport (--uart, --serial) is the RP2040's UART0; \
+                  other boards report over semihosting through QEMU or a debug probe: \
+                  build without it"
+                .into(),
+        });
+    }
     let build_dir = options.build_dir.clone().or_else(|| {
         checkout().map(|root| {
             root.join("target")
@@ -240,6 +254,7 @@ pub fn build(
     let features: Vec<&str> = [
         (options.embedded_testset, "embedded-testset"),
         (options.defmt, "defmt"),
+        (options.uart, "uart"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -279,7 +294,7 @@ pub fn build(
         .join("release")
         .join("spikenas-app");
     let report = measure(&elf, board)?;
-    let uf2 = match super::clock::Family::of_target(&board.target) {
+    let uf2 = match family {
         super::clock::Family::Rp2040 => Some(super::uf2::write_beside(
             &elf,
             super::uf2::RP2040_FAMILY_ID,

@@ -170,6 +170,9 @@ pub enum Setup {
     Rp2040 {
         /// PLL_SYS.
         pll: Rp2040Pll,
+        /// UART0's baud divisors for [`UART_BAUD`] from clk_peri = clk_sys (the results
+        /// transport of a probe-less Pico, the board application's `uart` feature).
+        uart: UartDivisors,
     },
     /// Nothing to set.
     None,
@@ -212,6 +215,7 @@ pub fn plan(board: &Profile) -> Result<ClockPlan, ClockError> {
         Family::Stm32h7 => stm32h7(hz).map_err(|why| fail(why, "400000000"))?,
         Family::Rp2040 => Setup::Rp2040 {
             pll: rp2040_pll(hz).map_err(|why| fail(why, "125000000"))?,
+            uart: uart_divisors(hz, UART_BAUD).map_err(|why| fail(why, "125000000"))?,
         },
         Family::Nrf51 if hz != 16_000_000 => {
             return Err(fail(
@@ -295,11 +299,14 @@ impl ClockPlan {
                 ("HPRE", hpre),
                 ("PPRE", ppre),
             ]),
-            Setup::Rp2040 { pll } => consts.extend([
+            Setup::Rp2040 { pll, uart } => consts.extend([
                 ("PLL_REFDIV", pll.refdiv),
                 ("PLL_FBDIV", pll.fbdiv),
                 ("PLL_POSTDIV1", pll.postdiv1),
                 ("PLL_POSTDIV2", pll.postdiv2),
+                ("UART_BAUD", UART_BAUD),
+                ("UART_IBRD", uart.ibrd),
+                ("UART_FBRD", uart.fbrd),
             ]),
             Setup::None => {}
         }
@@ -511,10 +518,103 @@ pub fn rp2040_pll(hz: u32) -> Result<Rp2040Pll, String> {
     Err("no PLL_SYS factors give it exactly from the 12 MHz crystal".into())
 }
 
+/// The baud rate of the RP2040's results UART (8N1): what USB-UART adapters and the
+/// Raspberry Pi Debug Probe's UART default to.
+pub const UART_BAUD: u32 = 115_200;
+
+/// A PL011 UART's baud rate divisor (RP2040 datasheet 4.2.7.1): UARTCLK / (16 x baud)
+/// as a 16-bit integer part (UARTIBRD) and a 6-bit fraction in 64ths (UARTFBRD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UartDivisors {
+    /// UARTIBRD, 1..=65535.
+    pub ibrd: u32,
+    /// UARTFBRD, 0..=63.
+    pub fbrd: u32,
+}
+
+impl UartDivisors {
+    /// The baud rate these divisors give from `uart_clk_hz`: UARTCLK x 4 / (64 x IBRD + FBRD).
+    pub fn baud(self, uart_clk_hz: u32) -> f64 {
+        4.0 * f64::from(uart_clk_hz) / f64::from(64 * self.ibrd + self.fbrd)
+    }
+}
+
+/// The divisors for `baud` from a UART clock of `uart_clk_hz`, the divisor rounded to the
+/// nearest 64th (the datasheet's `FBRD = int(fraction x 64 + 0.5)`, with a carry into
+/// IBRD where the fraction rounds up to a whole). Refused when the divisor is outside
+/// 1..=65535 or the rate comes out more than 2% off (a UART frame tolerates a few per
+/// cent between both ends).
+pub fn uart_divisors(uart_clk_hz: u32, baud: u32) -> Result<UartDivisors, String> {
+    if baud == 0 {
+        return Err("a baud rate of 0".into());
+    }
+    // Divisor in 64ths: 64 x UARTCLK / (16 x baud) = 4 x UARTCLK / baud, rounded.
+    let sixty_fourths = (8 * u64::from(uart_clk_hz) / u64::from(baud)).div_ceil(2);
+    let (ibrd, fbrd) = (sixty_fourths >> 6, sixty_fourths & 63);
+    if !(1..=65535).contains(&ibrd) || (ibrd == 65535 && fbrd != 0) {
+        return Err(format!(
+            "the UART divisor for {baud} baud from {uart_clk_hz} Hz is outside the PL011's \
+             1 to 65535 (RP2040 datasheet 4.2.7.1)"
+        ));
+    }
+    let divisors = UartDivisors {
+        ibrd: ibrd as u32,
+        fbrd: fbrd as u32,
+    };
+    let error = (divisors.baud(uart_clk_hz) - f64::from(baud)).abs() / f64::from(baud);
+    if error > 0.02 {
+        return Err(format!(
+            "{baud} baud from {uart_clk_hz} Hz comes out {:.1}% off",
+            100.0 * error
+        ));
+    }
+    Ok(divisors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::boards::Catalog;
+
+    /// RP2040 datasheet 4.2.7.1, the worked example: 115200 baud from a 125 MHz UARTCLK
+    /// is a divisor of 67.817, so IBRD 67 and FBRD int(0.817 x 64 + 0.5) = 52, for an
+    /// actual rate of 115207 baud (4 x 125e6 / (64 x 67 + 52) = 115207.37).
+    #[test]
+    fn uart_divisors_follow_the_datasheet_example() {
+        let d = uart_divisors(125_000_000, 115_200).unwrap();
+        assert_eq!((d.ibrd, d.fbrd), (67, 52));
+        assert_eq!(d.baud(125_000_000).round(), 115_207.0);
+        // The same as the pico-sdk's uart_set_baudrate for the Pico's other clocks.
+        assert_eq!(
+            uart_divisors(133_000_000, 115_200).unwrap(),
+            UartDivisors { ibrd: 72, fbrd: 10 }
+        );
+        assert_eq!(
+            uart_divisors(12_000_000, 115_200).unwrap(),
+            UartDivisors { ibrd: 6, fbrd: 33 }
+        );
+        // A fraction that rounds up to a whole carries into IBRD instead of giving FBRD 64
+        // (6399 Hz for 100 baud is a divisor of 3.9994, 63.96 64ths past 3).
+        assert_eq!(
+            uart_divisors(6_399, 100).unwrap(),
+            UartDivisors { ibrd: 4, fbrd: 0 }
+        );
+        for (clk, baud) in [(1_000_000, 115_200), (125_000_000, 0), (125_000_000, 10)] {
+            assert!(uart_divisors(clk, baud).is_err(), "{clk} {baud}");
+        }
+        // The generated board.rs carries them for the Pico.
+        let catalog = Catalog::discover().unwrap();
+        let text = plan(catalog.board("rp2040-pico").unwrap())
+            .unwrap()
+            .board_rs("rp2040-pico");
+        for line in [
+            "pub const UART_BAUD: u32 = 115200;",
+            "pub const UART_IBRD: u32 = 67;",
+            "pub const UART_FBRD: u32 = 52;",
+        ] {
+            assert!(text.contains(line), "{text}");
+        }
+    }
 
     #[test]
     fn shipped_boards_get_the_reference_settings() {
@@ -587,7 +687,8 @@ mod tests {
                     fbdiv: 125,
                     postdiv1: 6,
                     postdiv2: 2
-                }
+                },
+                uart: UartDivisors { ibrd: 67, fbrd: 52 },
             }
         );
         assert_eq!(plan_of("microbit").setup, Setup::None);

@@ -8,7 +8,7 @@
 //! | `vendor/spikenas-firmware/` | the firmware runtime this host computes with, vendored ([`super::vendor`]): the crate needs no spikenas checkout |
 //! | `spikenas-crate.json` | written here: the board, target and triple the crate is for and the vendored runtime's SHA-256 sums ([`CrateInfo`]) |
 //! | `.spikenas-output` | the marker of a folder spikenas wrote ([`crate::output::MARKER`]) |
-//! | `rust-toolchain.toml`, `build.rs`, `src/{main,clock,cycles,log}.rs` | firmware/template/, verbatim |
+//! | `rust-toolchain.toml`, `build.rs`, `src/{main,clock,cycles,log}.rs`, `src/transport/{semihosting,uart}.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
 //! | `src/model.rs` | written here: the network as `static` items and the workspace as `static mut` buffers sized by `Network::workspace_layout` |
 //! | `memory.x` | written here from the board profile: MEMORY regions, and a NOLOAD `.fastdata` section in CCM/DTCM for the membranes when the board has one |
@@ -224,6 +224,11 @@ pub fn generate_with(
         ("src/clock.rs", verbatim("src/clock.rs")),
         ("src/cycles.rs", verbatim("src/cycles.rs")),
         ("src/log.rs", verbatim("src/log.rs")),
+        (
+            "src/transport/semihosting.rs",
+            verbatim("src/transport/semihosting.rs"),
+        ),
+        ("src/transport/uart.rs", verbatim("src/transport/uart.rs")),
         ("src/board.rs", clock.board_rs(&board.name)),
         ("src/model.rs", model),
         ("memory.x", memory_x),

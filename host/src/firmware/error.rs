@@ -147,6 +147,17 @@ pub enum FirmwareError {
         /// Its target triple.
         given_triple: String,
     },
+    /// The serial device that should carry a probe-less board's results is missing,
+    /// cannot be set up, or gives nothing.
+    #[error("serial device {}: {why}. Fix: {fix}", device.display())]
+    Serial {
+        /// The device (e.g. /dev/ttyACM0).
+        device: PathBuf,
+        /// What went wrong.
+        why: String,
+        /// What to check or do.
+        fix: String,
+    },
     /// No debug probe is attached.
     #[error(
         "probe-rs found no debug probe (\"No debug probes were found\"): connect board `{board}` \

@@ -8,7 +8,8 @@
 //! Install the tool with `cargo install --locked probe-rs-tools` (about 7.5 minutes).
 //!
 //! A Raspberry Pi Pico without a debug probe takes the `.uf2` file instead: copied onto
-//! the `RPI-RP2` drive it shows in BOOTSEL mode ([`copy_uf2`]).
+//! the `RPI-RP2` drive it shows in BOOTSEL mode ([`copy_uf2`]); its results then come
+//! over a UART ([`super::serial`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,8 +252,8 @@ pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, FirmwareError> {
     Ok(to)
 }
 
-/// Refuses a folder that is not the RP2040's BOOTSEL drive (no `INFO_UF2.TXT`).
-fn check_bootsel_drive(drive: &Path) -> Result<(), FirmwareError> {
+/// Refuses a folder that is not the RP2040's BOOTSEL drive (it has no [`UF2_INFO_FILE`]).
+pub fn check_bootsel_drive(drive: &Path) -> Result<(), FirmwareError> {
     if !drive.join(UF2_INFO_FILE).is_file() {
         return Err(FirmwareError::Board {
             board: "rp2040".into(),
@@ -271,8 +272,9 @@ fn check_bootsel_drive(drive: &Path) -> Result<(), FirmwareError> {
 pub fn uf2_instructions(uf2: &Path) -> String {
     format!(
         "to flash without a probe: hold BOOTSEL while plugging the Pico in, then copy {} \
-         onto the RPI-RP2 drive (or pass --uf2-copy DRIVE_FOLDER). Results then need the \
-         probe's semihosting: `spikenas-host validate` with a Debug Probe attached",
+         onto the RPI-RP2 drive (or pass --uf2-copy DRIVE_FOLDER). For its results without \
+         a probe, wire GP0 (UART0 TX) and GND to a USB-UART adapter and add --serial \
+         DEVICE (115200 8N1); with a Debug Probe, `spikenas-host validate`",
         uf2.display()
     )
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::FirmwareError;
 
 /// The template files `generate` uses, by path in firmware/template/.
-pub const FILES: [&str; 10] = [
+pub const FILES: [&str; 12] = [
     "Cargo.toml",
     "Cargo.lock",
     ".cargo/config.toml",
@@ -27,6 +27,8 @@ pub const FILES: [&str; 10] = [
     "src/clock.rs",
     "src/cycles.rs",
     "src/log.rs",
+    "src/transport/semihosting.rs",
+    "src/transport/uart.rs",
     "vendor/spikenas-firmware/Cargo.toml",
 ];
 
