@@ -21,9 +21,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use spikenas_firmware::shape::{CellShape, EdgeShape, NetworkShape, OpShape, Stages};
 
 /// Number of nodes in a cell (input, two intermediate, output).
 pub const NODES: usize = 4;
+
+/// Kernel side of the stem convolution.
+pub const STEM_K: usize = 3;
 
 /// An operation on one edge of a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -124,6 +128,31 @@ impl Cell {
             }
         }
         out
+    }
+
+    /// The cell's non-zero edges ([`Cell::edges`], in that order) as the firmware's
+    /// shape of a cell.
+    pub fn shape(&self) -> CellShape {
+        let mut cell = CellShape::EMPTY;
+        for e in self.edges() {
+            let op = match e.op {
+                Op::Zero => OpShape::Zero,
+                Op::Skip => OpShape::Skip,
+                Op::Conv1x1 | Op::Conv3x3 => OpShape::Conv {
+                    k: e.op.kernel().unwrap_or(1),
+                },
+                Op::AvgPool3x3 => OpShape::AvgPool3,
+            };
+            let edge = EdgeShape {
+                from: e.from as u8,
+                to: e.to as u8,
+                op,
+            };
+            // At most one edge per ordered node pair: never more than the shape holds.
+            cell.push(edge)
+                .expect("a cell has at most NODES * (NODES - 1) edges");
+        }
+        cell
     }
 
     /// True if the cell has any backward edge.
@@ -297,6 +326,29 @@ impl Arch {
         Ok(self)
     }
 
+    /// The network of this architecture on `input`, without weights: the one
+    /// description of its structure that the memory model, the MAC and latency counts,
+    /// quantization and the synthetic networks derive from. The cell is taken as it is
+    /// (a parsed architecture is validated; validate one built field by field first).
+    pub fn shape(&self, input: &InputShape) -> NetworkShape<'static> {
+        NetworkShape {
+            channels: input.channels,
+            height: input.height,
+            width: input.width,
+            input_pool: self.input_pool,
+            timesteps: self.timesteps,
+            stem_channels: self.channels,
+            stem_k: STEM_K,
+            stages: Stages::Repeated {
+                count: self.stages,
+                cell: self.cell.shape(),
+            },
+            hidden: self.fc,
+            outputs: input.classes * self.cluster,
+            classes: input.classes,
+        }
+    }
+
     /// Channels of stage `s` (0-based): C * 2^s.
     pub fn stage_channels(&self, s: usize) -> usize {
         self.channels << s
@@ -442,18 +494,16 @@ pub struct InputShape {
 impl InputShape {
     /// Spatial size `(h, w)` after the input pooling and `stage` reductions.
     pub fn spatial(&self, arch: &Arch, stage: usize) -> (usize, usize) {
-        let (mut h, mut w) = (self.height / arch.input_pool, self.width / arch.input_pool);
+        let mut g = arch.shape(self).stem_geometry();
         for _ in 0..stage {
-            h /= 2;
-            w /= 2;
+            g = g.reduced(g.c);
         }
-        (h, w)
+        (g.h, g.w)
     }
 
     /// Flattened size entering the classifier (after the head's avgpool2).
     pub fn head_features(&self, arch: &Arch) -> usize {
-        let (h, w) = self.spatial(arch, arch.stages - 1);
-        arch.stage_channels(arch.stages - 1) * (h / 2) * (w / 2)
+        arch.shape(self).head_features()
     }
 
     /// Parse `CxHxW` (e.g. `1x28x28`) and attach the class count.
