@@ -490,6 +490,20 @@ fn neurons(
 mod tests {
     use super::*;
 
+    #[test]
+    fn decay_mapping_round_trips() {
+        assert_eq!(Decay::from_keep(0.25), Decay::Shift(2));
+        assert_eq!(Decay::from_keep(1.0 / 32768.0), Decay::Shift(15));
+        assert_eq!(Decay::from_keep(0.0), Decay::Q15(0));
+        // 0.3 * 32768 = 9830.4; 0.99999 rounds to 32768 and is capped at 32767.
+        assert_eq!(Decay::from_keep(0.3), Decay::Q15(9830));
+        assert_eq!(Decay::from_keep(0.99999), Decay::Q15(32767));
+        assert_eq!(Decay::Shift(2).keep(), 0.25);
+        assert_eq!(Decay::Q15(16384).keep(), 0.5);
+        // Halves round away from zero, as `f64::round` does.
+        assert_eq!(Decay::from_keep(4.5 / 32768.0), Decay::Q15(5));
+    }
+
     /// spikingjelly LIFNode in f64: v += (x - v) / tau; spike v >= 1; hard reset 0.
     fn float_lif(xs: &[f64]) -> Vec<bool> {
         let mut v = 0.0;

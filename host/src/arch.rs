@@ -580,6 +580,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shape_is_the_architecture_on_its_input() {
+        use spikenas_firmware::shape::{LayerShape, OpShape};
+        let arch: Arch = "cell=0301.0003.0000.0000,ch=4,stages=2,fc=32,t=3,pool=2"
+            .parse()
+            .unwrap();
+        let input = InputShape::parse("1x16x16", 10).unwrap();
+        let shape = arch.shape(&input);
+        // Edges 0->1 conv3x3, 0->3 skip, 1->3 conv3x3, as `Cell::edges` lists them, in
+        // both stages.
+        let edges: Vec<_> = arch.cell.edges().iter().map(|e| (e.from, e.to)).collect();
+        let mut seen = Vec::new();
+        let mut reductions = Vec::new();
+        shape
+            .for_each_layer::<()>(|l| {
+                match l {
+                    LayerShape::Edge { stage, edge, g, .. } => {
+                        assert_eq!(g.c, arch.stage_channels(stage));
+                        assert_eq!((g.h, g.w), input.spatial(&arch, stage));
+                        if edge.op == OpShape::Skip {
+                            assert_eq!((edge.from, edge.to), (0, 3));
+                        }
+                        seen.push((edge.from as usize, edge.to as usize));
+                    }
+                    LayerShape::Reduction { input, out, .. } => reductions.push((input, out)),
+                    _ => {}
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [edges.clone(), edges].concat());
+        assert_eq!(reductions.len(), 1);
+        assert_eq!((reductions[0].0.n(), reductions[0].1.n()), (4 * 64, 8 * 16));
+        assert_eq!(input.head_features(&arch), 8 * 2 * 2);
+        assert_eq!(shape.timesteps, 3);
+    }
+
+    #[test]
     fn input_sizes_that_would_wrap_are_refused() {
         assert!(InputShape::parse("1x28x28", 10).is_ok());
         let e = InputShape::parse("1x4294967296x1", 10).unwrap_err();

@@ -277,4 +277,39 @@ mod tests {
         let r = net.with_network(|n| infer_all(n, &set));
         assert!(r.iter().all(|r| r.0 < 3 && r.2 > 0));
     }
+
+    #[test]
+    fn storage_counts_every_tensor() {
+        use crate::quant::{QOp, QRequant, QWeights};
+        let arch: Arch = "cell=0321.0010.0001.0100,ch=4,stages=2,fc=16,t=2,bits=4"
+            .parse()
+            .unwrap();
+        let input = InputShape::parse("2x8x8", 3).unwrap();
+        let net = SyntheticNetwork::new(&arch, &input, 3).unwrap();
+        let q = net.quantized();
+        let (mut weights, mut requants) = (0, 0);
+        let mut add = |w: Option<&QWeights>, r: &QRequant| {
+            weights += w.map_or(0, QWeights::bytes);
+            requants += 8 * r.mult.len() + 1;
+        };
+        add(Some(&q.stem.weights), &q.stem.requant);
+        for st in &q.stages {
+            if let Some(r) = &st.reduction {
+                add(None, &r.bn);
+                add(Some(&r.conv.weights), &r.conv.requant);
+            }
+            for e in &st.edges {
+                if let QOp::Conv { conv, .. } = &e.op {
+                    add(Some(&conv.weights), &conv.requant);
+                }
+            }
+        }
+        add(None, &q.head.bn);
+        if let Some((fc, _)) = &q.head.hidden {
+            add(Some(&fc.weights), &fc.requant);
+        }
+        add(Some(&q.head.output.weights), &q.head.output.requant);
+        let s = q.storage();
+        assert_eq!((s.weight_bytes, s.requant_bytes), (weights, requants));
+    }
 }
