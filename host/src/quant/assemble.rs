@@ -1,10 +1,11 @@
 //! One walk over an architecture that assembles a [`QuantizedNetwork`] from its layers,
-//! for every source of layers: folding a trained checkpoint ([`super::build`]) and
-//! reading a model file ([`crate::export`]). The sources differ only in how they make
-//! each layer; the network's structure is laid out here once.
+//! for every source of layers: folding a trained checkpoint ([`super::build`]), reading
+//! a model file ([`crate::export`]) and drawing a synthetic network
+//! ([`crate::firmware::synthetic`]). The sources differ only in how they make each
+//! layer; the layers, their sizes and their order are the architecture's
+//! [`spikenas_firmware::NetworkShape`].
 
 use spikenas_firmware as fw;
-
 use spikenas_firmware::shape::{LayerShape, OpShape};
 
 use super::{QConv, QEdge, QHead, QOp, QReduction, QStage, QuantizedNetwork};
