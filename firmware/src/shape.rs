@@ -158,6 +158,9 @@ impl CellShape {
 }
 
 /// The stages of a [`NetworkShape`].
+// `Repeated` holds its cell by value on purpose (a shape built from an architecture
+// borrows nothing); a shape is built once per query and never stored in bulk.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum Stages<'a> {
     /// A firmware network's stages (each with its own cell and channels).
