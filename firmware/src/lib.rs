@@ -12,7 +12,10 @@
 //! stages of (optional) reduction + one 4-node cell, a head (BatchNorm, LIF, 2x2 pool of
 //! spikes, one or two linear layers) and a population vote. [`Network::infer`] runs all
 //! timesteps of one image in caller-provided memory ([`Workspace`], sized by
-//! [`Network::workspace_layout`]).
+//! [`Network::workspace_layout`]). [`NetworkShape`] is its structure without weights
+//! (what [`Network::shape`] returns and what the host derives its memory model, MAC
+//! counts and layer order from); [`descriptor`] gives the description's own size on
+//! the device.
 //!
 //! # Numeric contract
 //!
@@ -133,6 +136,7 @@ pub mod avgpool3;
 pub mod bits;
 pub mod conv_pixels;
 pub mod conv_spikes;
+pub mod descriptor;
 pub mod error;
 pub mod fill;
 pub mod input_pool;
@@ -141,6 +145,7 @@ pub mod lif;
 pub mod linear;
 pub mod network;
 pub mod requant;
+pub mod shape;
 pub mod vote;
 pub mod weights;
 
@@ -152,7 +157,15 @@ pub use network::{
     Stage,
 };
 pub use requant::Requant;
+pub use shape::{CellShape, EdgeShape, Geometry, LayerShape, NetworkShape, OpShape, ShapeError};
 pub use weights::Weights;
 
 /// Q12 fixed point: the integer that stands for 1.0 in currents and membranes.
 pub const ONE_Q12: i32 = 4096;
+
+/// Q15 fixed point: the integer that stands for 1.0 in a [`Decay::Q15`] factor.
+pub const ONE_Q15: i32 = 32768;
+
+/// The integer that stands for 1.0 in the output layer's logits and the class scores:
+/// Q12, without the `1/tau` input factor of currents (they feed no neuron).
+pub const LOGIT_ONE: i32 = ONE_Q12;

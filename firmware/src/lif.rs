@@ -24,6 +24,41 @@ pub enum Decay {
     Q15(i16),
 }
 
+impl Decay {
+    /// Largest shift [`Decay::from_keep`] chooses (and the runtime accepts).
+    pub const MAX_SHIFT: u8 = 15;
+
+    /// The share of the membrane kept per step: `2^-n` or `m / 32768`.
+    pub fn keep(self) -> f64 {
+        match self {
+            Decay::Shift(n) => {
+                let mut k = 1.0;
+                for _ in 0..n {
+                    k *= 0.5;
+                }
+                k
+            }
+            Decay::Q15(m) => m as f64 / crate::ONE_Q15 as f64,
+        }
+    }
+
+    /// The decay that keeps `keep` (in `[0, 1)`) of the membrane: a shift where `keep`
+    /// is a power of two (within `1e-6`), else the nearest Q15 factor (at most 32767).
+    pub fn from_keep(keep: f64) -> Decay {
+        for n in 0..=Decay::MAX_SHIFT {
+            let d = keep - Decay::Shift(n).keep();
+            if (if d < 0.0 { -d } else { d }) < 1e-6 {
+                return Decay::Shift(n);
+            }
+        }
+        // Round half away from zero (`f64::round` is not in `core`); exact here.
+        let x = keep * crate::ONE_Q15 as f64;
+        let t = x as i64;
+        let m = if x - t as f64 >= 0.5 { t + 1 } else { t };
+        Decay::Q15(m.clamp(0, i16::MAX as i64) as i16)
+    }
+}
+
 /// What happens to the membrane after a spike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -454,6 +489,20 @@ fn neurons(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decay_mapping_round_trips() {
+        assert_eq!(Decay::from_keep(0.25), Decay::Shift(2));
+        assert_eq!(Decay::from_keep(1.0 / 32768.0), Decay::Shift(15));
+        assert_eq!(Decay::from_keep(0.0), Decay::Q15(0));
+        // 0.3 * 32768 = 9830.4; 0.99999 rounds to 32768 and is capped at 32767.
+        assert_eq!(Decay::from_keep(0.3), Decay::Q15(9830));
+        assert_eq!(Decay::from_keep(0.99999), Decay::Q15(32767));
+        assert_eq!(Decay::Shift(2).keep(), 0.25);
+        assert_eq!(Decay::Q15(16384).keep(), 0.5);
+        // Halves round away from zero, as `f64::round` does.
+        assert_eq!(Decay::from_keep(4.5 / 32768.0), Decay::Q15(5));
+    }
 
     /// spikingjelly LIFNode in f64: v += (x - v) / tau; spike v >= 1; hard reset 0.
     fn float_lif(xs: &[f64]) -> Vec<bool> {

@@ -26,9 +26,10 @@ use crate::error::{Error, Layer};
 use crate::layout::{Workspace, WorkspaceLayout};
 use crate::lif::{Decay, Lif};
 use crate::requant::{Mode, Requant, MAX_SHIFT};
+use crate::shape::{Geometry as Geo, NetworkShape, Stages};
 use crate::weights::Weights;
 use crate::{
-    add, avgpool2, avgpool3, bits, conv_pixels, conv_spikes, input_pool, lif, linear, requant, vote,
+    add, avgpool2, avgpool3, conv_pixels, conv_spikes, input_pool, lif, linear, requant, vote,
 };
 
 /// A same-size, stride-1 convolution (padding `k / 2`, no bias) with its
@@ -209,23 +210,6 @@ impl Prepared<'_, '_> {
         ws: &'w mut Workspace<'_>,
     ) -> Result<Inference<'w>, Error> {
         self.net.run(image, ws, self.packed)
-    }
-}
-
-/// Spatial geometry of an activation map.
-#[derive(Clone, Copy, Debug)]
-struct Geo {
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl Geo {
-    const fn plane(&self) -> usize {
-        self.h * self.w
-    }
-    const fn n(&self) -> usize {
-        self.c * self.h * self.w
     }
 }
 
@@ -465,13 +449,26 @@ impl<'a> Network<'a> {
         self.channels * self.height * self.width
     }
 
+    /// The network's structure without its weights.
+    pub fn shape(&self) -> NetworkShape<'a> {
+        NetworkShape {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            input_pool: self.input_pool,
+            timesteps: self.timesteps,
+            stem_channels: self.stem.cout,
+            stem_k: self.stem.k,
+            stages: Stages::Network(self.stages),
+            hidden: self.head.hidden.as_ref().map_or(0, |h| h.fc.outputs),
+            outputs: self.head.output.outputs,
+            classes: self.classes,
+        }
+    }
+
     /// Geometry of the stem output (stage 0).
     fn geo0(&self) -> Geo {
-        Geo {
-            c: self.stem.cout,
-            h: self.height / self.input_pool.max(1),
-            w: self.width / self.input_pool.max(1),
-        }
+        self.shape().stem_geometry()
     }
 
     /// Calls `f(s, stage, input geometry, stage geometry)` for each stage.
@@ -483,11 +480,7 @@ impl<'a> Network<'a> {
         for (s, st) in self.stages.iter().enumerate() {
             let prev = g;
             if let Some(r) = &st.reduction {
-                g = Geo {
-                    c: r.conv.cout,
-                    h: prev.h / 2,
-                    w: prev.w / 2,
-                };
+                g = prev.reduced(r.conv.cout);
             }
             f(s, st, prev, g)?;
         }
@@ -618,55 +611,14 @@ impl<'a> Network<'a> {
         )
     }
 
-    /// Buffer sizes for a validated network.
+    /// Buffer sizes and offsets for a validated network.
     fn plan(&self) -> Plan {
-        let g0 = self.geo0();
-        let mut l = WorkspaceLayout {
-            stem_current_i32: g0.n(),
-            scratch_i32: g0.n(),
-            scores_i32: self.classes,
-            pooled_input_u8: if self.input_pool > 1 {
-                self.channels * g0.plane()
-            } else {
-                0
-            },
-            ..WorkspaceLayout::default()
-        };
-        let last = self
-            .for_each_stage::<()>(|_, st, prev, g| {
-                if st.reduction.is_some() {
-                    l.membranes_i16 += prev.n();
-                    l.spikes_u32 = l.spikes_u32.max(bits::words(prev.n()));
-                    l.scratch_i32 = l.scratch_i32.max(g.n());
-                    l.reduction_slot_i32 = l.reduction_slot_i32.max(g.n());
-                }
-                let convs = conv_edges(&st.cell);
-                l.membranes_i16 += convs * g.n();
-                if convs > 0 {
-                    l.spikes_u32 = l.spikes_u32.max(bits::words(g.n()));
-                    l.scratch_i32 = l.scratch_i32.max(g.n());
-                }
-                l.persistent_nodes_i32 += backward_sources(&st.cell).count_ones() as usize * g.n();
-                l.node_slot_i32 = l.node_slot_i32.max(g.n());
-                Ok(())
-            })
-            .unwrap_or(g0);
-        l.membranes_i16 += last.n();
-        l.spikes_u32 = l.spikes_u32.max(bits::words(last.n()));
-        l.head_counts_u8 = last.c * (last.h / 2) * (last.w / 2);
-        if let Some(h) = &self.head.hidden {
-            l.membranes_i16 += h.fc.outputs;
-            l.spikes_u32 = l.spikes_u32.max(bits::words(h.fc.outputs));
-            l.scratch_i32 = l.scratch_i32.max(h.fc.outputs);
-        }
-        l.scratch_i32 = l.scratch_i32.max(self.head.output.outputs);
-        l.bytes_u8 = l.pooled_input_u8.max(l.head_counts_u8);
+        let l = self.shape().workspace_layout();
         let persistent_off = l.stem_current_i32;
         let reduction_off = persistent_off + l.persistent_nodes_i32;
         let s1 = reduction_off + l.reduction_slot_i32;
         let slot_off = [s1, s1 + l.node_slot_i32, s1 + 2 * l.node_slot_i32];
         let scores_off = s1 + 3 * l.node_slot_i32;
-        l.currents_i32 = scores_off + l.scores_i32;
         Plan {
             layout: l,
             persistent_off,

@@ -10,6 +10,21 @@
 //! weight `2j + 1` the high nibble, both two's complement (`-8..=7`); an odd row ends
 //! with a zero high nibble, so every row starts on a byte boundary.
 
+/// Largest magnitude of an int8 weight: weights are symmetric, `-127..=127`.
+pub const I8_LIMIT: i8 = 127;
+/// Largest magnitude of an int4 weight: weights are symmetric, `-7..=7` (the storage's
+/// `-8` is never produced).
+pub const I4_LIMIT: i8 = 7;
+
+/// The symmetric limit of `bits`-wide weights: [`I4_LIMIT`] for 4, else [`I8_LIMIT`].
+pub const fn limit(bits: u8) -> i8 {
+    if bits == 4 {
+        I4_LIMIT
+    } else {
+        I8_LIMIT
+    }
+}
+
 /// Quantized weights of one layer (see the module docs for the layout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -21,9 +21,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use spikenas_firmware::shape::{CellShape, EdgeShape, NetworkShape, OpShape, Stages};
 
 /// Number of nodes in a cell (input, two intermediate, output).
 pub const NODES: usize = 4;
+
+/// Kernel side of the stem convolution.
+pub const STEM_K: usize = 3;
 
 /// An operation on one edge of a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -124,6 +128,31 @@ impl Cell {
             }
         }
         out
+    }
+
+    /// The cell's non-zero edges ([`Cell::edges`], in that order) as the firmware's
+    /// shape of a cell.
+    pub fn shape(&self) -> CellShape {
+        let mut cell = CellShape::EMPTY;
+        for e in self.edges() {
+            let op = match e.op {
+                Op::Zero => OpShape::Zero,
+                Op::Skip => OpShape::Skip,
+                Op::Conv1x1 | Op::Conv3x3 => OpShape::Conv {
+                    k: e.op.kernel().unwrap_or(1),
+                },
+                Op::AvgPool3x3 => OpShape::AvgPool3,
+            };
+            let edge = EdgeShape {
+                from: e.from as u8,
+                to: e.to as u8,
+                op,
+            };
+            // At most one edge per ordered node pair: never more than the shape holds.
+            cell.push(edge)
+                .expect("a cell has at most NODES * (NODES - 1) edges");
+        }
+        cell
     }
 
     /// True if the cell has any backward edge.
@@ -297,6 +326,29 @@ impl Arch {
         Ok(self)
     }
 
+    /// The network of this architecture on `input`, without weights: the one
+    /// description of its structure that the memory model, the MAC and latency counts,
+    /// quantization and the synthetic networks derive from. The cell is taken as it is
+    /// (a parsed architecture is validated; validate one built field by field first).
+    pub fn shape(&self, input: &InputShape) -> NetworkShape<'static> {
+        NetworkShape {
+            channels: input.channels,
+            height: input.height,
+            width: input.width,
+            input_pool: self.input_pool,
+            timesteps: self.timesteps,
+            stem_channels: self.channels,
+            stem_k: STEM_K,
+            stages: Stages::Repeated {
+                count: self.stages,
+                cell: self.cell.shape(),
+            },
+            hidden: self.fc,
+            outputs: input.classes * self.cluster,
+            classes: input.classes,
+        }
+    }
+
     /// Channels of stage `s` (0-based): C * 2^s.
     pub fn stage_channels(&self, s: usize) -> usize {
         self.channels << s
@@ -442,18 +494,16 @@ pub struct InputShape {
 impl InputShape {
     /// Spatial size `(h, w)` after the input pooling and `stage` reductions.
     pub fn spatial(&self, arch: &Arch, stage: usize) -> (usize, usize) {
-        let (mut h, mut w) = (self.height / arch.input_pool, self.width / arch.input_pool);
+        let mut g = arch.shape(self).stem_geometry();
         for _ in 0..stage {
-            h /= 2;
-            w /= 2;
+            g = g.reduced(g.c);
         }
-        (h, w)
+        (g.h, g.w)
     }
 
     /// Flattened size entering the classifier (after the head's avgpool2).
     pub fn head_features(&self, arch: &Arch) -> usize {
-        let (h, w) = self.spatial(arch, arch.stages - 1);
-        arch.stage_channels(arch.stages - 1) * (h / 2) * (w / 2)
+        arch.shape(self).head_features()
     }
 
     /// Parse `CxHxW` (e.g. `1x28x28`) and attach the class count.
@@ -528,6 +578,43 @@ impl fmt::Display for InputShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shape_is_the_architecture_on_its_input() {
+        use spikenas_firmware::shape::{LayerShape, OpShape};
+        let arch: Arch = "cell=0301.0003.0000.0000,ch=4,stages=2,fc=32,t=3,pool=2"
+            .parse()
+            .unwrap();
+        let input = InputShape::parse("1x16x16", 10).unwrap();
+        let shape = arch.shape(&input);
+        // Edges 0->1 conv3x3, 0->3 skip, 1->3 conv3x3, as `Cell::edges` lists them, in
+        // both stages.
+        let edges: Vec<_> = arch.cell.edges().iter().map(|e| (e.from, e.to)).collect();
+        let mut seen = Vec::new();
+        let mut reductions = Vec::new();
+        shape
+            .for_each_layer::<()>(|l| {
+                match l {
+                    LayerShape::Edge { stage, edge, g, .. } => {
+                        assert_eq!(g.c, arch.stage_channels(stage));
+                        assert_eq!((g.h, g.w), input.spatial(&arch, stage));
+                        if edge.op == OpShape::Skip {
+                            assert_eq!((edge.from, edge.to), (0, 3));
+                        }
+                        seen.push((edge.from as usize, edge.to as usize));
+                    }
+                    LayerShape::Reduction { input, out, .. } => reductions.push((input, out)),
+                    _ => {}
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [edges.clone(), edges].concat());
+        assert_eq!(reductions.len(), 1);
+        assert_eq!((reductions[0].0.n(), reductions[0].1.n()), (4 * 64, 8 * 16));
+        assert_eq!(input.head_features(&arch), 8 * 2 * 2);
+        assert_eq!(shape.timesteps, 3);
+    }
 
     #[test]
     fn input_sizes_that_would_wrap_are_refused() {

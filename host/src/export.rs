@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use spikenas_firmware as fw;
 
-use crate::arch::{Arch, InputShape, Op};
+use crate::arch::{Arch, InputShape};
 use crate::integrity::{self, ChecksumError};
 use crate::quant::assemble::{assemble, LayerSource};
 use crate::quant::{QConv, QHead, QLinear, QOp, QReduction, QRequant, QWeights, QuantizedNetwork};
-use crate::snn::cell::edge_name;
+use crate::snn::cell::edge_key;
 
 /// Metadata key prefix.
 const PREFIX: &str = "spikenas.";
@@ -227,17 +227,13 @@ fn lif_to_i32(lif: &fw::Lif) -> [i32; 4] {
 
 /// `1/tau` as the LIF's decay implies it (`keep = 1 - 1/tau`).
 fn input_factor(lif: &fw::Lif) -> f64 {
-    1.0 - match lif.decay {
-        fw::Decay::Shift(n) => 0.5f64.powi(n as i32),
-        fw::Decay::Q15(m) => m as f64 / 32768.0,
-    }
+    1.0 - lif.decay.keep()
 }
 
 /// The bytes of `model.safetensors` for `q` with `info` as metadata.
 pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
     let mut w = Writer::default();
     w.conv("stem", &q.stem);
-    let edges = q.arch.cell.edges();
     for (s, st) in q.stages.iter().enumerate() {
         if let Some(r) = &st.reduction {
             let p = format!("stage{s}.reduce");
@@ -245,9 +241,9 @@ pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
             w.lif(&p, &r.lif);
             w.conv(&p, &r.conv);
         }
-        for (e, qe) in edges.iter().filter(|e| e.op != Op::Zero).zip(&st.edges) {
-            if let QOp::Conv { lif, conv } = &qe.op {
-                let p = format!("stage{s}.cell.{}", edge_name(e));
+        for e in &st.edges {
+            if let QOp::Conv { lif, conv } = &e.op {
+                let p = format!("stage{s}.cell.{}", edge_key(e.from.into(), e.to.into()));
                 w.lif(&p, lif);
                 w.conv(&p, conv);
             }

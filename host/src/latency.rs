@@ -13,6 +13,8 @@
 //! the clock: Cortex-M0+/M4/M7 execute the runtime's integer code at roughly one
 //! instruction per cycle; real boards measure cycles (`validate` on probe-rs).
 
+use spikenas_firmware::NetworkShape;
+
 use crate::arch::{Arch, InputShape};
 use crate::boards::Profile;
 
@@ -31,43 +33,18 @@ pub struct Work {
 impl Work {
     /// The work of `arch` on `input`.
     pub fn of(arch: &Arch, input: &InputShape) -> Work {
-        let (h0, w0) = input.spatial(arch, 0);
-        let stem_macs = (input.channels * arch.channels * 9 * h0 * w0) as u64;
-        let (mut macs, mut neurons) = (0usize, 0usize);
-        for s in 0..arch.stages {
-            let (h, w) = input.spatial(arch, s);
-            let c = arch.stage_channels(s);
-            if s > 0 {
-                // Reduction: BN-LIF on the previous stage, then conv3x3 at its resolution.
-                let (ph, pw) = input.spatial(arch, s - 1);
-                let pc = arch.stage_channels(s - 1);
-                macs += pc * c * 9 * ph * pw;
-                neurons += pc * ph * pw;
-            }
-            for e in arch.cell.edges() {
-                if let Some(k) = e.op.kernel() {
-                    // Spike-then-conv: one LIF per conv edge on its source node.
-                    macs += c * c * k * k * h * w;
-                    neurons += c * h * w;
-                }
-            }
-        }
-        let last = arch.stages - 1;
-        let (h, w) = input.spatial(arch, last);
-        neurons += arch.stage_channels(last) * h * w; // the head's BN-LIF
-        let d = input.head_features(arch);
-        let out = input.classes * arch.cluster;
-        if arch.fc > 0 {
-            macs += d * arch.fc + arch.fc * out;
-            neurons += arch.fc;
-        } else {
-            macs += d * out;
-        }
-        let t = arch.timesteps.max(1);
+        Work::of_shape(&arch.shape(input))
+    }
+
+    /// The work of a network of shape `shape`: the stem once, every other layer's MACs
+    /// and every LIF neuron at each timestep.
+    pub fn of_shape(shape: &NetworkShape) -> Work {
+        let stem_macs = shape.stem_macs();
+        let t = shape.timesteps.max(1) as u64;
         Work {
             stem_macs,
-            spike_macs: (macs * t) as u64,
-            neuron_updates: (neurons * t) as u64,
+            spike_macs: (shape.macs() - stem_macs) * t,
+            neuron_updates: shape.lif_neurons() * t,
         }
     }
 }

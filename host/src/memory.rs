@@ -7,10 +7,12 @@
 //! ([`membrane_region`]), and compares every region's use with its capacity.
 //!
 //! On microcontrollers the RAM buffers are exactly the generated firmware's `static mut`
-//! arrays ([`workspace_layout`] = the firmware's `Network::workspace_layout()`, from the
-//! architecture alone) and flash is the firmware's weight storage, requantisation arrays
-//! and descriptors plus the target's measured code size; checked against built ELFs by
-//! tests/tests/memory_fit.rs (within 0.3% per region on netduinoplus2 and microbit).
+//! arrays ([`workspace_layout`]: the firmware's own `NetworkShape::workspace_layout` of
+//! the architecture's shape, which `Network::workspace_layout()` calls too) and flash is
+//! the firmware's weight storage, requantisation arrays and descriptors (`size_of` of the
+//! firmware's own types on the device, `spikenas_firmware::descriptor::DEVICE`) plus the
+//! target's measured code size; checked against built ELFs by tests/tests/memory_fit.rs
+//! (within 2% per region on netduinoplus2 and microbit).
 //!
 //! Two numeric models:
 //! - microcontrollers (runner `probe-rs` or `qemu`) run the integer runtime: int8 or

@@ -6,116 +6,33 @@
 //! expected accumulator spread so that currents sit around the firing threshold and
 //! every LIF layer spikes.
 
-use spikenas_firmware::requant::quantize_multiplier;
-use spikenas_firmware::weights::pack_i4;
-use spikenas_firmware::{
-    Cell, ConvLayer, Edge, Head, Hidden, Lif, LinearLayer, Network, Op, Reduction, Requant, Stage,
-    Weights, ONE_Q12,
-};
+use std::cell::RefCell;
+use std::convert::Infallible;
 
-use crate::arch::{self, Arch, InputShape};
+use spikenas_firmware::requant::quantize_multiplier;
+use spikenas_firmware::weights::{self, pack_i4};
+use spikenas_firmware::{Lif, Network, ONE_Q12};
+
+use crate::arch::{Arch, InputShape};
+use crate::quant::assemble::{assemble, LayerSource};
+use crate::quant::{QConv, QHead, QLinear, QReduction, QRequant, QWeights, QuantizedNetwork};
 use crate::rng::Rng;
 
 use super::TestSet;
-
-/// Owned weights of one layer.
-#[derive(Debug, Clone)]
-enum OwnedWeights {
-    I8(Vec<i8>),
-    I4(Vec<u8>),
-}
-
-impl OwnedWeights {
-    fn borrow(&self) -> Weights<'_> {
-        match self {
-            OwnedWeights::I8(w) => Weights::I8(w),
-            OwnedWeights::I4(w) => Weights::I4(w),
-        }
-    }
-}
-
-/// Owned requantisation.
-#[derive(Debug, Clone)]
-struct OwnedRequant {
-    mult: Vec<i32>,
-    bias: Vec<i32>,
-    shift: u8,
-}
-
-impl OwnedRequant {
-    fn borrow(&self) -> Requant<'_> {
-        Requant {
-            mult: &self.mult,
-            bias: &self.bias,
-            shift: self.shift,
-        }
-    }
-}
-
-/// An owned convolution or linear layer (`rows` inputs of `cols` outputs).
-#[derive(Debug, Clone)]
-struct OwnedLayer {
-    cin: usize,
-    cout: usize,
-    k: usize,
-    weights: OwnedWeights,
-    requant: OwnedRequant,
-}
-
-impl OwnedLayer {
-    fn conv(&self) -> ConvLayer<'_> {
-        ConvLayer {
-            cin: self.cin,
-            cout: self.cout,
-            k: self.k,
-            weights: self.weights.borrow(),
-            requant: self.requant.borrow(),
-        }
-    }
-
-    fn linear(&self) -> LinearLayer<'_> {
-        LinearLayer {
-            inputs: self.cin,
-            outputs: self.cout,
-            weights: self.weights.borrow(),
-            requant: self.requant.borrow(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum OwnedOp {
-    Zero,
-    Skip,
-    AvgPool3,
-    Conv(OwnedLayer),
-}
-
-#[derive(Debug, Clone)]
-struct OwnedStage {
-    reduction: Option<(OwnedRequant, OwnedLayer)>,
-    edges: Vec<(u8, u8, OwnedOp)>,
-}
 
 /// A network with pseudo-random parameters, owning its data; borrow it as a
 /// [`Network`] with [`SyntheticNetwork::with_network`].
 #[derive(Debug, Clone)]
 pub struct SyntheticNetwork {
-    arch: Arch,
-    input: InputShape,
-    stem: OwnedLayer,
-    stages: Vec<OwnedStage>,
-    head_bn: OwnedRequant,
-    hidden: Option<OwnedLayer>,
-    output: OwnedLayer,
+    net: QuantizedNetwork,
 }
 
 /// Spread of the weights: standard deviation of a uniform integer in `-lim..=lim`.
 fn weight_std(bits: u8) -> f64 {
-    let lim = if bits == 4 { 7.0 } else { 127.0 };
-    lim / 3f64.sqrt()
+    weights::limit(bits) as f64 / 3f64.sqrt()
 }
 
+/// The layers' parameters, drawn in the order [`assemble`] asks for them.
 struct Maker {
     rng: Rng,
     bits: u8,
@@ -132,7 +49,7 @@ impl Maker {
 
     /// Per-channel `(mult, shift)` for scales `real` (one shift shared by all channels)
     /// and biases in Q12.
-    fn requant(&mut self, real: &[f64], bias_q12: (f64, f64)) -> OwnedRequant {
+    fn requant(&mut self, real: &[f64], bias_q12: (f64, f64)) -> QRequant {
         let max = real.iter().fold(0f64, |m, r| m.max(r.abs()));
         let (_, shift) = quantize_multiplier(max).expect("finite scale");
         let mult = real
@@ -143,29 +60,34 @@ impl Maker {
             .iter()
             .map(|_| (self.uniform(bias_q12.0, bias_q12.1) * ONE_Q12 as f64) as i32)
             .collect();
-        OwnedRequant { mult, bias, shift }
+        QRequant { mult, bias, shift }
     }
 
-    /// A layer with `rows` inputs of `cols` outputs whose accumulator, for inputs of
-    /// mean square `x_sq`, maps to currents of about 1.2 thresholds.
-    fn layer(&mut self, cin: usize, cout: usize, k: usize, x_sq: f64) -> OwnedLayer {
-        let rows = cin * k * k;
-        let lim = if self.bits == 4 { 7 } else { 127 };
+    /// Weights of `rows` inputs of `cout` outputs and a requantisation whose
+    /// accumulator, for inputs of mean square `x_sq`, maps to currents of about 1.2
+    /// thresholds.
+    fn layer(&mut self, rows: usize, cout: usize, x_sq: f64) -> (QWeights, QRequant) {
+        let lim = weights::limit(self.bits) as i32;
         let w8: Vec<i8> = (0..rows * cout)
             .map(|_| self.int(-lim, lim) as i8)
             .collect();
         let weights = if self.bits == 4 {
             let mut packed = vec![0u8; rows * cout.div_ceil(2)];
             pack_i4(&w8, cout, &mut packed).expect("weights in -7..=7");
-            OwnedWeights::I4(packed)
+            QWeights::I4(packed)
         } else {
-            OwnedWeights::I8(w8)
+            QWeights::I8(w8)
         };
         let acc_std = (rows as f64 * x_sq).sqrt() * weight_std(self.bits);
         let base = 1.2 * ONE_Q12 as f64 / acc_std.max(1.0);
         let real: Vec<f64> = (0..cout).map(|_| base * self.uniform(0.6, 1.4)).collect();
         let requant = self.requant(&real, (-0.2, 0.6));
-        OwnedLayer {
+        (weights, requant)
+    }
+
+    fn conv(&mut self, (cin, cout, k): (usize, usize, usize), x_sq: f64) -> QConv {
+        let (weights, requant) = self.layer(cin * k * k, cout, x_sq);
+        QConv {
             cin,
             cout,
             k,
@@ -174,8 +96,18 @@ impl Maker {
         }
     }
 
+    fn linear(&mut self, inputs: usize, outputs: usize, x_sq: f64) -> QLinear {
+        let (weights, requant) = self.layer(inputs, outputs, x_sq);
+        QLinear {
+            inputs,
+            outputs,
+            weights,
+            requant,
+        }
+    }
+
     /// A BatchNorm affine on currents: scale about 1, small bias.
-    fn bn(&mut self, channels: usize) -> OwnedRequant {
+    fn bn(&mut self, channels: usize) -> QRequant {
         let real: Vec<f64> = (0..channels).map(|_| self.uniform(0.7, 1.5)).collect();
         self.requant(&real, (-0.1, 0.5))
     }
@@ -188,65 +120,67 @@ const COUNT_SQ: f64 = 1.0;
 /// Mean square of a u8 pixel of the synthetic images.
 const PIXEL_SQ: f64 = 12000.0;
 
+/// Every LIF of a synthetic network is SNASNet's.
+const LIF: Lif = Lif::SNASNET;
+
+impl LayerSource for RefCell<Maker> {
+    type Error = Infallible;
+
+    fn stem(&self, dims: (usize, usize, usize)) -> Result<QConv, Infallible> {
+        Ok(self.borrow_mut().conv(dims, PIXEL_SQ))
+    }
+
+    fn reduction(&self, _: &str, dims: (usize, usize, usize)) -> Result<QReduction, Infallible> {
+        let m = &mut *self.borrow_mut();
+        let bn = m.bn(dims.0);
+        // The reduction's requant applies to the 2x2 *sum*: fold the 1/4 in.
+        let mut conv = m.conv(dims, SPIKE_SQ);
+        for v in &mut conv.requant.mult {
+            *v /= 4;
+        }
+        Ok(QReduction { bn, lif: LIF, conv })
+    }
+
+    fn conv_edge(&self, _: &str, dims: (usize, usize, usize)) -> Result<(Lif, QConv), Infallible> {
+        Ok((LIF, self.borrow_mut().conv(dims, SPIKE_SQ)))
+    }
+
+    fn head(
+        &self,
+        channels: usize,
+        features: usize,
+        fc: usize,
+        outputs: usize,
+    ) -> Result<QHead, Infallible> {
+        let m = &mut *self.borrow_mut();
+        let bn = m.bn(channels);
+        let (hidden, output) = if fc > 0 {
+            let hidden = m.linear(features, fc, COUNT_SQ);
+            (Some((hidden, LIF)), m.linear(fc, outputs, SPIKE_SQ))
+        } else {
+            (None, m.linear(features, outputs, COUNT_SQ))
+        };
+        Ok(QHead {
+            bn,
+            lif: LIF,
+            hidden,
+            output,
+        })
+    }
+}
+
 impl SyntheticNetwork {
     /// A network of architecture `arch` on `input` with parameters drawn from `seed`.
     /// The architecture is validated (dead nodes removed) first.
     pub fn new(arch: &Arch, input: &InputShape, seed: u64) -> Result<SyntheticNetwork, String> {
         let arch = arch.validated().map_err(|e| e.to_string())?;
-        let mut m = Maker {
+        let maker = RefCell::new(Maker {
             rng: Rng::new(seed),
             bits: arch.weight_bits,
-        };
-        let c0 = arch.stage_channels(0);
-        let stem = m.layer(input.channels, c0, 3, PIXEL_SQ);
-        let mut stages = Vec::with_capacity(arch.stages);
-        for s in 0..arch.stages {
-            let c = arch.stage_channels(s);
-            let reduction = (s > 0).then(|| {
-                let prev = arch.stage_channels(s - 1);
-                let bn = m.bn(prev);
-                // The reduction's requant applies to the 2x2 *sum*: fold the 1/4 in.
-                let mut conv = m.layer(prev, c, 3, SPIKE_SQ);
-                for v in &mut conv.requant.mult {
-                    *v /= 4;
-                }
-                (bn, conv)
-            });
-            let edges = arch
-                .cell
-                .edges()
-                .into_iter()
-                .map(|e| {
-                    let op = match e.op {
-                        arch::Op::Zero => OwnedOp::Zero,
-                        arch::Op::Skip => OwnedOp::Skip,
-                        arch::Op::AvgPool3x3 => OwnedOp::AvgPool3,
-                        arch::Op::Conv1x1 => OwnedOp::Conv(m.layer(c, c, 1, SPIKE_SQ)),
-                        arch::Op::Conv3x3 => OwnedOp::Conv(m.layer(c, c, 3, SPIKE_SQ)),
-                    };
-                    (e.from as u8, e.to as u8, op)
-                })
-                .collect();
-            stages.push(OwnedStage { reduction, edges });
-        }
-        let last = arch.stage_channels(arch.stages - 1);
-        let head_bn = m.bn(last);
-        let d = input.head_features(&arch);
-        let outputs = input.classes * arch.cluster;
-        let (hidden, output) = if arch.fc > 0 {
-            let hidden = m.layer(d, arch.fc, 1, COUNT_SQ);
-            (Some(hidden), m.layer(arch.fc, outputs, 1, SPIKE_SQ))
-        } else {
-            (None, m.layer(d, outputs, 1, COUNT_SQ))
-        };
-        let net = SyntheticNetwork {
-            arch,
-            input: *input,
-            stem,
-            stages,
-            head_bn,
-            hidden,
-            output,
+        });
+        let net = match assemble(arch, *input, arch.weight_bits, &maker) {
+            Ok(net) => SyntheticNetwork { net },
+            Err(never) => match never {},
         };
         net.with_network(|n| n.validate())
             .map_err(|e| format!("{arch} on {input:?}: {e}"))?;
@@ -255,73 +189,23 @@ impl SyntheticNetwork {
 
     /// The architecture (validated).
     pub fn arch(&self) -> &Arch {
-        &self.arch
+        &self.net.arch
     }
 
     /// The input shape.
     pub fn input(&self) -> &InputShape {
-        &self.input
+        &self.net.input
     }
 
-    /// Calls `f` with the network borrowed as the firmware's description.
+    /// The network with owned tensors.
+    pub fn quantized(&self) -> &QuantizedNetwork {
+        &self.net
+    }
+
+    /// Calls `f` with the network borrowed as the firmware's description
+    /// ([`QuantizedNetwork::with_firmware`]).
     pub fn with_network<R>(&self, f: impl FnOnce(&Network<'_>) -> R) -> R {
-        let lif = Lif::SNASNET;
-        let edges: Vec<Vec<Edge<'_>>> = self
-            .stages
-            .iter()
-            .map(|st| {
-                st.edges
-                    .iter()
-                    .map(|(from, to, op)| Edge {
-                        from: *from,
-                        to: *to,
-                        op: match op {
-                            OwnedOp::Zero => Op::Zero,
-                            OwnedOp::Skip => Op::Skip,
-                            OwnedOp::AvgPool3 => Op::AvgPool3,
-                            OwnedOp::Conv(c) => Op::Conv {
-                                lif,
-                                conv: c.conv(),
-                            },
-                        },
-                    })
-                    .collect()
-            })
-            .collect();
-        let stages: Vec<Stage<'_>> = self
-            .stages
-            .iter()
-            .zip(&edges)
-            .map(|(st, edges)| Stage {
-                reduction: st.reduction.as_ref().map(|(bn, conv)| Reduction {
-                    bn: bn.borrow(),
-                    lif,
-                    conv: conv.conv(),
-                }),
-                cell: Cell { edges },
-            })
-            .collect();
-        let net = Network {
-            channels: self.input.channels,
-            height: self.input.height,
-            width: self.input.width,
-            input_pool: self.arch.input_pool,
-            timesteps: self.arch.timesteps,
-            stem: self.stem.conv(),
-            stages: &stages,
-            head: Head {
-                bn: self.head_bn.borrow(),
-                lif,
-                hidden: self.hidden.as_ref().map(|h| Hidden {
-                    fc: h.linear(),
-                    lif,
-                }),
-                output: self.output.linear(),
-            },
-            classes: self.input.classes,
-            cluster: self.arch.cluster,
-        };
-        f(&net)
+        self.net.with_firmware(f)
     }
 }
 
@@ -392,5 +276,40 @@ mod tests {
         let set = images(&input, 5, 2);
         let r = net.with_network(|n| infer_all(n, &set));
         assert!(r.iter().all(|r| r.0 < 3 && r.2 > 0));
+    }
+
+    #[test]
+    fn storage_counts_every_tensor() {
+        use crate::quant::{QOp, QRequant, QWeights};
+        let arch: Arch = "cell=0321.0010.0001.0100,ch=4,stages=2,fc=16,t=2,bits=4"
+            .parse()
+            .unwrap();
+        let input = InputShape::parse("2x8x8", 3).unwrap();
+        let net = SyntheticNetwork::new(&arch, &input, 3).unwrap();
+        let q = net.quantized();
+        let (mut weights, mut requants) = (0, 0);
+        let mut add = |w: Option<&QWeights>, r: &QRequant| {
+            weights += w.map_or(0, QWeights::bytes);
+            requants += 8 * r.mult.len() + 1;
+        };
+        add(Some(&q.stem.weights), &q.stem.requant);
+        for st in &q.stages {
+            if let Some(r) = &st.reduction {
+                add(None, &r.bn);
+                add(Some(&r.conv.weights), &r.conv.requant);
+            }
+            for e in &st.edges {
+                if let QOp::Conv { conv, .. } = &e.op {
+                    add(Some(&conv.weights), &conv.requant);
+                }
+            }
+        }
+        add(None, &q.head.bn);
+        if let Some((fc, _)) = &q.head.hidden {
+            add(Some(&fc.weights), &fc.requant);
+        }
+        add(Some(&q.head.output.weights), &q.head.output.requant);
+        let s = q.storage();
+        assert_eq!((s.weight_bytes, s.requant_bytes), (weights, requants));
     }
 }

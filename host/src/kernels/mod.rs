@@ -1,11 +1,21 @@
-//! Training kernels that make SNN training fast on a CPU: a 2-D convolution with its
-//! own forward and backward (im2col + GEMM, parallel across samples) and a fused
-//! multi-step LIF neuron with a surrogate-gradient backward (BPTT through the membrane).
+//! Training kernels that make SNN training fast on a CPU, five kinds, one file each:
 //!
-//! Each kernel has a plain path built from candle's own ops (`ConvBackend::Candle`,
-//! [`lif_multistep_reference`]) and a fast path (`ConvBackend::Fast`, [`lif_multistep`]);
-//! the tests check one against the other, forward and gradients. The fast paths run on
-//! the CPU with f32; on any other device or dtype they fall back to the candle path.
+//! - [`conv`]: a 2-D convolution with its own forward and backward (im2col + GEMM,
+//!   parallel across samples), and [`sparse`], its weight gradient on binary spike
+//!   inputs (a row add per active pixel instead of a GEMM);
+//! - [`lif`]: a fused multi-step LIF neuron with a surrogate-gradient backward (BPTT
+//!   through the membrane);
+//! - [`bn`]: a fused batch-norm (statistics, normalisation and their backward);
+//! - [`fused`]: convolution -> LIF (-> 2x2 average pool) and convolution -> batch-norm,
+//!   each one candle node;
+//! - [`pool`]: 2x2 and 3x3 average pools and the time broadcast over tensors of any rank.
+//!
+//! [`reduce`] makes their floating-point sums deterministic and [`runtime`] tunes the
+//! CPU runtime. Each kernel has a plain path built from candle's own ops
+//! (`ConvBackend::Candle`, [`lif_multistep_reference`], the `*_reference` functions) and
+//! a fast path (`ConvBackend::Fast`, [`lif_multistep`]); the tests check one against the
+//! other, forward and gradients. The fast paths run on the CPU with f32; on any other
+//! device or dtype they fall back to the candle path.
 
 mod bn;
 mod conv;

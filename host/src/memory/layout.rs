@@ -1,6 +1,8 @@
 //! The network's memory, layer by layer, and the RAM buffers. This file is the one place
 //! that lists every byte the model takes, and on microcontrollers it mirrors what the
-//! generated firmware declares (host/src/firmware/codegen.rs) exactly.
+//! generated firmware declares (host/src/firmware/codegen.rs) exactly. The layers and
+//! their geometry come from the firmware's `NetworkShape` ([`Arch::shape`]); this file
+//! only prices them.
 //!
 //! # The network (exactly what is trained and quantized)
 //!
@@ -26,14 +28,14 @@
 //! |---|---|
 //! | weights (conv, linear) | the firmware's storage: `rows = cin * k * k` (conv) or `inputs` (linear) rows of `cout` weights; int8: `cout` bytes a row, int4: `ceil(cout / 2)` (each row padded to a whole byte); the array rounded up to 4 |
 //! | requantisation (conv + BN, linear + bias, stand-alone BN) | i32 `mult` + i32 `bias` per output channel (8 B); the shift is a field of the descriptor |
-//! | descriptors | [`EDGE_BYTES`] per non-zero cell edge, [`STAGE_BYTES`] per stage, [`NETWORK_BYTES`] once (LIF parameters, shapes and slices live in them) |
+//! | descriptors | `size_of` on the device of the firmware's own `Edge` per non-zero cell edge, `Stage` per stage and `Network` once ([`spikenas_firmware::descriptor::DEVICE`]; LIF parameters, shapes and slices live in them) |
 //! | code | the target's `code_reserve_bytes`: the template's vector table, `.text` and its own `.rodata`, the same for every network (the template reads the network through `black_box`, so LTO cannot specialise the runtime for one network) |
 //!
 //! # RAM buffers, integer runtime (each placed whole into one region)
 //!
 //! Exactly the `static mut` arrays of the generated `model.rs`, sized by
-//! [`workspace_layout`], which computes `spikenas_firmware::Network::workspace_layout()`
-//! from the architecture alone:
+//! [`workspace_layout`]: the firmware's own `NetworkShape::workspace_layout` of the
+//! architecture's shape, the very function `Network::workspace_layout()` calls:
 //!
 //! | buffer | type | elements |
 //! |---|---|---|
@@ -54,19 +56,13 @@
 //! spike map (`.v`, `.spikes`), the current buffers (`stem.out`, `sS.node0`, `sS.nodeJ`,
 //! `sS.nodeJ.prev`), the output accumulators and one `scratch`, all f32.
 
+use spikenas_firmware::descriptor;
+use spikenas_firmware::shape::{LayerShape, NetworkShape, OpShape};
 use spikenas_firmware::WorkspaceLayout;
 
-use crate::arch::{Arch, Op};
+use crate::arch::Arch;
 
 use super::{Buffer, BufferKind, InputShape, LayerRow, Numerics};
-
-/// Flash bytes of one `Edge` of a generated network on a 32-bit Cortex-M (measured with
-/// `arm-none-eabi-nm -S` on the `EDGES_S*` arrays of built images: 56 per edge).
-pub const EDGE_BYTES: u64 = 56;
-/// Flash bytes of one `Stage` on a 32-bit Cortex-M (the `STAGES` array: 80 per stage).
-pub const STAGE_BYTES: u64 = 80;
-/// Flash bytes of the `Network` static on a 32-bit Cortex-M (`NETWORK`: 196).
-pub const NETWORK_BYTES: u64 = 196;
 
 /// The rows and buffers of one network.
 #[derive(Debug)]
@@ -272,117 +268,30 @@ impl Walk {
     }
 }
 
-fn op_name(op: Op) -> &'static str {
+fn op_name(op: OpShape) -> String {
     match op {
-        Op::Zero => "zero",
-        Op::Skip => "skip",
-        Op::Conv1x1 => "conv1x1",
-        Op::Conv3x3 => "conv3x3",
-        Op::AvgPool3x3 => "avgpool3x3",
+        OpShape::Zero => "zero".into(),
+        OpShape::Skip => "skip".into(),
+        OpShape::Conv { k } => format!("conv{k}x{k}"),
+        OpShape::AvgPool3 => "avgpool3x3".into(),
     }
 }
 
-/// Spatial geometry of one activation map (`c x h x w`).
-#[derive(Clone, Copy)]
-struct Geo {
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
-impl Geo {
-    fn n(&self) -> usize {
-        self.c * self.h * self.w
-    }
+/// The validated shape of `arch` on `input` (dead nodes removed, as the quantizer and
+/// the synthetic networks export it), or why its shapes do not work.
+fn checked_shape(arch: &Arch, input: &InputShape) -> Result<NetworkShape<'static>, String> {
+    let cell = arch.cell.validated().map_err(|e| e.to_string())?;
+    let shape = Arch { cell, ..*arch }.shape(input);
+    shape.check().map_err(|e| e.to_string())?;
+    Ok(shape)
 }
 
 /// The workspace `spikenas_firmware::Network::workspace_layout()` returns for any
-/// network exported from `arch` on `input`, computed from the architecture alone (the
-/// same formulas as the firmware's `Network::plan`, on the validated cell's non-zero
-/// edges, which is what the quantizer and the synthetic networks export). An error says
-/// why the shapes do not work.
+/// network exported from `arch` on `input`, computed from the architecture alone: the
+/// firmware's own [`NetworkShape::workspace_layout`] of the validated architecture's
+/// shape. An error says why the shapes do not work.
 pub fn workspace_layout(arch: &Arch, input: &InputShape) -> Result<WorkspaceLayout, String> {
-    let cell = arch.cell.validated().map_err(|e| e.to_string())?;
-    let edges = cell.edges();
-    let pool = arch.input_pool.max(1);
-    let g0 = Geo {
-        c: arch.stage_channels(0),
-        h: input.height / pool,
-        w: input.width / pool,
-    };
-    if g0.h == 0 || g0.w == 0 {
-        return Err(format!(
-            "input {}x{} pooled by {pool} leaves no pixels; use a smaller pool",
-            input.height, input.width
-        ));
-    }
-    let words = |n: usize| n.div_ceil(32);
-    let convs = edges.iter().filter(|e| e.op.kernel().is_some()).count();
-    // Nodes read by backward edges persist across timesteps (one slot each).
-    let persistent = (1..crate::arch::NODES)
-        .filter(|&j| edges.iter().any(|e| e.backward && e.from == j))
-        .count();
-    let mut l = WorkspaceLayout {
-        stem_current_i32: g0.n(),
-        scratch_i32: g0.n(),
-        scores_i32: input.classes,
-        pooled_input_u8: if pool > 1 {
-            input.channels * g0.h * g0.w
-        } else {
-            0
-        },
-        ..WorkspaceLayout::default()
-    };
-    let mut g = g0;
-    for s in 0..arch.stages {
-        let prev = g;
-        if s > 0 {
-            g = Geo {
-                c: arch.stage_channels(s),
-                h: prev.h / 2,
-                w: prev.w / 2,
-            };
-            if g.h == 0 || g.w == 0 {
-                return Err(format!(
-                    "stage {s} halves a {}x{} map to nothing; use fewer stages or pool",
-                    prev.h, prev.w
-                ));
-            }
-            l.membranes_i16 += prev.n();
-            l.spikes_u32 = l.spikes_u32.max(words(prev.n()));
-            l.scratch_i32 = l.scratch_i32.max(g.n());
-            l.reduction_slot_i32 = l.reduction_slot_i32.max(g.n());
-        }
-        l.membranes_i16 += convs * g.n();
-        if convs > 0 {
-            l.spikes_u32 = l.spikes_u32.max(words(g.n()));
-            l.scratch_i32 = l.scratch_i32.max(g.n());
-        }
-        l.persistent_nodes_i32 += persistent * g.n();
-        l.node_slot_i32 = l.node_slot_i32.max(g.n());
-    }
-    if g.h < 2 || g.w < 2 {
-        return Err(format!(
-            "the head's avgpool2 turns the last {}x{} map into nothing; use fewer stages or pool",
-            g.h, g.w
-        ));
-    }
-    l.membranes_i16 += g.n();
-    l.spikes_u32 = l.spikes_u32.max(words(g.n()));
-    l.head_counts_u8 = g.c * (g.h / 2) * (g.w / 2);
-    if arch.fc > 0 {
-        l.membranes_i16 += arch.fc;
-        l.spikes_u32 = l.spikes_u32.max(words(arch.fc));
-        l.scratch_i32 = l.scratch_i32.max(arch.fc);
-    }
-    l.scratch_i32 = l.scratch_i32.max(input.classes * arch.cluster);
-    l.bytes_u8 = l.pooled_input_u8.max(l.head_counts_u8);
-    l.currents_i32 = l.stem_current_i32
-        + l.persistent_nodes_i32
-        + l.reduction_slot_i32
-        + 3 * l.node_slot_i32
-        + l.scores_i32;
-    Ok(l)
+    Ok(checked_shape(arch, input)?.workspace_layout())
 }
 
 /// Lay out `arch` on `input`; an error says why the shapes do not work.
@@ -401,10 +310,7 @@ pub(super) fn layout(
             arch.channels, arch.input_pool
         ));
     }
-    let workspace = match n {
-        Numerics::Integer { .. } => Some(workspace_layout(arch, input)?),
-        Numerics::Float32 => None,
-    };
+    let shape = checked_shape(arch, input)?;
     let mut w = Walk {
         n,
         rows: Vec::with_capacity(32),
@@ -414,111 +320,98 @@ pub(super) fn layout(
     let image = cin * as64(input.height) * as64(input.width);
     w.row("input".into());
     w.input(image);
-
-    let (mut h, mut wd) = (
-        as64(input.height / arch.input_pool),
-        as64(input.width / arch.input_pool),
-    );
-    if h == 0 || wd == 0 {
-        return Err(format!(
-            "input {}x{} pooled by {} leaves no pixels; use a smaller pool",
-            input.height, input.width, arch.input_pool
-        ));
-    }
     if arch.input_pool > 1 {
-        w.scratch(n.byte_buffer_bytes(cin * h * wd));
+        w.scratch(n.byte_buffer_bytes(as64(input.channels * shape.stem_geometry().plane())));
     }
-    let c0 = as64(arch.channels);
-    w.row("stem".into());
-    w.weights(c0, cin * 9);
-    w.folded_batch_norm(c0);
-    w.scratch(4 * c0 * h * wd);
-    w.current("stem.out".into(), c0 * h * wd);
+    let node = |s: usize, j: usize| format!("s{s}.node{j}");
+    shape
+        .for_each_layer::<()>(|layer| {
+            match layer {
+                LayerShape::Stem { cin, k, out } => {
+                    w.row("stem".into());
+                    w.weights(as64(out.c), as64(cin * k * k));
+                    w.folded_batch_norm(as64(out.c));
+                    w.scratch(4 * as64(out.n()));
+                    w.current("stem.out".into(), as64(out.n()));
+                }
+                LayerShape::Reduction {
+                    stage,
+                    k,
+                    input,
+                    out,
+                } => {
+                    let name = format!("s{stage}.reduce");
+                    w.row(name.clone());
+                    w.batch_norm(as64(input.c));
+                    w.lif(&name, as64(input.n()));
+                    w.weights(as64(out.c), as64(input.c * k * k));
+                    w.folded_batch_norm(as64(out.c));
+                    w.scratch(4 * as64(out.n()));
+                    w.current(node(stage, 0), as64(out.n()));
+                }
+                LayerShape::Edge { stage, edge, g, .. } => {
+                    let dir = if edge.is_backward() { 'b' } else { 'e' };
+                    let prefix = format!("s{stage}.{dir}{}{}", edge.from, edge.to);
+                    w.row(format!("{prefix}.{}", op_name(edge.op)));
+                    if let Some(k) = edge.kernel() {
+                        w.lif(&prefix, as64(g.n()));
+                        w.weights(as64(g.c), as64(g.c * k * k));
+                        w.folded_batch_norm(as64(g.c));
+                        w.scratch(4 * as64(g.n()));
+                    }
+                }
+                LayerShape::Nodes {
+                    stage,
+                    g,
+                    written,
+                    persistent,
+                } => {
+                    w.row(format!("s{stage}.nodes"));
+                    for j in 1..crate::arch::NODES {
+                        if written >> j & 1 != 0 {
+                            w.current(node(stage, j), as64(g.n()));
+                        }
+                    }
+                    for j in 1..crate::arch::NODES {
+                        if persistent >> j & 1 != 0 {
+                            w.current(format!("{}.prev", node(stage, j)), as64(g.n()));
+                        }
+                    }
+                }
+                LayerShape::Head { input } => {
+                    w.row("head".into());
+                    w.batch_norm(as64(input.c));
+                    w.lif("head", as64(input.n()));
+                    w.scratch(n.byte_buffer_bytes(as64(input.pooled2())));
+                }
+                LayerShape::Hidden { inputs, outputs } => {
+                    w.row("head.fc".into());
+                    w.weights(as64(outputs), as64(inputs));
+                    w.linear_bias(as64(outputs));
+                    w.lif("head.fc", as64(outputs));
+                    w.scratch(4 * as64(outputs));
+                }
+                LayerShape::Output { inputs, outputs } => {
+                    w.row("head.out".into());
+                    w.weights(as64(outputs), as64(inputs));
+                    w.linear_bias(as64(outputs));
+                    w.scratch(4 * as64(outputs));
+                    w.current("head.out.acc".into(), as64(outputs));
+                }
+            }
+            Ok(())
+        })
+        .map_err(|()| "unreachable: the walk does not fail".to_string())?;
 
-    let cell = arch.cell.validated().map_err(|e| e.to_string())?;
-    let edges = cell.edges();
-    let mut c = c0;
-    for s in 0..arch.stages {
-        let cs = as64(arch.stage_channels(s));
-        if s > 0 {
-            let (hp, wp) = (h, wd);
-            (h, wd) = (h / 2, wd / 2);
-            if h == 0 || wd == 0 {
-                return Err(format!(
-                    "stage {s} halves a {hp}x{wp} map to nothing; use fewer stages or pool"
-                ));
-            }
-            let name = format!("s{s}.reduce");
-            w.row(name.clone());
-            w.batch_norm(c);
-            w.lif(&name, c * hp * wp);
-            w.weights(cs, c * 9);
-            w.folded_batch_norm(cs);
-            w.scratch(4 * cs * h * wd);
-            w.current(format!("s{s}.node0"), cs * h * wd);
+    match n {
+        Numerics::Integer { .. } => {
+            // The network description: the edge arrays, the stages and the `Network`.
+            w.row("descriptors".into());
+            let d = descriptor::DEVICE.total(shape.stage_count(), shape.edge_count());
+            w.flash(as64(d));
+            w.finish_integer(&shape.workspace_layout(), image);
         }
-        c = cs;
-        let plane = c * h * wd;
-        for e in &edges {
-            let dir = if e.backward { 'b' } else { 'e' };
-            let name = format!("s{s}.{dir}{}{}.{}", e.from, e.to, op_name(e.op));
-            w.row(name.clone());
-            if let Some(kernel) = e.op.kernel() {
-                let prefix = format!("s{s}.{dir}{}{}", e.from, e.to);
-                w.lif(&prefix, plane);
-                w.weights(c, c * as64(kernel * kernel));
-                w.folded_batch_norm(c);
-                w.scratch(4 * plane);
-            }
-        }
-        w.row(format!("s{s}.nodes"));
-        for j in 1..crate::arch::NODES {
-            if edges.iter().any(|e| e.to == j) {
-                w.current(format!("s{s}.node{j}"), plane);
-            }
-        }
-        for j in 1..crate::arch::NODES {
-            if edges.iter().any(|e| e.backward && e.from == j) {
-                w.current(format!("s{s}.node{j}.prev"), plane);
-            }
-        }
-    }
-
-    let (hh, wh) = (h / 2, wd / 2);
-    if hh == 0 || wh == 0 {
-        return Err(format!(
-            "the head's avgpool2 turns the last {h}x{wd} map into nothing; use fewer stages or pool"
-        ));
-    }
-    let d = c * hh * wh;
-    w.row("head".into());
-    w.batch_norm(c);
-    w.lif("head", c * h * wd);
-    w.scratch(n.byte_buffer_bytes(d));
-    let mut width = d;
-    let fc = as64(arch.fc);
-    if fc > 0 {
-        w.row("head.fc".into());
-        w.weights(fc, d);
-        w.linear_bias(fc);
-        w.lif("head.fc", fc);
-        w.scratch(4 * fc);
-        width = fc;
-    }
-    w.row("head.out".into());
-    w.weights(k, width);
-    w.linear_bias(k);
-    w.scratch(4 * k);
-    w.current("head.out.acc".into(), k);
-
-    if let Some(ws) = &workspace {
-        // The network description: the edge arrays, the stages and the `Network`.
-        w.row("descriptors".into());
-        let stages = as64(arch.stages);
-        w.flash(EDGE_BYTES * as64(edges.len()) * stages + STAGE_BYTES * stages + NETWORK_BYTES);
-        w.finish_integer(ws, image);
-    } else {
-        w.finish_f32();
+        Numerics::Float32 => w.finish_f32(),
     }
     if code_bytes > 0 {
         w.row("code".into());

@@ -1,13 +1,16 @@
 //! One walk over an architecture that assembles a [`QuantizedNetwork`] from its layers,
-//! for every source of layers: folding a trained checkpoint ([`super::build`]) and
-//! reading a model file ([`crate::export`]). The sources differ only in how they make
-//! each layer; the network's structure is laid out here once.
+//! for every source of layers: folding a trained checkpoint ([`super::build`]), reading
+//! a model file ([`crate::export`]) and drawing a synthetic network
+//! ([`crate::firmware::synthetic`]). The sources differ only in how they make each
+//! layer; the layers, their sizes and their order are the architecture's
+//! [`spikenas_firmware::NetworkShape`].
 
 use spikenas_firmware as fw;
+use spikenas_firmware::shape::{LayerShape, OpShape};
 
 use super::{QConv, QEdge, QHead, QOp, QReduction, QStage, QuantizedNetwork};
-use crate::arch::{Arch, InputShape, Op};
-use crate::snn::cell::edge_name;
+use crate::arch::{Arch, InputShape};
+use crate::snn::cell::edge_key;
 
 /// Makes the layers of a quantized network, by their checkpoint names.
 pub(crate) trait LayerSource {
@@ -43,51 +46,73 @@ pub(crate) trait LayerSource {
     ) -> Result<QHead, Self::Error>;
 }
 
-/// The network of `arch` on `input` at `bits`, its layers from `src`.
+/// The network of `arch` on `input` at `bits`, its layers from `src`, made in the order
+/// of the architecture's shape ([`Arch::shape`]).
 pub(crate) fn assemble<S: LayerSource>(
     arch: Arch,
     input: InputShape,
     bits: u8,
     src: &S,
 ) -> Result<QuantizedNetwork, S::Error> {
-    let stem = src.stem((input.channels, arch.channels, 3))?;
+    let (mut stem, mut head, mut head_in, mut hidden) = (None, None, None, 0);
     let mut stages = Vec::with_capacity(arch.stages);
-    for s in 0..arch.stages {
-        let cs = arch.stage_channels(s);
-        let reduction = match s {
-            0 => None,
-            _ => {
-                let prev = arch.stage_channels(s - 1);
-                Some(src.reduction(&format!("stage{s}.reduce"), (prev, cs, 3))?)
+    let mut stage = QStage {
+        reduction: None,
+        edges: Vec::new(),
+    };
+    arch.shape(&input).for_each_layer(|layer| {
+        match layer {
+            LayerShape::Stem { cin, k, out } => stem = Some(src.stem((cin, out.c, k))?),
+            LayerShape::Reduction {
+                stage: s,
+                k,
+                input,
+                out,
+            } => {
+                let prefix = format!("stage{s}.reduce");
+                stage.reduction = Some(src.reduction(&prefix, (input.c, out.c, k))?);
             }
-        };
-        let mut edges = Vec::new();
-        for e in arch.cell.edges() {
-            let op = match e.op {
-                Op::Zero => continue,
-                Op::Skip => QOp::Skip,
-                Op::AvgPool3x3 => QOp::AvgPool3,
-                Op::Conv1x1 | Op::Conv3x3 => {
-                    let k = e.op.kernel().expect("conv op");
-                    let p = format!("stage{s}.cell.{}", edge_name(&e));
-                    let (lif, conv) = src.conv_edge(&p, (cs, cs, k))?;
-                    QOp::Conv { lif, conv }
-                }
-            };
-            edges.push(QEdge {
-                from: e.from as u8,
-                to: e.to as u8,
-                op,
-            });
+            LayerShape::Edge {
+                stage: s, edge, g, ..
+            } => {
+                let op = match edge.op {
+                    OpShape::Zero => return Ok(()),
+                    OpShape::Skip => QOp::Skip,
+                    OpShape::AvgPool3 => QOp::AvgPool3,
+                    OpShape::Conv { k } => {
+                        let p = format!(
+                            "stage{s}.cell.{}",
+                            edge_key(edge.from.into(), edge.to.into())
+                        );
+                        let (lif, conv) = src.conv_edge(&p, (g.c, g.c, k))?;
+                        QOp::Conv { lif, conv }
+                    }
+                };
+                stage.edges.push(QEdge {
+                    from: edge.from,
+                    to: edge.to,
+                    op,
+                });
+            }
+            LayerShape::Nodes { .. } => {
+                let next = QStage {
+                    reduction: None,
+                    edges: Vec::new(),
+                };
+                stages.push(std::mem::replace(&mut stage, next));
+            }
+            LayerShape::Head { input } => head_in = Some(input),
+            LayerShape::Hidden { outputs, .. } => hidden = outputs,
+            LayerShape::Output { outputs, .. } => {
+                let g = head_in.unwrap_or_default();
+                head = Some(src.head(g.c, g.pooled2(), hidden, outputs)?);
+            }
         }
-        stages.push(QStage { reduction, edges });
-    }
-    let head = src.head(
-        arch.stage_channels(arch.stages - 1),
-        input.head_features(&arch),
-        arch.fc,
-        input.classes * arch.cluster,
-    )?;
+        Ok(())
+    })?;
+    let (Some(stem), Some(head)) = (stem, head) else {
+        unreachable!("the walk visits the stem and the output layer of every shape")
+    };
     Ok(QuantizedNetwork {
         arch,
         input,

@@ -27,7 +27,7 @@ use crate::kernels::{LifParams, Reset};
 use crate::snn::Network;
 
 /// Output logits are Q12 (no `1/tau`: they feed no neuron).
-pub const LOGIT_SCALE: f64 = 4096.0;
+pub const LOGIT_SCALE: f64 = fw::LOGIT_ONE as f64;
 
 /// Batch-norm epsilon of every BatchNorm in the float network (PyTorch's default).
 const BN_EPS: f64 = 1e-5;
@@ -65,7 +65,7 @@ pub(crate) fn fold(
     let f = Folder {
         data: &data,
         bits,
-        q: 4096.0 / net.lif.tau as f64,
+        q: fw::ONE_Q12 as f64 / net.lif.tau as f64,
         lif: lif("lif", &net.lif)?,
     };
     // Only live edges reach the firmware: nodes on no input->output path are zeroed
@@ -235,8 +235,8 @@ fn lif(layer: &str, p: &LifParams) -> Result<fw::Lif, QuantError> {
         layer: layer.to_string(),
         what,
     };
-    let thr = (p.threshold as f64 * 4096.0).round();
-    if !(1.0..=32767.0).contains(&thr) {
+    let thr = (p.threshold as f64 * fw::ONE_Q12 as f64).round();
+    if !(1.0..=i16::MAX as f64).contains(&thr) {
         return Err(err(format!(
             "threshold {} is outside the Q12 i16 membrane range (0, 8)",
             p.threshold
@@ -249,10 +249,7 @@ fn lif(layer: &str, p: &LifParams) -> Result<fw::Lif, QuantError> {
             p.tau
         )));
     }
-    let decay = (0u8..=15)
-        .find(|&n| (keep - 0.5f64.powi(n as i32)).abs() < 1e-6)
-        .map(fw::Decay::Shift)
-        .unwrap_or_else(|| fw::Decay::Q15((keep * 32768.0).round().min(32767.0) as i16));
+    let decay = fw::Decay::from_keep(keep);
     Ok(fw::Lif {
         decay,
         threshold: thr as i16,

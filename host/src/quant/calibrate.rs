@@ -16,6 +16,7 @@
 use candle_core::Device;
 use rayon::prelude::*;
 use serde::Serialize;
+use spikenas_firmware::shape::LayerShape;
 
 use super::eval::{check_input, WorkspaceBuf};
 use super::{QOp, QRequant, QuantError, QuantizedNetwork};
@@ -75,41 +76,30 @@ impl Group {
     }
 }
 
-fn conv_edges(q: &QuantizedNetwork, s: usize) -> usize {
-    q.stages[s]
-        .edges
-        .iter()
-        .filter(|e| matches!(e.op, QOp::Conv { .. }))
-        .count()
-}
-
 /// The groups with their neuron counts and membrane offsets (the firmware's order:
-/// per stage the reduction then the conv edges, then head, then hidden).
+/// per stage the reduction then the conv edges, then head, then hidden), from the
+/// network's shape.
 fn groups(q: &QuantizedNetwork) -> Vec<(Group, usize, usize)> {
     let mut out = Vec::new();
-    let mut off = 0;
-    let plane = |s: usize| {
-        let (h, w) = q.input.spatial(&q.arch, s);
-        q.arch.stage_channels(s) * h * w
-    };
-    for s in 0..q.stages.len() {
-        if s > 0 {
-            let n = plane(s - 1);
-            out.push((Group::Reduce(s), n, off));
-            off += n;
-        }
-        let n = conv_edges(q, s) * plane(s);
+    let (mut off, mut cell) = (0, 0);
+    let _ = q.arch.shape(&q.input).for_each_layer::<()>(|layer| {
+        let (group, n) = match layer {
+            LayerShape::Reduction { stage, input, .. } => (Group::Reduce(stage), input.n()),
+            LayerShape::Edge { .. } => {
+                cell += layer.lif_neurons() as usize;
+                return Ok(());
+            }
+            LayerShape::Nodes { stage, .. } => (Group::Cell(stage), std::mem::take(&mut cell)),
+            LayerShape::Head { input } => (Group::Head, input.n()),
+            LayerShape::Hidden { outputs, .. } => (Group::Hidden, outputs),
+            _ => return Ok(()),
+        };
         if n > 0 {
-            out.push((Group::Cell(s), n, off));
+            out.push((group, n, off));
             off += n;
         }
-    }
-    let n = plane(q.stages.len() - 1);
-    out.push((Group::Head, n, off));
-    off += n;
-    if let Some((fc, _)) = &q.head.hidden {
-        out.push((Group::Hidden, fc.outputs, off));
-    }
+        Ok(())
+    });
     out
 }
 

@@ -363,33 +363,29 @@ impl QuantizedNetwork {
         Ok(self.with_firmware(|n| n.workspace_layout())?)
     }
 
-    /// Weight and requantisation storage in bytes.
+    /// Weight and requantisation storage in bytes, layer by layer of the
+    /// architecture's shape: the firmware's storage of `bits`-wide weights, and per
+    /// requantisation an i32 `mult` and `bias` per channel and one shift.
     pub fn storage(&self) -> StorageSummary {
-        let mut s = StorageSummary {
-            weight_bytes: 0,
-            requant_bytes: 0,
+        let probe = match self.bits {
+            4 => fw::Weights::I4(&[]),
+            _ => fw::Weights::I8(&[]),
         };
-        let mut add = |w: Option<&QWeights>, r: &QRequant| {
-            s.weight_bytes += w.map_or(0, QWeights::bytes);
-            s.requant_bytes += 8 * r.mult.len() + 1;
-        };
-        add(Some(&self.stem.weights), &self.stem.requant);
-        for st in &self.stages {
-            if let Some(r) = &st.reduction {
-                add(None, &r.bn);
-                add(Some(&r.conv.weights), &r.conv.requant);
-            }
-            for e in &st.edges {
-                if let QOp::Conv { conv, .. } = &e.op {
-                    add(Some(&conv.weights), &conv.requant);
-                }
-            }
+        let shape = self.arch.shape(&self.input);
+        let weight_bytes = shape.sum(|l| {
+            l.weights()
+                .map_or(0, |(rows, cols)| probe.storage_len(rows, cols) as u64)
+        });
+        let requant_bytes = shape.sum(|l| {
+            l.requants()
+                .iter()
+                .filter(|&&c| c > 0)
+                .map(|&c| 8 * c as u64 + 1)
+                .sum()
+        });
+        StorageSummary {
+            weight_bytes: weight_bytes as usize,
+            requant_bytes: requant_bytes as usize,
         }
-        add(None, &self.head.bn);
-        if let Some((fc, _)) = &self.head.hidden {
-            add(Some(&fc.weights), &fc.requant);
-        }
-        add(Some(&self.head.output.weights), &self.head.output.requant);
-        s
     }
 }

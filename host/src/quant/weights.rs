@@ -47,7 +47,7 @@ impl WeightLayout {
 pub fn quantize_weights(w: &[f32], layout: WeightLayout, bits: u8) -> (QWeights, Vec<f64>) {
     let (outs, rows) = layout.dims();
     debug_assert_eq!(w.len(), outs * rows);
-    let qmax = if bits == 4 { 7.0 } else { 127.0 };
+    let qmax = spikenas_firmware::weights::limit(bits) as f64;
     let scales: Vec<f64> = (0..outs)
         .map(|o| {
             let m = w[o * rows..(o + 1) * rows]

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
+use spikenas_firmware::shape::{LayerShape, OpShape};
 
 use crate::arch::{Arch, InputShape};
 use crate::data::Split;
@@ -38,24 +39,21 @@ pub const NEURON_WORK: f64 = 32.0;
 /// Neuron-sized element-wise work per timestep: every LIF, batch-norm and pooled
 /// element the network touches in one step.
 pub fn neurons(arch: &Arch, input: &InputShape) -> u64 {
-    let mut total = 0u64;
-    for s in 0..arch.stages {
-        let (h, w) = input.spatial(arch, s);
-        let c = arch.stage_channels(s) as u64;
-        let plane = c * (h * w) as u64;
-        if s > 0 {
-            let (ph, pw) = input.spatial(arch, s - 1);
+    arch.shape(input).sum(|layer| {
+        let n = match *layer {
             // BN -> LIF on the previous stage, conv -> BN -> pool to this stage.
-            total += 2 * arch.stage_channels(s - 1) as u64 * (ph * pw) as u64 + 2 * plane;
-        }
-        let edges = arch.cell.edges();
-        let convs = edges.iter().filter(|e| e.op.kernel().is_some()).count() as u64;
-        // Each conv edge: LIF on its source, BN on its output; every edge adds into a node.
-        total += 2 * convs * plane + edges.len() as u64 * plane;
-    }
-    let (h, w) = input.spatial(arch, arch.stages - 1);
-    total += 2 * arch.stage_channels(arch.stages - 1) as u64 * (h * w) as u64;
-    total + arch.fc as u64
+            LayerShape::Reduction { input, out, .. } => 2 * input.n() + 2 * out.n(),
+            // Each conv edge: LIF on its source, BN on its output; every edge adds into
+            // a node.
+            LayerShape::Edge { edge, g, .. } if edge.op != OpShape::Zero => {
+                (1 + 2 * edge.kernel().is_some() as usize) * g.n()
+            }
+            LayerShape::Head { input } => 2 * input.n(),
+            LayerShape::Hidden { outputs, .. } => outputs,
+            _ => 0,
+        };
+        n as u64
+    })
 }
 
 /// Training work of one image (all timesteps), in MAC-equivalents.

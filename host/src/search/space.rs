@@ -166,30 +166,7 @@ impl SearchSpace {
 /// Multiply-accumulates per timestep (synaptic operations if every input spiked):
 /// the "size" by which the search visits candidates, largest first.
 pub fn macs(arch: &Arch, input: &InputShape) -> u64 {
-    let (h0, w0) = input.spatial(arch, 0);
-    let mut total = (input.channels * arch.channels * 9 * h0 * w0) as u64;
-    for s in 0..arch.stages {
-        let (h, w) = input.spatial(arch, s);
-        let c = arch.stage_channels(s);
-        if s > 0 {
-            // The reduction's conv runs at the previous stage's resolution.
-            let (ph, pw) = input.spatial(arch, s - 1);
-            total += (arch.stage_channels(s - 1) * c * 9 * ph * pw) as u64;
-        }
-        for e in arch.cell.edges() {
-            if let Some(k) = e.op.kernel() {
-                total += (c * c * k * k * h * w) as u64;
-            }
-        }
-    }
-    let d = input.head_features(arch);
-    let out = input.classes * arch.cluster;
-    total += if arch.fc > 0 {
-        (d * arch.fc + arch.fc * out) as u64
-    } else {
-        (d * out) as u64
-    };
-    total
+    arch.shape(input).macs()
 }
 
 #[cfg(test)]

@@ -152,7 +152,13 @@ pub fn avgpool3x3_same(x: &Tensor) -> Result<Tensor> {
 
 /// The name of an edge's weights: `e01` for forward 0->1, `b31` for backward 3->1.
 pub fn edge_name(e: &Edge) -> String {
-    format!("{}{}{}", if e.backward { 'b' } else { 'e' }, e.from, e.to)
+    edge_key(e.from, e.to)
+}
+
+/// The name of the edge `from -> to` in variable names: `eXY` forward, `bXY` backward
+/// (`from > to`).
+pub fn edge_key(from: usize, to: usize) -> String {
+    format!("{}{from}{to}", if from > to { 'b' } else { 'e' })
 }
 
 impl EdgeOp {

@@ -10,6 +10,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
+use spikenas_firmware::shape::LayerShape;
 
 use super::cell::{Bn, CellNet, ConvBn};
 use super::lif::{self, LifParams};
@@ -76,36 +77,46 @@ impl Network {
                 stages: arch.stages,
             });
         }
-        let c = arch.channels;
-        let stem = ConvBn::new(input.channels, c, 3, vb.pp("stem"))?;
-        let mut stages = Vec::with_capacity(arch.stages);
-        for s in 0..arch.stages {
-            let vs = vb.pp(format!("stage{s}"));
-            let cs = arch.stage_channels(s);
-            let reduce = if s > 0 {
-                let prev = arch.stage_channels(s - 1);
-                let bn = Bn::new(prev, vs.pp("reduce").pp("bn_in"))?;
-                Some((bn, ConvBn::new(prev, cs, 3, vs.pp("reduce"))?))
-            } else {
-                None
-            };
-            stages.push(Stage {
-                reduce,
-                cell: CellNet::new(arch.cell, cs, vs.pp("cell"))?,
-            });
-        }
-        let last = arch.stage_channels(arch.stages - 1);
+        // The layers of the architecture's shape, in order; the cell makes its own edges.
         let vh = vb.pp("head");
-        let head_bn = Bn::new(last, vh.pp("bn"))?;
-        let d = input.head_features(&arch);
-        let out = input.classes * arch.cluster;
-        let (fc1, fc2) = if arch.fc > 0 {
-            (
-                Some(candle_nn::linear(d, arch.fc, vh.pp("fc1"))?),
-                candle_nn::linear(arch.fc, out, vh.pp("fc2"))?,
-            )
-        } else {
-            (None, candle_nn::linear(d, out, vh.pp("fc2"))?)
+        let (mut stem, mut head_bn, mut fc1, mut fc2) = (None, None, None, None);
+        let mut stages = Vec::with_capacity(arch.stages);
+        let mut reduce = None;
+        arch.shape(&input).for_each_layer(|layer| -> Result<()> {
+            match layer {
+                LayerShape::Stem { cin, k, out } => {
+                    stem = Some(ConvBn::new(cin, out.c, k, vb.pp("stem"))?);
+                }
+                LayerShape::Reduction {
+                    stage,
+                    k,
+                    input,
+                    out,
+                } => {
+                    let vr = vb.pp(format!("stage{stage}")).pp("reduce");
+                    let bn = Bn::new(input.c, vr.pp("bn_in"))?;
+                    reduce = Some((bn, ConvBn::new(input.c, out.c, k, vr)?));
+                }
+                LayerShape::Edge { .. } => {}
+                LayerShape::Nodes { stage, g, .. } => {
+                    let vc = vb.pp(format!("stage{stage}")).pp("cell");
+                    stages.push(Stage {
+                        reduce: reduce.take(),
+                        cell: CellNet::new(arch.cell, g.c, vc)?,
+                    });
+                }
+                LayerShape::Head { input } => head_bn = Some(Bn::new(input.c, vh.pp("bn"))?),
+                LayerShape::Hidden { inputs, outputs } => {
+                    fc1 = Some(candle_nn::linear(inputs, outputs, vh.pp("fc1"))?);
+                }
+                LayerShape::Output { inputs, outputs } => {
+                    fc2 = Some(candle_nn::linear(inputs, outputs, vh.pp("fc2"))?);
+                }
+            }
+            Ok(())
+        })?;
+        let (Some(stem), Some(head_bn), Some(fc2)) = (stem, head_bn, fc2) else {
+            unreachable!("the walk visits the stem, the head and the output layer")
         };
         Ok(Network {
             arch,
