@@ -24,14 +24,35 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The binary, to run in `cwd` (outside the repository) with its built-in catalogue.
+fn host_command(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spikenas-host"));
+    cmd.current_dir(cwd).env_remove("SPIKENAS_HOME").args(args);
+    cmd
+}
+
 /// Runs the binary in `cwd`, outside the repository, with its built-in catalogue.
 fn host(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
-        .current_dir(cwd)
-        .env_remove("SPIKENAS_HOME")
-        .args(args)
-        .output()
-        .expect("run spikenas-host")
+    host_command(cwd, args).output().expect("run spikenas-host")
+}
+
+/// Generates the tiny synthetic crate `fw` for `board` in `cwd`.
+fn generate_tiny_crate(cwd: &Path, board: &str) {
+    succeeds(
+        cwd,
+        &[
+            "generate",
+            "--board",
+            board,
+            "--synthetic",
+            TINY,
+            "--input",
+            "1x8x8",
+            "--images",
+            "4",
+            "fw",
+        ],
+    );
 }
 
 /// Asserts the command failed cleanly (no panic) and returns its stderr.
@@ -361,21 +382,7 @@ fn generate_writes_a_whole_crate_or_nothing() {
 #[test]
 fn build_refuses_a_crate_generated_for_another_board() {
     let cwd = scratch("board");
-    succeeds(
-        &cwd,
-        &[
-            "generate",
-            "--board",
-            "netduinoplus2",
-            "--synthetic",
-            TINY,
-            "--input",
-            "1x8x8",
-            "--images",
-            "4",
-            "fw",
-        ],
-    );
+    generate_tiny_crate(&cwd, "netduinoplus2");
     for command in ["build", "validate", "flash"] {
         let stderr = refused(&cwd, &[command, "--board", "microbit", "fw"]);
         assert!(
@@ -866,30 +873,13 @@ fn quantize_on_a_dataset_of_another_shape_says_so() {
 #[test]
 fn flash_and_validate_refuse_what_they_cannot_serve_before_building() {
     let cwd = scratch("preflight");
-    succeeds(
-        &cwd,
-        &[
-            "generate",
-            "--board",
-            "stm32f746g-disco",
-            "--synthetic",
-            TINY,
-            "--input",
-            "1x8x8",
-            "--images",
-            "4",
-            "fw",
-        ],
-    );
+    generate_tiny_crate(&cwd, "stm32f746g-disco");
     let disco = repo_root().join("boards/stm32f746g-disco.yaml");
     let disco = disco.to_str().unwrap();
     // No probe-rs on this PATH, whatever the machine has installed.
     let without_probe_rs = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_spikenas-host"))
-            .current_dir(&cwd)
-            .env_remove("SPIKENAS_HOME")
+        let out = host_command(&cwd, args)
             .env("PATH", "/usr/bin:/bin")
-            .args(args)
             .output()
             .expect("run spikenas-host");
         assert!(!out.status.success(), "{args:?} succeeded");

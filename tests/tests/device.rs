@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use spikenas_host::arch::{Arch, InputShape};
-use spikenas_host::boards::Catalog;
+use spikenas_host::boards::{Catalog, Profile};
 use spikenas_host::firmware::build::{self, BuildOptions};
 use spikenas_host::firmware::flash::{self, FlashOptions, FlashOutcome};
 use spikenas_host::firmware::synthetic::{self, SyntheticNetwork};
 use spikenas_host::firmware::validate::{self, compare, estimate_error};
-use spikenas_host::firmware::{self, FirmwareError};
+use spikenas_host::firmware::{self, FirmwareError, TestSet};
 use spikenas_host::memory;
 
 const IMAGES: usize = 200;
@@ -202,6 +202,21 @@ fn boards_without_qemu_are_refused_with_the_fix() {
         .contains("spikenas-host flash --board nucleo-h743zi"));
 }
 
+/// The opt-in hardware tests' crate: a small synthetic network for `board` with 50 test
+/// images, in the work folder `tag`.
+fn hardware_crate(board: &Profile, catalog: &Catalog, tag: &str) -> (PathBuf, TestSet) {
+    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
+    let input = InputShape::parse("1x8x8", 10).unwrap();
+    let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
+    let set = synthetic::images(&input, 50, 21);
+    let dir = work_dir(tag);
+    net.with_network(|n| {
+        firmware::generate(n, board, catalog.targets(), &dir).unwrap();
+        validate::write_test_data(&dir, n, &set).unwrap();
+    });
+    (dir, set)
+}
+
 /// Opt-in: flashes a board named by `SPIKENAS_HW_BOARD` through probe-rs and compares
 /// every result with the host.
 #[test]
@@ -210,15 +225,7 @@ fn hardware_board_agrees_with_host() {
     let name = std::env::var("SPIKENAS_HW_BOARD").expect("set SPIKENAS_HW_BOARD=<board name>");
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board(&name).unwrap();
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
-    let set = synthetic::images(&input, 50, 21);
-    let dir = work_dir(&format!("hw-{name}"));
-    net.with_network(|n| {
-        firmware::generate(n, board, catalog.targets(), &dir).unwrap();
-        validate::write_test_data(&dir, n, &set).unwrap();
-    });
+    let (dir, set) = hardware_crate(board, &catalog, &format!("hw-{name}"));
     let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
     // The test set is served through probe-rs's --semihosting-file, as QEMU serves it.
     let (run, cmp) = validate::validate_dir_with(
@@ -252,15 +259,7 @@ fn hardware_pico_over_uart_agrees_with_host() {
     let (drive, device) = (var("SPIKENAS_HW_UF2_DRIVE"), var("SPIKENAS_HW_SERIAL"));
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board(&name).unwrap();
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
-    let set = synthetic::images(&input, 50, 21);
-    let dir = work_dir(&format!("hw-uart-{name}"));
-    net.with_network(|n| {
-        firmware::generate(n, board, catalog.targets(), &dir).unwrap();
-        validate::write_test_data(&dir, n, &set).unwrap();
-    });
+    let (dir, set) = hardware_crate(board, &catalog, &format!("hw-uart-{name}"));
     let options = BuildOptions {
         uart: true,
         ..BuildOptions::default()
