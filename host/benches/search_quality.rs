@@ -490,6 +490,26 @@ fn main() -> anyhow::Result<()> {
             spearman_rho(&x, &y)
         );
     }
+    // How well the trained accuracy repeats itself across seeds: a signal that ranks
+    // the seeds' mean cannot be expected to do much better than one seed ranks another.
+    let seeds = entries.iter().map(|e| e.acc.len()).min().unwrap_or(0);
+    let mut pair_taus = Vec::new();
+    for i in 0..seeds {
+        for j in i + 1..seeds {
+            let x: Vec<f64> = entries.iter().map(|e| e.acc[i].1).collect();
+            let y: Vec<f64> = entries.iter().map(|e| e.acc[j].1).collect();
+            pair_taus.push(kendall_tau(&x, &y));
+        }
+    }
+    if !pair_taus.is_empty() {
+        out!(
+            "\nRepeatability of the trained accuracy: Kendall tau of one seed's integer accuracy against another's, {:.3} (mean over {} pairs of seeds; min {:.3}, max {:.3}).",
+            pair_taus.iter().sum::<f64>() / pair_taus.len() as f64,
+            pair_taus.len(),
+            pair_taus.iter().copied().fold(f64::INFINITY, f64::min),
+            pair_taus.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        );
+    }
     out!(
         "\nWall time of the benchmark: {:.0} s.",
         started.elapsed().as_secs_f64()

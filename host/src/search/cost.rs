@@ -196,6 +196,30 @@ pub fn measure(
     Ok(times[times.len() / 2] / batch as f64)
 }
 
+/// How much more an image costs in the short trainings' batches (`proxy`) than in the
+/// recipe's (`recipe`), measured on the cheapest feasible candidate (1 when the
+/// batches are the same). Small batches use the cores less fully, so the plan of the
+/// short trainings charges their images at this factor.
+pub fn batch_factor(
+    feasible: &Feasible,
+    input: &InputShape,
+    train: &Split,
+    recipe: &TrainConfig,
+    proxy: &TrainConfig,
+    steps: usize,
+    device: &Device,
+) -> Result<f64, crate::search::SearchError> {
+    if proxy.batch_size == recipe.batch_size {
+        return Ok(1.0);
+    }
+    let cheap = feasible
+        .cheapest(input)
+        .ok_or(crate::search::SearchError::NothingToCalibrate)?;
+    let at_recipe = measure(&cheap, input, train, recipe, steps, device)?;
+    let at_proxy = measure(&cheap, input, train, proxy, steps, device)?;
+    Ok((at_proxy / at_recipe.max(1e-12)).max(1.0))
+}
+
 /// The convolution backend is part of the cost; record which one a model was
 /// calibrated with.
 pub fn describe(model: &CostModel, conv: ConvBackend) -> String {

@@ -128,7 +128,7 @@ pub const HAND_PICKED: &str = "cell=0301.0003.0000.0000,ch=16,stages=2,fc=128,t=
 
 /// Default [`SearchConfig::search_fraction`]: the search takes at most this share of the
 /// training it chooses for (calibration, short trainings and evaluation together).
-pub const DEFAULT_SEARCH_FRACTION: f64 = 0.02;
+pub const DEFAULT_SEARCH_FRACTION: f64 = 0.01;
 
 impl Default for SearchConfig {
     fn default() -> Self {
