@@ -35,7 +35,7 @@ fn job(board: &str, catalog: &Catalog) -> SearchJob {
         space,
         board,
         train: None,
-        fit: Default::default(),
+        fit: spikenas_host::pipeline::RecipeFit::ALL,
     }
 }
 

@@ -118,6 +118,9 @@ fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow:
             seed: args.training.seed,
             conv: args.training.conv,
             progress: !args.quiet,
+            // With --no-train, the search still chooses for the training these
+            // options describe.
+            recipe: args.training.config(false),
             ..Default::default()
         },
         fit: RecipeFit {
