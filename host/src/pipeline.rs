@@ -273,7 +273,8 @@ pub fn search_config(data: &Dataset, job: &SearchJob) -> SearchConfig {
     let mut cfg = job.search.clone();
     // Search only: choose for the recipe the search's configuration names (`search
     // --no-train` passes the training options it was given, --train-time included).
-    let recipe = recipe_of(data, job).unwrap_or_else(|| job.fit.apply(data, job.search.recipe.clone()));
+    let recipe =
+        recipe_of(data, job).unwrap_or_else(|| job.fit.apply(data, job.search.recipe.clone()));
     cfg.train_budget = Some(TrainBudget {
         images: (recipe.epochs * data.train.len()) as u64,
         seconds: recipe

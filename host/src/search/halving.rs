@@ -469,7 +469,13 @@ pub fn spikenas(
             break;
         }
         if keep == 1 {
-            if let Some(pos) = tie_break(&alive, &results, &per_image, proxy_data.eval_len(), &too_slow) {
+            if let Some(pos) = tie_break(
+                &alive,
+                &results,
+                &per_image,
+                proxy_data.eval_len(),
+                &too_slow,
+            ) {
                 let fastest = alive.remove(pos);
                 say(format!(
                     "{} is within one standard error of the best short training and trains fastest: it wins",
@@ -558,10 +564,7 @@ mod tests {
         assert!(spent <= 200.0 + 1e-6 && spent > 195.0, "{spent}");
         // Less time: fewer candidates, never fewer than MIN_RUNG0_IMAGES images.
         let q = plan(&costs, 20.0, 3, 64, MAX_EVAL_IMAGES).unwrap();
-        assert!(
-            q.pool < 12 && q.rung0_images >= MIN_RUNG0_IMAGES,
-            "{q:?}"
-        );
+        assert!(q.pool < 12 && q.rung0_images >= MIN_RUNG0_IMAGES, "{q:?}");
         assert!(plan(&costs, 0.5, 3, 64, MAX_EVAL_IMAGES).is_none());
     }
 
@@ -581,12 +584,21 @@ mod tests {
         let never = |_: usize| false;
         // SE at 1,000 images is 1.3 points: candidate 1 (second in the ranking) wins;
         // candidate 2 is cheaper but 4.9 points behind.
-        assert_eq!(tie_break(&[0, 1, 2], &results, &per_image, 1000, &never), Some(1));
+        assert_eq!(
+            tie_break(&[0, 1, 2], &results, &per_image, 1000, &never),
+            Some(1)
+        );
         // At 100,000 images the SE is 0.13 points: the best stays.
-        assert_eq!(tie_break(&[0, 1, 2], &results, &per_image, 100_000, &never), None);
+        assert_eq!(
+            tie_break(&[0, 1, 2], &results, &per_image, 100_000, &never),
+            None
+        );
         // A too-slow candidate never wins the tie.
         let slow1 = |i: usize| i == 1;
-        assert_eq!(tie_break(&[0, 1, 2], &results, &per_image, 1000, &slow1), None);
+        assert_eq!(
+            tie_break(&[0, 1, 2], &results, &per_image, 1000, &slow1),
+            None
+        );
     }
 
     #[test]
