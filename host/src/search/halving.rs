@@ -40,7 +40,7 @@ use super::space::SearchSpace;
 use super::{cells, nothing_fits, CandidateRecord, SearchConfig, SearchData, SearchError};
 use super::{SearchOutcome, Strategy};
 
-/// Training steps timed per calibration network (their median counts).
+/// Training steps timed per calibration network (the fastest counts).
 const CALIBRATION_STEPS: usize = 5;
 
 /// Fewest images a rung-0 short training may have (about a hundred of each of ten
