@@ -23,6 +23,7 @@ pub mod codegen;
 pub mod elf;
 mod error;
 pub mod flash;
+pub mod metadata;
 pub mod qemu;
 pub mod serial;
 pub mod synthetic;
@@ -33,7 +34,8 @@ pub mod validate;
 pub mod vendor;
 
 pub use build::{build, BuildReport, RegionReport};
-pub use codegen::{generate, generate_with, CrateInfo, GeneratedCrate, CRATE_INFO_FILE};
+pub use codegen::{generate, generate_with, GeneratedCrate};
+pub use metadata::{CrateInfo, CrateModel, CRATE_INFO_FILE, MODEL_INFO_FILE};
 pub use error::FirmwareError;
 pub use testset::TestSet;
 pub use validate::{DeviceRun, ImageResult};

@@ -144,12 +144,11 @@ pub fn write_firmware(
         crate::firmware::validate::write_test_data(dir, fw, &set)?;
         Ok(krate)
     })?;
-    let info = format!(
-        "arch {}\ninput {}x{}x{}\nclasses {}\n",
-        q.arch, q.input.channels, q.input.height, q.input.width, q.input.classes
-    );
-    let info_path = dir.join(crate::firmware::validate::MODEL_INFO_FILE);
-    std::fs::write(&info_path, info).map_err(crate::firmware::FirmwareError::io(&info_path))?;
+    crate::firmware::CrateModel {
+        arch: q.arch,
+        input: q.input,
+    }
+    .write(dir)?;
     Ok(krate)
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
@@ -93,19 +93,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             firmware::validate::write_test_data(&dir, n, &set)?;
             Ok(krate)
         })?;
-        let info = dir.join(firmware::validate::MODEL_INFO_FILE);
-        std::fs::write(
-            &info,
-            format!(
-                "arch {}\ninput {}x{}x{}\nclasses {}\n",
-                net.arch(),
-                input.channels,
-                input.height,
-                input.width,
-                input.classes
-            ),
-        )
-        .with_context(|| info.display().to_string())?;
+        firmware::CrateModel {
+            arch: *net.arch(),
+            input,
+        }
+        .write(&dir)?;
         (krate, set.len())
     };
     let out = staged.commit()?;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::firmware::build::{self, BuildOptions};
+use spikenas_host::firmware::CrateModel;
 use spikenas_host::firmware::validate::{self, estimate_error};
 use spikenas_host::{latency, memory};
 
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         run.instructions_per_synop()
     );
     println!("{}", run.timing_line(board.clock_hz));
-    if let Some((arch, input)) = read_model_info(&args.dir)? {
+    if let Some(CrateModel { arch, input }) = CrateModel::read(&args.dir)? {
         let costs = catalog
             .targets()
             .get(&board.target)
@@ -106,21 +106,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("device disagrees with the host at image {i}: host {h:?}, device {d:?}");
     }
     Ok(())
-}
-
-/// The architecture and input written by `generate` (model.txt), if present.
-fn read_model_info(dir: &std::path::Path) -> anyhow::Result<Option<(Arch, InputShape)>> {
-    let path = dir.join(validate::MODEL_INFO_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(None);
-    };
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).map(str::trim))
-            .ok_or_else(|| anyhow::anyhow!("{}: no `{key}` line", path.display()))
-    };
-    let arch: Arch = field("arch ")?.parse()?;
-    let classes: usize = field("classes ")?.parse()?;
-    let input = InputShape::parse(field("input ")?, classes).map_err(anyhow::Error::msg)?;
-    Ok(Some((arch, input)))
 }

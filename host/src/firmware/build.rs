@@ -189,7 +189,7 @@ pub fn check_crate<'t>(
     (
         PathBuf,
         &'t crate::boards::Target,
-        super::codegen::CrateInfo,
+        super::CrateInfo,
     ),
     FirmwareError,
 > {
@@ -208,7 +208,7 @@ pub fn check_crate<'t>(
     }
     // A crate's memory.x and model.rs belong to one board: building it for another
     // would measure the wrong regions (or link for the wrong chip).
-    let info = super::codegen::CrateInfo::read(&dir)?;
+    let info = super::CrateInfo::read(&dir)?;
     info.check_board(&dir, board, &target.triple)?;
     info.verify_vendor(&dir)?;
     Ok((dir, target, info))

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (target triple, runner, board, chip family), each value TOML-escaped ([`super::template`]) |
 //! | `vendor/spikenas-firmware/` | the firmware runtime this host computes with, vendored ([`super::vendor`]): the crate needs no spikenas checkout |
-//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for and the vendored runtime's SHA-256 sums ([`CrateInfo`]) |
+//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for and the vendored runtime's SHA-256 sums ([`CrateInfo`], [`super::metadata`]) |
 //! | `.spikenas-output` | the marker of a folder spikenas wrote ([`crate::output::MARKER`]) |
 //! | `rust-toolchain.toml`, `build.rs`, `src/{main,clock,cycles,log}.rs`, `src/transport/{semihosting,uart}.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
@@ -32,78 +32,9 @@ use spikenas_firmware::{
 use crate::boards::{Profile, Region, Target, Targets};
 
 use super::template::{self, Template};
+use super::metadata::{CrateInfo, CRATE_INFO_FILE};
 use super::vendor::{self, Vendored};
 use super::FirmwareError;
-
-/// The generated crate's metadata file: the board and target it was generated for
-/// (`build`, `validate` and `flash` refuse a crate generated for another board).
-pub const CRATE_INFO_FILE: &str = "spikenas-crate.json";
-
-/// What [`CRATE_INFO_FILE`] holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrateInfo {
-    /// `spikenas-host` and its version.
-    pub generator: String,
-    /// The board profile's name.
-    pub board: String,
-    /// The board's target name in `targets.yaml`.
-    pub target: String,
-    /// The Rust target triple the crate builds for.
-    pub triple: String,
-    /// The vendored firmware runtime and its checksums (`None` in crates of older
-    /// versions, which depended on a spikenas checkout; `build` refuses them).
-    #[serde(default)]
-    pub vendor: Option<Vendored>,
-}
-
-impl CrateInfo {
-    /// Read the metadata of the crate in `dir`.
-    pub fn read(dir: &Path) -> Result<CrateInfo, FirmwareError> {
-        let path = dir.join(CRATE_INFO_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| FirmwareError::NotGenerated {
-            dir: dir.to_path_buf(),
-            why: format!("{CRATE_INFO_FILE} cannot be read ({e})"),
-        })?;
-        serde_json::from_str(&text).map_err(|e| FirmwareError::NotGenerated {
-            dir: dir.to_path_buf(),
-            why: format!("{CRATE_INFO_FILE} is malformed ({e})"),
-        })
-    }
-
-    /// Check the vendored runtime against its recorded checksums.
-    pub fn verify_vendor(&self, dir: &Path) -> Result<(), FirmwareError> {
-        match &self.vendor {
-            Some(vendored) => vendored.verify(dir),
-            None => Err(FirmwareError::NotGenerated {
-                dir: dir.to_path_buf(),
-                why: format!(
-                    "{CRATE_INFO_FILE} records no vendored firmware runtime (an older \
-                     spikenas-host made this crate depend on its own checkout)"
-                ),
-            }),
-        }
-    }
-
-    /// Refuse `board` unless the crate was generated for it.
-    pub fn check_board(
-        &self,
-        dir: &Path,
-        board: &Profile,
-        triple: &str,
-    ) -> Result<(), FirmwareError> {
-        if self.board != board.name || self.triple != triple {
-            return Err(FirmwareError::WrongBoard {
-                dir: dir.to_path_buf(),
-                generated_for: self.board.clone(),
-                generated_triple: self.triple.clone(),
-                given: board.name.clone(),
-                given_triple: triple.to_string(),
-            });
-        }
-        Ok(())
-    }
-}
 
 /// Bytes of the RP2040's second-stage bootloader at the start of flash.
 pub const BOOT2_BYTES: u64 = 256;
@@ -206,7 +137,7 @@ pub fn generate_with(
         triple: target.triple.clone(),
         vendor: Some(Vendored::of(&runtime)),
     };
-    let info = serde_json::to_string_pretty(&info).map_err(|e| bad(e.to_string()))? + "\n";
+    let info = info.to_json()?;
     let mut files: Vec<(String, String)> = [
         (CRATE_INFO_FILE, info),
         // The crate folder is spikenas's own (also inside a search's output folder), so

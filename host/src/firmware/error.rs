@@ -115,6 +115,14 @@ pub enum FirmwareError {
         /// What is missing.
         why: String,
     },
+    /// The crate's model.txt is malformed.
+    #[error("{}: {why}", path.display())]
+    ModelInfo {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A file of the vendored firmware runtime differs from what `generate` wrote.
     #[error(
         "{}: {why}. The vendored firmware runtime must stay as spikenas-host wrote it: the \

@@ -19,9 +19,6 @@ use super::{qemu, FirmwareError, TestSet};
 pub const TESTSET_FILE: &str = "testset.bin";
 /// File (in a generated crate) with the host's result per image: `class spikes synops`.
 pub const HOST_RESULTS_FILE: &str = "host-results.txt";
-/// File (in a generated crate) naming the architecture and input (`arch ...`,
-/// `input CxHxW`, `classes N`), for the memory-model comparison.
-pub const MODEL_INFO_FILE: &str = "model.txt";
 
 /// What one inference reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
