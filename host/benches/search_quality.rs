@@ -36,15 +36,14 @@ use spikenas_host::arch::Arch;
 use spikenas_host::boards::Catalog;
 use spikenas_host::data::{self, Dataset, LoadOptions, Source};
 use spikenas_host::kernels::ConvBackend;
-use spikenas_host::pipeline::{
-    fit_of, quantize_winner, score_batches, search_config, search_on, SearchJob,
-};
+use spikenas_host::pipeline::{quantize_winner, search_config, search_on, SearchJob};
 use spikenas_host::rng::Rng;
 use spikenas_host::search::cells;
 use spikenas_host::search::cost::{self, CostModel};
-use spikenas_host::search::feasible::Feasible;
+use spikenas_host::search::feasible::{fit_of, Feasible};
 use spikenas_host::search::fidelity::{Proxy, ProxyData};
 use spikenas_host::search::halving::{MAX_EVAL_IMAGES, MIN_EVAL_IMAGES};
+use spikenas_host::search::score::score_batches;
 use spikenas_host::search::space::{macs, SearchSpace};
 use spikenas_host::search::{Scorer, SearchConfig, Strategy, HAND_PICKED};
 use spikenas_host::session::input_shape;

@@ -3,19 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use crate::arch::{Arch, InputShape};
+use crate::arch::Arch;
 use crate::boards::{Profile, Targets};
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{self, Dataset, LoadOptions, Source};
 use crate::memory;
 use crate::output::Staged;
 use crate::report::SearchReport;
-use crate::rng::Rng;
 use crate::search::feasible::TrainBudget;
 use crate::search::space::SearchSpace;
-use crate::search::{self, Fit, Scorer, SearchConfig, SearchData};
+use crate::search::{self, Scorer, SearchConfig, SearchData};
 use crate::session::{input_shape, Kept, RunControl};
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
@@ -173,54 +172,6 @@ pub struct SearchJob {
     pub fit: RecipeFit,
 }
 
-/// The memory model's verdict as the search sees it.
-pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {
-    let e = memory::estimate(arch, input, board, targets);
-    let worst_ratio = e
-        .regions
-        .iter()
-        .filter(|r| r.capacity > 0)
-        .map(|r| r.used as f64 / r.capacity as f64)
-        .fold(0.0, f64::max);
-    Fit {
-        fits: e.fits,
-        flash_bytes: e.flash_bytes,
-        ram_bytes: e.sram_bytes,
-        worst_ratio,
-        overflow: e
-            .first_overflow()
-            .map(|o| o.to_string())
-            .or(e.problem.clone()),
-        regions: e
-            .regions
-            .iter()
-            .map(|r| (r.name.clone(), r.used, r.capacity))
-            .collect(),
-    }
-}
-
-/// `repeats` batches of `batch` training images, drawn with `seed`.
-pub fn score_batches(
-    data: &Dataset,
-    batch: usize,
-    repeats: usize,
-    seed: u64,
-    device: &Device,
-) -> candle_core::Result<Vec<Tensor>> {
-    let mut rng = Rng::new(seed ^ 0x5c0e);
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
-    rng.shuffle(&mut order);
-    let batch = batch.min(data.train.len());
-    (0..repeats)
-        .map(|r| {
-            let idx: Vec<usize> = (0..batch)
-                .map(|i| order[(r * batch + i) % order.len()])
-                .collect();
-            Ok(data.train.batch(&idx, device)?.0)
-        })
-        .collect()
-}
-
 /// The final training's recipe of `job` on `data` (batch size and epochs fitted to the
 /// dataset where the job asks for it).
 pub fn recipe_of(data: &Dataset, job: &SearchJob) -> Option<TrainConfig> {
@@ -292,10 +243,10 @@ pub fn search_on(
 ) -> Result<search::SearchOutcome, PipelineError> {
     let input = input_shape(data);
     let cfg = search_config(data, job);
-    let batches = score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
+    let batches = search::score::score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
     let mut scorer = Scorer::new(&batches, input, device.clone(), cfg.seed, cfg.conv);
     let (board, targets) = (&job.board, &job.targets);
-    let check = |a: &Arch| fit_of(a, &input, board, targets);
+    let check = |a: &Arch| search::feasible::fit_of(a, &input, board, targets);
     let latency = crate::latency::Budget::for_board(board, targets, input, cfg.latency_ms);
     let ctx = SearchData {
         data,
@@ -469,7 +420,7 @@ pub fn run_with(
             data.test.len()
         ));
         let (q, summary) = quantize_winner(&net, &varmap, &data, device, conv)?;
-        let model_info = crate::export::ModelInfo {
+        let model_info = crate::quant::export::ModelInfo {
             dataset: job.source.to_string(),
             float_accuracy: Some(summary.float_accuracy),
             int_accuracy: Some(summary.int_accuracy),
@@ -481,8 +432,8 @@ pub fn run_with(
             .into(),
         };
         staged.write(
-            crate::export::MODEL_FILE,
-            &crate::export::to_bytes(&q, &model_info),
+            crate::quant::export::MODEL_FILE,
+            &crate::quant::export::to_bytes(&q, &model_info),
         )?;
         let mut body = format!(
             "| | |\n|---|---|\n| weights | int{} |\n| float test accuracy | {:.2}% |\n| integer test accuracy (firmware kernels on the host) | {:.2}% |\n| float/integer agreement | {:.2}% |\n| spikes per inference | {:.0} |\n| synaptic operations per inference | {:.0} |\n",

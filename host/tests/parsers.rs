@@ -21,7 +21,7 @@ use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::checkpoint::{self, CheckpointInfo};
 use spikenas_host::data::{cifar, idx, Split};
-use spikenas_host::export::{self, ModelInfo};
+use spikenas_host::quant::export::{self, ModelInfo};
 use spikenas_host::firmware::{CrateInfo, TestSet, CRATE_INFO_FILE};
 use spikenas_host::snn::lif::LifParams;
 use spikenas_host::snn::Network;

@@ -17,7 +17,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use spikenas_host::arch::Arch;
 use spikenas_host::checkpoint;
 use spikenas_host::data::{self, LoadOptions, Source};
-use spikenas_host::export;
+use spikenas_host::quant::export;
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::quant::job::{quantize_to_dir, QuantizeJob, CHECKPOINT_FILE};
 use spikenas_host::session::{train_to_dir, TrainJob};

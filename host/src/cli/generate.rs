@@ -8,7 +8,8 @@ use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::firmware::{self, synthetic};
 use spikenas_host::output::{self, Staged};
-use spikenas_host::{export, memory, pipeline};
+use spikenas_host::quant::export;
+use spikenas_host::{memory, pipeline};
 
 use super::common::BoardArgs;
 

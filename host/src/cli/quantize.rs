@@ -94,7 +94,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     println!(
         "wrote int{} model {}",
         out.exported_bits,
-        out.dir.join(spikenas_host::export::MODEL_FILE).display()
+        out.dir.join(spikenas_host::quant::export::MODEL_FILE).display()
     );
     Ok(())
 }

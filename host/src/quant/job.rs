@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{agreement, evaluate_int, quantize, QuantError, QuantReport};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{self, DataError, LoadOptions, Source, Split};
-use crate::export::{self, ExportError, ModelInfo, MODEL_FILE};
+use super::export::{self, ExportError, ModelInfo, MODEL_FILE};
 use crate::kernels::ConvBackend;
 use crate::output::{OutputError, Staged};
 use crate::train;

@@ -8,7 +8,7 @@ use candle_nn::VarMap;
 use super::build::requant;
 use super::*;
 use crate::data::{self, Dataset, LoadOptions, Source};
-use crate::export::{self, ExportError, ModelInfo};
+use super::export::{self, ExportError, ModelInfo};
 use crate::kernels::{ConvBackend, LifParams};
 use crate::snn::Network;
 use crate::train::{self, TrainConfig};
