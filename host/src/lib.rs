@@ -10,7 +10,7 @@ pub mod boards;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
-pub mod firmware;
+pub mod board_app;
 pub mod integrity;
 pub mod interrupt;
 pub mod kernels;

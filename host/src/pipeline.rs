@@ -53,7 +53,7 @@ pub enum PipelineError {
     Quant(#[from] crate::quant::QuantError),
     /// Firmware generation.
     #[error(transparent)]
-    Firmware(#[from] crate::firmware::FirmwareError),
+    Firmware(#[from] crate::board_app::BoardAppError),
     /// Reading or writing the training state.
     #[error(transparent)]
     Resume(#[from] crate::train::ResumeError),
@@ -127,23 +127,23 @@ pub fn write_firmware(
     dir: &Path,
     test: &data::Split,
     images: usize,
-) -> Result<crate::firmware::GeneratedCrate, PipelineError> {
+) -> Result<crate::board_app::GeneratedCrate, PipelineError> {
     let n = images.min(test.len());
-    let set = crate::firmware::TestSet::new(
+    let set = crate::board_app::TestSet::new(
         test.image_len(),
         test.images[..n * test.image_len()].to_vec(),
         test.labels[..n].to_vec(),
     )
-    .map_err(|why| crate::firmware::FirmwareError::TestSet {
+    .map_err(|why| crate::board_app::BoardAppError::TestSet {
         path: dir.join("testset.bin"),
         why,
     })?;
-    let krate = q.with_firmware(|fw| -> Result<_, crate::firmware::FirmwareError> {
-        let krate = crate::firmware::generate(fw, board, targets, dir)?;
-        crate::firmware::validate::write_test_data(dir, fw, &set)?;
+    let krate = q.with_firmware(|fw| -> Result<_, crate::board_app::BoardAppError> {
+        let krate = crate::board_app::generate(fw, board, targets, dir)?;
+        crate::board_app::on_device::write_test_data(dir, fw, &set)?;
         Ok(krate)
     })?;
-    crate::firmware::CrateModel {
+    crate::board_app::CrateModel {
         arch: q.arch,
         input: q.input,
     }

@@ -6,7 +6,7 @@ use anyhow::bail;
 use spikenas_host::arch::{Arch, InputShape};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
-use spikenas_host::firmware::{self, synthetic};
+use spikenas_host::board_app::{self, synthetic};
 use spikenas_host::output::{self, Staged};
 use spikenas_host::quant::export;
 use spikenas_host::{memory, pipeline};
@@ -90,11 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         let set = synthetic::images(&input, args.images, args.seed);
         let krate = net.with_network(|n| -> anyhow::Result<_> {
-            let krate = firmware::generate(n, &board, catalog.targets(), &dir)?;
-            firmware::validate::write_test_data(&dir, n, &set)?;
+            let krate = board_app::generate(n, &board, catalog.targets(), &dir)?;
+            board_app::on_device::write_test_data(&dir, n, &set)?;
             Ok(krate)
         })?;
-        firmware::CrateModel {
+        board_app::CrateModel {
             arch: *net.arch(),
             input,
         }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use spikenas_host::firmware::build::{self, BuildOptions};
-use spikenas_host::firmware::CrateModel;
-use spikenas_host::firmware::validate::{self, estimate_error};
+use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::on_device::{self, estimate_error};
+use spikenas_host::board_app::CrateModel;
 use spikenas_host::{latency, memory};
 
 use super::common::BoardArgs;
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (catalog, board) = args.board.load()?;
     let board = &board;
     build::check_crate(&args.dir, board, catalog.targets())?;
-    validate::preflight(board, catalog.targets(), args.probe.as_deref())?;
+    on_device::preflight(board, catalog.targets(), args.probe.as_deref())?;
     let report = build::build(
         &args.dir,
         board,
@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &BuildOptions::default(),
     )?;
     print!("{}", report.render());
-    let (run, cmp) = validate::validate_dir_with(
+    let (run, cmp) = on_device::validate_dir_with(
         &args.dir,
         &report.elf,
         board,

@@ -12,7 +12,7 @@ use crate::arch::{Arch, InputShape};
 use crate::boards::Profile;
 
 use super::vendor::Vendored;
-use super::FirmwareError;
+use super::BoardAppError;
 
 /// The generated crate's metadata file: the board and target it was generated for
 /// (`build`, `validate` and `flash` refuse a crate generated for another board).
@@ -38,8 +38,8 @@ pub struct CrateInfo {
 
 impl CrateInfo {
     /// The file's text (pretty JSON), as [`super::generate`] writes it.
-    pub fn to_json(&self) -> Result<String, FirmwareError> {
-        let json = serde_json::to_string_pretty(self).map_err(|e| FirmwareError::Board {
+    pub fn to_json(&self) -> Result<String, BoardAppError> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| BoardAppError::Board {
             board: self.board.clone(),
             why: e.to_string(),
         })?;
@@ -47,23 +47,23 @@ impl CrateInfo {
     }
 
     /// Read the metadata of the crate in `dir`.
-    pub fn read(dir: &Path) -> Result<CrateInfo, FirmwareError> {
+    pub fn read(dir: &Path) -> Result<CrateInfo, BoardAppError> {
         let path = dir.join(CRATE_INFO_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| FirmwareError::NotGenerated {
+        let text = std::fs::read_to_string(&path).map_err(|e| BoardAppError::NotGenerated {
             dir: dir.to_path_buf(),
             why: format!("{CRATE_INFO_FILE} cannot be read ({e})"),
         })?;
-        serde_json::from_str(&text).map_err(|e| FirmwareError::NotGenerated {
+        serde_json::from_str(&text).map_err(|e| BoardAppError::NotGenerated {
             dir: dir.to_path_buf(),
             why: format!("{CRATE_INFO_FILE} is malformed ({e})"),
         })
     }
 
     /// Check the vendored runtime against its recorded checksums.
-    pub fn verify_vendor(&self, dir: &Path) -> Result<(), FirmwareError> {
+    pub fn verify_vendor(&self, dir: &Path) -> Result<(), BoardAppError> {
         match &self.vendor {
             Some(vendored) => vendored.verify(dir),
-            None => Err(FirmwareError::NotGenerated {
+            None => Err(BoardAppError::NotGenerated {
                 dir: dir.to_path_buf(),
                 why: format!(
                     "{CRATE_INFO_FILE} records no vendored firmware runtime (an older \
@@ -79,9 +79,9 @@ impl CrateInfo {
         dir: &Path,
         board: &Profile,
         triple: &str,
-    ) -> Result<(), FirmwareError> {
+    ) -> Result<(), BoardAppError> {
         if self.board != board.name || self.triple != triple {
-            return Err(FirmwareError::WrongBoard {
+            return Err(BoardAppError::WrongBoard {
                 dir: dir.to_path_buf(),
                 generated_for: self.board.clone(),
                 generated_triple: self.triple.clone(),
@@ -118,8 +118,8 @@ impl CrateModel {
     }
 
     /// Parse the file's text (`path` names it in errors).
-    pub fn parse(path: &Path, text: &str) -> Result<CrateModel, FirmwareError> {
-        let bad = |why: String| FirmwareError::ModelInfo {
+    pub fn parse(path: &Path, text: &str) -> Result<CrateModel, BoardAppError> {
+        let bad = |why: String| BoardAppError::ModelInfo {
             path: path.to_path_buf(),
             why,
         };
@@ -137,19 +137,19 @@ impl CrateModel {
     }
 
     /// Write [`MODEL_INFO_FILE`] into the crate folder `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), FirmwareError> {
+    pub fn write(&self, dir: &Path) -> Result<(), BoardAppError> {
         let path = dir.join(MODEL_INFO_FILE);
-        std::fs::write(&path, self.to_text()).map_err(FirmwareError::io(&path))
+        std::fs::write(&path, self.to_text()).map_err(BoardAppError::io(&path))
     }
 
     /// Read [`MODEL_INFO_FILE`] from the crate folder `dir`; `None` when the crate has
     /// none.
-    pub fn read(dir: &Path) -> Result<Option<CrateModel>, FirmwareError> {
+    pub fn read(dir: &Path) -> Result<Option<CrateModel>, BoardAppError> {
         let path = dir.join(MODEL_INFO_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => CrateModel::parse(&path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FirmwareError::io(&path)(e)),
+            Err(e) => Err(BoardAppError::io(&path)(e)),
         }
     }
 }
