@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::board_app::{self, synthetic};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
-use spikenas_host::board_app::{self, synthetic};
+use spikenas_host::jobs::generate::write_board_app;
+use spikenas_host::memory;
 use spikenas_host::output::{self, Staged};
 use spikenas_host::quant::export;
-use spikenas_host::{memory, pipeline};
 
 use super::common::BoardArgs;
 
@@ -79,8 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => info.dataset.parse()?,
         };
         let data = data::load(&source, &LoadOptions::default())?;
-        let krate =
-            pipeline::write_firmware(&q, &board, catalog.targets(), &dir, &data.test, args.images)?;
+        let krate = write_board_app(&q, &board, catalog.targets(), &dir, &data.test, args.images)?;
         (krate, args.images.min(data.test.len()))
     } else {
         let arch: Arch = args.synthetic.as_deref().unwrap_or_default().parse()?;

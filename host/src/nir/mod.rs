@@ -61,8 +61,8 @@ use candle_core::Device;
 pub use file::write;
 pub use graph::{build, Graph, Node, Value};
 
+use crate::checkpoint::FILE as CHECKPOINT_FILE;
 use crate::checkpoint::{self, CheckpointError};
-use crate::quant::job::CHECKPOINT_FILE;
 
 /// Errors exporting NIR; each says what to do.
 #[derive(Debug, thiserror::Error)]

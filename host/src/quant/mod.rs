@@ -33,7 +33,6 @@ mod build;
 mod calibrate;
 mod eval;
 pub mod export;
-pub mod job;
 mod weights;
 
 #[cfg(test)]

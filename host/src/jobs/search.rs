@@ -1,5 +1,6 @@
 //! The main job, `search --board B`: search the architecture that fits the board,
-//! train it, quantize it, and write the model, the reports and the firmware crate.
+//! train it, quantize it, and write the model, the reports and the board application
+//! (the firmware crate).
 
 use std::path::{Path, PathBuf};
 
@@ -8,59 +9,21 @@ use candle_core::Device;
 use crate::arch::Arch;
 use crate::boards::{Profile, Targets};
 use crate::checkpoint::{self, CheckpointInfo};
-use crate::data::{self, Dataset, LoadOptions, Source};
+use crate::data::{self, input_shape, Dataset, LoadOptions, Source};
 use crate::memory;
 use crate::output::Staged;
 use crate::report::SearchReport;
 use crate::search::feasible::TrainBudget;
 use crate::search::space::SearchSpace;
 use crate::search::{self, Scorer, SearchConfig, SearchData};
-use crate::session::{input_shape, Kept, RunControl};
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
 use crate::train::{self, TrainConfig};
 use crate::train::{ResumeError, Trained};
 
-/// Errors of the main job.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// Dataset.
-    #[error(transparent)]
-    Data(#[from] data::DataError),
-    /// Search.
-    #[error(transparent)]
-    Search(#[from] search::SearchError),
-    /// Network.
-    #[error(transparent)]
-    Network(#[from] crate::snn::network::NetworkError),
-    /// Training.
-    #[error(transparent)]
-    Train(#[from] train::TrainError),
-    /// Checkpoint.
-    #[error(transparent)]
-    Checkpoint(#[from] checkpoint::CheckpointError),
-    /// Output.
-    #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
-    /// Tensor op.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// JSON.
-    #[error("cannot serialise the report: {0}")]
-    Json(#[from] serde_json::Error),
-    /// Quantization.
-    #[error(transparent)]
-    Quant(#[from] crate::quant::QuantError),
-    /// Firmware generation.
-    #[error(transparent)]
-    Firmware(#[from] crate::board_app::BoardAppError),
-    /// Reading or writing the training state.
-    #[error(transparent)]
-    Resume(#[from] crate::train::ResumeError),
-    /// Stopped before the end; what was kept and how to go on.
-    #[error(transparent)]
-    Interrupted(#[from] crate::session::Interrupted),
-}
+use super::control::{fingerprint_of, Kept, RunControl};
+use super::generate::write_board_app;
+use super::JobError;
 
 /// Images used to calibrate the quantizer (from the training split).
 pub const CALIBRATION_IMAGES: usize = 256;
@@ -95,7 +58,7 @@ pub fn quantize_winner(
     data: &Dataset,
     device: &Device,
     conv: crate::kernels::ConvBackend,
-) -> Result<(crate::quant::QuantizedNetwork, QuantSummary), PipelineError> {
+) -> Result<(crate::quant::QuantizedNetwork, QuantSummary), JobError> {
     let n_cal = CALIBRATION_IMAGES.min(data.train.len());
     let calibration = data.train.select(&(0..n_cal).collect::<Vec<_>>());
     let (q, report) = crate::quant::quantize(net, varmap, &calibration, net.arch.weight_bits)?;
@@ -116,39 +79,6 @@ pub fn quantize_winner(
         warnings: report.warnings.clone(),
     };
     Ok((q, summary))
-}
-
-/// Write the board application for `q` into `dir`, with the first `images` test images
-/// and the host's integer results on them (what `validate` compares against).
-pub fn write_firmware(
-    q: &crate::quant::QuantizedNetwork,
-    board: &Profile,
-    targets: &Targets,
-    dir: &Path,
-    test: &data::Split,
-    images: usize,
-) -> Result<crate::board_app::GeneratedCrate, PipelineError> {
-    let n = images.min(test.len());
-    let set = crate::board_app::TestSet::new(
-        test.image_len(),
-        test.images[..n * test.image_len()].to_vec(),
-        test.labels[..n].to_vec(),
-    )
-    .map_err(|why| crate::board_app::BoardAppError::TestSet {
-        path: dir.join("testset.bin"),
-        why,
-    })?;
-    let krate = q.with_firmware(|fw| -> Result<_, crate::board_app::BoardAppError> {
-        let krate = crate::board_app::generate(fw, board, targets, dir)?;
-        crate::board_app::on_device::write_test_data(dir, fw, &set)?;
-        Ok(krate)
-    })?;
-    crate::board_app::CrateModel {
-        arch: q.arch,
-        input: q.input,
-    }
-    .write(dir)?;
-    Ok(krate)
 }
 
 /// One search job.
@@ -240,10 +170,11 @@ pub fn search_on(
     data: &Dataset,
     job: &SearchJob,
     device: &Device,
-) -> Result<search::SearchOutcome, PipelineError> {
+) -> Result<search::SearchOutcome, JobError> {
     let input = input_shape(data);
     let cfg = search_config(data, job);
-    let batches = search::score::score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
+    let batches =
+        search::score::score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
     let mut scorer = Scorer::new(&batches, input, device.clone(), cfg.seed, cfg.conv);
     let (board, targets) = (&job.board, &job.targets);
     let check = |a: &Arch| search::feasible::fit_of(a, &input, board, targets);
@@ -276,14 +207,14 @@ pub fn run(
     device: &Device,
     out: &Path,
     force: bool,
-) -> Result<SearchRun, PipelineError> {
+) -> Result<SearchRun, JobError> {
     run_with(job, device, out, force, &RunControl::default())
 }
 
 /// The report files of a search run.
 const REPORT_FILES: [&str; 3] = ["report.json", "report.md", "candidates.svg"];
 
-fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), PipelineError> {
+fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), JobError> {
     let [json, md, svg] = REPORT_FILES;
     staged.write(json, serde_json::to_string_pretty(report)?.as_bytes())?;
     staged.write(md, report.markdown().as_bytes())?;
@@ -296,7 +227,7 @@ fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), PipelineE
 const SEARCH_KEY: &str = "spikenas.search";
 
 /// The search result of the interrupted run in `out`, kept with its training state.
-fn searched_before(out: &Path) -> Result<search::SearchOutcome, PipelineError> {
+fn searched_before(out: &Path) -> Result<search::SearchOutcome, JobError> {
     let path = out.join(crate::train::resume::FILE);
     let (_, meta) = crate::train::Snapshot::read(&path)?;
     let format = |problem: String| ResumeError::Format {
@@ -319,7 +250,7 @@ pub fn run_with(
     out: &Path,
     force: bool,
     ctl: &RunControl,
-) -> Result<SearchRun, PipelineError> {
+) -> Result<SearchRun, JobError> {
     let staged = Staged::new(out, force || ctl.resume)?;
     let data = data::load(&job.source, &job.load)?;
     let input = input_shape(&data);
@@ -369,7 +300,7 @@ pub fn run_with(
             "arch": arch.to_string(),
             "dataset": job.source.to_string(),
             "load": &job.load,
-            "config": crate::session::fingerprint_of(cfg),
+            "config": fingerprint_of(cfg),
             "seed": job.search.seed,
         })
         .to_string();
@@ -409,7 +340,7 @@ pub fn run_with(
             lif: net.lif,
             extra,
         };
-        checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
+        checkpoint::save(&staged.path(checkpoint::FILE), &varmap, &info)?;
         report.training = Some(t);
         let conv = cfg.conv;
         say(format!(
@@ -457,7 +388,7 @@ pub fn run_with(
                 FIRMWARE_TEST_IMAGES.min(data.test.len())
             ));
             let dir = staged.path("firmware");
-            let krate = write_firmware(
+            let krate = write_board_app(
                 &q,
                 &job.board,
                 &job.targets,
