@@ -34,20 +34,18 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use spikenas_host::arch::Arch;
 use spikenas_host::boards::Catalog;
-use spikenas_host::data::{self, Dataset, LoadOptions, Source};
+use spikenas_host::data::{self, input_shape, Dataset, LoadOptions, Source};
+use spikenas_host::jobs::search::{quantize_winner, search_config, search_on, SearchJob};
 use spikenas_host::kernels::ConvBackend;
-use spikenas_host::pipeline::{
-    fit_of, quantize_winner, score_batches, search_config, search_on, SearchJob,
-};
 use spikenas_host::rng::Rng;
 use spikenas_host::search::cells;
 use spikenas_host::search::cost::{self, CostModel};
-use spikenas_host::search::feasible::Feasible;
+use spikenas_host::search::feasible::{fit_of, Feasible};
 use spikenas_host::search::fidelity::{Proxy, ProxyData};
 use spikenas_host::search::halving::{MAX_EVAL_IMAGES, MIN_EVAL_IMAGES};
+use spikenas_host::search::score::score_batches;
 use spikenas_host::search::space::{macs, SearchSpace};
 use spikenas_host::search::{Scorer, SearchConfig, Strategy, HAND_PICKED};
-use spikenas_host::session::input_shape;
 use spikenas_host::snn::lif::LifParams;
 use spikenas_host::snn::Network;
 use spikenas_host::stats::{bootstrap_interval, kendall_tau, spearman_rho};
@@ -212,7 +210,7 @@ fn main() -> anyhow::Result<()> {
             progress: false,
             ..Default::default()
         }),
-        fit: spikenas_host::pipeline::RecipeFit::ALL,
+        fit: spikenas_host::jobs::search::RecipeFit::ALL,
     };
     let main_cfg = search_config(&full, &job);
     let main_budget = main_cfg.train_budget.expect("a training recipe");

@@ -2,7 +2,7 @@
 //! (`cargo install --path host`) works from any folder:
 //!
 //! - the board catalogue: `targets.yaml` and `boards/*.yaml` ([`crate::boards::Catalog`]);
-//! - the board application template, `firmware/template/` ([`crate::firmware::codegen`]);
+//! - the board application template, `firmware/template/` ([`crate::board_app::codegen`]);
 //! - the firmware runtime's sources, `firmware/` ([`FIRMWARE`]), which `generate` vendors
 //!   into every crate it writes.
 //!

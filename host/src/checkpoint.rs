@@ -64,6 +64,9 @@ pub const INPUT_ENCODING: &str = "direct: input -> avgpool(pool) -> stem conv ->
 pub const LAYOUT: &str = "conv weight (cout, cin, k, k), stride 1, zero padding k/2, no \
      bias; linear weight (out, in) and bias (out); batch-norm weight, bias, running_mean, \
      running_var per channel, y = (x - mean) / sqrt(var + bn_eps) * weight + bias";
+/// The float checkpoint's file name inside a training, search or model folder.
+pub const FILE: &str = "checkpoint.safetensors";
+
 /// The `extra` key (metadata `spikenas.data_seed`) of the seed the training run split
 /// its data with; `quantize` and `infer` reuse it so they test on the same test images.
 pub const DATA_SEED: &str = "data_seed";

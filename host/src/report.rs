@@ -31,7 +31,7 @@ pub struct SearchReport {
     /// Training of the chosen architecture.
     pub training: Option<TrainReport>,
     /// Quantization of the winner.
-    pub quantization: Option<crate::pipeline::QuantSummary>,
+    pub quantization: Option<crate::jobs::search::QuantSummary>,
     /// Extra sections appended by later stages (quantization, firmware), as markdown.
     pub sections: Vec<(String, String)>,
     /// The board's clock (for latency estimates; 0 where it has none).

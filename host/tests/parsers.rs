@@ -18,11 +18,11 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::board_app::{CrateInfo, TestSet, CRATE_INFO_FILE};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::checkpoint::{self, CheckpointInfo};
 use spikenas_host::data::{cifar, idx, Split};
-use spikenas_host::export::{self, ModelInfo};
-use spikenas_host::firmware::{CrateInfo, TestSet, CRATE_INFO_FILE};
+use spikenas_host::quant::export::{self, ModelInfo};
 use spikenas_host::snn::lif::LifParams;
 use spikenas_host::snn::Network;
 

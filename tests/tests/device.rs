@@ -3,7 +3,7 @@
 //! Cortex-M0) -> every prediction, spike count and synaptic-operation count equal to the
 //! host's `Network::infer` on the same images.
 //!
-//! The networks have deterministic pseudo-random weights (`firmware::synthetic`) and
+//! The networks have deterministic pseudo-random weights (`board_app::synthetic`) and
 //! realistic shapes: 2 stages, a cell with two conv3x3 edges and a skip edge, a hidden
 //! layer of 32. The first run builds core for each target (about a minute each); later
 //! runs reuse `target/firmware-<triple>` and take seconds.
@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::flash::{self, FlashOptions, FlashOutcome};
+use spikenas_host::board_app::on_device::{self, compare, estimate_error};
+use spikenas_host::board_app::synthetic::{self, SyntheticNetwork};
+use spikenas_host::board_app::{self, BoardAppError, TestSet};
 use spikenas_host::boards::{Catalog, Profile};
-use spikenas_host::firmware::build::{self, BuildOptions};
-use spikenas_host::firmware::flash::{self, FlashOptions, FlashOutcome};
-use spikenas_host::firmware::synthetic::{self, SyntheticNetwork};
-use spikenas_host::firmware::validate::{self, compare, estimate_error};
-use spikenas_host::firmware::{self, FirmwareError, TestSet};
 use spikenas_host::memory;
 
 const IMAGES: usize = 200;
@@ -55,12 +55,12 @@ fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, 
         input.height, input.width
     ));
     let (krate, host) = net.with_network(|n| {
-        let krate = firmware::generate(n, board, catalog.targets(), &dir).unwrap();
-        (krate, validate::host_run(n, &set).unwrap())
+        let krate = board_app::generate(n, board, catalog.targets(), &dir).unwrap();
+        (krate, on_device::host_run(n, &set).unwrap())
     });
     let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
-    let run = validate::run_qemu(
+    let run = on_device::run_qemu(
         &report.elf,
         board,
         catalog.targets(),
@@ -117,7 +117,7 @@ fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, 
         r.size = used - 4;
     }
     match build::measure(&report.elf, &small) {
-        Err(FirmwareError::Overflow {
+        Err(BoardAppError::Overflow {
             region, used: u, ..
         }) => {
             assert_eq!((region.as_str(), u), (ram.as_str(), used));
@@ -188,7 +188,7 @@ fn boards_without_qemu_are_refused_with_the_fix() {
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board("nucleo-h743zi").unwrap();
     let set = synthetic::images(&InputShape::parse("1x8x8", 10).unwrap(), 1, 1);
-    let err = validate::run_qemu(
+    let err = on_device::run_qemu(
         std::path::Path::new("/nonexistent.elf"),
         board,
         catalog.targets(),
@@ -196,7 +196,7 @@ fn boards_without_qemu_are_refused_with_the_fix() {
         Duration::from_secs(5),
     )
     .unwrap_err();
-    assert!(matches!(err, FirmwareError::NotEmulated { .. }));
+    assert!(matches!(err, BoardAppError::NotEmulated { .. }));
     assert!(err
         .to_string()
         .contains("spikenas-host flash --board nucleo-h743zi"));
@@ -211,8 +211,8 @@ fn hardware_crate(board: &Profile, catalog: &Catalog, tag: &str) -> (PathBuf, Te
     let set = synthetic::images(&input, 50, 21);
     let dir = work_dir(tag);
     net.with_network(|n| {
-        firmware::generate(n, board, catalog.targets(), &dir).unwrap();
-        validate::write_test_data(&dir, n, &set).unwrap();
+        board_app::generate(n, board, catalog.targets(), &dir).unwrap();
+        on_device::write_test_data(&dir, n, &set).unwrap();
     });
     (dir, set)
 }
@@ -228,7 +228,7 @@ fn hardware_board_agrees_with_host() {
     let (dir, set) = hardware_crate(board, &catalog, &format!("hw-{name}"));
     let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
     // The test set is served through probe-rs's --semihosting-file, as QEMU serves it.
-    let (run, cmp) = validate::validate_dir_with(
+    let (run, cmp) = on_device::validate_dir_with(
         &dir,
         &report.elf,
         board,
@@ -265,7 +265,7 @@ fn hardware_pico_over_uart_agrees_with_host() {
         ..BuildOptions::default()
     };
     let report = build::build(&dir, board, catalog.targets(), &options).unwrap();
-    let outcome = spikenas_host::firmware::serial::flash_uf2_serial(
+    let outcome = spikenas_host::board_app::serial::flash_uf2_serial(
         report.uf2.as_ref().unwrap(),
         std::path::Path::new(&drive),
         std::path::Path::new(&device),
@@ -279,8 +279,8 @@ fn hardware_pico_over_uart_agrees_with_host() {
     else {
         panic!("{outcome:?}")
     };
-    let run = validate::DeviceRun::from_output(output, seconds);
-    let host = validate::read_host_results(&dir).unwrap();
+    let run = on_device::DeviceRun::from_output(output, seconds);
+    let host = on_device::read_host_results(&dir).unwrap();
     let cmp = compare(&host, &run);
     assert!(cmp.all_agree(), "{:?}", cmp.first_mismatch);
     let clock = run.clock.clone().expect("the board reports its clock");
@@ -300,7 +300,7 @@ fn generate_small(
     let input = InputShape::parse("1x8x8", 10).unwrap();
     let net = SyntheticNetwork::new(&arch, &input, seed).unwrap();
     let dir = work_dir(name);
-    net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir).unwrap());
+    net.with_network(|n| board_app::generate(n, board, catalog.targets(), &dir).unwrap());
     dir
 }
 
@@ -326,7 +326,7 @@ fn boot2_crc(bytes: &[u8]) -> u32 {
 /// exactly the ELF's loadable bytes at their addresses.
 #[test]
 fn rp2040_image_has_boot2_and_a_matching_uf2() {
-    use spikenas_host::firmware::{elf::Elf, uf2};
+    use spikenas_host::board_app::{elf::Elf, uf2};
     let catalog = Catalog::discover().unwrap();
     let board = catalog.board("rp2040-pico").unwrap();
     let dir = generate_small(&catalog, board, 22, "rp2040-uf2");
@@ -410,7 +410,7 @@ fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
     let set = synthetic::images(&input, 20, 25);
     SyntheticNetwork::new(&arch, &input, 25)
         .unwrap()
-        .with_network(|n| validate::write_test_data(&dir, n, &set).unwrap());
+        .with_network(|n| on_device::write_test_data(&dir, n, &set).unwrap());
     let options = BuildOptions {
         uart: true,
         ..BuildOptions::default()
@@ -418,11 +418,11 @@ fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
     let report =
         build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
     let uf2 = std::fs::read(report.uf2.as_ref().expect("a .uf2 beside the ELF")).unwrap();
-    let blocks = spikenas_host::firmware::uf2::parse(&uf2).unwrap();
+    let blocks = spikenas_host::board_app::uf2::parse(&uf2).unwrap();
     assert!(blocks.iter().any(|b| b.addr == 0x1000_0000), "boot2 block");
-    let elf = spikenas_host::firmware::elf::Elf::read(&report.elf).unwrap();
+    let elf = spikenas_host::board_app::elf::Elf::read(&report.elf).unwrap();
     let rodata = elf.sections.iter().find(|s| s.name == ".rodata").unwrap();
-    let testset_bytes = std::fs::metadata(dir.join(validate::TESTSET_FILE))
+    let testset_bytes = std::fs::metadata(dir.join(on_device::TESTSET_FILE))
         .unwrap()
         .len();
     assert!(rodata.size >= testset_bytes, "the test set is in flash");
@@ -445,7 +445,7 @@ fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
     let other = catalog.board("stm32f746g-disco").unwrap();
     let dir = generate_small(&catalog, other, 25, "uart-refused");
     let err = build::build(&dir, other, catalog.targets(), &options).unwrap_err();
-    assert!(matches!(err, FirmwareError::Board { .. }), "{err}");
+    assert!(matches!(err, BoardAppError::Board { .. }), "{err}");
     assert!(err.to_string().contains("RP2040's UART0"), "{err}");
 }
 
@@ -479,8 +479,8 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
     let set = synthetic::images(&input, 20, 23);
     let generated = work_dir("standalone-src");
     let host = net.with_network(|n| {
-        firmware::generate(n, board, catalog.targets(), &generated).unwrap();
-        validate::host_run(n, &set).unwrap()
+        board_app::generate(n, board, catalog.targets(), &generated).unwrap();
+        on_device::host_run(n, &set).unwrap()
     });
     let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -529,7 +529,7 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
         String::from_utf8_lossy(&out.stderr)
     );
     let elf = elsewhere.join("target/thumbv6m-none-eabi/release/spikenas-app");
-    let run = validate::run_qemu(
+    let run = on_device::run_qemu(
         &elf,
         board,
         catalog.targets(),
@@ -555,7 +555,7 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
         &BuildOptions::default(),
     )
     .unwrap_err();
-    assert!(matches!(err, FirmwareError::Vendor { .. }), "{err}");
+    assert!(matches!(err, BoardAppError::Vendor { .. }), "{err}");
     assert!(err.to_string().contains("src/lif.rs"), "{err}");
     std::fs::remove_dir_all(&elsewhere).unwrap();
 }
@@ -574,7 +574,7 @@ fn defmt_build_for_a_real_board() {
     };
     let report =
         build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
-    let elf = spikenas_host::firmware::elf::Elf::read(&report.elf).unwrap();
+    let elf = spikenas_host::board_app::elf::Elf::read(&report.elf).unwrap();
     assert!(elf.symbol("_SEGGER_RTT").is_some(), "no RTT control block");
     // defmt's table (an info section the loader skips), as binutils sees it.
     let out = std::process::Command::new("arm-none-eabi-readelf")
@@ -586,6 +586,6 @@ fn defmt_build_for_a_real_board() {
     assert!(sections.contains(" .defmt "), "{sections}");
     // The plain build has neither.
     let plain = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
-    let elf = spikenas_host::firmware::elf::Elf::read(&plain.elf).unwrap();
+    let elf = spikenas_host::board_app::elf::Elf::read(&plain.elf).unwrap();
     assert!(elf.symbol("_SEGGER_RTT").is_none());
 }

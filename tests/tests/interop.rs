@@ -17,10 +17,10 @@ use safetensors::tensor::{Dtype, TensorView};
 use spikenas_host::arch::Arch;
 use spikenas_host::checkpoint;
 use spikenas_host::data::{self, LoadOptions, Source};
-use spikenas_host::export;
+use spikenas_host::jobs::quantize::{quantize_to_dir, QuantizeJob};
+use spikenas_host::jobs::train::{train_to_dir, TrainJob};
 use spikenas_host::kernels::ConvBackend;
-use spikenas_host::quant::job::{quantize_to_dir, QuantizeJob, CHECKPOINT_FILE};
-use spikenas_host::session::{train_to_dir, TrainJob};
+use spikenas_host::quant::export;
 use spikenas_host::train::{self, TrainConfig};
 use spikenas_tests::{repo_root, run_python};
 
@@ -97,7 +97,7 @@ fn python_clients_read_the_nir_graph_and_the_model() {
     let exported = spikenas_host::nir::export(&trained.dir, &nir_file, false).unwrap();
     let data = data::load(&Source::FashionMnist, &load_options()).unwrap();
     assert_eq!(data.test.len(), 1000);
-    let (net, _, _) = checkpoint::load(&trained.dir.join(CHECKPOINT_FILE), &device).unwrap();
+    let (net, _, _) = checkpoint::load(&trained.dir.join(checkpoint::FILE), &device).unwrap();
     let host = train::predict(&net, &data.test, &device, ConvBackend::default()).unwrap();
     let reference = dir.join("reference.safetensors");
     write_reference(&reference, &data.test, &host);

@@ -1,6 +1,6 @@
 //! The analytic memory model against the linker: networks are generated and built for
 //! the emulated boards (netduinoplus2: Cortex-M4F, microbit: Cortex-M0) through
-//! `firmware::build`, and every region's use in the ELF (sections plus the profile's
+//! `board_app::build`, and every region's use in the ELF (sections plus the profile's
 //! stack and runtime reserves) must be within [`MAX_ERROR_PCT`] of
 //! `memory::estimate`'s, and the model's RAM buffers must be the firmware's `static mut`
 //! arrays byte for byte.
@@ -13,11 +13,11 @@
 use std::path::PathBuf;
 
 use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::on_device::estimate_error;
+use spikenas_host::board_app::synthetic::SyntheticNetwork;
+use spikenas_host::board_app::{self};
 use spikenas_host::boards::Catalog;
-use spikenas_host::firmware::build::{self, BuildOptions};
-use spikenas_host::firmware::synthetic::SyntheticNetwork;
-use spikenas_host::firmware::validate::estimate_error;
-use spikenas_host::firmware::{self};
 use spikenas_host::memory;
 
 /// Largest error allowed per region, in percent of the measured use.
@@ -39,7 +39,7 @@ fn fit(board_name: &str, cases: &[(&str, &str)]) {
         let input = InputShape::parse(input, 10).unwrap();
         let net = SyntheticNetwork::new(&arch, &input, 40 + i as u64).unwrap();
         let dir = work_dir(&format!("{board_name}-{i}"));
-        let krate = net.with_network(|n| firmware::generate(n, board, catalog.targets(), &dir));
+        let krate = net.with_network(|n| board_app::generate(n, board, catalog.targets(), &dir));
         let krate = krate.unwrap_or_else(|e| panic!("{e}"));
         let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default())
             .unwrap_or_else(|e| panic!("{e}"));

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use candle_core::Device;
+use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::on_device::{self, estimate_error};
 use spikenas_host::boards::Catalog;
 use spikenas_host::data::{LoadOptions, Source};
-use spikenas_host::firmware::build::{self, BuildOptions};
-use spikenas_host::firmware::validate::{self, estimate_error};
+use spikenas_host::jobs::search::{self, SearchJob};
 use spikenas_host::memory;
-use spikenas_host::pipeline::{self, SearchJob};
 use spikenas_host::search::space::SearchSpace;
 use spikenas_host::search::SearchConfig;
 use spikenas_host::train::TrainConfig;
@@ -49,7 +49,7 @@ fn run_board(board_name: &str) {
     };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pipeline-{board_name}"));
     let _ = std::fs::remove_dir_all(&out);
-    let run = pipeline::run(&job, &Device::Cpu, &out, false)
+    let run = search::run(&job, &Device::Cpu, &out, false)
         .unwrap_or_else(|e| panic!("{board_name}: {e}"));
     let arch = run.report.search.best;
     let q = run.report.quantization.clone().expect("quantized");
@@ -57,7 +57,7 @@ fn run_board(board_name: &str) {
     let fw = run.dir.join("firmware");
     let report = build::build(&fw, &board, catalog.targets(), &BuildOptions::default())
         .unwrap_or_else(|e| panic!("{board_name}: {e}"));
-    let (device, cmp) = validate::validate_dir(
+    let (device, cmp) = on_device::validate_dir(
         &fw,
         &report.elf,
         &board,
@@ -66,8 +66,8 @@ fn run_board(board_name: &str) {
         Duration::from_secs(300),
     )
     .unwrap_or_else(|e| panic!("{board_name}: {e}"));
-    let host = validate::read_host_results(&fw).unwrap();
-    let set = spikenas_host::firmware::TestSet::read(&fw.join(validate::TESTSET_FILE))
+    let host = on_device::read_host_results(&fw).unwrap();
+    let set = spikenas_host::board_app::TestSet::read(&fw.join(on_device::TESTSET_FILE))
         .unwrap()
         .take(SAMPLES);
     let host_correct = host
@@ -86,7 +86,7 @@ fn run_board(board_name: &str) {
     );
     print!("{}", report.render());
     let data = spikenas_host::data::load(&job.source, &job.load).unwrap();
-    let input = spikenas_host::session::input_shape(&data);
+    let input = spikenas_host::data::input_shape(&data);
     let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
     for e in estimate_error(&report, &estimate) {
         println!(

@@ -5,10 +5,10 @@
 
 use candle_core::Device;
 use spikenas_host::arch::Arch;
+use spikenas_host::data::input_shape;
 use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::quant::{agreement, evaluate_int, quantize};
-use spikenas_host::session::input_shape;
 use spikenas_host::snn::lif::LifParams;
 use spikenas_host::snn::Network;
 use spikenas_host::train::{self, TrainConfig};

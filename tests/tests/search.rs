@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use candle_core::Device;
 use spikenas_host::boards::Catalog;
+use spikenas_host::data::input_shape;
 use spikenas_host::data::{self, LoadOptions, Source};
+use spikenas_host::jobs::search::{self, search_on, SearchJob};
 use spikenas_host::memory;
-use spikenas_host::pipeline::{self, search_on, SearchJob};
 use spikenas_host::search::space::SearchSpace;
 use spikenas_host::search::SearchConfig;
-use spikenas_host::session::input_shape;
 use spikenas_host::train::TrainConfig;
 
 fn job(board: &str, catalog: &Catalog) -> SearchJob {
@@ -95,7 +95,7 @@ fn main_job_writes_reports_and_refuses_to_overwrite() {
     job.search.time_budget = Duration::from_secs(20);
     let out = std::env::temp_dir().join(format!("spikenas-e2e-search-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = pipeline::run(&job, &Device::Cpu, &out, false).unwrap();
+    let run = search::run(&job, &Device::Cpu, &out, false).unwrap();
     for f in [
         "report.json",
         "report.md",
@@ -118,7 +118,7 @@ fn main_job_writes_reports_and_refuses_to_overwrite() {
         s.candidates
     );
     assert!(s.candidates.len() >= 2 && s.feasible >= s.candidates.len());
-    let e = pipeline::run(&job, &Device::Cpu, &out, false)
+    let e = search::run(&job, &Device::Cpu, &out, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("already exists") && e.contains("--force"), "{e}");

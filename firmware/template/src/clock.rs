@@ -1,5 +1,5 @@
 //! System clock set-up to the profile's `clock_hz`, with the register values the host
-//! computed (`board.rs`, from host/src/firmware/clock.rs, which cites the reference
+//! computed (`board.rs`, from host/src/board_app/clock.rs, which cites the reference
 //! manuals and tests the factors). One family's code is compiled in, chosen by the
 //! crate's feature (`stm32f4`, `stm32f7`, `stm32h7`, `rp2040`, `nrf51`, `fixed-clock`).
 //!

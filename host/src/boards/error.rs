@@ -133,7 +133,7 @@ impl BoardError {
                 format!("remove or rename `{key}`; the allowed fields are listed in this message");
         } else if let Some(key) = named(&message, "missing field `") {
             field = join(&field, &key);
-            fix = format!("add `{key}` (see host/src/boards.rs for what it means)");
+            fix = format!("add `{key}` (see host/src/boards/mod.rs for what it means)");
         } else if message.starts_with("unknown variant") {
             fix = "use one of the listed values".to_string();
         } else if message.starts_with("invalid type") || message.starts_with("invalid value") {

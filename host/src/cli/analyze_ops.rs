@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use spikenas_host::analysis::{self, AnalysisConfig};
 use spikenas_host::data::{self, LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
+use spikenas_host::jobs::analyze::{self, AnalysisConfig};
 use spikenas_host::output::write_atomic;
 
 use super::common::at_least_one;
@@ -78,7 +78,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     };
     cfg.train.epochs = args.epochs;
     cfg.train.seed = args.seed;
-    let result = analysis::analyze(&data, &device, &cfg, &mut |line| eprintln!("  {line}"))?;
+    let result = analyze::analyze(&data, &device, &cfg, &mut |line| eprintln!("  {line}"))?;
     for o in &result.ops {
         println!(
             "{:<11} with {:.2}%  without {:.2}%  impact {:+.2} points  {}",

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use spikenas_host::firmware::build::{self, BuildOptions};
+use spikenas_host::board_app::build::{self, BuildOptions};
 
 use super::common::BoardArgs;
 

@@ -7,8 +7,8 @@ use anyhow::bail;
 use spikenas_host::boards::{Catalog, Profile};
 use spikenas_host::data::{Augment, LoadOptions};
 use spikenas_host::device::DeviceChoice;
+use spikenas_host::jobs::{self, RunControl};
 use spikenas_host::kernels::ConvBackend;
-use spikenas_host::session::{self, RunControl};
 use spikenas_host::train::{OptimizerKind, TrainConfig};
 
 /// Which board: a name from boards/ or a profile file of the user's.
@@ -155,7 +155,7 @@ pub fn resumed_command(dir: &Path, subcommand: &str) -> anyhow::Result<Vec<Strin
             dir.display()
         );
     }
-    let (command, cwd) = session::recorded_command(dir)?;
+    let (command, cwd) = jobs::recorded_command(dir)?;
     if command.get(1).map(String::as_str) != Some(subcommand) {
         bail!(
             "{} holds an interrupted `{}` run, not a `{subcommand}` run. Fix: run \

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use spikenas_host::firmware::build::{self, BuildOptions};
-use spikenas_host::firmware::flash::{self, FlashOptions, FlashOutcome};
-use spikenas_host::firmware::serial;
-use spikenas_host::firmware::validate::{self, compare, DeviceRun};
-use spikenas_host::firmware::TestSet;
+use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::flash::{self, FlashOptions, FlashOutcome};
+use spikenas_host::board_app::on_device::{self, compare, DeviceRun};
+use spikenas_host::board_app::serial;
+use spikenas_host::board_app::TestSet;
 
 use super::common::BoardArgs;
 
@@ -84,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let set = TestSet::read(&args.dir.join(validate::TESTSET_FILE))?;
+    let set = TestSet::read(&args.dir.join(on_device::TESTSET_FILE))?;
     let outcome = match (&args.uf2_copy, &args.serial, &report.uf2) {
         (Some(drive), Some(device), Some(uf2)) => {
             println!(
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     println!("  {line}");
                 }
             }
-            let host = validate::read_host_results(&args.dir)?;
+            let host = on_device::read_host_results(&args.dir)?;
             let run = DeviceRun::from_output(output, seconds);
             let cmp = compare(&host, &run);
             println!(

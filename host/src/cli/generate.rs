@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::board_app::{self, synthetic};
 use spikenas_host::boards::{Profile, Targets};
 use spikenas_host::data::{self, LoadOptions, Source};
-use spikenas_host::firmware::{self, synthetic};
+use spikenas_host::jobs::generate::write_board_app;
+use spikenas_host::memory;
 use spikenas_host::output::{self, Staged};
-use spikenas_host::{export, memory, pipeline};
+use spikenas_host::quant::export;
 
 use super::common::BoardArgs;
 
@@ -78,8 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => info.dataset.parse()?,
         };
         let data = data::load(&source, &LoadOptions::default())?;
-        let krate =
-            pipeline::write_firmware(&q, &board, catalog.targets(), &dir, &data.test, args.images)?;
+        let krate = write_board_app(&q, &board, catalog.targets(), &dir, &data.test, args.images)?;
         (krate, args.images.min(data.test.len()))
     } else {
         let arch: Arch = args.synthetic.as_deref().unwrap_or_default().parse()?;
@@ -89,23 +90,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         let set = synthetic::images(&input, args.images, args.seed);
         let krate = net.with_network(|n| -> anyhow::Result<_> {
-            let krate = firmware::generate(n, &board, catalog.targets(), &dir)?;
-            firmware::validate::write_test_data(&dir, n, &set)?;
+            let krate = board_app::generate(n, &board, catalog.targets(), &dir)?;
+            board_app::on_device::write_test_data(&dir, n, &set)?;
             Ok(krate)
         })?;
-        let info = dir.join(firmware::validate::MODEL_INFO_FILE);
-        std::fs::write(
-            &info,
-            format!(
-                "arch {}\ninput {}x{}x{}\nclasses {}\n",
-                net.arch(),
-                input.channels,
-                input.height,
-                input.width,
-                input.classes
-            ),
-        )
-        .with_context(|| info.display().to_string())?;
+        board_app::CrateModel {
+            arch: *net.arch(),
+            input,
+        }
+        .write(&dir)?;
         (krate, set.len())
     };
     let out = staged.commit()?;

@@ -8,7 +8,7 @@ use clap::Args;
 
 use spikenas_host::data::{LoadOptions, Source};
 use spikenas_host::device::DeviceChoice;
-use spikenas_host::quant::job::{self, Engine, InferJob};
+use spikenas_host::jobs::infer::{self, Engine, InferJob};
 
 use super::common::at_least_one;
 
@@ -60,7 +60,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         seed: args.seed,
         samples: args.samples,
     };
-    let out = job::infer_dir(&job, &device).context("inference failed")?;
+    let out = infer::infer_dir(&job, &device).context("inference failed")?;
     for w in &out.warnings {
         eprintln!("warning: {w}");
     }

@@ -90,15 +90,14 @@ fn parse_recorded(command: &[String]) -> anyhow::Result<Command> {
 }
 
 /// The interruption `e` reports, if it is one (a job stopped with its work kept).
-fn interruption(e: &anyhow::Error) -> Option<&spikenas_host::session::Interrupted> {
+fn interruption(e: &anyhow::Error) -> Option<&spikenas_host::jobs::Interrupted> {
+    use spikenas_host::jobs::{Interrupted, JobError};
     e.chain().find_map(|c| {
-        c.downcast_ref::<spikenas_host::session::Interrupted>()
-            .or_else(
-                || match c.downcast_ref::<spikenas_host::pipeline::PipelineError>() {
-                    Some(spikenas_host::pipeline::PipelineError::Interrupted(i)) => Some(i),
-                    _ => None,
-                },
-            )
+        c.downcast_ref::<Interrupted>()
+            .or_else(|| match c.downcast_ref::<JobError>() {
+                Some(JobError::Interrupted(i)) => Some(i),
+                _ => None,
+            })
     })
 }
 

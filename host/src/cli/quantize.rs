@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use spikenas_host::data::{LoadOptions, Source};
-use spikenas_host::quant::job::{self, QuantizeJob};
+use spikenas_host::jobs::quantize::{self, QuantizeJob};
 
 use super::common::at_least_one;
 
@@ -59,7 +59,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         calibration_images: args.calibration,
         board: args.board.load_optional()?.map(|(_, p)| p.name),
     };
-    let out = job::quantize_to_dir(&job, &args.out, args.force).context("quantization failed")?;
+    let out =
+        quantize::quantize_to_dir(&job, &args.out, args.force).context("quantization failed")?;
     for w in &out.warnings {
         eprintln!("warning: {w}");
     }
@@ -94,7 +95,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     println!(
         "wrote int{} model {}",
         out.exported_bits,
-        out.dir.join(spikenas_host::export::MODEL_FILE).display()
+        out.dir
+            .join(spikenas_host::quant::export::MODEL_FILE)
+            .display()
     );
     Ok(())
 }

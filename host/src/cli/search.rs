@@ -11,7 +11,8 @@ use super::common::{
     self, at_least_one, at_least_one_second, non_negative, BoardArgs, TrainingArgs,
 };
 use spikenas_host::data::Source;
-use spikenas_host::pipeline::{self, RecipeFit, SearchJob};
+use spikenas_host::jobs;
+use spikenas_host::jobs::search::{RecipeFit, SearchJob};
 use spikenas_host::search::space::SearchSpace;
 use spikenas_host::search::{SearchConfig, Strategy, DEFAULT_SEARCH_FRACTION};
 
@@ -88,7 +89,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     run_job(old, common::run_control(true, command))
 }
 
-fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow::Result<()> {
+fn run_job(args: SearchArgs, ctl: jobs::RunControl) -> anyhow::Result<()> {
     let (catalog, board) = args.board.load()?;
     let device = args.training.device.open()?;
     let space = match &args.space {
@@ -135,7 +136,8 @@ fn run_job(args: SearchArgs, ctl: spikenas_host::session::RunControl) -> anyhow:
             args.search_fraction
         );
     }
-    let run = pipeline::run_with(&job, &device, &out, args.force, &ctl).context("search failed")?;
+    let run =
+        jobs::search::run_with(&job, &device, &out, args.force, &ctl).context("search failed")?;
     let r = &run.report;
     let s = &r.search;
     println!("board {}: chosen {}", r.board, s.best);

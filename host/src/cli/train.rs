@@ -14,7 +14,8 @@ use clap::Args;
 
 use spikenas_host::arch::Arch;
 use spikenas_host::data::Source;
-use spikenas_host::session::{self, RunControl, TrainJob};
+use spikenas_host::jobs::train::TrainJob;
+use spikenas_host::jobs::{self, RunControl};
 
 use super::common::{self, at_least_one_second, TrainingArgs};
 
@@ -73,7 +74,7 @@ fn run_job(args: TrainArgs, ctl: RunControl) -> anyhow::Result<()> {
         config: training.config(!args.quiet),
         seed: training.seed,
     };
-    let out = session::train_to_dir_with(&job, &device, &args.out, args.force, &ctl)
+    let out = jobs::train::train_to_dir_with(&job, &device, &args.out, args.force, &ctl)
         .context("training failed")?;
     println!(
         "test accuracy {:.2}% after {} epochs ({:.1} s of training); checkpoint {}",

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use spikenas_host::arch::{Arch, InputShape};
-use spikenas_host::firmware::build::{self, BuildOptions};
-use spikenas_host::firmware::validate::{self, estimate_error};
+use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::on_device::{self, estimate_error};
+use spikenas_host::board_app::CrateModel;
 use spikenas_host::{latency, memory};
 
 use super::common::BoardArgs;
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (catalog, board) = args.board.load()?;
     let board = &board;
     build::check_crate(&args.dir, board, catalog.targets())?;
-    validate::preflight(board, catalog.targets(), args.probe.as_deref())?;
+    on_device::preflight(board, catalog.targets(), args.probe.as_deref())?;
     let report = build::build(
         &args.dir,
         board,
@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &BuildOptions::default(),
     )?;
     print!("{}", report.render());
-    let (run, cmp) = validate::validate_dir_with(
+    let (run, cmp) = on_device::validate_dir_with(
         &args.dir,
         &report.elf,
         board,
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         run.instructions_per_synop()
     );
     println!("{}", run.timing_line(board.clock_hz));
-    if let Some((arch, input)) = read_model_info(&args.dir)? {
+    if let Some(CrateModel { arch, input }) = CrateModel::read(&args.dir)? {
         let costs = catalog
             .targets()
             .get(&board.target)
@@ -106,21 +106,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("device disagrees with the host at image {i}: host {h:?}, device {d:?}");
     }
     Ok(())
-}
-
-/// The architecture and input written by `generate` (model.txt), if present.
-fn read_model_info(dir: &std::path::Path) -> anyhow::Result<Option<(Arch, InputShape)>> {
-    let path = dir.join(validate::MODEL_INFO_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(None);
-    };
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).map(str::trim))
-            .ok_or_else(|| anyhow::anyhow!("{}: no `{key}` line", path.display()))
-    };
-    let arch: Arch = field("arch ")?.parse()?;
-    let classes: usize = field("classes ")?.parse()?;
-    let input = InputShape::parse(field("input ")?, classes).map_err(anyhow::Error::msg)?;
-    Ok(Some((arch, input)))
 }

@@ -57,6 +57,16 @@ pub struct Dataset {
     pub test: Split,
 }
 
+/// The network's input shape for a dataset (its image shape and class count).
+pub fn input_shape(data: &Dataset) -> crate::arch::InputShape {
+    crate::arch::InputShape {
+        channels: data.spec.channels,
+        height: data.spec.height,
+        width: data.spec.width,
+        classes: data.spec.classes,
+    }
+}
+
 /// How [`load`] splits and subsamples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadOptions {

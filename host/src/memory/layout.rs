@@ -1,6 +1,6 @@
 //! The network's memory, layer by layer, and the RAM buffers. This file is the one place
 //! that lists every byte the model takes, and on microcontrollers it mirrors what the
-//! generated firmware declares (host/src/firmware/codegen.rs) exactly. The layers and
+//! generated firmware declares (host/src/board_app/codegen.rs) exactly. The layers and
 //! their geometry come from the firmware's `NetworkShape` ([`Arch::shape`]); this file
 //! only prices them.
 //!

@@ -1,5 +1,5 @@
 //! Places each buffer whole into one RAM region of the board, by the same rule the
-//! firmware generator links by (host/src/firmware/codegen.rs calls [`membrane_region`]):
+//! firmware generator links by (host/src/board_app/codegen.rs calls [`membrane_region`]):
 //!
 //! 1. The membranes (the LIF state, kept over the timesteps of an image) go into the
 //!    fast core-coupled memory (CCM, DTCM) returned by [`membrane_region`], when there

@@ -492,7 +492,7 @@ fn workspace_and_constants_equal_the_firmware_byte_for_byte() {
     // and without a hidden layer, populations of 1 and 3, on four input shapes: the
     // model's workspace must be the firmware's `workspace_layout()` field for field,
     // and its weights + constants the generated arrays.
-    use crate::firmware::synthetic::SyntheticNetwork;
+    use crate::board_app::synthetic::SyntheticNetwork;
     let c = catalog();
     let board = c.board("microbit").unwrap();
     let inputs = ["1x8x8", "2x16x16", "1x28x28", "3x32x32"];
@@ -571,7 +571,7 @@ fn membranes_go_where_the_firmware_links_them() {
             ));
             let e = estimate(&a, &input, board, c.targets());
             let membranes = e.buffer("membranes").unwrap();
-            let (_, fast) = crate::firmware::codegen::memory_x(board, membranes.bytes).unwrap();
+            let (_, fast) = crate::board_app::codegen::memory_x(board, membranes.bytes).unwrap();
             let ram = board.reserve_region().unwrap().name.clone();
             assert_eq!(
                 membranes.region,

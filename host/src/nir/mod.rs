@@ -61,8 +61,8 @@ use candle_core::Device;
 pub use file::write;
 pub use graph::{build, Graph, Node, Value};
 
+use crate::checkpoint::FILE as CHECKPOINT_FILE;
 use crate::checkpoint::{self, CheckpointError};
-use crate::quant::job::CHECKPOINT_FILE;
 
 /// Errors exporting NIR; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +139,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, NirError> {
     let file = if path.is_dir() {
         let ckpt = path.join(CHECKPOINT_FILE);
         if !ckpt.is_file() {
-            let model = path.join(crate::export::MODEL_FILE);
+            let model = path.join(crate::quant::export::MODEL_FILE);
             return Err(if model.is_file() {
                 NirError::IntegerModel(model)
             } else {
@@ -165,7 +165,7 @@ fn is_integer_model(file: &Path) -> bool {
         .ok()
         .and_then(|(_, h)| h.metadata().clone())
         .and_then(|m| m.get("spikenas.format").cloned())
-        .is_some_and(|f| f == crate::export::FORMAT)
+        .is_some_and(|f| f == crate::quant::export::FORMAT)
 }
 
 /// Reads the float checkpoint at `checkpoint` (a file or a folder holding one) and

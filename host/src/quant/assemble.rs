@@ -1,7 +1,7 @@
 //! One walk over an architecture that assembles a [`QuantizedNetwork`] from its layers,
 //! for every source of layers: folding a trained checkpoint ([`super::build`]), reading
-//! a model file ([`crate::export`]) and drawing a synthetic network
-//! ([`crate::firmware::synthetic`]). The sources differ only in how they make each
+//! a model file ([`super::export`]) and drawing a synthetic network
+//! ([`crate::board_app::synthetic`]). The sources differ only in how they make each
 //! layer; the layers, their sizes and their order are the architecture's
 //! [`spikenas_firmware::NetworkShape`].
 

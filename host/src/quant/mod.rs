@@ -13,7 +13,7 @@
 //!   compares per-layer spike rates of the float and the integer network
 //!   ([`QuantReport`]).
 //! * [`evaluate_int`] runs the integer network over a split (in parallel over images).
-//! * [`crate::export`] writes and reads `model.safetensors`.
+//! * [`export`] writes and reads `model.safetensors`.
 //!
 //! # Measured (Fashion-MNIST, not CI)
 //!
@@ -32,7 +32,7 @@ pub(crate) mod assemble;
 mod build;
 mod calibrate;
 mod eval;
-pub mod job;
+pub mod export;
 mod weights;
 
 #[cfg(test)]

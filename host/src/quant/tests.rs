@@ -6,9 +6,9 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
 use super::build::requant;
+use super::export::{self, ExportError, ModelInfo};
 use super::*;
 use crate::data::{self, Dataset, LoadOptions, Source};
-use crate::export::{self, ExportError, ModelInfo};
 use crate::kernels::{ConvBackend, LifParams};
 use crate::snn::Network;
 use crate::train::{self, TrainConfig};
@@ -29,7 +29,7 @@ fn trained() -> &'static Trained {
         let arch: Arch = "cell=0301.0003.0000.0000,ch=8,stages=2,fc=32,t=3"
             .parse()
             .unwrap();
-        let input = crate::session::input_shape(&data);
+        let input = crate::data::input_shape(&data);
         let dev = Device::Cpu;
         let (net, varmap) = Network::init(arch, input, LifParams::default(), &dev, 3).unwrap();
         let cfg = TrainConfig {

@@ -3,16 +3,46 @@
 //! enough spatial detail, and can be trained in the job's time on this machine.
 //!
 //! The search ranks only these; the search-quality benchmark draws its random
-//! architectures uniformly from the same set.
+//! architectures uniformly from the same set. [`fit_of`] is the memory check the
+//! search applies to a candidate on a board (the latency check is
+//! [`crate::latency::Budget`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cell, InputShape};
+use crate::boards::{Profile, Targets};
 use crate::latency::Budget;
+use crate::memory;
 
 use super::cost::CostModel;
 use super::space::{macs, SearchSpace};
 use super::{pooling_keeps_detail, Fit, MemoryCheck};
+
+/// The memory model's verdict as the search sees it.
+pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {
+    let e = memory::estimate(arch, input, board, targets);
+    let worst_ratio = e
+        .regions
+        .iter()
+        .filter(|r| r.capacity > 0)
+        .map(|r| r.used as f64 / r.capacity as f64)
+        .fold(0.0, f64::max);
+    Fit {
+        fits: e.fits,
+        flash_bytes: e.flash_bytes,
+        ram_bytes: e.sram_bytes,
+        worst_ratio,
+        overflow: e
+            .first_overflow()
+            .map(|o| o.to_string())
+            .or(e.problem.clone()),
+        regions: e
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.used, r.capacity))
+            .collect(),
+    }
+}
 
 /// The final training the search chooses for: how many images it will see and in
 /// how much time.

@@ -15,6 +15,7 @@ pub mod cost;
 pub mod feasible;
 pub mod fidelity;
 pub mod halving;
+pub mod score;
 pub mod space;
 
 use std::collections::HashMap;
@@ -390,7 +391,7 @@ impl<'a> Scorer<'a> {
             &self.device,
             self.seed ^ salt,
         )?;
-        Ok(crate::score::score_network(
+        Ok(score::score_network(
             &net,
             self.batches,
             LifParams::default(),

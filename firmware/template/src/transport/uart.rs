@@ -22,7 +22,7 @@
 //!   (4.2.7.1), and the UART is enabled last.
 //!
 //! The divisors (`board::UART_IBRD`, `board::UART_FBRD`) are computed on the host for
-//! clk_peri = clk_sys at the profile's clock (host/src/firmware/clock.rs, tested against
+//! clk_peri = clk_sys at the profile's clock (host/src/board_app/clock.rs, tested against
 //! the datasheet's worked example: 125 MHz gives 67 and 52). If the clock set-up failed
 //! (`CLOCK ... failed-<step>`), clk_sys is still the ring oscillator and the line speed
 //! is wrong: the host then sees garbage or nothing and says so.

@@ -233,7 +233,7 @@ mod tests {
     use super::*;
 
     fn infer_all(net: &Network<'_>, set: &TestSet) -> Vec<(usize, u64, u64)> {
-        crate::firmware::validate::host_run(net, set)
+        crate::board_app::on_device::host_run(net, set)
             .unwrap()
             .into_iter()
             .map(|r| (r.class, r.spikes, r.synops))

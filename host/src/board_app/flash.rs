@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use crate::boards::Profile;
 
-use super::validate::{parse_output, DeviceOutput, TESTSET_FILE};
-use super::FirmwareError;
+use super::on_device::{parse_output, DeviceOutput, TESTSET_FILE};
+use super::BoardAppError;
 
 /// The probe-rs command-line tool.
 pub const PROBE_RS: &str = "probe-rs";
@@ -79,9 +79,9 @@ pub enum FlashOutcome {
 }
 
 /// The board's probe-rs chip name, or why it has none.
-fn chip_of(board: &Profile) -> Result<&str, FirmwareError> {
+fn chip_of(board: &Profile) -> Result<&str, BoardAppError> {
     if !board.is_mcu() {
-        return Err(FirmwareError::Board {
+        return Err(BoardAppError::Board {
             board: board.name.clone(),
             why: "it is not a microcontroller board: `build`, `flash` and `validate` serve the \
                   Cortex-M boards (`spikenas-host boards`); on this board run the model with \
@@ -92,7 +92,7 @@ fn chip_of(board: &Profile) -> Result<&str, FirmwareError> {
     board
         .probe_rs_chip
         .as_deref()
-        .ok_or_else(|| FirmwareError::Board {
+        .ok_or_else(|| BoardAppError::Board {
             board: board.name.clone(),
             why: "no probe_rs_chip in the profile: add the name `probe-rs chip list` gives".into(),
         })
@@ -117,10 +117,10 @@ pub fn preflight(
     board: &Profile,
     options: &FlashOptions,
     uf2_drive: Option<&Path>,
-) -> Result<(), FirmwareError> {
+) -> Result<(), BoardAppError> {
     if let Some(drive) = uf2_drive {
         if super::clock::Family::of_target(&board.target) != super::clock::Family::Rp2040 {
-            return Err(FirmwareError::Board {
+            return Err(BoardAppError::Board {
                 board: board.name.clone(),
                 why: "--uf2-copy: it has no UF2 image (only the RP2040 boots from a BOOTSEL \
                       drive). Fix: flash it through a probe (drop --uf2-copy)"
@@ -131,7 +131,7 @@ pub fn preflight(
     }
     chip_of(board)?;
     if let Some(p) = &options.probe {
-        check_probe(p).map_err(|why| FirmwareError::Board {
+        check_probe(p).map_err(|why| BoardAppError::Board {
             board: board.name.clone(),
             why,
         })?;
@@ -142,8 +142,8 @@ pub fn preflight(
     Ok(())
 }
 
-fn probe_rs_missing(why: String) -> FirmwareError {
-    FirmwareError::ToolMissing {
+fn probe_rs_missing(why: String) -> BoardAppError {
+    BoardAppError::ToolMissing {
         tool: PROBE_RS.into(),
         why,
         fix: "install it with `cargo install --locked probe-rs-tools` (about 7.5 min), \
@@ -157,7 +157,7 @@ pub fn command(
     elf: &Path,
     board: &Profile,
     options: &FlashOptions,
-) -> Result<Vec<String>, FirmwareError> {
+) -> Result<Vec<String>, BoardAppError> {
     let chip = chip_of(board)?;
     // --non-interactive: stdin is not a terminal, so probe-rs must not ask which probe.
     let mut cmd = vec![
@@ -168,7 +168,7 @@ pub fn command(
         chip.to_string(),
     ];
     if let Some(p) = &options.probe {
-        check_probe(p).map_err(|why| FirmwareError::Board {
+        check_probe(p).map_err(|why| BoardAppError::Board {
             board: board.name.clone(),
             why,
         })?;
@@ -191,8 +191,8 @@ pub fn flash(
     board: &Profile,
     images: usize,
     options: &FlashOptions,
-) -> Result<FlashOutcome, FirmwareError> {
-    let elf: PathBuf = elf.canonicalize().map_err(FirmwareError::io(elf))?;
+) -> Result<FlashOutcome, BoardAppError> {
+    let elf: PathBuf = elf.canonicalize().map_err(BoardAppError::io(elf))?;
     let command = command(&elf, board, options)?;
     if options.dry_run {
         return Ok(FlashOutcome::DryRun { command });
@@ -207,11 +207,11 @@ pub fn flash(
     if stderr.contains("No debug probes were found")
         || stdout.contains("No debug probes were found")
     {
-        return Err(FirmwareError::NoProbe {
+        return Err(BoardAppError::NoProbe {
             board: board.name.clone(),
         });
     }
-    let failed = |why: String| FirmwareError::Run {
+    let failed = |why: String| BoardAppError::Run {
         runner: PROBE_RS.into(),
         elf: elf.clone(),
         why,
@@ -232,7 +232,7 @@ pub fn flash(
     Ok(FlashOutcome::Ran {
         command,
         output,
-        log: super::validate::log_lines(&stdout),
+        log: super::on_device::log_lines(&stdout),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -242,20 +242,20 @@ pub const UF2_INFO_FILE: &str = "INFO_UF2.TXT";
 
 /// Copies `uf2` onto the BOOTSEL drive mounted at `drive` (the Pico then flashes it and
 /// restarts). Refuses a folder that is not such a drive.
-pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, FirmwareError> {
+pub fn copy_uf2(uf2: &Path, drive: &Path) -> Result<PathBuf, BoardAppError> {
     check_bootsel_drive(drive)?;
     let name = uf2
         .file_name()
         .unwrap_or_else(|| "spikenas-app.uf2".as_ref());
     let to = drive.join(name);
-    std::fs::copy(uf2, &to).map_err(FirmwareError::io(&to))?;
+    std::fs::copy(uf2, &to).map_err(BoardAppError::io(&to))?;
     Ok(to)
 }
 
 /// Refuses a folder that is not the RP2040's BOOTSEL drive (it has no [`UF2_INFO_FILE`]).
-pub fn check_bootsel_drive(drive: &Path) -> Result<(), FirmwareError> {
+pub fn check_bootsel_drive(drive: &Path) -> Result<(), BoardAppError> {
     if !drive.join(UF2_INFO_FILE).is_file() {
-        return Err(FirmwareError::Board {
+        return Err(BoardAppError::Board {
             board: "rp2040".into(),
             why: format!(
                 "{} holds no {UF2_INFO_FILE}, so it is not a BOOTSEL drive. Fix: hold BOOTSEL \

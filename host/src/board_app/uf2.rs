@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::elf::{Elf, Load};
-use super::FirmwareError;
+use super::BoardAppError;
 
 /// First magic number (`"UF2\n"`).
 pub const MAGIC_START0: u32 = 0x0A32_4655;
@@ -126,12 +126,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Block>, String> {
 
 /// Writes the UF2 image of the ELF at `elf` beside it (`NAME.uf2`) for `family`,
 /// through a temporary file renamed into place.
-pub fn write_beside(elf: &Path, family: u32) -> Result<PathBuf, FirmwareError> {
+pub fn write_beside(elf: &Path, family: u32) -> Result<PathBuf, BoardAppError> {
     let image = Elf::read(elf)?;
     let out = elf.with_extension("uf2");
     let tmp = elf.with_extension("uf2.partial");
-    std::fs::write(&tmp, encode(&image.loads, family)).map_err(FirmwareError::io(&tmp))?;
-    std::fs::rename(&tmp, &out).map_err(FirmwareError::io(&out))?;
+    std::fs::write(&tmp, encode(&image.loads, family)).map_err(BoardAppError::io(&tmp))?;
+    std::fs::rename(&tmp, &out).map_err(BoardAppError::io(&out))?;
     Ok(out)
 }
 

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use super::clock::UART_BAUD;
 use super::flash::{check_bootsel_drive, copy_uf2, FlashOutcome};
-use super::validate::{log_lines, parse_output};
-use super::FirmwareError;
+use super::on_device::{log_lines, parse_output};
+use super::BoardAppError;
 
 /// Longest line taken before deciding the bytes are not the protocol (a wrong baud rate
 /// gives bytes without line ends).
@@ -61,7 +61,7 @@ pub struct SerialPort {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialRun {
     /// The protocol, parsed.
-    pub output: super::validate::DeviceOutput,
+    pub output: super::on_device::DeviceOutput,
     /// The lines of the run that are not protocol lines.
     pub log: Vec<String>,
     /// Seconds from opening the device to the run's last line.
@@ -70,8 +70,8 @@ pub struct SerialRun {
 
 /// Checks that `device` exists and returns its metadata (called before a build too, so
 /// that a missing adapter is named at once; [`SerialPort::open`] checks it again).
-pub fn check_device(device: &Path) -> Result<std::fs::Metadata, FirmwareError> {
-    std::fs::metadata(device).map_err(|e| FirmwareError::Serial {
+pub fn check_device(device: &Path) -> Result<std::fs::Metadata, BoardAppError> {
+    std::fs::metadata(device).map_err(|e| BoardAppError::Serial {
         device: device.to_path_buf(),
         why: format!("cannot be found ({e})"),
         fix: "plug in the USB-UART adapter (or the Debug Probe) and pass the device it shows \
@@ -84,7 +84,7 @@ impl SerialPort {
     /// Sets `device` up for the board application's UART (115200 8N1, raw) when it is a
     /// terminal, and starts reading it. Open it before the board starts, or the first
     /// lines are lost: [`flash_uf2_serial`] opens it before copying the UF2.
-    pub fn open(device: &Path) -> Result<SerialPort, FirmwareError> {
+    pub fn open(device: &Path) -> Result<SerialPort, BoardAppError> {
         if is_char_device(&check_device(device)?) {
             configure(device)?;
         }
@@ -151,8 +151,8 @@ impl SerialPort {
         image: &Path,
         images: usize,
         idle: Duration,
-    ) -> Result<SerialRun, FirmwareError> {
-        let serial = |why: String, fix: &str| FirmwareError::Serial {
+    ) -> Result<SerialRun, BoardAppError> {
+        let serial = |why: String, fix: &str| BoardAppError::Serial {
             device: self.device.clone(),
             why,
             fix: fix.to_string(),
@@ -213,7 +213,7 @@ impl SerialPort {
                     return Err(serial(format!("reading failed: {e}"), fix));
                 }
                 Ok(Event::End) | Err(RecvTimeoutError::Disconnected) => {
-                    return Err(FirmwareError::Run {
+                    return Err(BoardAppError::Run {
                         runner,
                         elf: image.to_path_buf(),
                         why: format!(
@@ -243,7 +243,7 @@ impl SerialPort {
                             idle.as_secs_f64()
                         )
                     };
-                    return Err(FirmwareError::Run {
+                    return Err(BoardAppError::Run {
                         runner,
                         elf: image.to_path_buf(),
                         why,
@@ -253,7 +253,7 @@ impl SerialPort {
             }
         }
         let text = lines.join("\n");
-        let output = parse_output(&text, images).map_err(|why| FirmwareError::Run {
+        let output = parse_output(&text, images).map_err(|why| BoardAppError::Run {
             runner,
             elf: image.to_path_buf(),
             why,
@@ -278,7 +278,7 @@ pub fn flash_uf2_serial(
     device: &Path,
     images: usize,
     idle: Duration,
-) -> Result<FlashOutcome, FirmwareError> {
+) -> Result<FlashOutcome, BoardAppError> {
     check_bootsel_drive(drive)?;
     let port = SerialPort::open(device)?;
     let to = copy_uf2(uf2, drive)?;
@@ -307,8 +307,8 @@ fn is_char_device(_meta: &std::fs::Metadata) -> bool {
 }
 
 /// `stty -F DEVICE raw -echo 115200 cs8 -cstopb -parenb clocal`.
-fn configure(device: &Path) -> Result<(), FirmwareError> {
-    let serial = |why: String, fix: &str| FirmwareError::Serial {
+fn configure(device: &Path) -> Result<(), BoardAppError> {
+    let serial = |why: String, fix: &str| BoardAppError::Serial {
         device: device.to_path_buf(),
         why,
         fix: fix.to_string(),
@@ -348,7 +348,7 @@ fn configure(device: &Path) -> Result<(), FirmwareError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firmware::validate::{compare, DeviceRun, ImageResult};
+    use crate::board_app::on_device::{compare, DeviceRun, ImageResult};
 
     const IDLE: Duration = Duration::from_secs(5);
 
@@ -384,7 +384,7 @@ mod tests {
         ]
     }
 
-    fn read(device: &Path, images: usize, idle: Duration) -> Result<SerialRun, FirmwareError> {
+    fn read(device: &Path, images: usize, idle: Duration) -> Result<SerialRun, BoardAppError> {
         SerialPort::open(device)?.read_run(Path::new("app.uf2"), images, idle)
     }
 
@@ -483,7 +483,7 @@ mod tests {
         let err = port.read_run(Path::new("app.uf2"), 2, idle).unwrap_err();
         drop(writer);
         let text = err.to_string();
-        assert!(matches!(err, FirmwareError::Serial { .. }), "{text}");
+        assert!(matches!(err, BoardAppError::Serial { .. }), "{text}");
         assert!(
             text.contains(&fifo.display().to_string())
                 && text.contains("no output")
@@ -500,7 +500,7 @@ mod tests {
         let err = port.read_run(Path::new("app.uf2"), 2, idle).unwrap_err();
         drop(writer);
         let text = err.to_string();
-        assert!(matches!(err, FirmwareError::Run { .. }), "{text}");
+        assert!(matches!(err, BoardAppError::Run { .. }), "{text}");
         assert!(
             text.contains("after 2 lines") && text.contains("SPIKENAS 2 64"),
             "{text}"
@@ -544,7 +544,7 @@ mod tests {
     fn a_missing_or_wrong_device_is_named_with_the_fix() {
         let err = SerialPort::open(Path::new("/dev/ttyNOSUCH9")).unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, FirmwareError::Serial { .. }), "{text}");
+        assert!(matches!(err, BoardAppError::Serial { .. }), "{text}");
         assert!(
             text.contains("/dev/ttyNOSUCH9") && text.contains("ls /dev/ttyUSB* /dev/ttyACM*"),
             "{text}"

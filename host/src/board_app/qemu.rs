@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::elf::Elf;
-use super::FirmwareError;
+use super::BoardAppError;
 
 /// The emulator binary.
 pub const QEMU: &str = "qemu-system-arm";
@@ -38,11 +38,11 @@ const ICOUNT_C: &str = include_str!("../../../scripts/qemu-icount/icount.c");
 /// scripts/qemu-icount/ with gcc if it is missing or older than its source
 /// (scripts/setup builds it too). Without that checkout, the source built into this
 /// binary is compiled once into `$XDG_CACHE_HOME/spikenas/` (or `~/.cache/spikenas/`).
-pub fn icount_plugin() -> Result<PathBuf, FirmwareError> {
+pub fn icount_plugin() -> Result<PathBuf, BoardAppError> {
     if let Some(path) = std::env::var_os(PLUGIN_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let gcc_failed = |why: String| FirmwareError::ToolMissing {
+    let gcc_failed = |why: String| BoardAppError::ToolMissing {
         tool: "gcc".into(),
         why,
         fix: "install gcc (scripts/setup does), or set SPIKENAS_QEMU_PLUGIN to a built \
@@ -56,7 +56,7 @@ pub fn icount_plugin() -> Result<PathBuf, FirmwareError> {
             .arg(&script)
             .arg(&out)
             .output()
-            .map_err(FirmwareError::io(&script))?;
+            .map_err(BoardAppError::io(&script))?;
         if !built.status.success() {
             return Err(gcc_failed(
                 String::from_utf8_lossy(&built.stderr).trim().to_string(),
@@ -78,9 +78,9 @@ pub fn icount_plugin() -> Result<PathBuf, FirmwareError> {
     if out.is_file() {
         return Ok(out);
     }
-    std::fs::create_dir_all(&dir).map_err(FirmwareError::io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(BoardAppError::io(&dir))?;
     let source = dir.join("icount.c");
-    std::fs::write(&source, ICOUNT_C).map_err(FirmwareError::io(&source))?;
+    std::fs::write(&source, ICOUNT_C).map_err(BoardAppError::io(&source))?;
     let partial = dir.join(format!("libicount.so.{}.tmp", std::process::id()));
     let built = Command::new("gcc")
         .args(["-O2", "-shared", "-fPIC", "-Wall", "-o"])
@@ -93,7 +93,7 @@ pub fn icount_plugin() -> Result<PathBuf, FirmwareError> {
             String::from_utf8_lossy(&built.stderr).trim().to_string(),
         ));
     }
-    std::fs::rename(&partial, &out).map_err(FirmwareError::io(&out))?;
+    std::fs::rename(&partial, &out).map_err(BoardAppError::io(&out))?;
     Ok(out)
 }
 
@@ -109,8 +109,8 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
 }
 
 /// The error for a QEMU that cannot be started.
-pub fn qemu_missing(why: String) -> FirmwareError {
-    FirmwareError::ToolMissing {
+pub fn qemu_missing(why: String) -> BoardAppError {
+    BoardAppError::ToolMissing {
         tool: QEMU.into(),
         why,
         fix: "run scripts/setup (installs qemu-system-arm 7.2)".into(),
@@ -126,8 +126,8 @@ pub fn run(
     workdir: &Path,
     count_instructions: bool,
     timeout: Duration,
-) -> Result<QemuRun, FirmwareError> {
-    let elf = elf.canonicalize().map_err(FirmwareError::io(elf))?;
+) -> Result<QemuRun, BoardAppError> {
+    let elf = elf.canonicalize().map_err(BoardAppError::io(elf))?;
     let mut cmd = Command::new(QEMU);
     cmd.current_dir(workdir)
         .args([
@@ -148,7 +148,7 @@ pub fn run(
     if count_instructions {
         let symbols = Elf::read(&elf)?;
         let addr = |name: &str| {
-            symbols.symbol(name).ok_or_else(|| FirmwareError::Elf {
+            symbols.symbol(name).ok_or_else(|| BoardAppError::Elf {
                 path: elf.clone(),
                 why: format!("no symbol `{name}` (was it built from firmware/template?)"),
             })
@@ -165,7 +165,7 @@ pub fn run(
     let mut child = cmd.spawn().map_err(|e| qemu_missing(e.to_string()))?;
     let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let status = loop {
-        match child.try_wait().map_err(FirmwareError::io(&elf))? {
+        match child.try_wait().map_err(BoardAppError::io(&elf))? {
             Some(status) => break Some(status),
             None if started.elapsed() > timeout => {
                 let _ = child.kill();
@@ -183,7 +183,7 @@ pub fn run(
         let lines: Vec<&str> = all.lines().rev().take(30).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     };
-    let failed = |why: String| FirmwareError::Run {
+    let failed = |why: String| BoardAppError::Run {
         runner: QEMU.into(),
         elf: elf.clone(),
         why,
@@ -204,7 +204,7 @@ pub fn run(
         Some(_) => {}
     }
     let windows = if count_instructions {
-        let text = std::fs::read_to_string(&counts).map_err(FirmwareError::io(&counts))?;
+        let text = std::fs::read_to_string(&counts).map_err(BoardAppError::io(&counts))?;
         text.lines()
             .map(|l| l.trim().parse::<u64>())
             .collect::<Result<Vec<_>, _>>()

@@ -10,12 +10,39 @@
 //! The score is `log |det(K / hooks)|` of a randomly initialised network, averaged
 //! over batches. Architectures whose samples produce distinct spike patterns score
 //! higher.
+//!
+//! [`score_batches`] draws the batches a search scores every candidate on.
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::data::Dataset;
 use crate::kernels::ConvBackend;
+use crate::rng::Rng;
 use crate::snn::lif::LifParams;
 use crate::snn::{Ctx, Network};
+
+/// The batches the score is computed on: `repeats` batches of `batch` training images,
+/// drawn with `seed`.
+pub fn score_batches(
+    data: &Dataset,
+    batch: usize,
+    repeats: usize,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<Vec<Tensor>> {
+    let mut rng = Rng::new(seed ^ 0x5c0e);
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    rng.shuffle(&mut order);
+    let batch = batch.min(data.train.len());
+    (0..repeats)
+        .map(|r| {
+            let idx: Vec<usize> = (0..batch)
+                .map(|i| order[(r * batch + i) % order.len()])
+                .collect();
+            Ok(data.train.batch(&idx, device)?.0)
+        })
+        .collect()
+}
 
 /// Accumulates the spike Hamming kernel over hooks.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Anything that stops generating, building, running or validating a board application.
 #[derive(Debug, thiserror::Error)]
-pub enum FirmwareError {
+pub enum BoardAppError {
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -115,6 +115,14 @@ pub enum FirmwareError {
         /// What is missing.
         why: String,
     },
+    /// The crate's model.txt is malformed.
+    #[error("{}: {why}", path.display())]
+    ModelInfo {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A file of the vendored firmware runtime differs from what `generate` wrote.
     #[error(
         "{}: {why}. The vendored firmware runtime must stay as spikenas-host wrote it: the \
@@ -169,10 +177,10 @@ pub enum FirmwareError {
     },
 }
 
-impl FirmwareError {
-    /// An [`FirmwareError::Io`] for `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> FirmwareError {
+impl BoardAppError {
+    /// An [`BoardAppError::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BoardAppError {
         let path = path.into();
-        move |source| FirmwareError::Io { path, source }
+        move |source| BoardAppError::Io { path, source }
     }
 }

@@ -1,51 +1,20 @@
-//! Whole jobs the CLI runs: `quantize` (checkpoint -> model.safetensors with the
-//! float / int8 / int4 comparison) and `infer` (run an exported model on a dataset).
+//! The `quantize` job: a float checkpoint to `model.safetensors`, with the float /
+//! int8 / int4 comparison on the test split (`quant.json`).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use candle_core::Device;
 use serde::Serialize;
 
-use super::{agreement, evaluate_int, quantize, QuantError, QuantReport};
 use crate::checkpoint::{self, CheckpointError};
-use crate::data::{self, DataError, LoadOptions, Source, Split};
-use crate::export::{self, ExportError, ModelInfo, MODEL_FILE};
+use crate::data::{self, LoadOptions, Source};
 use crate::kernels::ConvBackend;
-use crate::output::{OutputError, Staged};
+use crate::output::Staged;
+use crate::quant::export::{self, ModelInfo, MODEL_FILE};
+use crate::quant::{agreement, evaluate_int, quantize, QuantError, QuantReport};
 use crate::train;
 
-/// The float checkpoint's file name inside a training or model directory.
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-
-/// Errors of a quantize or infer job.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Reading the float checkpoint failed.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// Reading or writing the model file failed.
-    #[error(transparent)]
-    Export(#[from] ExportError),
-    /// Loading the data failed.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// Quantization or the integer evaluation failed.
-    #[error(transparent)]
-    Quant(#[from] QuantError),
-    /// Writing output failed.
-    #[error(transparent)]
-    Output(#[from] OutputError),
-    /// A float tensor operation failed.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// Serialising the report failed.
-    #[error("cannot serialise report: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The float engine was asked for but the model directory has no checkpoint.
-    #[error("{0} has no float checkpoint ({CHECKPOINT_FILE}); use --engine int, or quantize again (quantize copies the checkpoint)")]
-    NoCheckpoint(PathBuf),
-}
+use super::{accuracy, dataset_of, split_seed, JobError};
 
 /// What `quantize` does.
 #[derive(Debug, Clone)]
@@ -110,30 +79,6 @@ pub struct QuantizeOutcome {
     pub warnings: Vec<String>,
 }
 
-/// The seed to split the data with: the one `given`, else the one `recorded` in
-/// `file` by the training run, else 0 (files that record none); with a warning when
-/// the given one differs from the recorded one.
-pub fn split_seed(given: Option<u64>, recorded: Option<u64>, file: &Path) -> (u64, Option<String>) {
-    match (given, recorded) {
-        (Some(g), Some(r)) if g != r => (
-            g,
-            Some(format!(
-                "--seed {g} differs from the seed {r} that {} records for the training run's data split; the test images may overlap the training images (leave --seed out to reuse {r})",
-                file.display()
-            )),
-        ),
-        (Some(g), _) => (g, None),
-        (None, r) => (r.unwrap_or(0), None),
-    }
-}
-
-fn dataset_of(given: &Option<Source>, named: &str) -> Result<Source, DataError> {
-    match given {
-        Some(s) => Ok(s.clone()),
-        None => named.parse(),
-    }
-}
-
 /// Quantizes a float checkpoint to int8 and int4, evaluates both and the float network
 /// on the test split, and writes `model.safetensors` (at `job.bits`), `quant.json` and a
 /// copy of the float checkpoint into `out` (atomically; an existing directory only with
@@ -149,7 +94,7 @@ pub fn quantize_to_dir(
     let staged = Staged::new(out, force)?;
     let device = Device::Cpu;
     let ckpt_path = if job.checkpoint.is_dir() {
-        job.checkpoint.join(CHECKPOINT_FILE)
+        job.checkpoint.join(checkpoint::FILE)
     } else {
         job.checkpoint.clone()
     };
@@ -197,7 +142,7 @@ pub fn quantize_to_dir(
         path: ckpt_path.clone(),
         source,
     })?;
-    staged.write(CHECKPOINT_FILE, &ckpt)?;
+    staged.write(checkpoint::FILE, &ckpt)?;
     let mut outcome = QuantizeOutcome {
         dir: PathBuf::new(),
         arch: q.arch.to_string(),
@@ -217,127 +162,10 @@ pub fn quantize_to_dir(
     Ok(outcome)
 }
 
-fn accuracy(pred: &[u32], split: &Split) -> f32 {
-    if split.is_empty() {
-        return 0.0;
-    }
-    let correct = pred
-        .iter()
-        .zip(&split.labels)
-        .filter(|(p, l)| **p == **l as u32)
-        .count();
-    correct as f32 / split.len() as f32
-}
-
-/// Which network `infer` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-pub enum Engine {
-    /// The integer runtime (the firmware crate's kernels), from model.safetensors.
-    Int,
-    /// The float network in candle, from checkpoint.safetensors.
-    Float,
-}
-
-/// What `infer` does.
-#[derive(Debug, Clone)]
-pub struct InferJob {
-    /// Directory with model.safetensors (and checkpoint.safetensors for float), or the
-    /// model.safetensors file itself (its folder is then the directory).
-    pub model_dir: PathBuf,
-    /// The dataset; `None` takes the one named in the model.
-    pub dataset: Option<Source>,
-    /// How to load it; its `seed` is replaced by the choice of [`split_seed`].
-    pub load: LoadOptions,
-    /// Seed of the data splits; `None` reuses the one the model records.
-    pub seed: Option<u64>,
-    /// Which engine.
-    pub engine: Engine,
-    /// Use the first N test images.
-    pub samples: Option<usize>,
-}
-
-/// The result of [`infer_dir`].
-#[derive(Debug, Clone, Serialize)]
-pub struct InferOutcome {
-    /// The engine.
-    pub engine: Engine,
-    /// The architecture.
-    pub arch: String,
-    /// Images run.
-    pub images: usize,
-    /// Accuracy on them.
-    pub accuracy: f32,
-    /// Wall time of the inference (data loading excluded).
-    pub seconds: f64,
-    /// Throughput.
-    pub images_per_second: f64,
-    /// Mean spikes per image (integer engine).
-    pub mean_spikes: Option<f64>,
-    /// The seed the data was split with.
-    pub seed: u64,
-    /// Things the user should know (e.g. a seed other than the training run's).
-    pub warnings: Vec<String>,
-}
-
-/// Runs the model in `job.model_dir` on the test split and times it. `device` is used
-/// by the float engine only (the integer runtime runs on the CPU threads).
-pub fn infer_dir(job: &InferJob, device: &Device) -> Result<InferOutcome, JobError> {
-    let (model_path, dir) = if job.model_dir.is_file() {
-        let dir = job.model_dir.parent().unwrap_or(Path::new("."));
-        (job.model_dir.clone(), dir.to_path_buf())
-    } else {
-        (job.model_dir.join(MODEL_FILE), job.model_dir.clone())
-    };
-    let ckpt_path = dir.join(CHECKPOINT_FILE);
-    match job.engine {
-        Engine::Int => {
-            let (q, info) = export::load(&model_path)?;
-            let (seed, warning) = split_seed(job.seed, info.data_seed(), &model_path);
-            let test = test_split(job, &info.dataset, seed)?;
-            let start = Instant::now();
-            let eval = evaluate_int(&q, &test)?;
-            let seconds = start.elapsed().as_secs_f64();
-            Ok(InferOutcome {
-                engine: job.engine,
-                arch: q.arch.to_string(),
-                images: test.len(),
-                accuracy: eval.accuracy,
-                seconds,
-                images_per_second: test.len() as f64 / seconds,
-                mean_spikes: Some(eval.mean_spikes()),
-                seed,
-                warnings: warning.into_iter().collect(),
-            })
-        }
-        Engine::Float => {
-            if !ckpt_path.exists() {
-                return Err(JobError::NoCheckpoint(dir));
-            }
-            let (net, _, info) = checkpoint::load(&ckpt_path, device)?;
-            let (seed, warning) = split_seed(job.seed, info.data_seed(), &ckpt_path);
-            let test = test_split(job, &info.dataset, seed)?;
-            let start = Instant::now();
-            let pred = train::predict(&net, &test, device, ConvBackend::default())?;
-            let seconds = start.elapsed().as_secs_f64();
-            Ok(InferOutcome {
-                engine: job.engine,
-                arch: net.arch.to_string(),
-                images: test.len(),
-                accuracy: accuracy(&pred, &test),
-                seconds,
-                images_per_second: test.len() as f64 / seconds,
-                mean_spikes: None,
-                seed,
-                warnings: warning.into_iter().collect(),
-            })
-        }
-    }
-}
-
 /// Refuses a dataset whose images or classes are not the checkpoint's (the float
 /// network would fail deep inside a matrix product).
 fn same_input(data: &data::Dataset, info: &checkpoint::CheckpointInfo) -> Result<(), QuantError> {
-    let found = crate::session::input_shape(data);
+    let found = data::input_shape(data);
     if found != info.input {
         let show = |i: &crate::snn::InputShape, what: &str| {
             format!(
@@ -353,17 +181,6 @@ fn same_input(data: &data::Dataset, info: &checkpoint::CheckpointInfo) -> Result
     Ok(())
 }
 
-fn test_split(job: &InferJob, named: &str, seed: u64) -> Result<Split, JobError> {
-    let source = dataset_of(&job.dataset, named)?;
-    let load = LoadOptions {
-        seed,
-        ..job.load.clone()
-    };
-    let data = data::load(&source, &load)?;
-    let n = job.samples.unwrap_or(data.test.len()).min(data.test.len());
-    Ok(data.test.select(&(0..n).collect::<Vec<_>>()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -371,6 +188,7 @@ mod tests {
     use super::*;
     use crate::arch::{Arch, InputShape};
     use crate::checkpoint::CheckpointInfo;
+    use crate::jobs::infer::{infer_dir, Engine, InferJob};
     use crate::snn::lif::LifParams;
     use crate::snn::Network;
 
@@ -395,7 +213,7 @@ mod tests {
             lif: LifParams::default(),
             extra: HashMap::from([(checkpoint::DATA_SEED.to_string(), "7".to_string())]),
         };
-        let ckpt = dir.join(CHECKPOINT_FILE);
+        let ckpt = dir.join(checkpoint::FILE);
         checkpoint::save(&ckpt, &varmap, &info).unwrap();
         let mut job = QuantizeJob {
             checkpoint: ckpt.clone(),

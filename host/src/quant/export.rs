@@ -31,9 +31,10 @@ use spikenas_firmware as fw;
 
 use crate::arch::{Arch, InputShape};
 use crate::integrity::{self, ChecksumError};
-use crate::quant::assemble::{assemble, LayerSource};
-use crate::quant::{QConv, QHead, QLinear, QOp, QReduction, QRequant, QWeights, QuantizedNetwork};
 use crate::snn::cell::edge_key;
+
+use super::assemble::{assemble, LayerSource};
+use super::{QConv, QHead, QLinear, QOp, QReduction, QRequant, QWeights, QuantizedNetwork};
 
 /// Metadata key prefix.
 const PREFIX: &str = "spikenas.";

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::FirmwareError;
+use super::BoardAppError;
 
 const SHT_SYMTAB: u32 = 2;
 const SHT_NOBITS: u32 = 8;
@@ -84,9 +84,9 @@ struct Shdr {
 
 impl Elf {
     /// Reads and parses the file at `path`.
-    pub fn read(path: &Path) -> Result<Elf, FirmwareError> {
-        let bytes = std::fs::read(path).map_err(FirmwareError::io(path))?;
-        Elf::parse(&bytes).map_err(|why| FirmwareError::Elf {
+    pub fn read(path: &Path) -> Result<Elf, BoardAppError> {
+        let bytes = std::fs::read(path).map_err(BoardAppError::io(path))?;
+        Elf::parse(&bytes).map_err(|why| BoardAppError::Elf {
             path: path.to_path_buf(),
             why,
         })

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::FirmwareError;
+use super::BoardAppError;
 
 /// Where the runtime goes, relative to the crate.
 pub const DIR: &str = "vendor/spikenas-firmware";
@@ -69,9 +69,9 @@ impl Vendored {
 
     /// Checks the vendored runtime of the crate in `krate`: every recorded file is there
     /// with its checksum, and no other file is.
-    pub fn verify(&self, krate: &Path) -> Result<(), FirmwareError> {
+    pub fn verify(&self, krate: &Path) -> Result<(), BoardAppError> {
         let dir = krate.join(&self.dir);
-        let bad = |file: &Path, why: String| FirmwareError::Vendor {
+        let bad = |file: &Path, why: String| BoardAppError::Vendor {
             file: file.to_path_buf(),
             why,
         };
@@ -108,7 +108,7 @@ impl Vendored {
 
 /// Removes the files under `krate/`[`DIR`] that `keep` does not list (a runtime file of
 /// an earlier generation that the current runtime no longer has).
-pub fn remove_stale(krate: &Path, keep: &[(String, String)]) -> Result<(), FirmwareError> {
+pub fn remove_stale(krate: &Path, keep: &[(String, String)]) -> Result<(), BoardAppError> {
     let dir = krate.join(DIR);
     if !dir.is_dir() {
         return Ok(());
@@ -116,7 +116,7 @@ pub fn remove_stale(krate: &Path, keep: &[(String, String)]) -> Result<(), Firmw
     for path in walk(&dir)? {
         let name = relative(&dir, &path);
         if !keep.iter().any(|(k, _)| *k == name) {
-            std::fs::remove_file(&path).map_err(FirmwareError::io(&path))?;
+            std::fs::remove_file(&path).map_err(BoardAppError::io(&path))?;
         }
     }
     Ok(())
@@ -132,17 +132,17 @@ fn relative(dir: &Path, path: &Path) -> String {
 }
 
 /// Every file under `dir` (none if it is missing), `target/` skipped.
-fn walk(dir: &Path) -> Result<Vec<PathBuf>, FirmwareError> {
+fn walk(dir: &Path) -> Result<Vec<PathBuf>, BoardAppError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let entries = match std::fs::read_dir(&d) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(FirmwareError::io(&d)(e)),
+            Err(e) => return Err(BoardAppError::io(&d)(e)),
         };
         for entry in entries {
-            let path = entry.map_err(FirmwareError::io(&d))?.path();
+            let path = entry.map_err(BoardAppError::io(&d))?.path();
             if path.is_dir() {
                 if path.file_name().is_some_and(|n| n != "target") {
                     stack.push(path);

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `Cargo.toml`, `.cargo/config.toml` | firmware/template/, `{{...}}` filled in (target triple, runner, board, chip family), each value TOML-escaped ([`super::template`]) |
 //! | `vendor/spikenas-firmware/` | the firmware runtime this host computes with, vendored ([`super::vendor`]): the crate needs no spikenas checkout |
-//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for and the vendored runtime's SHA-256 sums ([`CrateInfo`]) |
+//! | `spikenas-crate.json` | written here: the board, target and triple the crate is for and the vendored runtime's SHA-256 sums ([`CrateInfo`], [`super::metadata`]) |
 //! | `.spikenas-output` | the marker of a folder spikenas wrote ([`crate::output::MARKER`]) |
 //! | `rust-toolchain.toml`, `build.rs`, `src/{main,clock,cycles,log}.rs`, `src/transport/{semihosting,uart}.rs` | firmware/template/, verbatim |
 //! | `Cargo.lock` | firmware/template/, so every build resolves the same dependency versions |
@@ -31,79 +31,10 @@ use spikenas_firmware::{
 
 use crate::boards::{Profile, Region, Target, Targets};
 
+use super::metadata::{CrateInfo, CRATE_INFO_FILE};
 use super::template::{self, Template};
 use super::vendor::{self, Vendored};
-use super::FirmwareError;
-
-/// The generated crate's metadata file: the board and target it was generated for
-/// (`build`, `validate` and `flash` refuse a crate generated for another board).
-pub const CRATE_INFO_FILE: &str = "spikenas-crate.json";
-
-/// What [`CRATE_INFO_FILE`] holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrateInfo {
-    /// `spikenas-host` and its version.
-    pub generator: String,
-    /// The board profile's name.
-    pub board: String,
-    /// The board's target name in `targets.yaml`.
-    pub target: String,
-    /// The Rust target triple the crate builds for.
-    pub triple: String,
-    /// The vendored firmware runtime and its checksums (`None` in crates of older
-    /// versions, which depended on a spikenas checkout; `build` refuses them).
-    #[serde(default)]
-    pub vendor: Option<Vendored>,
-}
-
-impl CrateInfo {
-    /// Read the metadata of the crate in `dir`.
-    pub fn read(dir: &Path) -> Result<CrateInfo, FirmwareError> {
-        let path = dir.join(CRATE_INFO_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| FirmwareError::NotGenerated {
-            dir: dir.to_path_buf(),
-            why: format!("{CRATE_INFO_FILE} cannot be read ({e})"),
-        })?;
-        serde_json::from_str(&text).map_err(|e| FirmwareError::NotGenerated {
-            dir: dir.to_path_buf(),
-            why: format!("{CRATE_INFO_FILE} is malformed ({e})"),
-        })
-    }
-
-    /// Check the vendored runtime against its recorded checksums.
-    pub fn verify_vendor(&self, dir: &Path) -> Result<(), FirmwareError> {
-        match &self.vendor {
-            Some(vendored) => vendored.verify(dir),
-            None => Err(FirmwareError::NotGenerated {
-                dir: dir.to_path_buf(),
-                why: format!(
-                    "{CRATE_INFO_FILE} records no vendored firmware runtime (an older \
-                     spikenas-host made this crate depend on its own checkout)"
-                ),
-            }),
-        }
-    }
-
-    /// Refuse `board` unless the crate was generated for it.
-    pub fn check_board(
-        &self,
-        dir: &Path,
-        board: &Profile,
-        triple: &str,
-    ) -> Result<(), FirmwareError> {
-        if self.board != board.name || self.triple != triple {
-            return Err(FirmwareError::WrongBoard {
-                dir: dir.to_path_buf(),
-                generated_for: self.board.clone(),
-                generated_triple: self.triple.clone(),
-                given: board.name.clone(),
-                given_triple: triple.to_string(),
-            });
-        }
-        Ok(())
-    }
-}
+use super::BoardAppError;
 
 /// Bytes of the RP2040's second-stage bootloader at the start of flash.
 pub const BOOT2_BYTES: u64 = 256;
@@ -139,7 +70,7 @@ pub fn generate(
     board: &Profile,
     targets: &Targets,
     out_dir: &Path,
-) -> Result<GeneratedCrate, FirmwareError> {
+) -> Result<GeneratedCrate, BoardAppError> {
     generate_with(net, board, targets, &Template::discover()?, out_dir)
 }
 
@@ -150,9 +81,9 @@ pub fn generate_with(
     targets: &Targets,
     template: &Template,
     out_dir: &Path,
-) -> Result<GeneratedCrate, FirmwareError> {
+) -> Result<GeneratedCrate, BoardAppError> {
     let layout = net.workspace_layout()?;
-    let bad = |why: String| FirmwareError::Board {
+    let bad = |why: String| BoardAppError::Board {
         board: board.name.clone(),
         why,
     };
@@ -206,7 +137,7 @@ pub fn generate_with(
         triple: target.triple.clone(),
         vendor: Some(Vendored::of(&runtime)),
     };
-    let info = serde_json::to_string_pretty(&info).map_err(|e| bad(e.to_string()))? + "\n";
+    let info = info.to_json()?;
     let mut files: Vec<(String, String)> = [
         (CRATE_INFO_FILE, info),
         // The crate folder is spikenas's own (also inside a search's output folder), so
@@ -245,11 +176,11 @@ pub fn generate_with(
     for (name, text) in files {
         let path = out_dir.join(&name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(FirmwareError::io(parent))?;
+            std::fs::create_dir_all(parent).map_err(BoardAppError::io(parent))?;
         }
         // Unchanged files keep their timestamps, so cargo does not rebuild for nothing.
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            std::fs::write(&path, text).map_err(FirmwareError::io(&path))?;
+            std::fs::write(&path, text).map_err(BoardAppError::io(&path))?;
         }
     }
     Ok(GeneratedCrate {
@@ -267,7 +198,7 @@ pub fn generate_with(
 /// ([`crate::boards::is_safe_identifier`]): they are written into the crate's build
 /// files and the runner's command line. Loaded profiles were checked already; this guards
 /// profiles built in code. The values are escaped as well, wherever they are written.
-fn plain_strings(board: &Profile, target: &Target) -> Result<(), FirmwareError> {
+fn plain_strings(board: &Profile, target: &Target) -> Result<(), BoardAppError> {
     let mut fields: Vec<(&str, &str)> = vec![
         ("name", board.name.as_str()),
         ("target triple", target.triple.as_str()),
@@ -285,7 +216,7 @@ fn plain_strings(board: &Profile, target: &Target) -> Result<(), FirmwareError> 
         .into_iter()
         .find(|(_, v)| !crate::boards::is_safe_identifier(v))
     {
-        Some((field, value)) => Err(FirmwareError::Board {
+        Some((field, value)) => Err(BoardAppError::Board {
             board: board.name.clone(),
             why: format!(
                 "{field} {value:?} is not a plain name (letters, digits, `_`, `.`, `-`); \
@@ -317,8 +248,8 @@ fn linker_name(region: &Region) -> String {
 pub fn memory_x(
     board: &Profile,
     membrane_bytes: u64,
-) -> Result<(String, Option<String>), FirmwareError> {
-    let bad = |why: &str| FirmwareError::Board {
+) -> Result<(String, Option<String>), BoardAppError> {
+    let bad = |why: &str| BoardAppError::Board {
         board: board.name.clone(),
         why: why.to_string(),
     };
@@ -557,7 +488,7 @@ impl Emitter {
             s,
             "//! The network and its workspace for board {board:?}.\n\
              //!\n\
-             //! generated by spikenas-host (host/src/firmware/codegen.rs), do not edit.\n\
+             //! generated by spikenas-host (host/src/board_app/codegen.rs), do not edit.\n\
              #![allow(clippy::all)]\n\n\
              use core::ptr::addr_of_mut;\n\n\
              use spikenas_firmware::{{\n    \
@@ -639,8 +570,8 @@ impl Emitter {
 mod tests {
     use super::*;
     use crate::arch::{Arch, InputShape};
+    use crate::board_app::synthetic::SyntheticNetwork;
     use crate::boards::Catalog;
-    use crate::firmware::synthetic::SyntheticNetwork;
 
     fn net() -> SyntheticNetwork {
         let arch: Arch = "cell=0321.0010.0001.0100,ch=4,stages=2,fc=16,t=2,bits=4"

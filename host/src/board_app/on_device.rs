@@ -1,7 +1,8 @@
-//! Device validation: the device's class and spike count for every image must equal
-//! the host's `Network::infer` (the same integer code, compiled for x86 and for
-//! Cortex-M), with no tolerance. Also measures instructions per inference (QEMU) and
-//! compares the built image with the memory model.
+//! On-device validation (the `validate` and `flash` commands): the device's class and
+//! spike count for every image must equal the host's `Network::infer` (the same integer
+//! code, compiled for x86 and for Cortex-M), with no tolerance. Also measures
+//! instructions per inference (QEMU) and compares the built image with the memory
+//! model.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,15 +14,12 @@ use crate::boards::{Profile, Targets};
 use crate::memory::Estimate;
 
 use super::build::BuildReport;
-use super::{qemu, FirmwareError, TestSet};
+use super::{qemu, BoardAppError, TestSet};
 
 /// File (in a generated crate) with the test set the device reads.
 pub const TESTSET_FILE: &str = "testset.bin";
 /// File (in a generated crate) with the host's result per image: `class spikes synops`.
 pub const HOST_RESULTS_FILE: &str = "host-results.txt";
-/// File (in a generated crate) naming the architecture and input (`arch ...`,
-/// `input CxHxW`, `classes N`), for the memory-model comparison.
-pub const MODEL_INFO_FILE: &str = "model.txt";
 
 /// What one inference reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +155,7 @@ fn mean(v: &[u64]) -> f64 {
 }
 
 /// Runs `net` on the host on every image of `set`.
-pub fn host_run(net: &Network<'_>, set: &TestSet) -> Result<Vec<ImageResult>, FirmwareError> {
+pub fn host_run(net: &Network<'_>, set: &TestSet) -> Result<Vec<ImageResult>, BoardAppError> {
     let mut buf = crate::quant::WorkspaceBuf::new(&net.workspace_layout()?);
     let mut ws = buf.view();
     (0..set.len())
@@ -179,9 +177,9 @@ pub fn write_test_data(
     dir: &Path,
     net: &Network<'_>,
     set: &TestSet,
-) -> Result<Vec<ImageResult>, FirmwareError> {
+) -> Result<Vec<ImageResult>, BoardAppError> {
     if set.image_len != net.input_len() {
-        return Err(FirmwareError::TestSet {
+        return Err(BoardAppError::TestSet {
             path: dir.join(TESTSET_FILE),
             why: format!(
                 "images of {} pixels, the network reads {}",
@@ -197,15 +195,15 @@ pub fn write_test_data(
         let _ = writeln!(text, "{} {} {}", r.class, r.spikes, r.synops);
     }
     let path = dir.join(HOST_RESULTS_FILE);
-    std::fs::write(&path, text).map_err(FirmwareError::io(&path))?;
+    std::fs::write(&path, text).map_err(BoardAppError::io(&path))?;
     Ok(host)
 }
 
 /// Reads the host results written by [`write_test_data`].
-pub fn read_host_results(dir: &Path) -> Result<Vec<ImageResult>, FirmwareError> {
+pub fn read_host_results(dir: &Path) -> Result<Vec<ImageResult>, BoardAppError> {
     let path = dir.join(HOST_RESULTS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(FirmwareError::io(&path))?;
-    let bad = |n: usize| FirmwareError::TestSet {
+    let text = std::fs::read_to_string(&path).map_err(BoardAppError::io(&path))?;
+    let bad = |n: usize| BoardAppError::TestSet {
         path: path.clone(),
         why: format!("line {n} is not `class spikes synops`"),
     };
@@ -323,7 +321,7 @@ pub fn preflight(
     board: &Profile,
     targets: &Targets,
     probe: Option<&str>,
-) -> Result<(), FirmwareError> {
+) -> Result<(), BoardAppError> {
     if !board.is_emulated() {
         let options = super::flash::FlashOptions {
             probe: probe.map(str::to_string),
@@ -334,7 +332,7 @@ pub fn preflight(
     targets
         .get(&board.target)
         .and_then(|t| t.qemu_machine.as_ref())
-        .ok_or_else(|| FirmwareError::NotEmulated {
+        .ok_or_else(|| BoardAppError::NotEmulated {
             board: board.name.clone(),
         })?;
     if super::flash::on_path(qemu::QEMU).is_none() {
@@ -351,11 +349,11 @@ pub fn run_qemu(
     targets: &Targets,
     set: &TestSet,
     timeout: Duration,
-) -> Result<DeviceRun, FirmwareError> {
+) -> Result<DeviceRun, BoardAppError> {
     let machine = targets
         .get(&board.target)
         .and_then(|t| t.qemu_machine.clone())
-        .ok_or_else(|| FirmwareError::NotEmulated {
+        .ok_or_else(|| BoardAppError::NotEmulated {
             board: board.name.clone(),
         })?;
     let work = tempdir(&board.name)?;
@@ -363,7 +361,7 @@ pub fn run_qemu(
     let result = qemu::run(elf, &machine, &work, true, timeout);
     let _ = std::fs::remove_dir_all(&work);
     let run = result?;
-    let out = parse_output(&run.stdout, set.len()).map_err(|why| FirmwareError::Run {
+    let out = parse_output(&run.stdout, set.len()).map_err(|why| BoardAppError::Run {
         runner: qemu::QEMU.into(),
         elf: elf.to_path_buf(),
         why,
@@ -376,7 +374,7 @@ pub fn run_qemu(
             .join("\n"),
     })?;
     if run.windows.len() != set.len() {
-        return Err(FirmwareError::Run {
+        return Err(BoardAppError::Run {
             runner: qemu::QEMU.into(),
             elf: elf.to_path_buf(),
             why: format!(
@@ -393,7 +391,7 @@ pub fn run_qemu(
     })
 }
 
-fn tempdir(tag: &str) -> Result<std::path::PathBuf, FirmwareError> {
+fn tempdir(tag: &str) -> Result<std::path::PathBuf, BoardAppError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -401,7 +399,7 @@ fn tempdir(tag: &str) -> Result<std::path::PathBuf, FirmwareError> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::create_dir_all(&dir).map_err(FirmwareError::io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(BoardAppError::io(&dir))?;
     Ok(dir)
 }
 
@@ -532,7 +530,7 @@ pub fn validate_dir(
     targets: &Targets,
     samples: Option<usize>,
     timeout: Duration,
-) -> Result<(DeviceRun, Comparison), FirmwareError> {
+) -> Result<(DeviceRun, Comparison), BoardAppError> {
     validate_dir_with(dir, elf, board, targets, samples, timeout, None)
 }
 
@@ -547,7 +545,7 @@ pub fn validate_dir_with(
     samples: Option<usize>,
     timeout: Duration,
     probe: Option<String>,
-) -> Result<(DeviceRun, Comparison), FirmwareError> {
+) -> Result<(DeviceRun, Comparison), BoardAppError> {
     let set = TestSet::read(&dir.join(TESTSET_FILE))?;
     let set = samples.map_or(set.clone(), |n| set.take(n));
     let host = read_host_results(dir)?;

@@ -1,4 +1,4 @@
-//! SpikeNAS step 1, the operation impact analysis: short proxy trainings measure how
+//! The `analyze-ops` job, SpikeNAS step 1: the operation impact analysis. Short proxy trainings measure how
 //! much each cell operation, backward edges and the number of timesteps contribute to
 //! accuracy. Ops whose presence does not help are dropped from the search space (a
 //! smaller space is a faster search), and T is the smallest value within a tolerance
@@ -9,10 +9,9 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cell, Op};
-use crate::data::Dataset;
+use crate::data::{input_shape, Dataset};
 use crate::rng::Rng;
 use crate::search::space::{MacroSpace, SearchSpace};
-use crate::session::input_shape;
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
 use crate::train::{self, TrainConfig};

@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::boards::{Profile, RegionKind, Targets};
 
 use super::elf::Elf;
-use super::FirmwareError;
+use super::BoardAppError;
 
 /// The cargo that builds firmware (Debian's, with rust-src).
 pub const CARGO: &str = "/usr/bin/cargo";
@@ -146,7 +146,7 @@ impl BuildReport {
 static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Sets the modification time of the generated inputs and of the vendored runtime to now.
-fn touch_inputs(dir: &Path, info: &super::CrateInfo) -> Result<(), FirmwareError> {
+fn touch_inputs(dir: &Path, info: &super::CrateInfo) -> Result<(), BoardAppError> {
     let now = std::time::SystemTime::now();
     let vendored = info.vendor.iter().flat_map(|v| {
         v.sha256
@@ -165,7 +165,7 @@ fn touch_inputs(dir: &Path, info: &super::CrateInfo) -> Result<(), FirmwareError
             .append(true)
             .open(&path)
             .and_then(|f| f.set_modified(now))
-            .map_err(FirmwareError::io(&path))?;
+            .map_err(BoardAppError::io(&path))?;
     }
     Ok(())
 }
@@ -185,30 +185,23 @@ pub fn check_crate<'t>(
     dir: &Path,
     board: &Profile,
     targets: &'t Targets,
-) -> Result<
-    (
-        PathBuf,
-        &'t crate::boards::Target,
-        super::codegen::CrateInfo,
-    ),
-    FirmwareError,
-> {
+) -> Result<(PathBuf, &'t crate::boards::Target, super::CrateInfo), BoardAppError> {
     let target = targets
         .get(&board.target)
-        .ok_or_else(|| FirmwareError::Board {
+        .ok_or_else(|| BoardAppError::Board {
             board: board.name.clone(),
             why: format!("target `{}` is not in targets.yaml", board.target),
         })?;
-    let dir = dir.canonicalize().map_err(FirmwareError::io(dir))?;
+    let dir = dir.canonicalize().map_err(BoardAppError::io(dir))?;
     if !dir.join("src/model.rs").is_file() {
-        return Err(FirmwareError::NotGenerated {
+        return Err(BoardAppError::NotGenerated {
             dir,
             why: "src/model.rs is missing".into(),
         });
     }
     // A crate's memory.x and model.rs belong to one board: building it for another
     // would measure the wrong regions (or link for the wrong chip).
-    let info = super::codegen::CrateInfo::read(&dir)?;
+    let info = super::CrateInfo::read(&dir)?;
     info.check_board(&dir, board, &target.triple)?;
     info.verify_vendor(&dir)?;
     Ok((dir, target, info))
@@ -216,17 +209,17 @@ pub fn check_crate<'t>(
 
 /// Builds the crate in `dir` (made by [`super::generate`]) for `board` in release mode,
 /// then checks every region: an image that does not fit fails with
-/// [`FirmwareError::Overflow`] naming the region and the excess.
+/// [`BoardAppError::Overflow`] naming the region and the excess.
 pub fn build(
     dir: &Path,
     board: &Profile,
     targets: &Targets,
     options: &BuildOptions,
-) -> Result<BuildReport, FirmwareError> {
+) -> Result<BuildReport, BoardAppError> {
     let (dir, target, info) = check_crate(dir, board, targets)?;
     let family = super::clock::Family::of_target(&board.target);
     if options.uart && family != super::clock::Family::Rp2040 {
-        return Err(FirmwareError::Board {
+        return Err(BoardAppError::Board {
             board: board.name.clone(),
             why: "the UART results transport (--uart, --serial) is the RP2040's UART0; \
                   other boards report over semihosting through QEMU or a debug probe: \
@@ -271,7 +264,7 @@ pub fn build(
     let _one_at_a_time = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     touch_inputs(&dir, &info)?;
     let started = Instant::now();
-    let out = cmd.output().map_err(|e| FirmwareError::ToolMissing {
+    let out = cmd.output().map_err(|e| BoardAppError::ToolMissing {
         tool: CARGO.into(),
         why: e.to_string(),
         fix: "run scripts/setup (installs Debian's rustc-web, cargo-web, rust-web-src and \
@@ -282,7 +275,7 @@ pub fn build(
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-        return Err(FirmwareError::Build {
+        return Err(BoardAppError::Build {
             dir,
             status: out.status.to_string(),
             stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
@@ -309,7 +302,7 @@ pub fn build(
 }
 
 /// Measures a built ELF against `board`'s regions and fails on the first overflow.
-pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, FirmwareError> {
+pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, BoardAppError> {
     let elf = Elf::read(elf_path)?;
     let mut regions: Vec<RegionReport> = board
         .regions
@@ -362,7 +355,7 @@ pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, Firmware
     }
     if let Some(r) = regions.iter().find(|r| r.used > r.capacity) {
         let detail: Vec<String> = r.parts.iter().map(|(n, b)| format!("{n} {b}")).collect();
-        return Err(FirmwareError::Overflow {
+        return Err(BoardAppError::Overflow {
             elf: elf_path.to_path_buf(),
             board: board.name.clone(),
             region: r.name.clone(),
@@ -384,8 +377,8 @@ pub fn measure(elf_path: &Path, board: &Profile) -> Result<BuildReport, Firmware
 mod tests {
     use super::*;
     use crate::arch::{Arch, InputShape};
+    use crate::board_app::synthetic::SyntheticNetwork;
     use crate::boards::Catalog;
-    use crate::firmware::synthetic::SyntheticNetwork;
 
     #[test]
     fn a_crate_is_built_only_for_the_board_it_was_generated_for() {
@@ -398,9 +391,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("spikenas-build-board-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let nd = catalog.board("netduinoplus2").unwrap();
-        net.with_network(|n| crate::firmware::generate(n, nd, catalog.targets(), &dir))
+        net.with_network(|n| crate::board_app::generate(n, nd, catalog.targets(), &dir))
             .unwrap();
-        let info = crate::firmware::CrateInfo::read(&dir).unwrap();
+        let info = crate::board_app::CrateInfo::read(&dir).unwrap();
         assert!(crate::output::is_spikenas_output(&dir));
         assert_eq!(
             (info.board.as_str(), info.triple.as_str()),
@@ -416,7 +409,7 @@ mod tests {
             )
             .unwrap_err();
             let text = err.to_string();
-            assert!(matches!(err, FirmwareError::WrongBoard { .. }), "{text}");
+            assert!(matches!(err, BoardAppError::WrongBoard { .. }), "{text}");
             assert!(
                 text.contains("generated for board `netduinoplus2`")
                     && text.contains(&format!("not for `{other}`"))
@@ -425,9 +418,9 @@ mod tests {
             );
         }
         // Without its metadata the folder is not taken for a generated crate.
-        std::fs::remove_file(dir.join(crate::firmware::CRATE_INFO_FILE)).unwrap();
+        std::fs::remove_file(dir.join(crate::board_app::CRATE_INFO_FILE)).unwrap();
         let err = build(&dir, nd, catalog.targets(), &BuildOptions::default()).unwrap_err();
-        assert!(matches!(err, FirmwareError::NotGenerated { .. }), "{err}");
+        assert!(matches!(err, BoardAppError::NotGenerated { .. }), "{err}");
         assert!(err.to_string().contains("spikenas-crate.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::FirmwareError;
+use super::BoardAppError;
 
 const MAGIC: &[u8; 4] = b"SNTS";
 const VERSION: u32 = 1;
@@ -82,8 +82,8 @@ impl TestSet {
     }
 
     /// Parses a file's bytes; `path` is for errors only.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TestSet, FirmwareError> {
-        let bad = |why: String| FirmwareError::TestSet {
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TestSet, BoardAppError> {
+        let bad = |why: String| BoardAppError::TestSet {
             path: path.to_path_buf(),
             why,
         };
@@ -116,13 +116,13 @@ impl TestSet {
     }
 
     /// Writes the file.
-    pub fn write(&self, path: &Path) -> Result<(), FirmwareError> {
-        std::fs::write(path, self.to_bytes()).map_err(FirmwareError::io(path))
+    pub fn write(&self, path: &Path) -> Result<(), BoardAppError> {
+        std::fs::write(path, self.to_bytes()).map_err(BoardAppError::io(path))
     }
 
     /// Reads a file.
-    pub fn read(path: &Path) -> Result<TestSet, FirmwareError> {
-        let bytes = std::fs::read(path).map_err(FirmwareError::io(path))?;
+    pub fn read(path: &Path) -> Result<TestSet, BoardAppError> {
+        let bytes = std::fs::read(path).map_err(BoardAppError::io(path))?;
         TestSet::from_bytes(&bytes, path)
     }
 }

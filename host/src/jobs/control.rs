@@ -1,136 +1,21 @@
-//! Whole jobs that the CLI runs: load data, build, train, write results; and what
-//! makes their training interruptible and resumable ([`RunControl`]).
+//! What makes a job's training interruptible and resumable: how it may stop
+//! ([`RunControl`]), its state kept in the job's staging folder after every epoch
+//! ([`Kept`]), and the error that says what was kept and how to go on
+//! ([`Interrupted`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use candle_nn::VarMap;
-use serde::Serialize;
 
-use crate::arch::Arch;
-use crate::checkpoint::{self, CheckpointInfo};
-use crate::data::{self, Dataset, LoadOptions, Source};
+use crate::data::Dataset;
 use crate::output::Staged;
-use crate::snn::lif::LifParams;
-use crate::snn::{InputShape, Network};
+use crate::snn::Network;
 use crate::train::resume::{self, ResumeError};
-use crate::train::{self, Snapshot, TrainConfig, TrainReport, Trained};
+use crate::train::{self, Snapshot, TrainConfig, Trained};
 
-/// Errors of a job (the same as the main job's).
-pub type SessionError = crate::pipeline::PipelineError;
-
-/// One training job.
-#[derive(Debug, Clone)]
-pub struct TrainJob {
-    /// The architecture.
-    pub arch: Arch,
-    /// The dataset.
-    pub source: Source,
-    /// How to load it.
-    pub load: LoadOptions,
-    /// How to train.
-    pub config: TrainConfig,
-    /// Seed of the initial weights.
-    pub seed: u64,
-}
-
-/// The result of [`train_to_dir`].
-#[derive(Debug)]
-pub struct TrainOutcome {
-    /// Where the results are.
-    pub dir: PathBuf,
-    /// The training report.
-    pub report: TrainReport,
-}
-
-/// The network's input shape for a dataset.
-pub fn input_shape(data: &Dataset) -> InputShape {
-    InputShape {
-        channels: data.spec.channels,
-        height: data.spec.height,
-        width: data.spec.width,
-        classes: data.spec.classes,
-    }
-}
-
-#[derive(Serialize)]
-struct TrainJson<'a> {
-    arch: String,
-    dataset: String,
-    config: &'a TrainConfig,
-    report: &'a TrainReport,
-}
-
-/// Load the data, train, and write `checkpoint.safetensors` and `train.json` into
-/// `out` (atomically; an existing directory only with `force`).
-pub fn train_to_dir(
-    job: &TrainJob,
-    device: &Device,
-    out: &Path,
-    force: bool,
-) -> Result<TrainOutcome, SessionError> {
-    train_to_dir_with(job, device, out, force, &RunControl::default())
-}
-
-/// [`train_to_dir`], interruptible and resumable as `ctl` says: the training state is
-/// kept in the staging folder after every epoch; an interrupted run's folder (its state,
-/// `train.json` not yet) is moved into place at `out`, and `ctl.resume` continues it.
-pub fn train_to_dir_with(
-    job: &TrainJob,
-    device: &Device,
-    out: &Path,
-    force: bool,
-    ctl: &RunControl,
-) -> Result<TrainOutcome, SessionError> {
-    let fingerprint = serde_json::json!({
-        "arch": job.arch.to_string(),
-        "dataset": job.source.to_string(),
-        "load": &job.load,
-        "config": fingerprint_of(&job.config),
-        "seed": job.seed,
-    })
-    .to_string();
-    let staged = Staged::new(out, force || ctl.resume)?;
-    let resumed = ctl.resume_state(out, &fingerprint)?;
-    let data = data::load(&job.source, &job.load)?;
-    let input = input_shape(&data);
-    let (net, varmap) = Network::init(job.arch, input, LifParams::default(), device, job.seed)?;
-    let kept = Kept {
-        staged,
-        ctl,
-        fingerprint,
-        resume_command: format!("spikenas-host train --resume {}", out.display()),
-        extra_meta: BTreeMap::new(),
-    };
-    let report = match kept.train(&net, &varmap, &data, device, &job.config, resumed.as_ref())? {
-        Trained::Finished(report) => report,
-        Trained::Stopped(s) => return Err(kept.interrupted(&s, &job.config, &[])?.into()),
-    };
-    let staged = kept.staged;
-    let info = CheckpointInfo {
-        arch: job.arch,
-        input,
-        dataset: job.source.to_string(),
-        accuracy: report.test_accuracy,
-        lif: net.lif,
-        // quantize and infer reuse it, so they test on images training never saw.
-        extra: [(checkpoint::DATA_SEED.to_string(), job.load.seed.to_string())].into(),
-    };
-    checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
-    let json = TrainJson {
-        arch: job.arch.to_string(),
-        dataset: job.source.to_string(),
-        config: &job.config,
-        report: &report,
-    };
-    staged.write(
-        "train.json",
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
-    let dir = staged.commit()?;
-    Ok(TrainOutcome { dir, report })
-}
+use super::JobError;
 
 /// How a job's training may be stopped and continued.
 #[derive(Debug, Clone, Default)]
@@ -246,7 +131,7 @@ impl Kept<'_> {
         device: &Device,
         cfg: &TrainConfig,
         resume: Option<&Snapshot>,
-    ) -> Result<Trained, SessionError> {
+    ) -> Result<Trained, JobError> {
         let _guard = if self.ctl.signals {
             Some(crate::interrupt::Guard::install().map_err(|source| {
                 crate::output::OutputError::Io {
@@ -283,7 +168,7 @@ impl Kept<'_> {
         s: &Snapshot,
         cfg: &TrainConfig,
         others: &[&str],
-    ) -> Result<Interrupted, SessionError> {
+    ) -> Result<Interrupted, JobError> {
         s.save(&self.staged.path(resume::FILE), &self.meta())?;
         let dir = self.staged.target().to_path_buf();
         let signal = crate::interrupt::requested();

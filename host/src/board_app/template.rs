@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::FirmwareError;
+use super::BoardAppError;
 
 /// The template files `generate` uses, by path in firmware/template/.
 pub const FILES: [&str; 12] = [
@@ -57,11 +57,11 @@ impl Template {
     }
 
     /// Every file of [`FILES`] from `dir`; a missing one is an error naming it.
-    pub fn load(dir: &Path) -> Result<Template, FirmwareError> {
+    pub fn load(dir: &Path) -> Result<Template, BoardAppError> {
         let mut files = BTreeMap::new();
         for name in FILES {
             let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(FirmwareError::io(&path))?;
+            let text = std::fs::read_to_string(&path).map_err(BoardAppError::io(&path))?;
             files.insert(name, text);
         }
         Ok(Template {
@@ -71,7 +71,7 @@ impl Template {
     }
 
     /// `$SPIKENAS_HOME/firmware/template/` when that folder exists, else the built-in copy.
-    pub fn discover() -> Result<Template, FirmwareError> {
+    pub fn discover() -> Result<Template, BoardAppError> {
         match crate::assets::home().map(|home| home.join("firmware/template")) {
             Some(dir) if dir.is_dir() => Template::load(&dir),
             _ => Ok(Template::built_in()),

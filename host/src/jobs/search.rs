@@ -1,67 +1,29 @@
 //! The main job, `search --board B`: search the architecture that fits the board,
-//! train it, quantize it, and write the model, the reports and the firmware crate.
+//! train it, quantize it, and write the model, the reports and the board application
+//! (the firmware crate).
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use crate::arch::{Arch, InputShape};
+use crate::arch::Arch;
 use crate::boards::{Profile, Targets};
 use crate::checkpoint::{self, CheckpointInfo};
-use crate::data::{self, Dataset, LoadOptions, Source};
+use crate::data::{self, input_shape, Dataset, LoadOptions, Source};
 use crate::memory;
 use crate::output::Staged;
 use crate::report::SearchReport;
-use crate::rng::Rng;
 use crate::search::feasible::TrainBudget;
 use crate::search::space::SearchSpace;
-use crate::search::{self, Fit, Scorer, SearchConfig, SearchData};
-use crate::session::{input_shape, Kept, RunControl};
+use crate::search::{self, Scorer, SearchConfig, SearchData};
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
 use crate::train::{self, TrainConfig};
 use crate::train::{ResumeError, Trained};
 
-/// Errors of the main job.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// Dataset.
-    #[error(transparent)]
-    Data(#[from] data::DataError),
-    /// Search.
-    #[error(transparent)]
-    Search(#[from] search::SearchError),
-    /// Network.
-    #[error(transparent)]
-    Network(#[from] crate::snn::network::NetworkError),
-    /// Training.
-    #[error(transparent)]
-    Train(#[from] train::TrainError),
-    /// Checkpoint.
-    #[error(transparent)]
-    Checkpoint(#[from] checkpoint::CheckpointError),
-    /// Output.
-    #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
-    /// Tensor op.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// JSON.
-    #[error("cannot serialise the report: {0}")]
-    Json(#[from] serde_json::Error),
-    /// Quantization.
-    #[error(transparent)]
-    Quant(#[from] crate::quant::QuantError),
-    /// Firmware generation.
-    #[error(transparent)]
-    Firmware(#[from] crate::firmware::FirmwareError),
-    /// Reading or writing the training state.
-    #[error(transparent)]
-    Resume(#[from] crate::train::ResumeError),
-    /// Stopped before the end; what was kept and how to go on.
-    #[error(transparent)]
-    Interrupted(#[from] crate::session::Interrupted),
-}
+use super::control::{fingerprint_of, Kept, RunControl};
+use super::generate::write_board_app;
+use super::JobError;
 
 /// Images used to calibrate the quantizer (from the training split).
 pub const CALIBRATION_IMAGES: usize = 256;
@@ -96,7 +58,7 @@ pub fn quantize_winner(
     data: &Dataset,
     device: &Device,
     conv: crate::kernels::ConvBackend,
-) -> Result<(crate::quant::QuantizedNetwork, QuantSummary), PipelineError> {
+) -> Result<(crate::quant::QuantizedNetwork, QuantSummary), JobError> {
     let n_cal = CALIBRATION_IMAGES.min(data.train.len());
     let calibration = data.train.select(&(0..n_cal).collect::<Vec<_>>());
     let (q, report) = crate::quant::quantize(net, varmap, &calibration, net.arch.weight_bits)?;
@@ -119,40 +81,6 @@ pub fn quantize_winner(
     Ok((q, summary))
 }
 
-/// Write the board application for `q` into `dir`, with the first `images` test images
-/// and the host's integer results on them (what `validate` compares against).
-pub fn write_firmware(
-    q: &crate::quant::QuantizedNetwork,
-    board: &Profile,
-    targets: &Targets,
-    dir: &Path,
-    test: &data::Split,
-    images: usize,
-) -> Result<crate::firmware::GeneratedCrate, PipelineError> {
-    let n = images.min(test.len());
-    let set = crate::firmware::TestSet::new(
-        test.image_len(),
-        test.images[..n * test.image_len()].to_vec(),
-        test.labels[..n].to_vec(),
-    )
-    .map_err(|why| crate::firmware::FirmwareError::TestSet {
-        path: dir.join("testset.bin"),
-        why,
-    })?;
-    let krate = q.with_firmware(|fw| -> Result<_, crate::firmware::FirmwareError> {
-        let krate = crate::firmware::generate(fw, board, targets, dir)?;
-        crate::firmware::validate::write_test_data(dir, fw, &set)?;
-        Ok(krate)
-    })?;
-    let info = format!(
-        "arch {}\ninput {}x{}x{}\nclasses {}\n",
-        q.arch, q.input.channels, q.input.height, q.input.width, q.input.classes
-    );
-    let info_path = dir.join(crate::firmware::validate::MODEL_INFO_FILE);
-    std::fs::write(&info_path, info).map_err(crate::firmware::FirmwareError::io(&info_path))?;
-    Ok(krate)
-}
-
 /// One search job.
 #[derive(Debug, Clone)]
 pub struct SearchJob {
@@ -172,54 +100,6 @@ pub struct SearchJob {
     pub train: Option<TrainConfig>,
     /// Which parts of the training recipe are fitted to the dataset.
     pub fit: RecipeFit,
-}
-
-/// The memory model's verdict as the search sees it.
-pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {
-    let e = memory::estimate(arch, input, board, targets);
-    let worst_ratio = e
-        .regions
-        .iter()
-        .filter(|r| r.capacity > 0)
-        .map(|r| r.used as f64 / r.capacity as f64)
-        .fold(0.0, f64::max);
-    Fit {
-        fits: e.fits,
-        flash_bytes: e.flash_bytes,
-        ram_bytes: e.sram_bytes,
-        worst_ratio,
-        overflow: e
-            .first_overflow()
-            .map(|o| o.to_string())
-            .or(e.problem.clone()),
-        regions: e
-            .regions
-            .iter()
-            .map(|r| (r.name.clone(), r.used, r.capacity))
-            .collect(),
-    }
-}
-
-/// `repeats` batches of `batch` training images, drawn with `seed`.
-pub fn score_batches(
-    data: &Dataset,
-    batch: usize,
-    repeats: usize,
-    seed: u64,
-    device: &Device,
-) -> candle_core::Result<Vec<Tensor>> {
-    let mut rng = Rng::new(seed ^ 0x5c0e);
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
-    rng.shuffle(&mut order);
-    let batch = batch.min(data.train.len());
-    (0..repeats)
-        .map(|r| {
-            let idx: Vec<usize> = (0..batch)
-                .map(|i| order[(r * batch + i) % order.len()])
-                .collect();
-            Ok(data.train.batch(&idx, device)?.0)
-        })
-        .collect()
 }
 
 /// The final training's recipe of `job` on `data` (batch size and epochs fitted to the
@@ -291,13 +171,14 @@ pub fn search_on(
     data: &Dataset,
     job: &SearchJob,
     device: &Device,
-) -> Result<search::SearchOutcome, PipelineError> {
+) -> Result<search::SearchOutcome, JobError> {
     let input = input_shape(data);
     let cfg = search_config(data, job);
-    let batches = score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
+    let batches =
+        search::score::score_batches(data, cfg.score_batch, cfg.score_repeats, cfg.seed, device)?;
     let mut scorer = Scorer::new(&batches, input, device.clone(), cfg.seed, cfg.conv);
     let (board, targets) = (&job.board, &job.targets);
-    let check = |a: &Arch| fit_of(a, &input, board, targets);
+    let check = |a: &Arch| search::feasible::fit_of(a, &input, board, targets);
     let latency = crate::latency::Budget::for_board(board, targets, input, cfg.latency_ms);
     let ctx = SearchData {
         data,
@@ -327,14 +208,14 @@ pub fn run(
     device: &Device,
     out: &Path,
     force: bool,
-) -> Result<SearchRun, PipelineError> {
+) -> Result<SearchRun, JobError> {
     run_with(job, device, out, force, &RunControl::default())
 }
 
 /// The report files of a search run.
 const REPORT_FILES: [&str; 3] = ["report.json", "report.md", "candidates.svg"];
 
-fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), PipelineError> {
+fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), JobError> {
     let [json, md, svg] = REPORT_FILES;
     staged.write(json, serde_json::to_string_pretty(report)?.as_bytes())?;
     staged.write(md, report.markdown().as_bytes())?;
@@ -347,7 +228,7 @@ fn write_reports(staged: &Staged, report: &SearchReport) -> Result<(), PipelineE
 const SEARCH_KEY: &str = "spikenas.search";
 
 /// The search result of the interrupted run in `out`, kept with its training state.
-fn searched_before(out: &Path) -> Result<search::SearchOutcome, PipelineError> {
+fn searched_before(out: &Path) -> Result<search::SearchOutcome, JobError> {
     let path = out.join(crate::train::resume::FILE);
     let (_, meta) = crate::train::Snapshot::read(&path)?;
     let format = |problem: String| ResumeError::Format {
@@ -370,7 +251,7 @@ pub fn run_with(
     out: &Path,
     force: bool,
     ctl: &RunControl,
-) -> Result<SearchRun, PipelineError> {
+) -> Result<SearchRun, JobError> {
     let staged = Staged::new(out, force || ctl.resume)?;
     let data = data::load(&job.source, &job.load)?;
     let input = input_shape(&data);
@@ -420,7 +301,7 @@ pub fn run_with(
             "arch": arch.to_string(),
             "dataset": job.source.to_string(),
             "load": &job.load,
-            "config": crate::session::fingerprint_of(cfg),
+            "config": fingerprint_of(cfg),
             "seed": job.search.seed,
         })
         .to_string();
@@ -460,7 +341,7 @@ pub fn run_with(
             lif: net.lif,
             extra,
         };
-        checkpoint::save(&staged.path("checkpoint.safetensors"), &varmap, &info)?;
+        checkpoint::save(&staged.path(checkpoint::FILE), &varmap, &info)?;
         report.training = Some(t);
         let conv = cfg.conv;
         say(format!(
@@ -471,7 +352,7 @@ pub fn run_with(
             data.test.len()
         ));
         let (q, summary) = quantize_winner(&net, &varmap, &data, device, conv)?;
-        let model_info = crate::export::ModelInfo {
+        let model_info = crate::quant::export::ModelInfo {
             dataset: job.source.to_string(),
             float_accuracy: Some(summary.float_accuracy),
             int_accuracy: Some(summary.int_accuracy),
@@ -483,8 +364,8 @@ pub fn run_with(
             .into(),
         };
         staged.write(
-            crate::export::MODEL_FILE,
-            &crate::export::to_bytes(&q, &model_info),
+            crate::quant::export::MODEL_FILE,
+            &crate::quant::export::to_bytes(&q, &model_info),
         )?;
         let mut body = format!(
             "| | |\n|---|---|\n| weights | int{} |\n| float test accuracy | {:.2}% |\n| integer test accuracy (firmware kernels on the host) | {:.2}% |\n| float/integer agreement | {:.2}% |\n| spikes per inference | {:.0} |\n| synaptic operations per inference | {:.0} |\n",
@@ -508,7 +389,7 @@ pub fn run_with(
                 FIRMWARE_TEST_IMAGES.min(data.test.len())
             ));
             let dir = staged.path("firmware");
-            let krate = write_firmware(
+            let krate = write_board_app(
                 &q,
                 &job.board,
                 &job.targets,

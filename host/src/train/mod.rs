@@ -648,7 +648,7 @@ mod tests {
             },
         )
         .unwrap();
-        let input = crate::session::input_shape(&data);
+        let input = crate::data::input_shape(&data);
         let arch: crate::arch::Arch = "cell=0003.0000.0000.0000,ch=4,stages=1,fc=0,t=2"
             .parse()
             .unwrap();
