@@ -21,15 +21,13 @@ use spikenas_host::jobs::quantize::{quantize_to_dir, QuantizeJob};
 use spikenas_host::jobs::train::{train_to_dir, TrainJob};
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::quant::export;
-use spikenas_host::train::{self, TrainConfig};
-use spikenas_tests::{repo_root, run_python};
+use spikenas_host::train;
 
+use crate::common::{fashion, fresh_temp_dir, quiet_training, repo_root, run_python};
+
+/// 3,000 training images (2,700 after the validation share) and 1,000 test images.
 fn load_options() -> LoadOptions {
-    LoadOptions {
-        max_train: Some(3000),
-        max_test: Some(1000),
-        ..Default::default()
-    }
+    fashion(3000)
 }
 
 /// Writes the test images (raw u8: the simulator applies the documented pixel/255),
@@ -68,8 +66,7 @@ fn figure(text: &str, label: &str) -> (usize, usize) {
 
 #[test]
 fn python_clients_read_the_nir_graph_and_the_model() {
-    let dir = std::env::temp_dir().join(format!("spikenas-interop-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_temp_dir("interop");
     std::fs::create_dir_all(&dir).unwrap();
     // Every op the NIR mapping has (conv3x3 and conv1x1 edges sharing a LIF, skip,
     // avgpool3x3), input pooling, a reduction, a hidden layer and a population vote.
@@ -81,11 +78,7 @@ fn python_clients_read_the_nir_graph_and_the_model() {
         arch,
         source: Source::FashionMnist,
         load: load_options(),
-        config: TrainConfig {
-            epochs: 3,
-            progress: false,
-            ..Default::default()
-        },
+        config: quiet_training(3),
         seed: 0,
     };
     let device = Device::Cpu;

@@ -4,50 +4,40 @@
 //! exactly the host's integer predictions and spike counts, so its accuracy equals the
 //! host's integer accuracy on the same images.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use candle_core::Device;
-use spikenas_host::board_app::build::{self, BuildOptions};
-use spikenas_host::board_app::on_device::{self, estimate_error};
-use spikenas_host::boards::Catalog;
-use spikenas_host::data::{LoadOptions, Source};
-use spikenas_host::jobs::search::{self, SearchJob};
+use spikenas_host::board_app::on_device;
+use spikenas_host::board_app::TestSet;
+use spikenas_host::data::input_shape;
+use spikenas_host::data::LoadOptions;
 use spikenas_host::memory;
-use spikenas_host::search::space::SearchSpace;
-use spikenas_host::search::SearchConfig;
+use spikenas_host::jobs::search;
 use spikenas_host::train::TrainConfig;
+
+use crate::common::{
+    build_plain, digits_search_job, load, load_board, print_estimate_error, quiet_training,
+    work_dir,
+};
 
 const SAMPLES: usize = 200;
 
 fn run_board(board_name: &str) {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board(board_name).unwrap().clone();
-    let space = SearchSpace::shipped();
-    let job = SearchJob {
-        targets: catalog.targets().clone(),
-        source: Source::Digits,
-        load: LoadOptions::default(),
-        search: SearchConfig {
-            time_budget: Duration::from_secs(10),
-            latency_ms: Some(200.0),
-            score_batch: 16,
-            progress: false,
-            ..Default::default()
-        },
-        space,
-        board: board.clone(),
-        // A training time, so that the search keeps to networks that train (and run in
-        // QEMU) quickly.
-        train: Some(TrainConfig {
-            epochs: 6,
-            time_budget: Some(Duration::from_secs(20)),
-            progress: false,
-            ..Default::default()
-        }),
-        fit: Default::default(),
-    };
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pipeline-{board_name}"));
+    let (catalog, board) = load_board(board_name);
+    let mut job = digits_search_job(
+        &catalog,
+        board_name,
+        LoadOptions::default(),
+        Duration::from_secs(10),
+        200.0,
+    );
+    // A training time, so that the search keeps to networks that train (and run in
+    // QEMU) quickly.
+    job.train = Some(TrainConfig {
+        time_budget: Some(Duration::from_secs(20)),
+        ..quiet_training(6)
+    });
+    let out = work_dir("pipeline", board_name);
     let _ = std::fs::remove_dir_all(&out);
     let run = search::run(&job, &Device::Cpu, &out, false)
         .unwrap_or_else(|e| panic!("{board_name}: {e}"));
@@ -55,8 +45,7 @@ fn run_board(board_name: &str) {
     let q = run.report.quantization.clone().expect("quantized");
     assert!(run.dir.join("model.safetensors").is_file());
     let fw = run.dir.join("firmware");
-    let report = build::build(&fw, &board, catalog.targets(), &BuildOptions::default())
-        .unwrap_or_else(|e| panic!("{board_name}: {e}"));
+    let report = build_plain(&fw, &board, &catalog);
     let (device, cmp) = on_device::validate_dir(
         &fw,
         &report.elf,
@@ -67,7 +56,7 @@ fn run_board(board_name: &str) {
     )
     .unwrap_or_else(|e| panic!("{board_name}: {e}"));
     let host = on_device::read_host_results(&fw).unwrap();
-    let set = spikenas_host::board_app::TestSet::read(&fw.join(on_device::TESTSET_FILE))
+    let set = TestSet::read(&fw.join(on_device::TESTSET_FILE))
         .unwrap()
         .take(SAMPLES);
     let host_correct = host
@@ -85,14 +74,9 @@ fn run_board(board_name: &str) {
         100.0 * q.agreement
     );
     print!("{}", report.render());
-    let data = spikenas_host::data::load(&job.source, &job.load).unwrap();
-    let input = spikenas_host::data::input_shape(&data);
+    let input = input_shape(&load(&job));
     let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
-    for e in estimate_error(&report, &estimate) {
-        println!(
-            "memory model {}: estimated {} measured {} error {:+.1}%",
-            e.region, e.estimated, e.measured, e.error_pct
-        );
+    for e in print_estimate_error(&report, &estimate) {
         assert!(
             e.error_pct.abs() <= 2.0,
             "{board_name}: memory model off by {:+.2}% in {}",

@@ -6,44 +6,28 @@
 //! arrays byte for byte.
 //!
 //! Builds reuse `target/firmware-<triple>` (seconds each once core is built). The output
-//! (`cargo test -p spikenas-tests --test memory_fit -- --nocapture`) lists, per build,
+//! (`cargo test -p spikenas-tests --test e2e -- --nocapture memory_fit::`) lists, per build,
 //! the sections and the model's flash split (weights and constants, descriptors, code), so
 //! `code_reserve_bytes` in targets.yaml can be recalibrated from it.
 
-use std::path::PathBuf;
-
-use spikenas_host::arch::{Arch, InputShape};
-use spikenas_host::board_app::build::{self, BuildOptions};
 use spikenas_host::board_app::on_device::estimate_error;
-use spikenas_host::board_app::synthetic::SyntheticNetwork;
-use spikenas_host::board_app::{self};
-use spikenas_host::boards::Catalog;
 use spikenas_host::memory;
+
+use crate::common::{build_plain, generate, load_board, synthetic, work_dir};
 
 /// Largest error allowed per region, in percent of the measured use.
 const MAX_ERROR_PCT: f64 = 2.0;
 
-fn work_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("memory-fit")
-        .join(name)
-}
-
 /// Builds each `(arch, input)` for `board_name` and checks the estimate per region.
 fn fit(board_name: &str, cases: &[(&str, &str)]) {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board(board_name).unwrap();
+    let (catalog, board) = load_board(board_name);
     let mut failures = Vec::new();
     for (i, (arch, input)) in cases.iter().enumerate() {
-        let arch: Arch = arch.parse().unwrap();
-        let input = InputShape::parse(input, 10).unwrap();
-        let net = SyntheticNetwork::new(&arch, &input, 40 + i as u64).unwrap();
-        let dir = work_dir(&format!("{board_name}-{i}"));
-        let krate = net.with_network(|n| board_app::generate(n, board, catalog.targets(), &dir));
-        let krate = krate.unwrap_or_else(|e| panic!("{e}"));
-        let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let estimate = memory::estimate(&arch, &input, board, catalog.targets());
+        let (arch, input, net) = synthetic(arch, input, 40 + i as u64);
+        let dir = work_dir("memory-fit", &format!("{board_name}-{i}"));
+        let krate = generate(&net, &board, &catalog, &dir);
+        let report = build_plain(&dir, &board, &catalog);
+        let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
         assert!(estimate.fits, "{}", estimate.render());
 
         // RAM: the buffers are the generated statics, byte for byte (before rounding).

@@ -7,35 +7,25 @@ use std::time::Duration;
 use candle_core::Device;
 use spikenas_host::boards::Catalog;
 use spikenas_host::data::input_shape;
-use spikenas_host::data::{self, LoadOptions, Source};
+use spikenas_host::data::LoadOptions;
 use spikenas_host::jobs::search::{self, search_on, SearchJob};
 use spikenas_host::memory;
-use spikenas_host::search::space::SearchSpace;
-use spikenas_host::search::SearchConfig;
 use spikenas_host::train::TrainConfig;
 
+use crate::common::{digits_search_job, fresh_temp_dir, load, quiet_training};
+
+/// A 5-second search on 300 training and 100 test digits for `board`, with a latency
+/// budget of 1,000 ms.
 fn job(board: &str, catalog: &Catalog) -> SearchJob {
-    let board = catalog.board(board).unwrap().clone();
-    let space = SearchSpace::shipped();
+    let load = LoadOptions {
+        max_train: Some(300),
+        max_test: Some(100),
+        ..Default::default()
+    };
+    // No training, but a search chosen for the recipe fitted to the digits.
     SearchJob {
-        targets: catalog.targets().clone(),
-        source: Source::Digits,
-        load: LoadOptions {
-            max_train: Some(300),
-            max_test: Some(100),
-            ..Default::default()
-        },
-        search: SearchConfig {
-            time_budget: Duration::from_secs(5),
-            latency_ms: Some(1000.0),
-            score_batch: 16,
-            progress: false,
-            ..Default::default()
-        },
-        space,
-        board,
-        train: None,
-        fit: spikenas_host::pipeline::RecipeFit::ALL,
+        fit: search::RecipeFit::ALL,
+        ..digits_search_job(catalog, board, load, Duration::from_secs(5), 1000.0)
     }
 }
 
@@ -44,7 +34,7 @@ fn every_board_gets_an_architecture_that_fits() {
     let catalog = Catalog::discover().unwrap();
     let names: Vec<String> = catalog.names().into_iter().map(str::to_string).collect();
     assert!(names.len() >= 8, "{names:?}");
-    let data = data::load(&Source::Digits, &job(&names[0], &catalog).load).unwrap();
+    let data = load(&job(&names[0], &catalog));
     let input = input_shape(&data);
     for name in names {
         let job = job(&name, &catalog);
@@ -69,7 +59,7 @@ fn impossible_budget_names_the_smallest_need() {
     let mut job = job("microbit", &catalog);
     // A 32x32 colour input on a 16 KB part with a tiny latency budget: nothing fits.
     job.search.latency_ms = Some(0.001);
-    let data = data::load(&Source::Digits, &job.load).unwrap();
+    let data = load(&job);
     let e = search_on(&data, &job, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -85,16 +75,13 @@ fn main_job_writes_reports_and_refuses_to_overwrite() {
     // A training time the search must respect (only networks that train 20 epochs of
     // the 270 images in 15 s), and most of it for the short trainings of this tiny job.
     job.train = Some(TrainConfig {
-        epochs: 20,
         batch_size: 16,
         time_budget: Some(Duration::from_secs(15)),
-        progress: false,
-        ..Default::default()
+        ..quiet_training(20)
     });
     job.search.search_fraction = 0.9;
     job.search.time_budget = Duration::from_secs(20);
-    let out = std::env::temp_dir().join(format!("spikenas-e2e-search-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh_temp_dir("e2e-search");
     let run = search::run(&job, &Device::Cpu, &out, false).unwrap();
     for f in [
         "report.json",

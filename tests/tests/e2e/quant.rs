@@ -6,21 +6,18 @@
 use candle_core::Device;
 use spikenas_host::arch::Arch;
 use spikenas_host::data::input_shape;
-use spikenas_host::data::{self, LoadOptions, Source};
+use spikenas_host::data::{self, Source};
 use spikenas_host::kernels::ConvBackend;
 use spikenas_host::quant::{agreement, evaluate_int, quantize};
 use spikenas_host::snn::lif::LifParams;
 use spikenas_host::snn::Network;
-use spikenas_host::train::{self, TrainConfig};
+use spikenas_host::train;
+
+use crate::common::{fashion, quiet_training};
 
 #[test]
 fn float_and_int8_agree_on_1000_fashion_images() {
-    let load = LoadOptions {
-        max_train: Some(6000),
-        max_test: Some(1000),
-        ..Default::default()
-    };
-    let data = data::load(&Source::FashionMnist, &load)
+    let data = data::load(&Source::FashionMnist, &fashion(6000))
         .expect("Fashion-MNIST (scripts/setup installs it)");
     assert_eq!(data.test.len(), 1000);
     let arch: Arch = "cell=0301.0003.0000.0000,ch=8,stages=2,fc=64,t=2,pool=2"
@@ -29,12 +26,7 @@ fn float_and_int8_agree_on_1000_fashion_images() {
     let device = Device::Cpu;
     let (net, vars) =
         Network::init(arch, input_shape(&data), LifParams::default(), &device, 0).unwrap();
-    let cfg = TrainConfig {
-        epochs: 2,
-        progress: false,
-        ..Default::default()
-    };
-    train::train(&net, &vars, &data, &device, &cfg).unwrap();
+    train::train(&net, &vars, &data, &device, &quiet_training(2)).unwrap();
     let calibration = data.train.select(&(0..256).collect::<Vec<_>>());
     let (q, report) = quantize(&net, &vars, &calibration, 8).unwrap();
     let float_pred = train::predict(&net, &data.test, &device, ConvBackend::default()).unwrap();

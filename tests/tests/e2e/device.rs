@@ -10,30 +10,39 @@
 //!
 //! Hardware (opt-in, never in the default run): with a board attached and the probe-rs
 //! CLI installed (`cargo install --locked probe-rs-tools`),
-//! `SPIKENAS_HW_BOARD=nucleo-h743zi cargo test -p spikenas-tests --test device -- --ignored`
+//! `SPIKENAS_HW_BOARD=nucleo-h743zi cargo test -p spikenas-tests --test e2e -- --ignored
+//! device::hardware_board`
 //! flashes the same kind of network and checks the board's results against the host; a
 //! Pico without a probe reports over a UART instead (`hardware_pico_over_uart_agrees_with_host`,
 //! which names its variables).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
-use spikenas_host::arch::{Arch, InputShape};
+use spikenas_host::arch::InputShape;
 use spikenas_host::board_app::build::{self, BuildOptions};
+use spikenas_host::board_app::elf::Elf;
 use spikenas_host::board_app::flash::{self, FlashOptions, FlashOutcome};
-use spikenas_host::board_app::on_device::{self, compare, estimate_error};
+use spikenas_host::board_app::on_device::{self, compare};
 use spikenas_host::board_app::synthetic::{self, SyntheticNetwork};
-use spikenas_host::board_app::{self, BoardAppError, TestSet};
+use spikenas_host::board_app::uf2;
+use spikenas_host::board_app::{BoardAppError, TestSet};
 use spikenas_host::boards::{Catalog, Profile};
 use spikenas_host::memory;
 
+use crate::common::{
+    build, build_plain, fresh_temp_dir, generate, load_board, print_estimate_error, repo_root,
+    run_qemu, synthetic,
+};
+
 const IMAGES: usize = 200;
 const CELL: &str = "cell=0301.0003.0000.0000";
+/// The small 8x8 network of the real-board tests (after [`CELL`]).
+const SMALL: &str = "ch=4,stages=2,fc=32,t=4";
 
 fn work_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("device")
-        .join(name)
+    crate::common::work_dir("device", name)
 }
 
 /// Generates, builds and validates one network on one emulated board; prints the
@@ -44,32 +53,25 @@ fn check(board_name: &str, arch: &str, input: &str, seed: u64) {
 
 /// [`check`] with another cell; `tag` tells the work folders apart.
 fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, tag: &str) {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board(board_name).unwrap();
-    let arch: Arch = format!("{cell},{arch}").parse().unwrap();
-    let input = InputShape::parse(input, 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, seed).unwrap();
+    let (catalog, board) = load_board(board_name);
+    let (arch, input, net) = synthetic(&format!("{cell},{arch}"), input, seed);
     let set = synthetic::images(&input, IMAGES, seed);
     let dir = work_dir(&format!(
         "{board_name}-{}x{}{tag}",
         input.height, input.width
     ));
-    let (krate, host) = net.with_network(|n| {
-        let krate = board_app::generate(n, board, catalog.targets(), &dir).unwrap();
-        (krate, on_device::host_run(n, &set).unwrap())
-    });
-    let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let run = on_device::run_qemu(
+    let krate = generate(&net, &board, &catalog, &dir);
+    let host = net.with_network(|n| on_device::host_run(n, &set).unwrap());
+    let report = build_plain(&dir, &board, &catalog);
+    let run = run_qemu(
         &report.elf,
-        board,
-        catalog.targets(),
+        &board,
+        &catalog,
         &set,
         Duration::from_secs(240),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let cmp = compare(&host, &run);
-    let estimate = memory::estimate(&arch, &input, board, catalog.targets());
+    let estimate = memory::estimate(&arch, &input, &board, catalog.targets());
     println!("== {board_name}, {arch}, input {input:?}");
     print!("{}", report.render());
     println!(
@@ -77,12 +79,7 @@ fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, 
         krate.layout.bytes(),
         krate.constant_bytes
     );
-    for e in estimate_error(&report, &estimate) {
-        println!(
-            "memory model {}: estimated {} measured {} error {:+.1}%",
-            e.region, e.estimated, e.measured, e.error_pct
-        );
-    }
+    print_estimate_error(&report, &estimate);
     println!(
         "{} images in {:.1} s: class {}/{}, spikes {}/{}, synops {}/{}; instructions/inference \
          {:.0}, synops/inference {:.0}, instructions/synop {:.2}, spikes/inference {:.0}",
@@ -185,12 +182,11 @@ fn netduinoplus2_every_op_int4() {
 
 #[test]
 fn boards_without_qemu_are_refused_with_the_fix() {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board("nucleo-h743zi").unwrap();
+    let (catalog, board) = load_board("nucleo-h743zi");
     let set = synthetic::images(&InputShape::parse("1x8x8", 10).unwrap(), 1, 1);
     let err = on_device::run_qemu(
-        std::path::Path::new("/nonexistent.elf"),
-        board,
+        Path::new("/nonexistent.elf"),
+        &board,
         catalog.targets(),
         &set,
         Duration::from_secs(5),
@@ -202,19 +198,42 @@ fn boards_without_qemu_are_refused_with_the_fix() {
         .contains("spikenas-host flash --board nucleo-h743zi"));
 }
 
-/// The opt-in hardware tests' crate: a small synthetic network for `board` with 50 test
+/// Generates the small 8x8 network of the real-board tests (weights from `seed`) for
+/// `board` into work folder `name`.
+fn small_crate(
+    catalog: &Catalog,
+    board: &Profile,
+    seed: u64,
+    name: &str,
+) -> (PathBuf, SyntheticNetwork) {
+    let (_, _, net) = synthetic(&format!("{CELL},{SMALL}"), "1x8x8", seed);
+    let dir = work_dir(name);
+    generate(&net, board, catalog, &dir);
+    (dir, net)
+}
+
+/// Writes `count` synthetic test images (from `seed`) and the host's results on them
+/// into the crate `dir` of `net`, for the build to carry or the runner to serve.
+fn write_test_images(dir: &Path, net: &SyntheticNetwork, count: usize, seed: u64) -> TestSet {
+    let set = synthetic::images(net.input(), count, seed);
+    net.with_network(|n| on_device::write_test_data(dir, n, &set).unwrap());
+    set
+}
+
+/// The opt-in hardware tests' crate: the small network for `board` with 50 test
 /// images, in the work folder `tag`.
 fn hardware_crate(board: &Profile, catalog: &Catalog, tag: &str) -> (PathBuf, TestSet) {
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 21).unwrap();
-    let set = synthetic::images(&input, 50, 21);
-    let dir = work_dir(tag);
-    net.with_network(|n| {
-        board_app::generate(n, board, catalog.targets(), &dir).unwrap();
-        on_device::write_test_data(&dir, n, &set).unwrap();
-    });
+    let (dir, net) = small_crate(catalog, board, 21, tag);
+    let set = write_test_images(&dir, &net, 50, 21);
     (dir, set)
+}
+
+/// The options of the Pico's `uart` build: results and panics over UART0, no semihosting.
+fn uart_build() -> BuildOptions {
+    BuildOptions {
+        uart: true,
+        ..BuildOptions::default()
+    }
 }
 
 /// Opt-in: flashes a board named by `SPIKENAS_HW_BOARD` through probe-rs and compares
@@ -223,15 +242,14 @@ fn hardware_crate(board: &Profile, catalog: &Catalog, tag: &str) -> (PathBuf, Te
 #[ignore = "needs a real board, a debug probe and the probe-rs CLI"]
 fn hardware_board_agrees_with_host() {
     let name = std::env::var("SPIKENAS_HW_BOARD").expect("set SPIKENAS_HW_BOARD=<board name>");
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board(&name).unwrap();
-    let (dir, set) = hardware_crate(board, &catalog, &format!("hw-{name}"));
-    let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    let (catalog, board) = load_board(&name);
+    let (dir, set) = hardware_crate(&board, &catalog, &format!("hw-{name}"));
+    let report = build_plain(&dir, &board, &catalog);
     // The test set is served through probe-rs's --semihosting-file, as QEMU serves it.
     let (run, cmp) = on_device::validate_dir_with(
         &dir,
         &report.elf,
-        board,
+        &board,
         catalog.targets(),
         None,
         Duration::from_secs(600),
@@ -249,26 +267,22 @@ fn hardware_board_agrees_with_host() {
 /// Opt-in: a Pico with no debug probe, flashed from its BOOTSEL drive, reports over UART0
 /// to a USB-UART adapter (GP0 to its RX, GND to GND), and every result equals the host's.
 /// `SPIKENAS_HW_BOARD=rp2040-pico SPIKENAS_HW_UF2_DRIVE=/media/$USER/RPI-RP2
-/// SPIKENAS_HW_SERIAL=/dev/ttyUSB0 cargo test -p spikenas-tests --test device -- --ignored
-/// pico_over_uart` (the Pico in BOOTSEL mode when it starts).
+/// SPIKENAS_HW_SERIAL=/dev/ttyUSB0 cargo test -p spikenas-tests --test e2e -- --ignored
+/// device::hardware_pico_over_uart` (the Pico in BOOTSEL mode when it starts).
 #[test]
 #[ignore = "needs a Pico in BOOTSEL mode and a USB-UART adapter on GP0/GND"]
 fn hardware_pico_over_uart_agrees_with_host() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("set {name}"));
     let name = var("SPIKENAS_HW_BOARD");
     let (drive, device) = (var("SPIKENAS_HW_UF2_DRIVE"), var("SPIKENAS_HW_SERIAL"));
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board(&name).unwrap();
-    let (dir, set) = hardware_crate(board, &catalog, &format!("hw-uart-{name}"));
-    let options = BuildOptions {
-        uart: true,
-        ..BuildOptions::default()
-    };
-    let report = build::build(&dir, board, catalog.targets(), &options).unwrap();
+    let (catalog, board) = load_board(&name);
+    let (dir, set) = hardware_crate(&board, &catalog, &format!("hw-uart-{name}"));
+    let options = uart_build();
+    let report = build(&dir, &board, &catalog, &options);
     let outcome = spikenas_host::board_app::serial::flash_uf2_serial(
         report.uf2.as_ref().unwrap(),
-        std::path::Path::new(&drive),
-        std::path::Path::new(&device),
+        Path::new(&drive),
+        Path::new(&device),
         set.len(),
         Duration::from_secs(60),
     )
@@ -286,22 +300,6 @@ fn hardware_pico_over_uart_agrees_with_host() {
     let clock = run.clock.clone().expect("the board reports its clock");
     assert_eq!((clock.hz, clock.how.as_str()), (board.clock_hz, "pll"));
     println!("{}", run.timing_line(board.clock_hz));
-}
-
-/// Generates the small 8x8 network of the real-board build tests (weights from `seed`)
-/// for `board` into work folder `name`.
-fn generate_small(
-    catalog: &Catalog,
-    board: &spikenas_host::boards::Profile,
-    seed: u64,
-    name: &str,
-) -> PathBuf {
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, seed).unwrap();
-    let dir = work_dir(name);
-    net.with_network(|n| board_app::generate(n, board, catalog.targets(), &dir).unwrap());
-    dir
 }
 
 /// CRC-32 as the RP2040 bootrom checks boot2 (polynomial 0x04C11DB7, initial value
@@ -326,11 +324,9 @@ fn boot2_crc(bytes: &[u8]) -> u32 {
 /// exactly the ELF's loadable bytes at their addresses.
 #[test]
 fn rp2040_image_has_boot2_and_a_matching_uf2() {
-    use spikenas_host::board_app::{elf::Elf, uf2};
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board("rp2040-pico").unwrap();
-    let dir = generate_small(&catalog, board, 22, "rp2040-uf2");
-    let report = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    let (catalog, board) = load_board("rp2040-pico");
+    let (dir, _) = small_crate(&catalog, &board, 22, "rp2040-uf2");
+    let report = build_plain(&dir, &board, &catalog);
     let elf = Elf::read(&report.elf).unwrap();
     let flash = elf
         .loads
@@ -372,7 +368,7 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
         }
     }
     // Second opinion: binutils' own view of the program headers.
-    if let Ok(out) = std::process::Command::new("arm-none-eabi-readelf")
+    if let Ok(out) = Command::new("arm-none-eabi-readelf")
         .arg("-lW")
         .arg(&report.elf)
         .output()
@@ -384,8 +380,8 @@ fn rp2040_image_has_boot2_and_a_matching_uf2() {
 
 /// Semihosting calls in an image's code, as binutils disassembles it: Thumb `bkpt 0xab`
 /// (ARM semihosting), which faults on a board with no debugger attached.
-fn semihosting_calls(elf: &std::path::Path) -> usize {
-    let out = std::process::Command::new("arm-none-eabi-objdump")
+fn semihosting_calls(elf: &Path) -> usize {
+    let out = Command::new("arm-none-eabi-objdump")
         .arg("-d")
         .arg(elf)
         .output()
@@ -402,25 +398,15 @@ fn semihosting_calls(elf: &std::path::Path) -> usize {
 /// UART0), whereas the plain build does; and other boards refuse the feature by name.
 #[test]
 fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board("rp2040-pico").unwrap();
-    let dir = generate_small(&catalog, board, 25, "rp2040-uart");
-    let arch: Arch = format!("{CELL},ch=4,stages=2,fc=32,t=4").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let set = synthetic::images(&input, 20, 25);
-    SyntheticNetwork::new(&arch, &input, 25)
-        .unwrap()
-        .with_network(|n| on_device::write_test_data(&dir, n, &set).unwrap());
-    let options = BuildOptions {
-        uart: true,
-        ..BuildOptions::default()
-    };
-    let report =
-        build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
-    let uf2 = std::fs::read(report.uf2.as_ref().expect("a .uf2 beside the ELF")).unwrap();
-    let blocks = spikenas_host::board_app::uf2::parse(&uf2).unwrap();
+    let (catalog, board) = load_board("rp2040-pico");
+    let (dir, net) = small_crate(&catalog, &board, 25, "rp2040-uart");
+    write_test_images(&dir, &net, 20, 25);
+    let options = uart_build();
+    let report = build(&dir, &board, &catalog, &options);
+    let bytes = std::fs::read(report.uf2.as_ref().expect("a .uf2 beside the ELF")).unwrap();
+    let blocks = uf2::parse(&bytes).unwrap();
     assert!(blocks.iter().any(|b| b.addr == 0x1000_0000), "boot2 block");
-    let elf = spikenas_host::board_app::elf::Elf::read(&report.elf).unwrap();
+    let elf = Elf::read(&report.elf).unwrap();
     let rodata = elf.sections.iter().find(|s| s.name == ".rodata").unwrap();
     let testset_bytes = std::fs::metadata(dir.join(on_device::TESTSET_FILE))
         .unwrap()
@@ -437,20 +423,20 @@ fn rp2040_uart_build_has_a_uf2_and_no_semihosting() {
         board_rs.contains("pub const UART_IBRD: u32 = 67;"),
         "{board_rs}"
     );
-    let plain = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
+    let plain = build_plain(&dir, &board, &catalog);
     assert!(
         semihosting_calls(&plain.elf) > 0,
         "the check finds semihosting calls"
     );
     let other = catalog.board("stm32f746g-disco").unwrap();
-    let dir = generate_small(&catalog, other, 25, "uart-refused");
+    let (dir, _) = small_crate(&catalog, other, 25, "uart-refused");
     let err = build::build(&dir, other, catalog.targets(), &options).unwrap_err();
     assert!(matches!(err, BoardAppError::Board { .. }), "{err}");
     assert!(err.to_string().contains("RP2040's UART0"), "{err}");
 }
 
 /// Copies `from` into `to` (folders recursively), leaving out `target/`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -471,24 +457,14 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 /// it names the checkout, and the ELF it makes agrees with the host on every image.
 #[test]
 fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board("microbit").unwrap();
-    let arch: Arch = format!("{CELL},ch=4,stages=1,fc=16,t=2").parse().unwrap();
-    let input = InputShape::parse("1x8x8", 10).unwrap();
-    let net = SyntheticNetwork::new(&arch, &input, 23).unwrap();
+    let (catalog, board) = load_board("microbit");
+    let (_, input, net) = synthetic(&format!("{CELL},ch=4,stages=1,fc=16,t=2"), "1x8x8", 23);
     let set = synthetic::images(&input, 20, 23);
     let generated = work_dir("standalone-src");
-    let host = net.with_network(|n| {
-        board_app::generate(n, board, catalog.targets(), &generated).unwrap();
-        on_device::host_run(n, &set).unwrap()
-    });
-    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap();
-    let elsewhere =
-        std::env::temp_dir().join(format!("spikenas-standalone-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&elsewhere);
+    generate(&net, &board, &catalog, &generated);
+    let host = net.with_network(|n| on_device::host_run(n, &set).unwrap());
+    let checkout = repo_root().canonicalize().unwrap();
+    let elsewhere = fresh_temp_dir("standalone");
     assert!(!elsewhere.starts_with(&checkout));
     copy_tree(&generated, &elsewhere);
     let mut names_checkout = Vec::new();
@@ -511,7 +487,7 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
     );
 
     // What a user does: `cargo build --release` in the folder, with their own PATH/HOME.
-    let mut cargo = std::process::Command::new("cargo");
+    let mut cargo = Command::new("cargo");
     cargo.env_clear().current_dir(&elsewhere);
     for var in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"] {
         if let Some(value) = std::env::var_os(var) {
@@ -529,14 +505,7 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
         String::from_utf8_lossy(&out.stderr)
     );
     let elf = elsewhere.join("target/thumbv6m-none-eabi/release/spikenas-app");
-    let run = on_device::run_qemu(
-        &elf,
-        board,
-        catalog.targets(),
-        &set,
-        Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let run = run_qemu(&elf, &board, &catalog, &set, Duration::from_secs(120));
     let cmp = compare(&host, &run);
     assert!(
         cmp.all_agree() && cmp.images == set.len(),
@@ -550,7 +519,7 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
     std::fs::write(&lib, text.replace("pub fn", "pub  fn")).unwrap();
     let err = build::build(
         &elsewhere,
-        board,
+        &board,
         catalog.targets(),
         &BuildOptions::default(),
     )
@@ -565,19 +534,17 @@ fn a_generated_crate_builds_on_its_own_outside_the_checkout() {
 /// still fits the board.
 #[test]
 fn defmt_build_for_a_real_board() {
-    let catalog = Catalog::discover().unwrap();
-    let board = catalog.board("stm32f746g-disco").unwrap();
-    let dir = generate_small(&catalog, board, 24, "defmt");
+    let (catalog, board) = load_board("stm32f746g-disco");
+    let (dir, _) = small_crate(&catalog, &board, 24, "defmt");
     let options = BuildOptions {
         defmt: true,
         ..BuildOptions::default()
     };
-    let report =
-        build::build(&dir, board, catalog.targets(), &options).unwrap_or_else(|e| panic!("{e}"));
-    let elf = spikenas_host::board_app::elf::Elf::read(&report.elf).unwrap();
+    let report = build(&dir, &board, &catalog, &options);
+    let elf = Elf::read(&report.elf).unwrap();
     assert!(elf.symbol("_SEGGER_RTT").is_some(), "no RTT control block");
     // defmt's table (an info section the loader skips), as binutils sees it.
-    let out = std::process::Command::new("arm-none-eabi-readelf")
+    let out = Command::new("arm-none-eabi-readelf")
         .arg("-SW")
         .arg(&report.elf)
         .output()
@@ -585,7 +552,7 @@ fn defmt_build_for_a_real_board() {
     let sections = String::from_utf8_lossy(&out.stdout);
     assert!(sections.contains(" .defmt "), "{sections}");
     // The plain build has neither.
-    let plain = build::build(&dir, board, catalog.targets(), &BuildOptions::default()).unwrap();
-    let elf = spikenas_host::board_app::elf::Elf::read(&plain.elf).unwrap();
+    let plain = build_plain(&dir, &board, &catalog);
+    let elf = Elf::read(&plain.elf).unwrap();
     assert!(elf.symbol("_SEGGER_RTT").is_none());
 }
