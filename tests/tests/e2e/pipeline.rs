@@ -11,8 +11,8 @@ use spikenas_host::board_app::on_device;
 use spikenas_host::board_app::TestSet;
 use spikenas_host::data::input_shape;
 use spikenas_host::data::LoadOptions;
-use spikenas_host::memory;
 use spikenas_host::jobs::search;
+use spikenas_host::memory;
 use spikenas_host::train::TrainConfig;
 
 use crate::common::{
