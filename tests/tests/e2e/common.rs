@@ -66,12 +66,16 @@ pub fn load_board(name: &str) -> (Catalog, Profile) {
     (catalog, board)
 }
 
-/// The folder `group/name` under the tests' temporary folder in `target/`. It is kept
-/// between runs, so that a firmware crate generated there again reuses its build.
-pub fn work_dir(group: &str, name: &str) -> PathBuf {
+/// The tests' temporary folder in `target/` (`target/tmp`), which Cargo keeps between
+/// runs.
+pub fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(group)
-        .join(name)
+}
+
+/// The folder `group/name` in [`target_tmp`]. It is kept between runs, so that a
+/// firmware crate generated there again reuses its build.
+pub fn work_dir(group: &str, name: &str) -> PathBuf {
+    target_tmp().join(group).join(name)
 }
 
 /// `spikenas-<name>-<process id>` in the system's temporary folder, outside the

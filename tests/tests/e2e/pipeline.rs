@@ -17,7 +17,7 @@ use spikenas_host::train::TrainConfig;
 
 use crate::common::{
     build_plain, digits_search_job, load, load_board, print_estimate_error, quiet_training,
-    work_dir,
+    target_tmp,
 };
 
 const SAMPLES: usize = 200;
@@ -37,7 +37,8 @@ fn run_board(board_name: &str) {
         time_budget: Some(Duration::from_secs(20)),
         ..quiet_training(6)
     });
-    let out = work_dir("pipeline", board_name);
+    // targets.yaml's latency calibration names these folders (`<pipeline-microbit>`).
+    let out = target_tmp().join(format!("pipeline-{board_name}"));
     let _ = std::fs::remove_dir_all(&out);
     let run = search::run(&job, &Device::Cpu, &out, false)
         .unwrap_or_else(|e| panic!("{board_name}: {e}"));
