@@ -11,7 +11,7 @@
 //! the architecture's shape, which `Network::workspace_layout()` calls too) and flash is
 //! the firmware's weight storage, requantisation arrays and descriptors (`size_of` of the
 //! firmware's own types on the device, `spikenas_firmware::descriptor::DEVICE`) plus the
-//! target's measured code size; checked against built ELFs by tests/tests/memory_fit.rs
+//! target's measured code size; checked against built ELFs by tests/tests/e2e/memory_fit.rs
 //! (within 2% per region on netduinoplus2 and microbit).
 //!
 //! Two numeric models:
