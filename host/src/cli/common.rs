@@ -68,8 +68,9 @@ pub struct TrainingArgs {
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().optimizer)]
     pub optimizer: OptimizerKind,
-    /// Distortions of the training images: none, shift (up to 2 pixels), or
-    /// shift-flip (also mirrored left-right; for clothing, not digits).
+    /// Distortions of the training images: none, shift (up to 2 pixels), shift-flip
+    /// (also mirrored left-right), or flip (mirrored only); the mirrors are for
+    /// mirror-symmetric classes such as clothing, not digits.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().augment)]
     pub augment: Augment,
     /// Stop training after this many seconds (`search` also leaves out networks whose

@@ -24,6 +24,8 @@ pub enum Augment {
     /// Shift as above, and mirror left-right with probability 1/2 (for datasets whose
     /// classes are mirror-symmetric, such as clothing; not digits).
     ShiftFlip,
+    /// Mirror left-right with probability 1/2, no shift (mirror-symmetric classes).
+    Flip,
 }
 
 impl Augment {
@@ -40,6 +42,7 @@ impl Augment {
                 let dx = rng.below(2 * Self::MAX_SHIFT + 1) as isize - s;
                 (dy, dx, self == Augment::ShiftFlip && rng.below(2) == 1)
             }
+            Augment::Flip => (0, 0, rng.below(2) == 1),
         };
         for ch in 0..c {
             for y in 0..h {
@@ -298,5 +301,21 @@ mod tests {
             plain.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             none.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
+        // Flip mirrors without shifting: the pixel stays at (2, 1) or moves to (2, 3),
+        // both seen in 200 draws.
+        let mut seen = [false; 2];
+        for _ in 0..200 {
+            let (x, _) = s
+                .batch_augmented(&[0], Augment::Flip, &mut rng, &Device::Cpu)
+                .unwrap();
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let lit: Vec<usize> = (0..25).filter(|&k| v[k] > 0.0).collect();
+            match lit[..] {
+                [k] if k == 2 * 5 + 1 => seen[0] = true,
+                [k] if k == 2 * 5 + 3 => seen[1] = true,
+                _ => panic!("flip moved the pixel: {lit:?}"),
+            }
+        }
+        assert_eq!(seen, [true, true]);
     }
 }
