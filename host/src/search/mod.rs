@@ -397,8 +397,8 @@ pub const MIN_LAST_STAGE_SIDE: usize = 4;
 pub fn pooling_keeps_detail(arch: &Arch, input: &InputShape) -> bool {
     let pooled_ok =
         arch.input_pool == 1 || input.height.min(input.width) / arch.input_pool >= MIN_POOLED_SIDE;
-    let (h, w) = input.spatial(arch, arch.stages - 1);
-    pooled_ok && h.min(w) >= MIN_LAST_STAGE_SIDE
+    let last = arch.shape(input).last_geometry();
+    pooled_ok && last.h.min(last.w) >= MIN_LAST_STAGE_SIDE
 }
 
 /// The largest (by MACs) macro configuration of `cell` that fits memory and the
