@@ -292,16 +292,17 @@ impl Builder<'_> {
     fn head(&mut self, g: Geometry, from: &str) -> Result<String, NirError> {
         let bn = self.bn("head.bn", g.c)?;
         let spikes = self.lif("head.lif", &[g.c, g.h, g.w], bn, from);
-        let pooled = self.avg_pool("head.pool", 2, 2, 0, &spikes);
+        let pool = self.avg_pool("head.pool", 2, 2, 0, &spikes);
+        let pooled = g.reduced(g.c);
         let flat = node(
             "Flatten",
             [
-                ("input_type", ints(&[g.c, g.h / 2, g.w / 2])),
+                ("input_type", ints(&[pooled.c, pooled.h, pooled.w])),
                 ("start_dim", Value::Int(0)),
                 ("end_dim", Value::Int(-1)),
             ],
         );
-        Ok(self.add("head.flatten", flat, &[&pooled]))
+        Ok(self.add("head.flatten", flat, &[&pool]))
     }
 
     /// The last linear layer, `inputs -> classes x cluster`, with the population vote

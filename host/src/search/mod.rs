@@ -395,9 +395,10 @@ pub const MIN_LAST_STAGE_SIDE: usize = 4;
 /// [`MIN_POOLED_SIDE`] pixels a side (or does not pool), and the last stage works on
 /// maps of at least [`MIN_LAST_STAGE_SIDE`] a side.
 pub fn pooling_keeps_detail(arch: &Arch, input: &InputShape) -> bool {
-    let pooled_ok =
-        arch.input_pool == 1 || input.height.min(input.width) / arch.input_pool >= MIN_POOLED_SIDE;
-    let last = arch.shape(input).last_geometry();
+    let shape = arch.shape(input);
+    let pooled = shape.stem_geometry();
+    let pooled_ok = arch.input_pool == 1 || pooled.h.min(pooled.w) >= MIN_POOLED_SIDE;
+    let last = shape.last_geometry();
     pooled_ok && last.h.min(last.w) >= MIN_LAST_STAGE_SIDE
 }
 
