@@ -8,8 +8,10 @@ use candle_core::Var;
 use candle_nn::VarMap;
 
 use super::NirError;
-use crate::arch::{Op, NODES};
-use crate::snn::cell::edge_name;
+use spikenas_firmware::shape::{EdgeShape, Geometry, LayerShape, OpShape};
+
+use crate::arch::{Arch, Cell, NODES};
+use crate::snn::cell::edge_key;
 use crate::snn::lif::{LifParams, Reset};
 use crate::snn::Network;
 
@@ -222,83 +224,56 @@ impl Builder<'_> {
         self.add(name, n, &[from])
     }
 
-    /// One cell at `channels` x `(h, w)` fed by `x0`; returns its output node.
+    /// Stage `stage`'s cell, its `edges` (forward, in evaluation order) on maps of
+    /// geometry `g`, fed by `x0`; returns its output node.
     fn cell(
         &mut self,
-        net: &Network,
+        cell: &Cell,
         stage: usize,
-        channels: usize,
-        (h, w): (usize, usize),
+        g: Geometry,
+        edges: &[EdgeShape],
         x0: &str,
     ) -> Result<String, NirError> {
-        let cell = net
-            .arch
-            .cell
-            .validated()
-            .map_err(|e| NirError::Unsupported {
-                what: format!("cell {}", net.arch.cell),
-                why: e.to_string(),
-            })?;
-        let edges = cell.edges();
-        if let Some(b) = edges.iter().find(|e| e.backward) {
-            return Err(NirError::Unsupported {
-                what: format!("the backward edge {} of cell {}", edge_name(b), cell),
-                why: "it feeds the previous timestep's value of a node back, a one-step \
-                      delay inside the step that NIR has no agreed primitive for"
-                    .into(),
-            });
-        }
         let p = format!("stage{stage}.cell");
-        let shape = [channels, h, w];
+        let shape = [g.c, g.h, g.w];
         let mut producer: Vec<Option<String>> = vec![None; NODES];
         producer[0] = Some(x0.to_string());
         let mut spikes: Vec<Option<String>> = vec![None; NODES];
         for j in 1..NODES {
-            let into: Vec<_> = edges.iter().filter(|e| e.to == j).collect();
+            let into: Vec<_> = edges.iter().filter(|e| usize::from(e.to) == j).collect();
             if into.is_empty() {
                 continue;
             }
             let junction = self.junction(&format!("{p}.n{j}"), &shape);
             for e in into {
-                let src = producer[e.from]
+                let (from, name) = (usize::from(e.from), edge_key(e.from.into(), e.to.into()));
+                let src = producer[from]
                     .clone()
                     .ok_or_else(|| NirError::Unsupported {
-                        what: format!("edge {} of cell {cell}", edge_name(e)),
-                        why: format!("node {} has no input", e.from),
+                        what: format!("edge {name} of cell {cell}"),
+                        why: format!("node {from} has no input"),
                     })?;
-                let end = match (e.op, e.op.kernel()) {
-                    (Op::Skip, _) => src,
-                    (Op::AvgPool3x3, _) => {
-                        self.avg_pool(&format!("{p}.{}.pool", edge_name(e)), 3, 1, 1, &src)
-                    }
-                    (_, Some(k)) => {
+                let end = match e.op {
+                    OpShape::Zero => continue,
+                    OpShape::Skip => src,
+                    OpShape::AvgPool3 => self.avg_pool(&format!("{p}.{name}.pool"), 3, 1, 1, &src),
+                    OpShape::Conv { k } => {
                         // Conv edges leaving one node see the same current, so they
                         // share one LIF (as the float network computes it once).
-                        let s = match &spikes[e.from] {
+                        let s = match &spikes[from] {
                             Some(s) => s.clone(),
                             None => {
                                 let s = self.lif(
-                                    &format!("{p}.n{}.lif", e.from),
+                                    &format!("{p}.n{from}.lif"),
                                     &shape,
-                                    Affine1::identity(channels),
+                                    Affine1::identity(g.c),
                                     &src,
                                 );
-                                spikes[e.from] = Some(s.clone());
+                                spikes[from] = Some(s.clone());
                                 s
                             }
                         };
-                        self.conv_bn(
-                            &format!("{p}.{}", edge_name(e)),
-                            (channels, channels, k),
-                            (h, w),
-                            &s,
-                        )?
-                    }
-                    (op, None) => {
-                        return Err(NirError::Unsupported {
-                            what: format!("op {op:?} on edge {}", edge_name(e)),
-                            why: "it has no NIR mapping".into(),
-                        })
+                        self.conv_bn(&format!("{p}.{name}"), (g.c, g.c, k), (g.h, g.w), &s)?
                     }
                 };
                 self.graph.edges.push((end, junction.clone()));
@@ -312,9 +287,55 @@ impl Builder<'_> {
                 why: "its output node has no input".into(),
             })
     }
+
+    /// The head's batch-norm, LIF and 2x2 pool on the last stage's map `g`, flattened.
+    fn head(&mut self, g: Geometry, from: &str) -> Result<String, NirError> {
+        let bn = self.bn("head.bn", g.c)?;
+        let spikes = self.lif("head.lif", &[g.c, g.h, g.w], bn, from);
+        let pool = self.avg_pool("head.pool", 2, 2, 0, &spikes);
+        let pooled = g.reduced(g.c);
+        let flat = node(
+            "Flatten",
+            [
+                ("input_type", ints(&[pooled.c, pooled.h, pooled.w])),
+                ("start_dim", Value::Int(0)),
+                ("end_dim", Value::Int(-1)),
+            ],
+        );
+        Ok(self.add("head.flatten", flat, &[&pool]))
+    }
+
+    /// The last linear layer, `inputs -> classes x cluster`, with the population vote
+    /// (the mean over each class's cluster, a linear map) folded in, so the graph's
+    /// output is one value per class.
+    fn output(
+        &mut self,
+        inputs: usize,
+        classes: usize,
+        cluster: usize,
+        from: &str,
+    ) -> Result<String, NirError> {
+        let wt = self.tensor("head.fc2.weight", classes * cluster * inputs)?;
+        let bias = self.tensor("head.fc2.bias", classes * cluster)?;
+        let mean = |cls: usize, f: &dyn Fn(usize) -> f32| -> f32 {
+            ((0..cluster)
+                .map(|k| f(cls * cluster + k) as f64)
+                .sum::<f64>()
+                / cluster as f64) as f32
+        };
+        let w_out: Vec<f32> = (0..classes * inputs)
+            .map(|i| mean(i / inputs, &|row| wt[row * inputs + i % inputs]))
+            .collect();
+        let b_out: Vec<f32> = (0..classes)
+            .map(|cls| mean(cls, &|row| bias[row]))
+            .collect();
+        Ok(self.affine("head.fc2", w_out, b_out, from))
+    }
 }
 
-/// The NIR graph of `net` with the variables in `varmap` (float, BN folded).
+/// The NIR graph of `net` with the variables in `varmap` (float, BN folded), its layers
+/// in the order of the architecture's shape ([`Arch::shape`], the walk every other
+/// consumer of the network's structure uses).
 ///
 /// Refuses what NIR cannot express: a subtractive reset, backward (recurrent) cell
 /// edges.
@@ -325,6 +346,16 @@ pub fn build(net: &Network, varmap: &VarMap) -> Result<Graph, NirError> {
             why: "NIR's LIF resets to v_reset; no NIR neuron subtracts the threshold".into(),
         });
     }
+    let cell = net
+        .arch
+        .cell
+        .validated()
+        .map_err(|e| NirError::Unsupported {
+            what: format!("cell {}", net.arch.cell),
+            why: e.to_string(),
+        })?;
+    let arch = Arch { cell, ..net.arch };
+    let input = net.input;
     let data = varmap.data().lock().expect("varmap lock");
     let mut b = Builder {
         data: &data,
@@ -332,84 +363,62 @@ pub fn build(net: &Network, varmap: &VarMap) -> Result<Graph, NirError> {
         eps: crate::snn::cell::bn_config().eps,
         graph: Graph::default(),
     };
-    let (arch, input) = (net.arch, net.input);
-    let c_in = input.channels;
-    let mut x = b.add(
-        "input",
-        node(
-            "Input",
-            [("shape", ints(&[c_in, input.height, input.width]))],
-        ),
-        &[],
-    );
-    if arch.input_pool > 1 {
-        x = b.avg_pool("input.pool", arch.input_pool, arch.input_pool, 0, &x);
-    }
-    let (mut h, mut w) = input.spatial(&arch, 0);
-    x = b.conv_bn("stem", (c_in, arch.channels, 3), (h, w), &x)?;
-    for s in 0..arch.stages {
-        let c = arch.stage_channels(s);
-        if s > 0 {
-            let prev = arch.stage_channels(s - 1);
-            let p = format!("stage{s}.reduce");
-            let bn = b.bn(&format!("{p}.bn_in"), prev)?;
-            let spikes = b.lif(&format!("{p}.lif"), &[prev, h, w], bn, &x);
-            let conv = b.conv_bn(&p, (prev, c, 3), (h, w), &spikes)?;
-            x = b.avg_pool(&format!("{p}.pool"), 2, 2, 0, &conv);
-            (h, w) = input.spatial(&arch, s);
+    let shape = arch.shape(&input);
+    // The node the next layer reads, and the current stage's edges.
+    let mut x = String::new();
+    let mut edges: Vec<EdgeShape> = Vec::new();
+    shape.for_each_layer(|layer| -> Result<(), NirError> {
+        match layer {
+            LayerShape::Stem { cin, k, out } => {
+                let dims = [shape.channels, shape.height, shape.width];
+                x = b.add("input", node("Input", [("shape", ints(&dims))]), &[]);
+                let pool = shape.input_pool;
+                if pool > 1 {
+                    x = b.avg_pool("input.pool", pool, pool, 0, &x);
+                }
+                x = b.conv_bn("stem", (cin, out.c, k), (out.h, out.w), &x)?;
+            }
+            LayerShape::Reduction {
+                stage,
+                k,
+                input,
+                out,
+            } => {
+                let p = format!("stage{stage}.reduce");
+                let bn = b.bn(&format!("{p}.bn_in"), input.c)?;
+                let spikes = b.lif(&format!("{p}.lif"), &[input.c, input.h, input.w], bn, &x);
+                let conv = b.conv_bn(&p, (input.c, out.c, k), (input.h, input.w), &spikes)?;
+                x = b.avg_pool(&format!("{p}.pool"), 2, 2, 0, &conv);
+            }
+            LayerShape::Edge { edge, .. } if edge.is_backward() && edge.op != OpShape::Zero => {
+                let name = edge_key(edge.from.into(), edge.to.into());
+                return Err(NirError::Unsupported {
+                    what: format!("the backward edge {name} of cell {cell}"),
+                    why: "it feeds the previous timestep's value of a node back, a one-step \
+                          delay inside the step that NIR has no agreed primitive for"
+                        .into(),
+                });
+            }
+            LayerShape::Edge { edge, .. } => edges.push(edge),
+            LayerShape::Nodes { stage, g, .. } => {
+                x = b.cell(&cell, stage, g, &edges, &x)?;
+                edges.clear();
+            }
+            LayerShape::Head { input } => x = b.head(input, &x)?,
+            LayerShape::Hidden { inputs, outputs } => {
+                let wt = b.tensor("head.fc1.weight", outputs * inputs)?;
+                let bias = b.tensor("head.fc1.bias", outputs)?;
+                let fc1 = b.affine("head.fc1", wt, bias, &x);
+                x = b.lif("head.fc1.lif", &[outputs], Affine1::identity(outputs), &fc1);
+            }
+            LayerShape::Output { inputs, .. } => {
+                let logits = b.output(inputs, shape.classes, arch.cluster, &x)?;
+                let out = node("Output", [("shape", ints(&[shape.classes]))]);
+                b.add("output", out, &[&logits]);
+            }
         }
-        x = b.cell(net, s, c, (h, w), &x)?;
-    }
-    let c = arch.stage_channels(arch.stages - 1);
-    let bn = b.bn("head.bn", c)?;
-    let spikes = b.lif("head.lif", &[c, h, w], bn, &x);
-    let pooled = b.avg_pool("head.pool", 2, 2, 0, &spikes);
-    let flat_in = [c, h / 2, w / 2];
-    let flat = b.add(
-        "head.flatten",
-        node(
-            "Flatten",
-            [
-                ("input_type", ints(&flat_in)),
-                ("start_dim", Value::Int(0)),
-                ("end_dim", Value::Int(-1)),
-            ],
-        ),
-        &[&pooled],
-    );
-    let features = input.head_features(&arch);
-    let mut x = flat;
-    let mut fc_in = features;
-    if arch.fc > 0 {
-        let wt = b.tensor("head.fc1.weight", arch.fc * features)?;
-        let bias = b.tensor("head.fc1.bias", arch.fc)?;
-        let fc1 = b.affine("head.fc1", wt, bias, &x);
-        x = b.lif("head.fc1.lif", &[arch.fc], Affine1::identity(arch.fc), &fc1);
-        fc_in = arch.fc;
-    }
-    // The population vote (mean over each class's cluster) is linear: fold it into the
-    // last layer, so the graph's output is one value per class.
-    let (classes, cluster) = (input.classes, arch.cluster);
-    let wt = b.tensor("head.fc2.weight", classes * cluster * fc_in)?;
-    let bias = b.tensor("head.fc2.bias", classes * cluster)?;
-    let mean = |cls: usize, f: &dyn Fn(usize) -> f32| -> f32 {
-        ((0..cluster)
-            .map(|k| f(cls * cluster + k) as f64)
-            .sum::<f64>()
-            / cluster as f64) as f32
-    };
-    let w_out: Vec<f32> = (0..classes * fc_in)
-        .map(|i| mean(i / fc_in, &|row| wt[row * fc_in + i % fc_in]))
-        .collect();
-    let b_out: Vec<f32> = (0..classes)
-        .map(|cls| mean(cls, &|row| bias[row]))
-        .collect();
-    let logits = b.affine("head.fc2", w_out, b_out, &x);
-    b.add(
-        "output",
-        node("Output", [("shape", ints(&[classes]))]),
-        &[&logits],
-    );
+        Ok(())
+    })?;
     let mut graph = b.graph;
     graph.metadata = metadata(net);
     Ok(graph)

@@ -23,7 +23,7 @@
 //! every tensor's bytes, see [`crate::integrity`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -231,7 +231,9 @@ fn input_factor(lif: &fw::Lif) -> f64 {
     1.0 - lif.decay.keep()
 }
 
-/// The bytes of `model.safetensors` for `q` with `info` as metadata.
+/// The bytes of `model.safetensors` for `q` with `info` as metadata. The same network
+/// and metadata give the same bytes: the header's keys (tensors and metadata) are
+/// written sorted ([`integrity::canonical_header`]), not in a hash map's order.
 pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
     let mut w = Writer::default();
     w.conv("stem", &q.stem);
@@ -258,7 +260,7 @@ pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
     }
     w.linear("head.fc2", &q.head.output);
 
-    let mut meta: HashMap<String, String> = HashMap::new();
+    let mut meta: BTreeMap<String, String> = BTreeMap::new();
     let mut put = |k: &str, v: String| {
         meta.insert(format!("{PREFIX}{k}"), v);
     };
@@ -324,8 +326,9 @@ pub fn to_bytes(q: &QuantizedNetwork, info: &ModelInfo) -> Vec<u8> {
             (t.name.clone(), view)
         })
         .collect();
-    safetensors::tensor::serialize(views, Some(meta))
-        .expect("serialising in-memory views cannot fail")
+    let bytes = safetensors::tensor::serialize(views, Some(meta.into_iter().collect()))
+        .expect("serialising in-memory views cannot fail");
+    integrity::canonical_header(&bytes)
 }
 
 /// Writes `path` atomically.

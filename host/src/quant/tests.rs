@@ -398,6 +398,37 @@ fn model_with_flipped_bytes_is_refused_naming_file_and_tensor() {
 }
 
 #[test]
+fn the_same_model_gives_the_same_bytes() {
+    let q = small_model();
+    let info = ModelInfo {
+        dataset: "digits".into(),
+        float_accuracy: Some(0.75),
+        int_accuracy: Some(0.5),
+        board: Some("netduinoplus2".into()),
+        extra: [("data_seed", "7"), ("note", "x")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+    };
+    let first = export::to_bytes(&q, &info);
+    // Each export builds its metadata afresh: a hash map would list it in a new order.
+    for _ in 0..4 {
+        assert!(export::to_bytes(&q, &info) == first, "model bytes differ");
+    }
+    // The metadata is written sorted by key.
+    let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+    let meta = &header[header.find("\"__metadata__\":{").unwrap()..];
+    let meta = &meta[..meta.find('}').unwrap()];
+    let keys: Vec<&str> = meta
+        .split("\"spikenas.")
+        .skip(1)
+        .map(|k| k.split('"').next().unwrap())
+        .collect();
+    assert!(keys.len() > 10, "{keys:?}");
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+}
+
+#[test]
 fn model_metadata_that_disagrees_is_refused() {
     let q = small_model();
     let path = std::path::Path::new("m/model.safetensors");

@@ -4,7 +4,8 @@
 //!
 //! The search ranks only these; the search-quality benchmark draws its random
 //! architectures uniformly from the same set. [`fit_of`] is the memory check the
-//! search applies to a candidate on a board (the latency check is
+//! search applies to a candidate on a board, [`Fit`] its verdict and [`MemoryCheck`]
+//! the form every strategy takes it in (the latency check is
 //! [`crate::latency::Budget`]).
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,38 @@ use crate::latency::Budget;
 use crate::memory;
 
 use super::cost::CostModel;
+use super::pooling_keeps_detail;
 use super::space::{macs, SearchSpace};
-use super::{pooling_keeps_detail, Fit, MemoryCheck};
+
+/// The memory verdict on one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    /// True if every region fits.
+    pub fits: bool,
+    /// Flash (or, on Linux boards, model RAM) bytes.
+    pub flash_bytes: u64,
+    /// RAM bytes over all RAM regions.
+    pub ram_bytes: u64,
+    /// Largest used/capacity ratio over the regions.
+    pub worst_ratio: f64,
+    /// The first region over budget and by how much, if any.
+    pub overflow: Option<String>,
+    /// Per region: (name, used bytes, capacity bytes).
+    #[serde(default)]
+    pub regions: Vec<(String, u64, u64)>,
+}
+
+/// Decides whether a candidate fits the board (the memory model, in microseconds).
+pub trait MemoryCheck {
+    /// The verdict for `arch`.
+    fn check(&self, arch: &Arch) -> Fit;
+}
+
+impl<F: Fn(&Arch) -> Fit> MemoryCheck for F {
+    fn check(&self, arch: &Arch) -> Fit {
+        self(arch)
+    }
+}
 
 /// The memory model's verdict as the search sees it.
 pub fn fit_of(arch: &Arch, input: &InputShape, board: &Profile, targets: &Targets) -> Fit {

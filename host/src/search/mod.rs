@@ -9,6 +9,10 @@
 //!   ranked by coordinate ascent on SNASNet's training-free score (kept to compare).
 //! - [`snasnet`]: score `samples` random cells at one fixed macro configuration,
 //!   ignoring memory, then keep the best-scoring one that fits.
+//!
+//! What they share: the memory check and its verdict ([`feasible`]: [`Fit`],
+//! [`MemoryCheck`]), the training-free score ([`score`]: [`Scorer`]), the space of cells
+//! and macro configurations ([`space`], [`cells`]).
 
 pub mod cells;
 pub mod cost;
@@ -18,10 +22,13 @@ pub mod halving;
 pub mod score;
 pub mod space;
 
+pub use feasible::{Fit, MemoryCheck};
+pub use score::Scorer;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cell, Op, FORWARD_PAIRS};
@@ -29,43 +36,12 @@ use crate::data::Dataset;
 use crate::kernels::ConvBackend;
 use crate::latency::Budget;
 use crate::rng::Rng;
-use crate::snn::lif::LifParams;
-use crate::snn::{InputShape, Network};
+use crate::snn::InputShape;
 use crate::train::TrainConfig;
 use cost::CostModel;
 use feasible::TrainBudget;
 use fidelity::ProxyResult;
 use space::{macs, SearchSpace};
-
-/// The memory verdict on one candidate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fit {
-    /// True if every region fits.
-    pub fits: bool,
-    /// Flash (or, on Linux boards, model RAM) bytes.
-    pub flash_bytes: u64,
-    /// RAM bytes over all RAM regions.
-    pub ram_bytes: u64,
-    /// Largest used/capacity ratio over the regions.
-    pub worst_ratio: f64,
-    /// The first region over budget and by how much, if any.
-    pub overflow: Option<String>,
-    /// Per region: (name, used bytes, capacity bytes).
-    #[serde(default)]
-    pub regions: Vec<(String, u64, u64)>,
-}
-
-/// Decides whether a candidate fits the board (the memory model, in microseconds).
-pub trait MemoryCheck {
-    /// The verdict for `arch`.
-    fn check(&self, arch: &Arch) -> Fit;
-}
-
-impl<F: Fn(&Arch) -> Fit> MemoryCheck for F {
-    fn check(&self, arch: &Arch) -> Fit {
-        self(arch)
-    }
-}
 
 /// Which search to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -331,80 +307,6 @@ impl std::fmt::Debug for SearchData<'_> {
     }
 }
 
-/// Scores architectures on fixed batches, each at most once.
-#[derive(Debug)]
-pub struct Scorer<'a> {
-    batches: &'a [Tensor],
-    input: InputShape,
-    device: Device,
-    seed: u64,
-    conv: ConvBackend,
-    cache: HashMap<Arch, f64>,
-    /// Score evaluations answered from the cache.
-    pub hits: usize,
-}
-
-impl<'a> Scorer<'a> {
-    /// A scorer over `batches` of images `(B, C, H, W)`.
-    pub fn new(
-        batches: &'a [Tensor],
-        input: InputShape,
-        device: Device,
-        seed: u64,
-        conv: ConvBackend,
-    ) -> Self {
-        Scorer {
-            batches,
-            input,
-            device,
-            seed,
-            conv,
-            cache: HashMap::new(),
-            hits: 0,
-        }
-    }
-
-    /// The score of `arch` at random initialisation (seeded by the architecture, so a
-    /// candidate's score does not depend on the order of the search).
-    pub fn score(&mut self, arch: &Arch) -> Result<f64, SearchError> {
-        if let Some(s) = self.cache.get(arch) {
-            self.hits += 1;
-            return Ok(*s);
-        }
-        let s = self.evaluate(arch)?;
-        self.cache.insert(*arch, s);
-        Ok(s)
-    }
-
-    /// Score `arch` without the cache.
-    pub fn evaluate(&self, arch: &Arch) -> Result<f64, SearchError> {
-        let salt = arch
-            .to_string()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-            });
-        let (net, _vars) = Network::init(
-            *arch,
-            self.input,
-            LifParams::default(),
-            &self.device,
-            self.seed ^ salt,
-        )?;
-        Ok(score::score_network(
-            &net,
-            self.batches,
-            LifParams::default(),
-            self.conv,
-        )?)
-    }
-
-    /// Number of distinct architectures scored through the cache.
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
-}
-
 fn progress(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
@@ -493,10 +395,11 @@ pub const MIN_LAST_STAGE_SIDE: usize = 4;
 /// [`MIN_POOLED_SIDE`] pixels a side (or does not pool), and the last stage works on
 /// maps of at least [`MIN_LAST_STAGE_SIDE`] a side.
 pub fn pooling_keeps_detail(arch: &Arch, input: &InputShape) -> bool {
-    let pooled_ok =
-        arch.input_pool == 1 || input.height.min(input.width) / arch.input_pool >= MIN_POOLED_SIDE;
-    let (h, w) = input.spatial(arch, arch.stages - 1);
-    pooled_ok && h.min(w) >= MIN_LAST_STAGE_SIDE
+    let shape = arch.shape(input);
+    let pooled = shape.stem_geometry();
+    let pooled_ok = arch.input_pool == 1 || pooled.h.min(pooled.w) >= MIN_POOLED_SIDE;
+    let last = shape.last_geometry();
+    pooled_ok && last.h.min(last.w) >= MIN_LAST_STAGE_SIDE
 }
 
 /// The largest (by MACs) macro configuration of `cell` that fits memory and the
@@ -849,6 +752,7 @@ pub fn snasnet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Tensor;
 
     fn tiny_space() -> SearchSpace {
         SearchSpace {

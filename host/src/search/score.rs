@@ -13,8 +13,12 @@
 //!
 //! [`score_batches`] draws the batches a search scores every candidate on.
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor};
 
+use super::SearchError;
+use crate::arch::{Arch, InputShape};
 use crate::data::Dataset;
 use crate::kernels::ConvBackend;
 use crate::rng::Rng;
@@ -42,6 +46,80 @@ pub fn score_batches(
             Ok(data.train.batch(&idx, device)?.0)
         })
         .collect()
+}
+
+/// Scores architectures on fixed batches, each at most once.
+#[derive(Debug)]
+pub struct Scorer<'a> {
+    batches: &'a [Tensor],
+    input: InputShape,
+    device: Device,
+    seed: u64,
+    conv: ConvBackend,
+    cache: HashMap<Arch, f64>,
+    /// Score evaluations answered from the cache.
+    pub hits: usize,
+}
+
+impl<'a> Scorer<'a> {
+    /// A scorer over `batches` of images `(B, C, H, W)`.
+    pub fn new(
+        batches: &'a [Tensor],
+        input: InputShape,
+        device: Device,
+        seed: u64,
+        conv: ConvBackend,
+    ) -> Self {
+        Scorer {
+            batches,
+            input,
+            device,
+            seed,
+            conv,
+            cache: HashMap::new(),
+            hits: 0,
+        }
+    }
+
+    /// The score of `arch` at random initialisation (seeded by the architecture, so a
+    /// candidate's score does not depend on the order of the search).
+    pub fn score(&mut self, arch: &Arch) -> Result<f64, SearchError> {
+        if let Some(s) = self.cache.get(arch) {
+            self.hits += 1;
+            return Ok(*s);
+        }
+        let s = self.evaluate(arch)?;
+        self.cache.insert(*arch, s);
+        Ok(s)
+    }
+
+    /// Score `arch` without the cache.
+    pub fn evaluate(&self, arch: &Arch) -> Result<f64, SearchError> {
+        let salt = arch
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+        let (net, _vars) = Network::init(
+            *arch,
+            self.input,
+            LifParams::default(),
+            &self.device,
+            self.seed ^ salt,
+        )?;
+        Ok(score_network(
+            &net,
+            self.batches,
+            LifParams::default(),
+            self.conv,
+        )?)
+    }
+
+    /// Number of distinct architectures scored through the cache.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
 }
 
 /// Accumulates the spike Hamming kernel over hooks.
