@@ -134,6 +134,7 @@ pub mod add;
 pub mod avgpool2;
 pub mod avgpool3;
 pub mod bits;
+pub mod conv_lanes;
 pub mod conv_pixels;
 pub mod conv_spikes;
 pub mod descriptor;

@@ -391,6 +391,9 @@ pub fn hwc16_to_chw_bounded(
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
         transpose(r, acc, index, mult, bias, plane, out, mode);
+    } else if NO_LONG_MUL && (17..=46).contains(&s) {
+        // i16 lanes are narrow (|acc| <= 2^15): 32-bit multiplies only.
+        transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
         for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
             let src = acc[index(c)..].iter().step_by(channels);
