@@ -6,7 +6,7 @@
 //! word holds the *integer* `lo + 2^16 hi` (mod `2^32`) of its two lanes, so one plain
 //! 32-bit `ADDS` adds two accumulators at once (a negative low lane borrows from the
 //! high one, which the sum of integers keeps exact). The weights of one input channel
-//! are turned into such words once, when its first spike arrives ([`expand_row`]:
+//! are turned into such words once, when its first spike arrives (`expand_row`:
 //! weight pair `(w[4g], w[4g + 2])` into one word, `(w[4g + 1], w[4g + 3])` into the
 //! next, the lane order of [`crate::weights::packed_index`]), in an order where the taps
 //! of one kernel row that land on adjacent output pixels are adjacent words: each
