@@ -46,6 +46,21 @@ pub fn pack(values: &[u8], map: &mut [u32]) {
     }
 }
 
+/// Bits `start..start + n` of `map` (`1 <= n <= 32`) as the low `n` bits of a word (bit
+/// `start` lowest).
+#[inline(always)]
+pub fn row(map: &[u32], start: usize, n: usize) -> u32 {
+    let (i, s) = (start / 32, (start % 32) as u32);
+    let mut v = map[i] >> s;
+    if s as usize + n > 32 {
+        v |= map[i + 1] << (32 - s);
+    }
+    if n < 32 {
+        v &= (1u32 << n) - 1;
+    }
+    v
+}
+
 /// Calls `f(i)` for every set bit `i < n`, in increasing order.
 #[inline(always)]
 pub fn for_each_set(map: &[u32], n: usize, mut f: impl FnMut(usize)) {
@@ -138,6 +153,19 @@ mod tests {
                     .map(|i| (i / (h * w), (i / w) % h, i % w))
                     .collect();
                 assert_eq!(got, expect, "c{c} h{h} w{w} step{pattern}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_read_across_words() {
+        let v: Vec<u8> = (0..100).map(|i| (i % 3 == 0 || i % 7 == 1) as u8).collect();
+        let mut m = [0u32; 4];
+        pack(&v, &mut m);
+        for start in 0..100 {
+            for n in 1..=32.min(100 - start) {
+                let expect = (0..n).fold(0u32, |a, k| a | (v[start + k] as u32) << k);
+                assert_eq!(row(&m, start, n), expect, "start {start} n {n}");
             }
         }
     }

@@ -326,7 +326,7 @@ pub const PACKED_PAYS: bool = cfg!(all(target_arch = "arm", target_feature = "ds
 pub(crate) const PACKED_BUILT: bool = PACKED_PAYS || cfg!(not(target_arch = "arm"));
 
 /// True where division is one instruction (ARMv7-M's UDIV, or not an ARM core at all).
-const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
+pub(crate) const HW_DIV: bool = cfg!(any(not(target_arch = "arm"), target_feature = "thumb2"));
 
 /// Division by a layer constant `d`: a hardware divide, or on cores without one
 /// (ARMv6-M) a multiply by `ceil(2^16 / d)` and a shift, exact for every `n` with

@@ -6,11 +6,16 @@
 
 /// Sets every element of `buf` to 0.
 pub fn zero(buf: &mut [i32]) {
+    fill(buf, 0);
+}
+
+/// Sets every element of `buf` to `v`.
+pub fn fill(buf: &mut [i32], v: i32) {
     let blocks = buf.len() / 8;
     #[cfg(target_arch = "arm")]
     if blocks > 0 {
         // SAFETY: the loop stores exactly `blocks * 8` words from the start of `buf`,
-        // which holds at least that many; r0-r3 hold zeros and are only read.
+        // which holds at least that many; r0-r3 hold `v` and are only read.
         unsafe {
             core::arch::asm!(
                 "2:",
@@ -20,18 +25,18 @@ pub fn zero(buf: &mut [i32]) {
                 "bne 2b",
                 p = inout(reg) buf.as_mut_ptr() => _,
                 n = inout(reg) blocks => _,
-                in("r0") 0,
-                in("r1") 0,
-                in("r2") 0,
-                in("r3") 0,
+                in("r0") v,
+                in("r1") v,
+                in("r2") v,
+                in("r3") v,
                 options(nostack),
             );
         }
     }
     #[cfg(not(target_arch = "arm"))]
-    buf[..blocks * 8].fill(0);
-    for v in &mut buf[blocks * 8..] {
-        *v = 0;
+    buf[..blocks * 8].fill(v);
+    for x in &mut buf[blocks * 8..] {
+        *x = v;
     }
 }
 
@@ -45,6 +50,9 @@ mod tests {
             let mut v = vec![7i32; n + 3];
             zero(&mut v[..n]);
             assert!(v[..n].iter().all(|&x| x == 0), "n = {n}");
+            assert_eq!(v[n..], [7, 7, 7], "n = {n}: past the end untouched");
+            fill(&mut v[..n], -3);
+            assert!(v[..n].iter().all(|&x| x == -3), "n = {n}");
             assert_eq!(v[n..], [7, 7, 7], "n = {n}: past the end untouched");
         }
     }

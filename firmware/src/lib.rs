@@ -106,25 +106,29 @@
 //!   8-channel ones 3.98 and 3.66 (5.51, 5.27), the int4 network with skip and average
 //!   pool edges 4.86 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
-//!   no unaligned loads, eight low registers. The int8 row kernels are Thumb-1 assembly:
-//!   per 4 output channels one `LDM` and one `STM` of the accumulators and `LDRB`,
-//!   `SXTB`, `ADDS` per weight (`MULS` in addition for spike counts and pixels), in
-//!   groups of 8 (r6/r7 saved and restored inside the block): about 4.1 instructions
-//!   per accumulate, 5.5 with the multiply; a 4-channel row takes r0-r5 only. Spike
-//!   coordinates and /9 are multiplies. Requantisation has a 32-bit path for
-//!   `|acc| <= 2^15` (two `MULS` on the halves of the multiplier) with the bias folded
-//!   into the rounding term where it is small enough that nothing can overflow (no
-//!   saturating add); spike convolutions take it without a range test where the
-//!   layer's accumulator bound is below `2^15` (the general `i64` formula otherwise).
-//!   SNASNet's neuron with decay shift 2 runs in assembly, 32 neurons per spike word
-//!   (14 instructions per neuron: a neuron that does not fire needs only the lower
-//!   clamp, one that fires stores 0; an `i32` overflow of the sum saturates as `QADD`
-//!   does), a BatchNorm before it requantised into the scratch first. About 14.3
-//!   instructions per synaptic operation on the main job's 4-channel digits network
-//!   (20.67 before issue 13), 15.6 and 26.6 on the two 4-channel fc-32 networks
-//!   (21.52 and 35.33). Accumulating a 3x3 convolution into the map with a one-pixel
-//!   border (no per-tap tests) was measured slower on every core at these map sizes
-//!   (8x8 and smaller: the wasted border taps and the larger zeroing cost more).
+//!   no unaligned loads, eight low registers. Spike convolutions with int8 weights whose
+//!   accumulators fit `i16` ([`conv_spikes::ConvShape::fits_i16`]) run in *carry lanes*
+//!   ([`conv_lanes`]): a word holds two accumulators as the integer `lo + 2^16 hi`, so one
+//!   `ADDS` adds two; each input channel's weights are expanded into such words when its
+//!   first spike arrives, ordered so that the taps of one kernel row are one run of words
+//!   on adjacent accumulators (`LDM`/`ADDS`/`STM`, 7 instructions per 6 accumulates in the
+//!   unrolled interior case); 2x2-pooled reductions pre-sum the taps that land on one
+//!   pooled output (four parity kernels per channel). Other layers use the Thumb-1
+//!   assembly row kernels: per 4 output channels one `LDM` and one `STM` of the
+//!   accumulators and `LDRB`, `SXTB`, `ADDS` per weight (`MULS` in addition for spike
+//!   counts and pixels). Spike coordinates and /9 are multiplies. Requantisation has a
+//!   32-bit path for `|acc| <= 2^15` (two `MULS` on the halves of the multiplier) with the
+//!   bias folded into the rounding term where nothing can overflow, in assembly for
+//!   transposing layers (12 instructions per element stored, 15 accumulated).
+//!   SNASNet's neuron with decay shift 2 runs in assembly (10 instructions per neuron
+//!   that does not fire: one unsigned compare sends firing, underflowing and overflowing
+//!   neurons to a slow path; partial spike words included), a BatchNorm before it
+//!   requantised into the scratch first. About 12.9 instructions per synaptic operation
+//!   on the main job's 4-channel digits network (20.67 before issue 13), 12.6 and 24.7
+//!   on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
+//!   convolution into the map with a one-pixel border (no per-tap tests) was measured
+//!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps
+//!   and the larger zeroing cost more).
 //!
 //! Every fast path returns exactly what the portable formula returns (the unit tests
 //! compare them on the host; the device tests compare the device with the host).
@@ -134,6 +138,7 @@ pub mod add;
 pub mod avgpool2;
 pub mod avgpool3;
 pub mod bits;
+pub mod conv_lanes;
 pub mod conv_pixels;
 pub mod conv_spikes;
 pub mod descriptor;

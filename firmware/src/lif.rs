@@ -178,7 +178,9 @@ const fn word_kernel(lif: &Lif) -> bool {
 
 /// The first `32 * (v.len() / 32)` neurons of [`layer`] for SNASNet-type neurons
 /// ([`Decay::Shift`], [`Reset::Hard`]) on ARMv7E-M, one spike word at a time
-/// ([`word_shift_hard`]); returns `(neurons done, spikes)`. `(0, 0)` elsewhere.
+/// ([`word_shift_hard`]), all of them (the last word partial) on ARMv6-M with SNASNet's
+/// shift of 2 (`word_shift_hard_v6m`); returns `(neurons done, spikes)`. `(0, 0)`
+/// elsewhere.
 #[inline(always)]
 fn words_shift_hard(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> (usize, u32) {
     #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
@@ -197,95 +199,115 @@ fn words_shift_hard(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32])
     }
     #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
     if let (Decay::Shift(2), Reset::Hard) = (lif.decay, lif.reset) {
-        let words = v.len().min(input.len()) / 32;
-        let (mut vp, mut xp) = (v.as_mut_ptr(), input.as_ptr());
+        // Every neuron, the last spike word partial.
+        let n = v.len().min(input.len());
+        let (vp, mut xp) = (v.as_mut_ptr(), input.as_ptr());
         let mut fired = 0;
-        for s in &mut spikes[..words] {
-            // SAFETY: word k reads input[32k..32k + 32] and updates v[32k..32k + 32],
-            // k < words <= len / 32 of both; `v` is i16-aligned, `input` i32-aligned.
-            let b = unsafe { word_shift_hard_v6m::<18>(&mut vp, &mut xp, lif.threshold as i32) };
+        for (k, s) in spikes[..n.div_ceil(32)].iter_mut().enumerate() {
+            let m = (n - 32 * k).min(32);
+            // SAFETY: word k reads input[32k..32k + m] and updates v[32k..32k + m],
+            // inside both (m <= n - 32k); `v` is i16-aligned, `input` i32-aligned.
+            let b = unsafe {
+                let end = vp.add(32 * k + m);
+                word_shift_hard_v6m::<2>(end, m, &mut xp, lif.threshold as i32)
+            } >> (32 - m);
             *s = b;
             fired += b.count_ones();
         }
-        return (words * 32, fired);
+        return (n, fired);
     }
     let _ = (lif, v, input, spikes);
     (0, 0)
 }
 
 /// [`word_shift_hard`] for ARMv6-M (Thumb-1, no saturating instructions), decay
-/// `v >> (SH - 16)` (`SH = 16 + n`, an immediate): 14 instructions per neuron on the
-/// common path, against about 25 for the compiler's loop. A neuron that does not fire has
-/// `u < thr <= i16::MAX`, so only the lower clamp remains; one that fires stores 0 whatever
-/// its saturated value; an `i32` overflow of `(v >> n) + x` (flag V) saturates as `QADD`
-/// does. Advances both pointers by 32 neurons; returns the spike word.
+/// `v >> N`: the `m <= 32` neurons ending at `v_end` (membranes read and written at a
+/// negative offset that counts up to 0, which ends the loop), returning their spike bits
+/// in the *top* `m` bits (neuron `j` at bit `32 - m + j`). 10 instructions per neuron on
+/// the common path (against 14 for a compare per bound, 25 for the compiler's loop): one
+/// unsigned compare of `u + 2^15` against `thr + 2^15` sends every neuron that fires or
+/// leaves the `i16` range below to the slow path, an `i32` overflow of `(v >> N) + x`
+/// included (its wrapped sum lies outside both); there a neuron that fires stores 0, one
+/// below the range `i16::MIN`, and an overflow saturates as `QADD` does. Advances `x` by
+/// `m` currents.
 ///
 /// # Safety
-/// `*v..*v + 32` (i16, aligned) writable, `*x..*x + 32` (i32, aligned) readable,
-/// `16 <= SH <= 31`.
+/// `v_end - m..v_end` (i16, aligned) writable, `*x..*x + m` (i32, aligned) readable,
+/// `1 <= m <= 32`, `N <= 15`, `1 <= thr <= i16::MAX`.
 #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
 #[inline(always)]
-unsafe fn word_shift_hard_v6m<const SH: u32>(
-    v: &mut *mut i16,
+unsafe fn word_shift_hard_v6m<const N: u32>(
+    v_end: *mut i16,
+    m: usize,
     x: &mut *const i32,
     thr: i32,
 ) -> u32 {
     let bits: u32;
-    // SAFETY: the caller guarantees both ranges; registers only otherwise (the flags are
-    // clobbered, which `asm!` assumes without `preserves_flags`).
+    // SAFETY: the caller guarantees both ranges; r6/r7 are restored before the end (the
+    // flags are clobbered, which `asm!` assumes without `preserves_flags`).
     unsafe {
         core::arch::asm!(
-            // Thumb-1 asm operands are low registers: threshold and i16::MIN go to the
-            // high registers r8 and r10 (CMP and MOV read those), from `vv` and `xi`.
-            "mov r8, {vv}",
-            "movs {xi}, #1",
-            "lsls {xi}, {xi}, #15",
-            "negs {xi}, {xi}",
-            "mov r10, {xi}",
+            // r0 = u, r1 = x, r2 = t, r3 = 2^15, r4 = x pointer, r5 = v_end, r6 = byte
+            // offset (-2m..0), r7 = bits; r8 = thr + 2^15, r10 = thr.
+            "push {{r6, r7}}",
+            "mov r6, r0",
+            "movs r7, #0",
+            "movs r3, #1",
+            "lsls r3, r3, #15",
+            "mov r10, r1",
+            "adds r2, r1, r3",
+            "mov r8, r2",
             "2:",
-            "ldrh {vv}, [{v}]",
-            "lsls {vv}, {vv}, #16",
-            "asrs {vv}, {vv}, #{sh}",
-            "ldm {x}!, {{{xi}}}",
-            "adds {vv}, {vv}, {xi}",
-            "bvs 5f",
-            "cmp {vv}, r8",
-            "bge 4f",
-            "cmp {vv}, r10",
-            "bge 3f",
-            "mov {vv}, r10",
+            "ldrsh r0, [r5, r6]",
+            "asrs r0, r0, #{n}",
+            "ldm r4!, {{r1}}",
+            "adds r0, r0, r1",
+            "adds r2, r0, r3",
+            "cmp r2, r8",
+            "bhs 5f",
+            "strh r0, [r5, r6]",
             "3:",
-            "strh {vv}, [{v}]",
-            "adds {v}, #2",
-            "lsls {mask}, {mask}, #1",
+            "adds r6, #2",
             "bne 2b",
-            "b 7f",
-            "4:",
-            "orrs {bits}, {mask}",
-            "movs {vv}, #0",
-            "strh {vv}, [{v}]",
-            "adds {v}, #2",
-            "lsls {mask}, {mask}, #1",
-            "bne 2b",
-            "b 7f",
-            // i32 overflow: the saturated sum is i32::MAX (fires) when x > 0, else
-            // i32::MIN (clamps to i16::MIN, below any threshold).
+            "b 9f",
+            // Fires, leaves the range below, or the i32 sum overflowed (recomputed: V).
             "5:",
-            "cmp {xi}, #0",
-            "bgt 4b",
-            "mov {vv}, r10",
+            "subs r2, r0, r1",
+            "adds r2, r2, r1",
+            "bvs 7f",
+            "cmp r0, r10",
+            "bge 6f",
+            "4:",
+            "movs r0, #1",
+            "lsls r0, r0, #15",
+            "negs r0, r0",
+            "strh r0, [r5, r6]",
             "b 3b",
+            // Overflow: i32::MAX (fires) when x > 0, else i32::MIN (clamps to i16::MIN).
             "7:",
-            v = inout(reg) *v,
-            x = inout(reg) *x,
-            sh = const SH,
+            "cmp r1, #0",
+            "ble 4b",
+            "6:",
+            "movs r0, #0",
+            "strh r0, [r5, r6]",
+            "asrs r2, r6, #1",
+            "adds r2, #32",
+            "movs r0, #1",
+            "lsls r0, r2",
+            "orrs r7, r0",
+            "b 3b",
+            "9:",
+            "mov r0, r7",
+            "pop {{r6, r7}}",
+            n = const N,
+            inout("r0") -2 * m as isize => bits,
+            inout("r1") thr => _,
+            out("r2") _,
+            out("r3") _,
+            inout("r4") *x,
+            in("r5") v_end,
             out("r8") _,
             out("r10") _,
-            mask = inout(reg) 1u32 => _,
-            bits = inout(reg) 0u32 => bits,
-            vv = inout(reg) thr => _,
-            xi = out(reg) _,
-            options(nostack),
         );
     }
     bits

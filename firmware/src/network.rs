@@ -29,7 +29,8 @@ use crate::requant::{Mode, Requant, MAX_SHIFT};
 use crate::shape::{Geometry as Geo, NetworkShape, Stages};
 use crate::weights::Weights;
 use crate::{
-    add, avgpool2, avgpool3, conv_pixels, conv_spikes, input_pool, lif, linear, requant, vote,
+    add, avgpool2, avgpool3, conv_lanes, conv_pixels, conv_spikes, input_pool, lif, linear,
+    requant, vote,
 };
 
 /// A same-size, stride-1 convolution (padding `k / 2`, no bias) with its
@@ -199,6 +200,9 @@ pub struct Prepared<'n, 'a> {
     net: &'n Network<'a>,
     /// See [`Network::packed_layers`] (0 where packed accumulators do not pay).
     packed: u64,
+    /// Packed layers take [`conv_lanes::scatter`] (ARMv6-M) rather than
+    /// [`conv_spikes::scatter_packed`].
+    lanes: bool,
 }
 
 impl Prepared<'_, '_> {
@@ -209,7 +213,7 @@ impl Prepared<'_, '_> {
         image: &[u8],
         ws: &'w mut Workspace<'_>,
     ) -> Result<Inference<'w>, Error> {
-        self.net.run(image, ws, self.packed)
+        self.net.run(image, ws, self.packed, self.lanes)
     }
 }
 
@@ -399,8 +403,9 @@ fn is_packed(mask: u64, layer: u32) -> bool {
 
 /// Convolves the spike map (sum-pooled 2x2 with `pool2`) and requantises it into `dst`
 /// (storing or accumulating), in packed `i16` accumulators when `packed` (the caller
-/// has checked that they are exact, see [`Network::packed_layers`]). Returns the
-/// synaptic operations.
+/// has checked that they are exact, see [`Network::packed_layers`]): carry lanes
+/// ([`conv_lanes::scatter`]) when `lanes` and the scratch holds them, `SXTAB16` lanes
+/// otherwise. Returns the synaptic operations.
 #[allow(clippy::too_many_arguments)]
 fn spike_conv(
     spikes: &[u32],
@@ -408,6 +413,7 @@ fn spike_conv(
     conv: &ConvLayer,
     pool2: bool,
     packed: bool,
+    lanes: bool,
     scratch: &mut [i32],
     dst: &mut [i32],
     mode: Mode,
@@ -416,6 +422,18 @@ fn spike_conv(
     let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
     let (rq, c) = (&conv.requant, shape.cout);
     match conv.weights {
+        Weights::I8(w)
+            if packed
+                && lanes
+                && conv_lanes::LANES_BUILT
+                && conv_lanes::fits(shape, pool2, scratch.len()) =>
+        {
+            let ops = conv_lanes::scatter(spikes, shape, w, pool2, scratch);
+            let acc = &conv_spikes::as_i16(scratch)[..n];
+            let index = crate::weights::packed_index;
+            requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
+            ops
+        }
         Weights::I8(w) if packed && conv_spikes::PACKED_BUILT => {
             let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
@@ -651,12 +669,17 @@ impl<'a> Network<'a> {
     /// weights: [`ConvShape::fits_i16`], which reads the weights of the larger layers).
     pub fn prepare(&self) -> Result<Prepared<'_, 'a>, Error> {
         self.validate()?;
-        let packed = if conv_spikes::PACKED_PAYS {
+        let lanes = conv_lanes::LANES_PAYS;
+        let packed = if conv_spikes::PACKED_PAYS || lanes {
             self.packed_layers()
         } else {
             0
         };
-        Ok(Prepared { net: self, packed })
+        Ok(Prepared {
+            net: self,
+            packed,
+            lanes,
+        })
     }
 
     /// Bit `k` set: spike convolution `k` (reductions and conv edges, stage by stage,
@@ -667,16 +690,20 @@ impl<'a> Network<'a> {
     /// 64th stay `i32`.
     fn packed_layers(&self) -> u64 {
         // Shifts 17..=31 requantise |acc| <= 2^15 with one SMMULR (the fast path of
-        // `requant::hwc16_to_chw_bounded`); other shifts stay i32 (exact either way).
-        // Int4 layers: the lanes hold 16 acc, requantised with the shift raised by 4.
+        // `requant::hwc16_to_chw_bounded`), 17..=46 with two 32-bit multiplies on ARMv6-M;
+        // other shifts stay i32 (exact either way). Int4 layers: the lanes hold 16 acc,
+        // requantised with the shift raised by 4.
+        let top = if conv_lanes::LANES_PAYS { 46 } else { 31 };
         let ok = |shape: &ConvShape, conv: &ConvLayer, pool2: bool| match conv.weights {
             Weights::I8(_) => {
                 shape.cout % 4 == 0
-                    && (17..=31).contains(&conv.requant.shift)
+                    && (17..=top).contains(&conv.requant.shift)
                     && shape.fits_i16(&conv.weights, pool2)
             }
             Weights::I4(_) => {
-                shape.cout % 8 == 0
+                // The int4 lanes are ARMv7E-M's (`SXTAB16`); ARMv6-M keeps int4 in i32.
+                !conv_lanes::LANES_PAYS
+                    && shape.cout % 8 == 0
                     && (13..=27).contains(&conv.requant.shift)
                     && shape.fits_i4_lanes(&conv.weights, pool2)
             }
@@ -704,16 +731,19 @@ impl<'a> Network<'a> {
 
     /// [`Network::infer`], with (`packed`) or without packed accumulators where they are
     /// exact: both give the same result (the tests check it on every network).
+    /// With `lanes`, packed layers take the carry lanes of ARMv6-M
+    /// ([`conv_lanes::scatter`]) where the scratch holds them.
     #[cfg(test)]
     fn infer_with<'w>(
         &self,
         image: &[u8],
         ws: &'w mut Workspace<'_>,
         packed: bool,
+        lanes: bool,
     ) -> Result<Inference<'w>, Error> {
         self.validate()?;
         let mask = if packed { self.packed_layers() } else { 0 };
-        self.run(image, ws, mask)
+        self.run(image, ws, mask, lanes)
     }
 
     /// One image on a validated network, packed accumulators for the layers of `packed`
@@ -723,6 +753,7 @@ impl<'a> Network<'a> {
         image: &[u8],
         ws: &'w mut Workspace<'_>,
         packed: u64,
+        lanes: bool,
     ) -> Result<Inference<'w>, Error> {
         let plan = self.plan();
         ws.check(&plan.layout)?;
@@ -805,8 +836,9 @@ impl<'a> Network<'a> {
                     let p = is_packed(packed, layer);
                     layer += 1;
                     let mode = Mode::Store;
-                    synops +=
-                        spike_conv(ws.spikes, &shape, &r.conv, true, p, ws.scratch, dst, mode);
+                    synops += spike_conv(
+                        ws.spikes, &shape, &r.conv, true, p, lanes, ws.scratch, dst, mode,
+                    );
                 }
                 let edge_base = layer;
                 layer += conv_edges(&st.cell) as u32;
@@ -859,7 +891,7 @@ impl<'a> Network<'a> {
                                 let shape = conv_shape(conv, g);
                                 let p = is_packed(packed, edge_layer);
                                 synops += spike_conv(
-                                    ws.spikes, &shape, conv, false, p, ws.scratch, dst, mode,
+                                    ws.spikes, &shape, conv, false, p, lanes, ws.scratch, dst, mode,
                                 );
                             }
                         }

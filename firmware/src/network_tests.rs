@@ -702,10 +702,11 @@ fn run(spec: &Spec, img: &[u8]) -> (WorkspaceLayout, usize, u64, u64, Vec<i32>) 
     let r2 = net.infer(img, &mut ws).unwrap();
     assert_eq!((r2.class, r2.spikes, r2.synops, r2.scores.to_vec()), first);
     // Packed i16 accumulators (where exact) and i32 ones give the same answer.
-    for packed in [false, true] {
-        let r3 = net.infer_with(img, &mut ws, packed).unwrap();
+    // So do the carry lanes of ARMv6-M.
+    for (packed, lanes) in [(false, false), (true, false), (true, true)] {
+        let r3 = net.infer_with(img, &mut ws, packed, lanes).unwrap();
         let got = (r3.class, r3.spikes, r3.synops, r3.scores.to_vec());
-        assert_eq!(got, first, "packed {packed}");
+        assert_eq!(got, first, "packed {packed} lanes {lanes}");
     }
     (l, first.0, first.1, first.2, first.3)
 }

@@ -391,6 +391,9 @@ pub fn hwc16_to_chw_bounded(
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
         transpose(r, acc, index, mult, bias, plane, out, mode);
+    } else if NO_LONG_MUL && (17..=46).contains(&s) {
+        // i16 lanes are narrow (|acc| <= 2^15): 32-bit multiplies only.
+        transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
         for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
             let src = acc[index(c)..].iter().step_by(channels);
@@ -507,6 +510,12 @@ fn transpose_narrow<T: Copy + Into<i32>>(
             continue;
         }
         let round = round as i32;
+        if NO_LONG_MUL {
+            let params = [k as i32, round, mh, ml];
+            // SAFETY: `dst.len()` elements `channels` apart from `src` (checked above).
+            unsafe { narrow_run_v6m(src.as_ptr(), channels, dst, &params, mode) };
+            continue;
+        }
         let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
         // |a * mh| <= 2^30, |(a * ml) >> 16| <= 2^15, |round| < 2^30 - 2^16: no overflow.
         match mode {
@@ -514,6 +523,105 @@ fn transpose_narrow<T: Copy + Into<i32>>(
             Mode::Accumulate => dst
                 .iter_mut()
                 .for_each(|o| *o = o.saturating_add(f(next()))),
+        }
+    }
+}
+
+/// The folded-bias loop of [`transpose_narrow`] on ARMv6-M: `out[i] (=|+=)
+/// (a mh + ((a ml) >> 16) + round) >> k` for `a = src[i * stride]` (`i32` or `i16`),
+/// `params = [k, round, mh, ml]`: 12 instructions per element (15 accumulating, whose
+/// `i32` overflow saturates as `saturating_add` does), against about 20 for the
+/// compiler's loop, which spills its eight live values. All eight low registers hold
+/// loop values (r6/r7 saved and restored), the rounding term and the end in r8/r10.
+///
+/// # Safety
+/// `src + i * stride` readable for `i < out.len()`.
+#[inline(always)]
+unsafe fn narrow_run_v6m<T: Copy + Into<i32>>(
+    src: *const T,
+    stride: usize,
+    out: &mut [i32],
+    params: &[i32; 4],
+    mode: Mode,
+) {
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    {
+        if out.is_empty() {
+            return;
+        }
+        let size = core::mem::size_of::<T>();
+        let s = stride * size;
+        // The loop reads [p + s] before stepping p by s: p starts one stride early.
+        let p = (src as *const u8).wrapping_sub(s);
+        let o = out.as_mut_ptr();
+        let end = o.wrapping_add(out.len());
+        // In the loop r0 = a, r1 = t, r2 = p, r3 = s, r4 = mh, r5 = ml, r6 = k, r7 = o.
+        macro_rules! run {
+            ($load:literal, $acc:literal) => {
+                // SAFETY: reads `out.len()` elements `s` bytes apart from `src` (the
+                // caller's range) and writes `out`; r6/r7 are restored before the end.
+                unsafe {
+                    core::arch::asm!(
+                        "push {{r6, r7}}",
+                        "ldr r6, [r1, #4]",
+                        "mov r8, r6",
+                        "mov r10, r0",
+                        "mov r7, r4",
+                        "ldr r6, [r1, #0]",
+                        "ldr r4, [r1, #8]",
+                        "ldr r5, [r1, #12]",
+                        "2:",
+                        $load,
+                        "adds r2, r2, r3",
+                        "movs r1, r0",
+                        "muls r1, r4, r1",
+                        "muls r0, r5, r0",
+                        "asrs r0, r0, #16",
+                        "adds r0, r0, r1",
+                        "add r0, r8",
+                        "asrs r0, r6",
+                        $acc,
+                        "stm r7!, {{r0}}",
+                        "cmp r7, r10",
+                        "bne 2b",
+                        "pop {{r6, r7}}",
+                        inout("r0") end => _,
+                        inout("r1") params.as_ptr() => _,
+                        inout("r2") p => _,
+                        inout("r3") s => _,
+                        inout("r4") o => _,
+                        out("r5") _,
+                        out("r8") _,
+                        out("r10") _,
+                    );
+                }
+            };
+        }
+        // Accumulate: an i32 overflow (V) saturates towards the old value's sign.
+        match (size == 2, mode) {
+            (true, Mode::Store) => run!("ldrsh r0, [r2, r3]", ""),
+            (false, Mode::Store) => run!("ldr r0, [r2, r3]", ""),
+            (true, Mode::Accumulate) => run!(
+                "ldrsh r0, [r2, r3]",
+                "ldr r1, [r7]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
+            ),
+            (false, Mode::Accumulate) => run!(
+                "ldr r0, [r2, r3]",
+                "ldr r1, [r7]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
+            ),
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+    {
+        let [k, round, mh, ml] = *params;
+        for (i, o) in out.iter_mut().enumerate() {
+            // SAFETY: the caller guarantees element i.
+            let a: i32 = unsafe { *src.add(i * stride) }.into();
+            let v = (a * mh + ((a * ml) >> 16) + round) >> k;
+            *o = match mode {
+                Mode::Store => v,
+                Mode::Accumulate => o.saturating_add(v),
+            };
         }
     }
 }
