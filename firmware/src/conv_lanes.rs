@@ -464,18 +464,9 @@ unsafe fn expand_pooled(w: *const u8, e: *mut u32, cout: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv_spikes::tests::{pattern, weights};
     use crate::conv_spikes::{as_i16, scatter as scatter_i32};
     use crate::weights::{packed_index, Weights};
-
-    fn pattern(n: usize, seed: usize) -> Vec<u8> {
-        (0..n).map(|i| ((i * 7 + seed) % 5 < 2) as u8).collect()
-    }
-
-    fn weights(n: usize, range: i32) -> Vec<i8> {
-        (0..n)
-            .map(|i| ((i as i32 * 37 + 11) % (2 * range + 1) - range) as i8)
-            .collect()
-    }
 
     /// The lanes equal the i32 scatter's accumulators (in packed order) and the synaptic
     /// operations match, on every border case, with and without the pool, for 1x1 and

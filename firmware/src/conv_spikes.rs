@@ -665,7 +665,7 @@ pub fn as_i16(acc: &[i32]) -> &[i16] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::weights::pack_i4;
 
@@ -698,11 +698,13 @@ mod tests {
         out
     }
 
-    fn pattern(n: usize, seed: usize) -> Vec<u8> {
+    /// A fixed spike pattern of `n` bits (about 2 in 5 set), shifted by `seed`.
+    pub(crate) fn pattern(n: usize, seed: usize) -> Vec<u8> {
         (0..n).map(|i| ((i * 7 + seed) % 5 < 2) as u8).collect()
     }
 
-    fn weights(n: usize, range: i32) -> Vec<i8> {
+    /// `n` fixed weights spread over `-range..=range`.
+    pub(crate) fn weights(n: usize, range: i32) -> Vec<i8> {
         (0..n)
             .map(|i| ((i as i32 * 37 + 11) % (2 * range + 1) - range) as i8)
             .collect()
