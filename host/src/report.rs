@@ -125,10 +125,16 @@ fn pareto_table(s: &SearchOutcome, clock_hz: u64) -> String {
         let lat = latency_ms(c.instructions, c.macs, t, clock_hz)
             .map_or("-".into(), |v| format!("{v:.1} ms"));
         let train = c.train_seconds.map_or("-".into(), |v| format!("{v:.0} s"));
+        let score = match c.proxy.last() {
+            Some(p) if p.stopped => {
+                format!("{:.3} (stopped after {} images)", points[i].0, p.images)
+            }
+            _ => format!("{:.3}", points[i].0),
+        };
         let _ = writeln!(
             md,
-            "| {mark} | `{}` | {:.3} | {regions} | {} | {lat} | {train} |",
-            c.arch, points[i].0, c.macs
+            "| {mark} | `{}` | {score} | {regions} | {} | {lat} | {train} |",
+            c.arch, c.macs
         );
     }
     md.push('\n');

@@ -18,7 +18,7 @@ use crate::data::Dataset;
 use crate::rng::Rng;
 use crate::snn::lif::LifParams;
 use crate::snn::Network;
-use crate::train::{self, TrainConfig};
+use crate::train::{self, Control, TrainConfig, Trained};
 
 /// The data of the short trainings.
 #[derive(Debug, Clone)]
@@ -80,9 +80,10 @@ impl ProxyData {
 }
 
 /// What one short training gave.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyResult {
-    /// Accuracy on the proxy's evaluation images.
+    /// Accuracy on the proxy's evaluation images (of a stopped training: at its last
+    /// look, on the look's images).
     pub accuracy: f64,
     /// Images trained.
     pub images: usize,
@@ -90,6 +91,27 @@ pub struct ProxyResult {
     pub images_per_second: f64,
     /// Wall time, evaluation included.
     pub seconds: f64,
+    /// Accuracy at each look taken ([`Looks`]), in order.
+    #[serde(default)]
+    pub looks: Vec<f64>,
+    /// A look stopped the training before its images were done.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+/// Looks at a short training while it runs: after `at[k]` images (rounded up to whole
+/// batches; looks at or past the end are not taken) the network is evaluated on the
+/// first `eval_images` evaluation images, and `stop(k, accuracy)` says whether the
+/// training ends there. A training that no look stops gives the same result, bit for
+/// bit, as one never looked at (a look pauses the run and resumes it from its
+/// snapshot).
+pub struct Looks<'a> {
+    /// Images after which to look, increasing.
+    pub at: Vec<usize>,
+    /// Evaluation images of a look (the first of the proxy's evaluation set).
+    pub eval_images: usize,
+    /// Given the look's index and accuracy: true ends the training.
+    pub stop: &'a dyn Fn(usize, f64) -> bool,
 }
 
 /// The short trainings' peak learning rate, as a multiple of the recipe's (before the
@@ -139,6 +161,15 @@ pub fn proxy_recipe(recipe: &TrainConfig) -> TrainConfig {
     }
 }
 
+impl std::fmt::Debug for Looks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Looks")
+            .field("at", &self.at)
+            .field("eval_images", &self.eval_images)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Short trainings of candidates on one [`ProxyData`] with one recipe.
 #[derive(Debug, Clone)]
 pub struct Proxy<'a> {
@@ -162,7 +193,19 @@ impl Proxy<'_> {
         images: usize,
         seed: u64,
     ) -> Result<ProxyResult, super::SearchError> {
-        proxy_train(self, arch, images, seed)
+        proxy_train(self, arch, images, seed, None)
+    }
+
+    /// [`Proxy::train`], looking at the training as `looks` says and stopping it where a
+    /// look asks to.
+    pub fn train_with_looks(
+        &self,
+        arch: &Arch,
+        images: usize,
+        seed: u64,
+        looks: &Looks<'_>,
+    ) -> Result<ProxyResult, super::SearchError> {
+        proxy_train(self, arch, images, seed, Some(looks))
     }
 }
 
@@ -171,6 +214,7 @@ fn proxy_train(
     arch: &Arch,
     images: usize,
     seed: u64,
+    looks: Option<&Looks<'_>>,
 ) -> Result<ProxyResult, super::SearchError> {
     let (proxy, recipe, input, device) = (p.data, &p.recipe, &p.input, &p.device);
     let started = Instant::now();
@@ -191,18 +235,65 @@ fn proxy_train(
         ..recipe.clone()
     };
     let (net, varmap) = Network::init(*arch, *input, LifParams::default(), device, seed)?;
-    let report = match train::train(&net, &varmap, &proxy.data, device, &cfg) {
-        Ok(r) => r,
-        // A candidate that diverges in its short training ranks last.
-        Err(train::TrainError::Diverged { .. }) => {
-            return Ok(ProxyResult {
-                accuracy: 0.0,
-                images: 0,
-                images_per_second: 0.0,
-                seconds: started.elapsed().as_secs_f64(),
-            })
+    // The steps after which to look, strictly inside the run (as `train` counts it).
+    let run_steps = steps_per_epoch.min(steps_total.div_ceil(epochs)) * epochs;
+    let look_steps: Vec<usize> = looks
+        .map(|l| {
+            l.at.iter()
+                .map(|&i| i.div_ceil(batch).max(1))
+                .filter(|&s| s < run_steps)
+                .collect()
+        })
+        .unwrap_or_default();
+    let look_eval = looks.map(|l| {
+        let k = l.eval_images.min(proxy.eval_len());
+        proxy.data.test.select(&(0..k).collect::<Vec<_>>())
+    });
+    let mut taken: Vec<f64> = Vec::new();
+    let mut resume: Option<Box<train::Snapshot>> = None;
+    let report = loop {
+        let mut keep = |_: &train::Snapshot| Ok(());
+        let stop = |steps: usize| look_steps.contains(&steps);
+        let control = Control {
+            resume: resume.as_deref(),
+            on_epoch: &mut keep,
+            stop: &stop,
+        };
+        match train::train_resumable(&net, &varmap, &proxy.data, device, &cfg, control) {
+            Ok(Trained::Finished(r)) => break r,
+            Ok(Trained::Stopped(snap)) => {
+                let (Some(l), Some(eval)) = (looks, &look_eval) else {
+                    unreachable!("a run stops only at a look")
+                };
+                let acc = train::evaluate(&net, eval, device, cfg.conv)? as f64;
+                let k = taken.len();
+                taken.push(acc);
+                if (l.stop)(k, acc) {
+                    let trained = snap.state.steps * batch;
+                    return Ok(ProxyResult {
+                        accuracy: acc,
+                        images: trained,
+                        images_per_second: trained as f64 / snap.state.elapsed_seconds.max(1e-9),
+                        seconds: started.elapsed().as_secs_f64(),
+                        looks: taken,
+                        stopped: true,
+                    });
+                }
+                resume = Some(snap);
+            }
+            // A candidate that diverges in its short training ranks last.
+            Err(train::TrainError::Diverged { .. }) => {
+                return Ok(ProxyResult {
+                    accuracy: 0.0,
+                    images: 0,
+                    images_per_second: 0.0,
+                    seconds: started.elapsed().as_secs_f64(),
+                    looks: taken,
+                    stopped: false,
+                })
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     };
     let trained = report.steps * batch;
     Ok(ProxyResult {
@@ -210,6 +301,8 @@ fn proxy_train(
         images: trained,
         images_per_second: trained as f64 / report.train_seconds.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
+        looks: taken,
+        stopped: false,
     })
 }
 
@@ -278,6 +371,17 @@ mod tests {
     fn short_training_is_deterministic() {
         let data = toy();
         let p = ProxyData::new(&data, 1000, 20, 1000, 1);
+        let (proxy, arch) = toy_proxy(&p, 16);
+        let run = || proxy.train(&arch, 100, 5).unwrap();
+        let (a, b) = (run(), run());
+        assert_eq!(a.accuracy, b.accuracy);
+        // Whole batches: at least the images asked for, less than two batches more.
+        assert!(a.images >= 100 && a.images < 132, "{}", a.images);
+        assert!(a.images_per_second > 0.0);
+        assert!(a.looks.is_empty() && !a.stopped);
+    }
+
+    fn toy_proxy(p: &ProxyData, batch_size: usize) -> (Proxy<'_>, Arch) {
         let input = InputShape {
             channels: 1,
             height: 4,
@@ -289,18 +393,59 @@ mod tests {
             .unwrap();
         let proxy = Proxy {
             input,
-            data: &p,
+            data: p,
             recipe: TrainConfig {
-                batch_size: 16,
+                batch_size,
                 ..Default::default()
             },
             device: Device::Cpu,
         };
-        let run = || proxy.train(&arch, 100, 5).unwrap();
-        let (a, b) = (run(), run());
-        assert_eq!(a.accuracy, b.accuracy);
-        // Whole batches: at least the images asked for, less than two batches more.
-        assert!(a.images >= 100 && a.images < 132, "{}", a.images);
-        assert!(a.images_per_second > 0.0);
+        (proxy, arch)
+    }
+
+    #[test]
+    fn looks_that_do_not_stop_change_nothing() {
+        let data = toy();
+        let p = ProxyData::new(&data, 1000, 20, 1000, 1);
+        let (proxy, arch) = toy_proxy(&p, 8);
+        let plain = proxy.train(&arch, 160, 5).unwrap();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let stop = |k: usize, acc: f64| {
+            asked.borrow_mut().push((k, acc));
+            false
+        };
+        // The look at 200 images is past the end: not taken.
+        let looks = Looks {
+            at: vec![40, 100, 200],
+            eval_images: 10,
+            stop: &stop,
+        };
+        let looked = proxy.train_with_looks(&arch, 160, 5, &looks).unwrap();
+        assert_eq!(looked.accuracy, plain.accuracy);
+        assert_eq!(looked.images, plain.images);
+        assert!(!looked.stopped);
+        assert_eq!(looked.looks.len(), 2);
+        let asked = asked.into_inner();
+        assert_eq!(asked.iter().map(|a| a.0).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(asked.iter().map(|a| a.1).collect::<Vec<_>>(), looked.looks);
+    }
+
+    #[test]
+    fn a_look_that_stops_ends_the_training_there() {
+        let data = toy();
+        let p = ProxyData::new(&data, 1000, 20, 1000, 1);
+        let (proxy, arch) = toy_proxy(&p, 8);
+        let stop = |k: usize, _: f64| k == 1;
+        let looks = Looks {
+            at: vec![40, 100],
+            eval_images: 10,
+            stop: &stop,
+        };
+        let r = proxy.train_with_looks(&arch, 160, 5, &looks).unwrap();
+        assert!(r.stopped);
+        // Stopped after the batch that reached 100 images (batches of 8: 104).
+        assert_eq!(r.images, 104);
+        assert_eq!(r.looks.len(), 2);
+        assert_eq!(r.accuracy, r.looks[1]);
     }
 }
