@@ -41,8 +41,10 @@ use spikenas_host::rng::Rng;
 use spikenas_host::search::cells;
 use spikenas_host::search::cost::{self, CostModel};
 use spikenas_host::search::feasible::{fit_of, Feasible};
-use spikenas_host::search::fidelity::{Proxy, ProxyData};
-use spikenas_host::search::halving::{MAX_EVAL_IMAGES, MIN_EVAL_IMAGES};
+use spikenas_host::search::fidelity::{Looks, Proxy, ProxyData};
+use spikenas_host::search::halving::{
+    LOOK_AT_EIGHTHS, LOOK_EVAL_IMAGES, MAX_EVAL_IMAGES, MIN_EVAL_IMAGES,
+};
 use spikenas_host::search::score::score_batches;
 use spikenas_host::search::space::{macs, SearchSpace};
 use spikenas_host::search::{Scorer, SearchConfig, Strategy, HAND_PICKED};
@@ -162,15 +164,20 @@ impl Entry {
     }
 }
 
-const SIGNALS: [&str; 7] = [
+const SIGNALS: [&str; 9] = [
     "proxy accuracy, rung 1",
     "proxy accuracy, rung 0",
+    "rung 0 at 3/8 (look)",
+    "rung 0 at 5/8 (look)",
     "proxy at T=1, rung 1",
     "proxy at T=1, rung 0",
     "log MACs",
     "SNASNet score",
     "est. training s",
 ];
+
+/// The signals of the search's looks at a short training ([`LOOK_AT_EIGHTHS`]).
+const LOOK_SIGNALS: [&str; 2] = ["rung 0 at 3/8 (look)", "rung 0 at 5/8 (look)"];
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
@@ -367,9 +374,25 @@ fn main() -> anyhow::Result<()> {
                     timesteps: t,
                     ..e.arch
                 };
-                for (&n, key) in rung_images.iter().zip(keys) {
-                    let r = proxy.train(&arch, n, main_cfg.seed)?;
+                for (rung, (&n, key)) in rung_images.iter().zip(keys).enumerate() {
+                    // The looks the search takes (never stopping here), at the
+                    // network's own timesteps in rung 0.
+                    let looked = rung == 0 && t == e.arch.timesteps;
+                    let never = |_: usize, _: f64| false;
+                    let looks = Looks {
+                        at: LOOK_AT_EIGHTHS.iter().map(|k| n * k / 8).collect(),
+                        eval_images: LOOK_EVAL_IMAGES,
+                        stop: &never,
+                    };
+                    let r = if looked {
+                        proxy.train_with_looks(&arch, n, main_cfg.seed, &looks)?
+                    } else {
+                        proxy.train(&arch, n, main_cfg.seed)?
+                    };
                     e.signals.insert(key, r.accuracy);
+                    for (k, acc) in r.looks.iter().enumerate() {
+                        e.signals.insert(LOOK_SIGNALS[k], *acc);
+                    }
                 }
             }
         }

@@ -78,10 +78,10 @@ const TRAIN_MARGIN: f64 = 0.1;
 ///   71.5, 72.0, 74.3%; one stage, 16 channels at half resolution 13.0, 13.5, 52.5,
 ///   70.5, 79.5, 78.5, 79.5, 75.8%; two stages 9.0, 8.0, 8.0, 52.0, 59.5, 65.0, 64.5,
 ///   67.3%.
-const LOOK_AT_EIGHTHS: [usize; 2] = [3, 5];
+pub const LOOK_AT_EIGHTHS: [usize; 2] = [3, 5];
 
 /// Evaluation images of a look (the first of the proxy's evaluation set).
-const LOOK_EVAL_IMAGES: usize = 200;
+pub const LOOK_EVAL_IMAGES: usize = 200;
 
 /// Standard errors (of the difference of two accuracies on the look's images) that a
 /// candidate must trail the best at a look by to stop.
