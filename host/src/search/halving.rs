@@ -19,7 +19,11 @@
 //!    fixed subset (the same images for all, in a quarter of the recipe's batch:
 //!    [`fidelity::proxy_recipe`]) and evaluated on held-out images; the best third is
 //!    trained again three times longer; the best of that rung wins (with three
-//!    candidates or fewer, the first rung decides). The budget of the whole search is
+//!    candidates or fewer, the first rung decides). Each short training is looked at
+//!    after 3/8 and 5/8 of its images; one far behind the best of its rung at a look
+//!    stops there, and later pool members of its shape are skipped in that rung
+//!    ([`LOOK_AT_EIGHTHS`]). The final decision goes to the cheapest network within
+//!    noise of the best ([`TIE_ERRORS`]). The budget of the whole search is
 //!    a fixed share of the job's training time (`search_fraction`, 1% by default),
 //!    planned with the calibrated costs; a short job whose share cannot pay for three
 //!    candidates at the smallest rung gets that much, or what [`MAX_SEARCH_SHARE`] of
