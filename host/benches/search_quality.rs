@@ -43,7 +43,7 @@ use spikenas_host::search::cost::{self, CostModel};
 use spikenas_host::search::feasible::{fit_of, Feasible};
 use spikenas_host::search::fidelity::{Looks, Proxy, ProxyData};
 use spikenas_host::search::halving::{
-    LOOK_AT_EIGHTHS, LOOK_EVAL_IMAGES, MAX_EVAL_IMAGES, MIN_EVAL_IMAGES,
+    self, LOOK_AT_EIGHTHS, LOOK_EVAL_IMAGES, MAX_EVAL_IMAGES, MIN_EVAL_IMAGES,
 };
 use spikenas_host::search::score::score_batches;
 use spikenas_host::search::space::{macs, SearchSpace};
@@ -514,6 +514,43 @@ fn main() -> anyhow::Result<()> {
             "| {key} | {:.3} | [{tl:.3}, {th:.3}] | {:.3} | [{sl:.3}, {sh:.3}] |",
             kendall_tau(&x, &y),
             spearman_rho(&x, &y)
+        );
+    }
+    // The looks stop a short training only far behind the best at the same look: what
+    // would they stop here, judged against the best of all these networks (stricter
+    // than the search, which judges against the best of its pool)?
+    let mut by_acc: Vec<usize> = (0..entries.len()).collect();
+    by_acc.sort_by(|&a, &b| acc[b].total_cmp(&acc[a]));
+    for (k, key) in LOOK_SIGNALS.iter().enumerate() {
+        let looks: Vec<Option<f64>> = entries
+            .iter()
+            .map(|e| e.signals.get(key).copied())
+            .collect();
+        let Some(best) = looks.iter().flatten().copied().reduce(f64::max) else {
+            continue;
+        };
+        let stopped: Vec<usize> = (0..entries.len())
+            .filter(|&i| looks[i].is_some_and(|p| halving::hopeless(p, best, LOOK_EVAL_IMAGES)))
+            .collect();
+        let best_stopped = stopped
+            .iter()
+            .copied()
+            .max_by(|&a, &b| acc[a].total_cmp(&acc[b]));
+        out!(
+            "
+Look {} (at {}/8): it would stop {} of {} networks against the best look of all ({:.1}%){}",
+            k + 1,
+            LOOK_AT_EIGHTHS[k],
+            stopped.len(),
+            entries.len(),
+            100.0 * best,
+            best_stopped.map_or(".".into(), |i| format!(
+                "; the best of them trains to {:.2}% (rank {} of {} by trained accuracy; the best network {:.2}%).",
+                100.0 * acc[i],
+                by_acc.iter().position(|&j| j == i).map_or(0, |p| p + 1),
+                entries.len(),
+                100.0 * acc[by_acc[0]]
+            ))
         );
     }
     // How well the trained accuracy repeats itself across seeds: a signal that ranks

@@ -94,7 +94,7 @@ const LOOK_STOP_ERRORS: f64 = 3.0;
 /// Whether accuracy `p` at a look is hopeless against the best accuracy `best` of its
 /// rung at the same look, both measured on `n` images: more than [`LOOK_STOP_ERRORS`]
 /// standard errors of their difference behind.
-fn hopeless(p: f64, best: f64, n: usize) -> bool {
+pub fn hopeless(p: f64, best: f64, n: usize) -> bool {
     let var = |a: f64| a * (1.0 - a) / n.max(1) as f64;
     p < best - LOOK_STOP_ERRORS * (var(best) + var(p)).sqrt()
 }
