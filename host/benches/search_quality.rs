@@ -476,6 +476,24 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let pick = &entries[0];
+    // The search's share measured against the pick's real training speed: this
+    // benchmark's trainings of the pick, scaled to the main job's images (the
+    // calibrated estimate above takes the fastest of a few steps, and trainings run
+    // slower than that).
+    let trained_images = (args.epochs * data.train.len()) as f64;
+    let pick_seconds =
+        pick.train_seconds.iter().sum::<f64>() / pick.train_seconds.len().max(1) as f64;
+    if pick_seconds > 0.0 {
+        let ips = trained_images / pick_seconds;
+        let main_s = (args.main_train_time as f64).min(main_budget.images as f64 / ips);
+        out!(
+            "SpikeNAS search time against the pick's measured training speed: {:.1}% of {:.0} s ({} images at {:.0} images/s, as this benchmark's trainings of the pick ran).",
+            100.0 * ours.seconds / main_s,
+            main_s,
+            main_budget.images,
+            ips
+        );
+    }
     for other in entries[1..]
         .iter()
         .filter(|e| !e.name.starts_with("random"))
