@@ -294,7 +294,7 @@ fn main() -> anyhow::Result<()> {
         cost::describe(&model, main_cfg.recipe.conv)
     );
     let mut feasible = fits.clone();
-    feasible.restrict_to_trainable(&input, &draw_model, &main_budget, 0.1);
+    feasible.restrict_to_trainable(&input, &draw_model, &main_budget, halving::TRAIN_MARGIN);
     out!(
         "Feasible space: {} candidates ({} over memory, {} over latency, {} too slow to train in {} s).\n",
         feasible.candidates.len(),
