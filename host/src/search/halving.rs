@@ -606,8 +606,12 @@ pub fn spikenas(
         previous = alive.clone();
     }
     let winner = alive[0];
+    // The report lists what the search trained: a pool member skipped (its shape far
+    // behind, or the budget spent) has nothing to show.
     for (i, c) in pool.iter().enumerate() {
-        records.push(record(c, results[i].clone()));
+        if !results[i].is_empty() {
+            records.push(record(c, results[i].clone()));
+        }
     }
     let best_acc = results[winner].last().map_or(f64::NAN, |r| r.accuracy);
     Ok(outcome(
