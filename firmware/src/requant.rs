@@ -381,8 +381,10 @@ pub fn hwc16_to_chw_bounded(
     if channels == 0 {
         return;
     }
-    // Layers have 4, 8, 16, ... channels: a shift where ARMv6-M would divide in software.
-    let plane = if channels.is_power_of_two() {
+    // Layers have 4, 8, 16, ... channels: a shift where ARMv6-M would divide in software
+    // (cores that divide in hardware keep the division, which compiles to faster code
+    // around it there).
+    let plane = if !crate::conv_spikes::HW_DIV && channels.is_power_of_two() {
         acc.len() >> channels.trailing_zeros()
     } else {
         acc.len() / channels
