@@ -74,10 +74,30 @@ pub fn fits(shape: &ConvShape, pool2: bool, scratch_len: usize) -> bool {
 /// `out[j] = w[4g + r] + 2^16 w[4g + r + 2]` (mod `2^32`) for word `j = 2g + r` of a row of
 /// `n` int8 weights (`n % 4 == 0`): `n / 2` words.
 ///
+/// Word-aligned rows (the generated firmware aligns its weights) are read a word at a
+/// time ([`expand_words`]).
+///
 /// # Safety
 /// `w..w + n` readable, `out..out + n / 2` writable.
 #[inline(always)]
 unsafe fn expand_row(w: *const u8, out: *mut u32, n: usize) {
+    // SAFETY: the caller guarantees both ranges; the word path reads whole aligned words
+    // inside `w..w + n` (n % 4 == 0).
+    unsafe {
+        if w as usize % 4 == 0 {
+            expand_words(w as *const u32, out, n / 4);
+        } else {
+            expand_bytes(w, out, n);
+        }
+    }
+}
+
+/// [`expand_row`] a byte at a time (rows that are not word-aligned).
+///
+/// # Safety
+/// As [`expand_row`].
+#[inline(never)]
+unsafe fn expand_bytes(w: *const u8, out: *mut u32, n: usize) {
     // SAFETY: the caller guarantees both ranges.
     unsafe {
         let mut g = 0;
@@ -89,6 +109,35 @@ unsafe fn expand_row(w: *const u8, out: *mut u32, n: usize) {
             *out.add(g / 2 + 1) = hi as u32;
             g += 4;
         }
+    }
+}
+
+/// [`expand_row`] of `words` aligned words of weights (`4 * words` weights) into
+/// `2 * words` words: bytes with their sign bit flipped hold `w + 128`; masking bytes 0
+/// and 2 (1 and 3 after a shift by 8) and subtracting `128 + 2^16 * 128` leaves
+/// `w0 + 2^16 w2` (mod `2^32`) with no per-byte sign extension. Returns the end of
+/// `src`. Not inlined: one loop serves every width but the unrolled 4- and 8-channel
+/// 3x3 expansions ([`expand3_words`]), whose flash the ARMv6-M targets pay for.
+///
+/// # Safety
+/// `src..src + words` readable (aligned), `dst..dst + 2 * words` writable.
+#[inline(never)]
+unsafe fn expand_words(src: *const u32, dst: *mut u32, words: usize) -> *const u32 {
+    const FLIP: u32 = 0x8080_8080;
+    const MASK: u32 = 0x00ff_00ff;
+    const UNBIAS: u32 = 0x0080_0080;
+    // SAFETY: the caller guarantees both ranges.
+    unsafe {
+        let (mut src, mut dst) = (src, dst);
+        let end = src.add(words);
+        while src != end {
+            let u = u32::from_le(src.read()) ^ FLIP;
+            *dst = (u & MASK).wrapping_sub(UNBIAS);
+            *dst.add(1) = ((u >> 8) & MASK).wrapping_sub(UNBIAS);
+            src = src.add(1);
+            dst = dst.add(2);
+        }
+        src
     }
 }
 
@@ -251,7 +300,6 @@ pub fn scatter(
     let e = rest[..e_len].as_mut_ptr() as *mut u32;
     let a = acc.as_mut_ptr() as *mut u32;
     let wp = weights.as_ptr() as *const u8;
-    let div = DivBy::new(w, plane - 1, HW_DIV);
     let mut taps = 0usize;
     let mut current = usize::MAX;
     // SAFETY (every pointer below): `e` holds `e_len` words and `a` `words` words (checked
@@ -321,7 +369,9 @@ pub fn scatter(
             }
         }
         (3, false) => {
-            // Maps narrower than 3 columns: spike by spike.
+            // Maps narrower than 3 columns: spike by spike (the divider costs a division:
+            // built only here).
+            let div = DivBy::new(w, plane - 1, HW_DIV);
             let row = (w * half) as isize;
             for_each_spike(spikes, cin, plane, |c, pix| unsafe {
                 if c != current {
@@ -408,10 +458,53 @@ unsafe fn expand3(w: *const u8, e: *mut u32, cout: usize) {
     let half = cout / 2;
     // SAFETY: the caller guarantees both ranges.
     unsafe {
+        if w as usize % 4 == 0 {
+            match cout {
+                4 => return expand3_words::<1>(w as *const u32, e),
+                8 => return expand3_words::<2>(w as *const u32, e),
+                _ => {}
+            }
+            // The 9 rows are contiguous: one source pointer runs through them, the
+            // destination runs backwards over the three taps of each kernel row.
+            let mut src = w as *const u32;
+            for ky in 0..3 {
+                let mut dst = e.add((ky * 3 + 2) * half);
+                for _ in 0..3 {
+                    src = expand_words(src, dst, cout / 4);
+                    dst = dst.wrapping_sub(half);
+                }
+            }
+            return;
+        }
         for ky in 0..3 {
             for kx in 0..3 {
                 let dst = e.add((ky * 3 + 2 - kx) * half);
                 expand_row(w.add((ky * 3 + kx) * cout), dst, cout);
+            }
+        }
+    }
+}
+
+/// [`expand3`] of an aligned channel of `cout = 4 * WORDS` weights per tap, fully
+/// unrolled (constant offsets: about 9 instructions per word of 4 weights).
+///
+/// # Safety
+/// `w..w + 9 * WORDS` readable, `e..e + 18 * WORDS` writable.
+#[inline(always)]
+unsafe fn expand3_words<const WORDS: usize>(w: *const u32, e: *mut u32) {
+    const FLIP: u32 = 0x8080_8080;
+    const MASK: u32 = 0x00ff_00ff;
+    const UNBIAS: u32 = 0x0080_0080;
+    // SAFETY: the caller guarantees both ranges; tap `t = 3 ky + kx` reads words
+    // `t * WORDS..` and writes its `2 * WORDS` words at run position `3 ky + 2 - kx`.
+    unsafe {
+        for t in 0..9 {
+            let pos = t / 3 * 3 + 2 - t % 3;
+            for k in 0..WORDS {
+                let u = u32::from_le(w.add(t * WORDS + k).read()) ^ FLIP;
+                let d = e.add(pos * 2 * WORDS + 2 * k);
+                *d = (u & MASK).wrapping_sub(UNBIAS);
+                *d.add(1) = ((u >> 8) & MASK).wrapping_sub(UNBIAS);
             }
         }
     }
@@ -430,9 +523,7 @@ unsafe fn expand_pooled(w: *const u8, e: *mut u32, cout: usize) {
     let half = cout / 2;
     // SAFETY: the caller guarantees both ranges.
     unsafe {
-        for t in 0..9 {
-            expand_row(w.add(t * cout), e.add(t * half), cout);
-        }
+        expand_row(w, e, 9 * cout);
         let out = e.add(9 * half);
         for j in 0..half {
             let t = |ky: usize, kx: usize| *e.add((ky * 3 + kx) * half + j);
@@ -471,6 +562,62 @@ mod tests {
     /// The lanes equal the i32 scatter's accumulators (in packed order) and the synaptic
     /// operations match, on every border case, with and without the pool, for 1x1 and
     /// 3x3 kernels and the unrolled and generic widths.
+    /// The word-wide expansion (aligned rows) and the byte-wise one (others) give the
+    /// reference words, at the extreme weights too.
+    #[test]
+    fn expansion_is_the_same_at_every_alignment() {
+        let n = 12;
+        let mut buf = [0u32; 8];
+        let bytes: Vec<u8> = [
+            -128i8, 127, -1, 0, 1, -127, 64, -64, 127, -128, 5, -6, 7, -8,
+        ]
+        .iter()
+        .map(|&v| v as u8)
+        .collect();
+        for off in 0..4 {
+            // SAFETY: `buf` holds 32 bytes; the row takes n bytes at offset `off`.
+            let row = unsafe {
+                let p = (buf.as_mut_ptr() as *mut u8).add(off);
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, n);
+                p as *const u8
+            };
+            let mut out = [0u32; 6];
+            // SAFETY: n bytes readable, n / 2 words writable.
+            unsafe { expand_row(row, out.as_mut_ptr(), n) };
+            for (j, &o) in out.iter().enumerate() {
+                let (g, r) = (j / 2 * 4, j % 2);
+                let want =
+                    (bytes[g + r] as i8 as i32).wrapping_add((bytes[g + r + 2] as i8 as i32) << 16);
+                assert_eq!(o, want as u32, "offset {off} word {j}");
+            }
+        }
+    }
+
+    /// The 3x3 expansion reads aligned and unaligned channels the same way.
+    #[test]
+    fn expand3_is_the_same_at_every_alignment() {
+        for cout in [4, 8, 12] {
+            expand3_at_every_alignment(cout);
+        }
+    }
+
+    fn expand3_at_every_alignment(cout: usize) {
+        let bytes: Vec<u8> = (0..9 * cout).map(|i| (i * 37 + 128) as u8).collect();
+        let mut buf = [0u32; 28];
+        let mut want = None;
+        for off in 0..4 {
+            let mut out = [0u32; 54];
+            // SAFETY: `buf` holds 112 bytes, the channel <= 108 at offset `off`; <= 54
+            // words out.
+            unsafe {
+                let p = (buf.as_mut_ptr() as *mut u8).add(off);
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                expand3(p, out.as_mut_ptr(), cout);
+            }
+            assert_eq!(*want.get_or_insert(out), out, "offset {off}");
+        }
+    }
+
     #[test]
     fn lanes_match_the_i32_scatter() {
         for (cin, cout, k, h, w) in [

@@ -22,24 +22,37 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
     }
     let acc = acc.as_mut_ptr();
     let taps = with_any_kernel!(weights, shape.rows(), cout, |kern, w| {
-        let mut taps = 0usize;
-        for (i, &p) in pixels.iter().enumerate() {
-            if p == 0 {
-                continue;
-            }
-            // One division per non-zero pixel: the stem runs once per image.
-            let (ci, yx) = (i / plane, i % plane);
-            for_each_tap(shape, false, ci, yx / shape.w, yx % shape.w, |r, off| {
-                // SAFETY: `with_any_kernel!` checked that the weights hold `shape.rows()`
-                // rows and `for_each_tap` only yields rows < rows and outputs whose
-                // `cout` accumulators lie inside `acc` (acc_len(false) entries).
-                unsafe { kern.mla(w.add(r * kern.stride()), p as i32, acc.add(off)) };
-                taps += 1;
-            });
-        }
-        taps
+        each_tap(pixels, shape, |r, off, p| {
+            // SAFETY: `with_any_kernel!` checked that the weights hold `shape.rows()`
+            // rows and `each_tap` only yields rows < rows and outputs whose `cout`
+            // accumulators lie inside `acc` (acc_len(false) entries).
+            unsafe { kern.mla(w.add(r * kern.stride()), p, acc.add(off)) };
+        })
     });
     taps as u64 * cout as u64
+}
+
+/// Calls `f(row, acc_offset, pixel)` for every tap of every non-zero pixel (channel, row
+/// and column by nested loops: no division, which ARMv6-M does in software); returns the
+/// taps.
+#[inline(always)]
+fn each_tap(pixels: &[u8], shape: &ConvShape, mut f: impl FnMut(usize, usize, i32)) -> usize {
+    let mut taps = 0usize;
+    let mut rows = pixels.chunks_exact(shape.w.max(1));
+    for ci in 0..shape.cin {
+        for (y, row) in (0..shape.h).zip(&mut rows) {
+            for (x, &p) in row.iter().enumerate() {
+                if p == 0 {
+                    continue;
+                }
+                for_each_tap(shape, false, ci, y, x, |r, off| {
+                    f(r, off, p as i32);
+                    taps += 1;
+                });
+            }
+        }
+    }
+    taps
 }
 
 #[cfg(test)]

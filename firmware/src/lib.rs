@@ -104,7 +104,7 @@
 //!   channels, two stages, fc 256, pool 2) costs 2.48 instructions per synaptic
 //!   operation (4.69 before issue 13), the 32-channel bench network 2.03 (3.40), the
 //!   8-channel ones 3.98 and 3.66 (5.51, 5.27), the int4 network with skip and average
-//!   pool edges 4.86 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
+//!   pool edges 4.83 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads, eight low registers. Spike convolutions with int8 weights whose
 //!   accumulators fit `i16` ([`conv_spikes::ConvShape::fits_i16`]) run in *carry lanes*
@@ -123,9 +123,13 @@
 //!   SNASNet's neuron with decay shift 2 runs in assembly (10 instructions per neuron
 //!   that does not fire: one unsigned compare sends firing, underflowing and overflowing
 //!   neurons to a slow path; partial spike words included), a BatchNorm before it
-//!   requantised into the scratch first. About 12.9 instructions per synaptic operation
-//!   on the main job's 4-channel digits network (20.67 before issue 13), 12.6 and 24.7
-//!   on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
+//!   requantised into the scratch first. Linear layers over 2x2 spike counts add
+//!   `w + 128` in unsigned 16-bit lanes ([`linear::from_counts_lanes`]: a word of four
+//!   weights, one flip and two masks, a `MULS` per two outputs for counts above 1)
+//!   where the counts sum to at most 257, and weight expansions read aligned words (the
+//!   generated firmware aligns its weights). About 11.6 instructions per synaptic
+//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.6
+//!   and 22.8 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
 //!   convolution into the map with a one-pixel border (no per-tap tests) was measured
 //!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps
 //!   and the larger zeroing cost more).

@@ -381,7 +381,14 @@ pub fn hwc16_to_chw_bounded(
     if channels == 0 {
         return;
     }
-    let plane = acc.len() / channels;
+    // Layers have 4, 8, 16, ... channels: a shift where ARMv6-M would divide in software
+    // (cores that divide in hardware keep the division, which compiles to faster code
+    // around it there).
+    let plane = if !crate::conv_spikes::HW_DIV && channels.is_power_of_two() {
+        acc.len() >> channels.trailing_zeros()
+    } else {
+        acc.len() / channels
+    };
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
     let out = &mut out[..channels * plane];
     let s = rq.shift;
@@ -482,7 +489,10 @@ fn transpose_narrow<T: Copy + Into<i32>>(
 ) {
     let channels = mult.len();
     let k = s - 16;
-    for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+    // Channel by channel without `chunks_exact_mut` (its length is a division, which
+    // ARMv6-M does in software): `out` holds `channels * plane` elements.
+    for c in 0..channels {
+        let dst = &mut out[c * plane..(c + 1) * plane];
         let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
         let (mh, ml) = (m >> 16, m & 0xffff);
         let round = (1i64 << (s - 17)) + ((b as i64) << k);

@@ -374,10 +374,31 @@ impl Emitter {
         name
     }
 
+    /// A byte array that starts on a word boundary (`Words`, see the model's header):
+    /// the ARMv6-M kernels load weights a word at a time where they are aligned. Returns
+    /// the expression of the array.
+    fn word_aligned<T: std::fmt::Display>(
+        &mut self,
+        prefix: &str,
+        ty: &str,
+        values: &[T],
+    ) -> String {
+        let name = format!("{prefix}_{}", self.next);
+        self.next += 1;
+        self.constant_bytes += std::mem::size_of_val(values) as u64;
+        let _ = write!(
+            self.statics,
+            "static {name}: Words<[{ty}; {}]> = Words([\n    {}\n]);\n",
+            values.len(),
+            wrap_numbers(values)
+        );
+        format!("{name}.0")
+    }
+
     fn weights(&mut self, w: &Weights<'_>) -> String {
         match w {
-            Weights::I8(w) => format!("Weights::I8(&{})", self.array("W", "i8", w)),
-            Weights::I4(w) => format!("Weights::I4(&{})", self.array("W", "u8", w)),
+            Weights::I8(w) => format!("Weights::I8(&{})", self.word_aligned("W", "i8", w)),
+            Weights::I4(w) => format!("Weights::I4(&{})", self.word_aligned("W", "u8", w)),
         }
     }
 
@@ -493,7 +514,10 @@ impl Emitter {
              use core::ptr::addr_of_mut;\n\n\
              use spikenas_firmware::{{\n    \
              Cell, ConvLayer, Decay, Edge, Head, Hidden, Lif, LinearLayer, Network, Op, Reduction, \
-             Requant,\n    Reset, Stage, Weights, Workspace,\n}};\n\n"
+             Requant,\n    Reset, Stage, Weights, Workspace,\n}};\n\n\
+             /// Weights start on a word boundary (the ARMv6-M kernels load them by words).\n\
+             #[repr(C, align(4))]\n\
+             struct Words<T>(T);\n\n"
         );
         s.push_str(&self.statics);
         let _ = write!(
