@@ -548,7 +548,11 @@ fn main() -> anyhow::Result<()> {
             continue;
         };
         let stopped: Vec<usize> = (0..entries.len())
-            .filter(|&i| looks[i].is_some_and(|p| halving::hopeless(p, best, LOOK_EVAL_IMAGES)))
+            .filter(|&i| {
+                looks[i].is_some_and(|p| {
+                    halving::look_stops(k, p, best, LOOK_EVAL_IMAGES, input.classes)
+                })
+            })
             .collect();
         let best_stopped = stopped
             .iter()
