@@ -167,7 +167,7 @@ impl Entry {
 const SIGNALS: [&str; 9] = [
     "proxy accuracy, rung 1",
     "proxy accuracy, rung 0",
-    "rung 0 at 3/8 (look)",
+    "rung 0 at 4/8 (look)",
     "rung 0 at 5/8 (look)",
     "proxy at T=1, rung 1",
     "proxy at T=1, rung 0",
@@ -177,7 +177,7 @@ const SIGNALS: [&str; 9] = [
 ];
 
 /// The signals of the search's looks at a short training ([`LOOK_AT_EIGHTHS`]).
-const LOOK_SIGNALS: [&str; 2] = ["rung 0 at 3/8 (look)", "rung 0 at 5/8 (look)"];
+const LOOK_SIGNALS: [&str; 2] = ["rung 0 at 4/8 (look)", "rung 0 at 5/8 (look)"];
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
