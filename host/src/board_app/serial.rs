@@ -492,8 +492,11 @@ mod tests {
             "{text}"
         );
         // Half a run, then silence (a longer wait: the lines must arrive on a loaded
-        // machine before it ends).
+        // machine before it ends). Its own FIFO: the silent port's reader thread may not
+        // have seen its writer close yet, and would read these lines from the same one.
         let idle = Duration::from_secs(3);
+        let fifo = dir.join("ttyUSB1");
+        mkfifo(&fifo);
         let port = SerialPort::open(&fifo).unwrap();
         let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         std::io::Write::write_all(&mut writer, b"CLOCK 125000000 pll\nSPIKENAS 2 64\n").unwrap();
