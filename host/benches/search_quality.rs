@@ -167,8 +167,8 @@ impl Entry {
 const SIGNALS: [&str; 9] = [
     "proxy accuracy, rung 1",
     "proxy accuracy, rung 0",
-    "rung 0 at 4/8 (look)",
-    "rung 0 at 5/8 (look)",
+    LOOK_SIGNALS[0],
+    LOOK_SIGNALS[1],
     "proxy at T=1, rung 1",
     "proxy at T=1, rung 0",
     "log MACs",

@@ -362,16 +362,8 @@ fn wrap_numbers<T: std::fmt::Display>(values: &[T]) -> String {
 
 impl Emitter {
     fn array<T: std::fmt::Display>(&mut self, prefix: &str, ty: &str, values: &[T]) -> String {
-        let name = format!("{prefix}_{}", self.next);
-        self.next += 1;
-        self.constant_bytes += std::mem::size_of_val(values) as u64;
-        let _ = write!(
-            self.statics,
-            "static {name}: [{ty}; {}] = [\n    {}\n];\n",
-            values.len(),
-            wrap_numbers(values)
-        );
-        name
+        let ty = format!("[{ty}; {}]", values.len());
+        self.define(prefix, &ty, ("[", "]"), values)
     }
 
     /// A byte array that starts on a word boundary (`Words`, see the model's header):
@@ -383,16 +375,28 @@ impl Emitter {
         ty: &str,
         values: &[T],
     ) -> String {
+        let ty = format!("Words<[{ty}; {}]>", values.len());
+        let name = self.define(prefix, &ty, ("Words([", "])"), values);
+        format!("{name}.0")
+    }
+
+    /// A new static of type `ty` holding `values` between `open` and `close`; its name.
+    fn define<T: std::fmt::Display>(
+        &mut self,
+        prefix: &str,
+        ty: &str,
+        (open, close): (&str, &str),
+        values: &[T],
+    ) -> String {
         let name = format!("{prefix}_{}", self.next);
         self.next += 1;
         self.constant_bytes += std::mem::size_of_val(values) as u64;
         let _ = write!(
             self.statics,
-            "static {name}: Words<[{ty}; {}]> = Words([\n    {}\n]);\n",
-            values.len(),
+            "static {name}: {ty} = {open}\n    {}\n{close};\n",
             wrap_numbers(values)
         );
-        format!("{name}.0")
+        name
     }
 
     fn weights(&mut self, w: &Weights<'_>) -> String {
