@@ -268,8 +268,9 @@ pub fn floor_seconds(per_image: &[f64], batch: usize, eval_images: usize) -> f64
 
 /// Standard errors of the difference within which the cheaper network wins the final
 /// decision ([`tie_break`]): a dearer network must lead by more, a one-sided test at
-/// about 93%.
-const TIE_ERRORS: f64 = 1.5;
+/// about 98% of the evaluation error alone (the short trainings' own spread from run to
+/// run comes on top of it).
+const TIE_ERRORS: f64 = 2.0;
 
 /// The final decision among `ranked` (best short-training accuracy first, too-slow
 /// candidates last): the candidate that trains fastest (`per_image`, the cost model's
@@ -294,7 +295,14 @@ const TIE_ERRORS: f64 = 1.5;
 ///   images. The short trainings favour the half-resolution network by 1.5-2.6 points
 ///   where its full trainings end 1.2 points behind: a lead of one error of the
 ///   difference (2.0 points at 986 images) is not evidence enough to pay for a dearer
-///   network.
+///   network;
+/// - a fourth main-job search led with the half-resolution network by 3.3 points at
+///   1,198 images (76.6% against 73.3%): 1.7 errors of the difference, so the tie at
+///   1.5 errors took it. Four searches with other seeds put the 4-channel network 1.7 to
+///   2.9 points ahead of a 16-channel half-resolution one (985-1,185 images). The lead
+///   is the short training's bias towards the quicker learner, not evidence; a dearer
+///   network must lead by 2 errors (3.9 points at these accuracies on 1,000 evaluation
+///   images).
 fn tie_break(
     ranked: &[usize],
     results: &[Vec<ProxyResult>],
@@ -709,7 +717,7 @@ mod tests {
     }
 
     #[test]
-    fn within_one_and_a_half_standard_errors_the_cheapest_wins() {
+    fn within_two_standard_errors_the_cheapest_wins() {
         let r = |accuracy: f64| vec![result(accuracy, false)];
         // Candidates 0..3: accuracies .778, .773, .729; seconds per image 2, 1, 0.5.
         let results = vec![r(0.778), r(0.773), r(0.729)];
@@ -733,14 +741,21 @@ mod tests {
             tie_break(&[0, 1], &close, &[2.0, 1.0], 1000, &never),
             Some(1)
         );
-        // 2.6 points at 986 images: 1.3 errors of the difference (2.0), a tie; 3.4
-        // points at 1,000 images: 1.7 errors (2.0), no tie.
+        // 2.6 points at 986 images: 1.3 errors of the difference (2.0), a tie; so is
+        // the main job's 3.3 points after 1,198 images (1.7 errors of 1.9 on 1,000
+        // evaluation images); 4.5 points at
+        // 1,000 images: 2.3 errors (2.0), no tie.
         let leads = vec![r(0.741), r(0.715)];
         assert_eq!(
             tie_break(&[0, 1], &leads, &[2.0, 1.0], 986, &never),
             Some(1)
         );
-        let apart = vec![r(0.742), r(0.708)];
+        let main_job = vec![r(0.766), r(0.733)];
+        assert_eq!(
+            tie_break(&[0, 1], &main_job, &[2.0, 1.0], 1000, &never),
+            Some(1)
+        );
+        let apart = vec![r(0.742), r(0.697)];
         assert_eq!(tie_break(&[0, 1], &apart, &[2.0, 1.0], 1000, &never), None);
         // A too-slow candidate never wins the tie.
         let slow1 = |i: usize| i == 1;
