@@ -4,15 +4,28 @@
 //!
 //! `instructions = per_pixel_mac * stem MACs (dense, once per image: direct encoding)
 //!               + per_synop * synaptic operations (spike-driven, all timesteps)
-//!               + per_neuron * LIF neuron updates (all timesteps)`
+//!               + per_row * weight rows (one per input spike and kernel tap)
+//!               + per_neuron * LIF neuron updates (all timesteps)
+//!               + per_pool_pixel * pixels read by the input pooling (once per image)
+//!               + per_elem * elements of skip and average-pool edges (all timesteps)
+//!               + per_layer * layers run (all timesteps: the fixed cost of a call)
+//!               + per_channel * requantised channels (all timesteps: per-channel
+//!                 constants)`
+//!
+//! A spike-driven layer adds, for every input spike and kernel tap, one row of
+//! output-channel weights to its accumulators: `per_synop` is the cost of one weight of a
+//! row, `per_row` the cost of reaching the row (decoding the spike, bounds, pointers),
+//! which is what makes narrow layers dearer per synaptic operation.
 //!
 //! The synaptic operations are the host's exact count where the network exists (a
 //! trained or synthetic model: `validate` prints the prediction beside the measurement),
 //! and `activity * spike-layer MACs` before training (the search), `activity` being the
-//! share of spike-layer MACs that trained networks executed. Time is instructions over
-//! the clock: Cortex-M0+/M4/M7 execute the runtime's integer code at roughly one
-//! instruction per cycle; real boards measure cycles (`validate` on probe-rs).
+//! share of spike-layer MACs that trained networks executed; the rows scale with the
+//! same share. Time is instructions over the clock: Cortex-M0+/M4/M7 execute the
+//! runtime's integer code at roughly one instruction per cycle; real boards measure
+//! cycles (`validate` on probe-rs).
 
+use spikenas_firmware::shape::{EdgeShape, LayerShape, OpShape};
 use spikenas_firmware::NetworkShape;
 
 use crate::arch::{Arch, InputShape};
@@ -26,9 +39,37 @@ pub struct Work {
     /// MACs of every spike-driven layer (convolutions and linear layers), all timesteps:
     /// the synaptic operations if every input spiked.
     pub spike_macs: u64,
+    /// Weight rows of every spike-driven layer, all timesteps, if every input spiked:
+    /// input neurons times kernel taps (convolutions), inputs (linear layers).
+    pub spike_rows: u64,
     /// LIF neuron updates, all timesteps.
     pub neuron_updates: u64,
+    /// Pixels the input pooling reads (once per image; 0 without pooling).
+    pub pool_pixels: u64,
+    /// Elements of every skip and average-pool edge (all timesteps).
+    pub map_elems: u64,
+    /// Layers run (all timesteps): reductions, cell edges, the head, the linear layers.
+    pub layer_steps: u64,
+    /// Channels requantised (all timesteps): every BatchNorm and weighted layer's
+    /// output channels, each with its own constants.
+    pub channel_steps: u64,
 }
+
+/// The number of terms of the latency model (see the module docs), in the order of
+/// [`Work::terms`] and [`Costs::per_term`].
+pub const TERMS: usize = 8;
+
+/// The names of the model's terms, as `targets.yaml` spells the costs.
+pub const TERM_NAMES: [&str; TERMS] = [
+    "per_pixel_mac",
+    "per_synop",
+    "per_row",
+    "per_neuron",
+    "per_pool_pixel",
+    "per_elem",
+    "per_layer",
+    "per_channel",
+];
 
 impl Work {
     /// The work of `arch` on `input`.
@@ -36,16 +77,68 @@ impl Work {
         Work::of_shape(&arch.shape(input))
     }
 
-    /// The work of a network of shape `shape`: the stem once, every other layer's MACs
-    /// and every LIF neuron at each timestep.
+    /// The work of a network of shape `shape`: the stem and the input pooling once,
+    /// every other layer at each timestep.
     pub fn of_shape(shape: &NetworkShape) -> Work {
         let stem_macs = shape.stem_macs();
         let t = shape.timesteps.max(1) as u64;
+        let rows = shape.sum(|l| match (l, l.weights()) {
+            (LayerShape::Stem { .. }, _) | (_, None) => 0,
+            (_, Some((_, cols))) => l.macs() / cols.max(1) as u64,
+        });
+        let elems = shape.sum(|l| match *l {
+            LayerShape::Edge {
+                edge:
+                    EdgeShape {
+                        op: OpShape::Skip | OpShape::AvgPool3,
+                        ..
+                    },
+                g,
+                ..
+            } => g.n() as u64,
+            _ => 0,
+        });
+        let layers =
+            shape.sum(|l| !matches!(l, LayerShape::Stem { .. } | LayerShape::Nodes { .. }) as u64);
+        let channels = shape.sum(|l| match l {
+            LayerShape::Stem { .. } => 0,
+            _ => l.requants().iter().sum::<usize>() as u64,
+        });
+        let pool_pixels = if shape.input_pool > 1 {
+            (shape.channels * shape.height * shape.width) as u64
+        } else {
+            0
+        };
         Work {
             stem_macs,
             spike_macs: (shape.macs() - stem_macs) * t,
+            spike_rows: rows * t,
             neuron_updates: shape.lif_neurons() * t,
+            pool_pixels,
+            map_elems: elems * t,
+            layer_steps: layers * t,
+            channel_steps: channels * t,
         }
+    }
+
+    /// The model's terms for `synops` executed synaptic operations (the rows in
+    /// proportion), in [`TERM_NAMES`] order.
+    pub fn terms(&self, synops: f64) -> [f64; TERMS] {
+        let rows = if self.spike_macs > 0 {
+            synops * self.spike_rows as f64 / self.spike_macs as f64
+        } else {
+            0.0
+        };
+        [
+            self.stem_macs as f64,
+            synops,
+            rows,
+            self.neuron_updates as f64,
+            self.pool_pixels as f64,
+            self.map_elems as f64,
+            self.layer_steps as f64,
+            self.channel_steps as f64,
+        ]
     }
 }
 
@@ -53,13 +146,24 @@ impl Work {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Costs {
-    /// Instructions per executed synaptic operation (int8 weights).
+    /// Instructions per dense MAC of the stem on the pixels.
+    pub per_pixel_mac: f64,
+    /// Instructions per executed synaptic operation (one weight of a row).
     pub per_synop: f64,
+    /// Instructions per weight row reached (input spike and kernel tap).
+    pub per_row: f64,
     /// Instructions per LIF neuron update (decay, threshold, reset, requantisation and
     /// the loops around them).
     pub per_neuron: f64,
-    /// Instructions per dense MAC of the stem on the pixels.
-    pub per_pixel_mac: f64,
+    /// Instructions per pixel read by the input pooling.
+    pub per_pool_pixel: f64,
+    /// Instructions per element of skip and average-pool edges.
+    pub per_elem: f64,
+    /// Instructions per layer run (calls, loop set-up, per-layer requantisation
+    /// constants).
+    pub per_layer: f64,
+    /// Instructions per requantised channel (its constants, its loop).
+    pub per_channel: f64,
     /// Synaptic operations per spike-layer MAC of trained networks (for predictions
     /// before training).
     pub activity: f64,
@@ -68,27 +172,59 @@ pub struct Costs {
 }
 
 impl Costs {
+    /// The costs in [`TERM_NAMES`] order.
+    pub fn per_term(&self) -> [f64; TERMS] {
+        [
+            self.per_pixel_mac,
+            self.per_synop,
+            self.per_row,
+            self.per_neuron,
+            self.per_pool_pixel,
+            self.per_elem,
+            self.per_layer,
+            self.per_channel,
+        ]
+    }
+
+    /// Costs from fitted per-term values (in [`TERM_NAMES`] order).
+    pub fn from_terms(c: [f64; TERMS], activity: f64, measured_with: String) -> Costs {
+        Costs {
+            per_pixel_mac: c[0],
+            per_synop: c[1],
+            per_row: c[2],
+            per_neuron: c[3],
+            per_pool_pixel: c[4],
+            per_elem: c[5],
+            per_layer: c[6],
+            per_channel: c[7],
+            activity,
+            measured_with,
+        }
+    }
+
     /// Predicted instructions per inference for `work`, with the exact synaptic
     /// operations where known, else `activity * spike_macs`.
     pub fn instructions(&self, work: &Work, synops: Option<f64>) -> f64 {
         let synops = synops.unwrap_or(self.activity * work.spike_macs as f64);
-        self.per_pixel_mac * work.stem_macs as f64
-            + self.per_synop * synops
-            + self.per_neuron * work.neuron_updates as f64
+        work.terms(synops)
+            .iter()
+            .zip(self.per_term())
+            .map(|(x, c)| x * c)
+            .sum()
     }
 
     /// The checks `targets.yaml` values must pass: finite, non-negative, activity in 0..=1.
     pub fn check(&self) -> Result<(), String> {
-        let fields = [
-            ("per_synop", self.per_synop),
-            ("per_neuron", self.per_neuron),
-            ("per_pixel_mac", self.per_pixel_mac),
-            ("activity", self.activity),
-        ];
-        if let Some((name, v)) = fields.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
-            return Err(format!(
-                "latency.{name} is {v}; it must be a finite, non-negative number"
-            ));
+        let named = TERM_NAMES
+            .iter()
+            .zip(self.per_term())
+            .chain([(&"activity", self.activity)]);
+        for (name, v) in named {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "latency.{name} is {v}; it must be a finite, non-negative number"
+                ));
+            }
         }
         if self.activity > 1.0 {
             return Err(format!(
@@ -112,48 +248,88 @@ pub struct Sample {
     pub instructions: f64,
 }
 
-/// Least-squares `(per_pixel_mac, per_synop, per_neuron)` over `samples` (normal
-/// equations; `None` when the samples do not determine the three costs).
-pub fn fit(samples: &[Sample]) -> Option<[f64; 3]> {
-    let row = |s: &Sample| {
-        [
-            s.work.stem_macs as f64,
-            s.synops,
-            s.work.neuron_updates as f64,
-        ]
-    };
-    let mut m = [[0.0f64; 4]; 3];
-    for s in samples {
-        let x = row(s);
-        for (mi, xi) in m.iter_mut().zip(x) {
-            for (mij, xj) in mi.iter_mut().zip(x) {
-                *mij += xi * xj;
+/// Non-negative least-squares costs (in [`TERM_NAMES`] order) over `samples`,
+/// minimising the *relative* error of each network (rows weighted by 1 / measured
+/// instructions, so that a large network does not drown the small ones). A term no
+/// sample exercises gets cost 0; so does one whose unconstrained cost comes out negative
+/// (the most negative is dropped and the rest refitted, until none is: a cost cannot be
+/// negative, and a negative one only trades against a collinear term). `None` when the
+/// samples do not determine the remaining costs.
+pub fn fit(samples: &[Sample]) -> Option<[f64; TERMS]> {
+    let mut used: Vec<usize> = (0..TERMS)
+        .filter(|&j| samples.iter().any(|s| s.work.terms(s.synops)[j] > 0.0))
+        .collect();
+    loop {
+        let costs = least_squares(samples, &used)?;
+        let worst = (0..used.len())
+            .filter(|&k| costs[k] < 0.0)
+            .min_by(|&a, &b| costs[a].total_cmp(&costs[b]));
+        match worst {
+            Some(k) => {
+                used.remove(k);
             }
-            mi[3] += xi * s.instructions;
+            None => {
+                let mut out = [0.0; TERMS];
+                for (k, &j) in used.iter().enumerate() {
+                    out[j] = costs[k];
+                }
+                return Some(out);
+            }
         }
     }
-    // Gauss-Jordan with partial pivoting.
-    for col in 0..3 {
-        let pivot = (col..3).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+}
+
+/// Weighted least squares of the terms `used` (see [`fit`]); their costs in that order.
+fn least_squares(samples: &[Sample], used: &[usize]) -> Option<Vec<f64>> {
+    let n = used.len();
+    if samples.len() < n {
+        return None;
+    }
+    // Normal equations of the weighted problem, augmented with the right-hand side.
+    let mut m = vec![vec![0.0f64; n + 1]; n];
+    for s in samples {
+        let w = 1.0 / s.instructions.max(1.0);
+        let all = s.work.terms(s.synops);
+        let x: Vec<f64> = used.iter().map(|&j| all[j] * w).collect();
+        for (mi, xi) in m.iter_mut().zip(&x) {
+            for (mij, xj) in mi.iter_mut().zip(&x) {
+                *mij += xi * xj;
+            }
+            mi[n] += xi * s.instructions * w;
+        }
+    }
+    // Gauss-Jordan with partial pivoting, on columns scaled to unit diagonal so that
+    // terms of very different magnitude (MACs vs layers) pivot fairly.
+    let scale: Vec<f64> = (0..n)
+        .map(|j| m[j][j].sqrt().max(f64::MIN_POSITIVE))
+        .collect();
+    for (i, row) in m.iter_mut().enumerate() {
+        for j in 0..n {
+            row[j] /= scale[i] * scale[j];
+        }
+        row[n] /= scale[i];
+    }
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
         m.swap(col, pivot);
         let p = m[col][col];
-        if p.abs() < 1e-9 {
+        if p.abs() < 1e-12 {
             return None;
         }
         for v in m[col].iter_mut() {
             *v /= p;
         }
-        let pivot_row = m[col];
+        let pivot_row = m[col].clone();
         for (r, row) in m.iter_mut().enumerate() {
             if r != col {
                 let f = row[col];
-                for (v, p) in row.iter_mut().zip(pivot_row) {
+                for (v, p) in row.iter_mut().zip(&pivot_row) {
                     *v -= f * p;
                 }
             }
         }
     }
-    Some([m[0][3], m[1][3], m[2][3]])
+    Some((0..n).map(|k| m[k][n] / scale[k]).collect())
 }
 
 /// Instructions per dense MAC where a target has no calibrated costs (targets.yaml
@@ -165,9 +341,14 @@ impl Costs {
     /// spike-layer MAC executed, LIF updates free.
     pub fn uncalibrated() -> Costs {
         Costs {
-            per_synop: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
-            per_neuron: 0.0,
             per_pixel_mac: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
+            per_synop: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
+            per_row: 0.0,
+            per_neuron: 0.0,
+            per_pool_pixel: 0.0,
+            per_elem: 0.0,
+            per_layer: 0.0,
+            per_channel: 0.0,
             activity: 1.0,
             measured_with: "not calibrated: one instruction per MAC".into(),
         }
@@ -297,37 +478,95 @@ mod tests {
         assert_eq!(w.neuron_updates, 2 * (512 + 512 + 256));
     }
 
-    #[test]
-    fn fit_recovers_known_costs_and_refuses_too_few_samples() {
-        let costs = [2.0, 5.0, 40.0];
-        let works = [
-            (100, 1_000, 10),
-            (400, 3_000, 90),
-            (50, 9_000, 30),
-            (900, 500, 200),
-        ];
-        let samples: Vec<Sample> = works
-            .iter()
-            .map(|&(stem, syn, neur)| {
+    /// `n` networks with pseudo-random work (every term exercised unless `zero`
+    /// names one) and their instructions under `costs`.
+    fn samples(n: usize, costs: [f64; TERMS], zero: Option<usize>) -> Vec<Sample> {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |scale: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            1 + (state >> 33) % scale
+        };
+        (0..n)
+            .map(|_| {
+                let mut x: Vec<u64> = (0..TERMS + 1).map(|_| next(10_000)).collect();
+                if let Some(z) = zero {
+                    x[z] = 0;
+                }
+                let synops = x[1] as f64;
                 let work = Work {
-                    stem_macs: stem,
-                    spike_macs: 4 * syn,
-                    neuron_updates: neur,
+                    stem_macs: x[0],
+                    // rows = synops * spike_rows / spike_macs = x[2] exactly.
+                    spike_macs: x[1] * x[8],
+                    spike_rows: x[2] * x[8],
+                    neuron_updates: x[3],
+                    pool_pixels: x[4],
+                    map_elems: x[5],
+                    layer_steps: x[6],
+                    channel_steps: x[7],
                 };
+                let instructions = work
+                    .terms(synops)
+                    .iter()
+                    .zip(costs)
+                    .map(|(x, c)| x * c)
+                    .sum();
                 Sample {
                     work,
-                    synops: syn as f64,
-                    instructions: costs[0] * stem as f64
-                        + costs[1] * syn as f64
-                        + costs[2] * neur as f64,
+                    synops,
+                    instructions,
                 }
             })
-            .collect();
-        let got = fit(&samples).unwrap();
+            .collect()
+    }
+
+    #[test]
+    fn fit_recovers_known_costs_and_refuses_too_few_samples() {
+        let costs = [2.0, 1.5, 9.0, 40.0, 3.0, 20.0, 100.0, 60.0];
+        let all = samples(12, costs, None);
+        let got = fit(&all).unwrap();
         for (g, c) in got.iter().zip(costs) {
-            assert!((g - c).abs() < 1e-6, "{got:?}");
+            assert!((g - c).abs() < 1e-6 * c, "{got:?}");
         }
-        assert_eq!(fit(&samples[..1]), None);
+        assert_eq!(fit(&all[..TERMS - 1]), None, "fewer networks than costs");
+        // A term no network exercises is not determined: it gets 0, the rest still fit.
+        let no_pool = samples(12, costs, Some(4));
+        let got = fit(&no_pool).unwrap();
+        assert_eq!(got[4], 0.0);
+        assert!((got[6] - 100.0).abs() < 1e-6, "{got:?}");
+    }
+
+    #[test]
+    fn fit_never_returns_a_negative_cost() {
+        // Instructions that a negative per-layer cost would fit best: the constrained
+        // fit sets it to 0 and refits the rest.
+        let mut s = samples(12, [2.0, 1.5, 9.0, 40.0, 3.0, 20.0, 0.0, 60.0], None);
+        for x in &mut s {
+            x.instructions -= 50.0 * x.work.layer_steps as f64;
+        }
+        let got = fit(&s).unwrap();
+        assert!(got.iter().all(|&c| c >= 0.0), "{got:?}");
+        assert_eq!(got[6], 0.0, "{got:?}");
+    }
+
+    #[test]
+    fn rows_and_elements_by_hand() {
+        // Stem 1->4 on 4x4 (pool 2 of 8x8), a skip edge 0->1, 1x1 convs 0->3 and 1->3,
+        // head, output 4*2*2 -> 10; T 3.
+        let arch: Arch = "cell=0102.0002.0000.0000,ch=4,stages=1,fc=0,t=3,pool=2"
+            .parse()
+            .unwrap();
+        let w = Work::of(&arch, &input(1, 8));
+        assert_eq!(w.stem_macs, 4 * 9 * 16);
+        // 1x1 convs: 4 inputs x 16 pixels x 1 tap each; output layer: 16 inputs.
+        assert_eq!(w.spike_rows, 3 * (2 * 4 * 16 + 16));
+        assert_eq!(w.spike_macs, 3 * (2 * 4 * 4 * 16 + 16 * 10));
+        // 64 pixels pooled once, the skip edge's 4x4x4 elements per timestep.
+        assert_eq!((w.pool_pixels, w.map_elems), (64, 3 * 64));
+        // Three edges, the head and the output layer; the two convolutions' 4
+        // channels, the head's BatchNorm (4) and the output's 10.
+        assert_eq!((w.layer_steps, w.channel_steps), (3 * 5, 3 * 22));
     }
 
     #[test]
@@ -356,13 +595,7 @@ mod tests {
 
     #[test]
     fn bad_costs_are_named() {
-        let mut c = Costs {
-            per_synop: 1.0,
-            per_neuron: 1.0,
-            per_pixel_mac: 1.0,
-            activity: 0.2,
-            measured_with: String::new(),
-        };
+        let mut c = Costs::from_terms([1.0; TERMS], 0.2, String::new());
         assert!(c.check().is_ok());
         c.per_neuron = f64::NAN;
         assert!(c.check().unwrap_err().contains("per_neuron"));

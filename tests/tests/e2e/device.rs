@@ -29,7 +29,7 @@ use spikenas_host::board_app::synthetic::{self, SyntheticNetwork};
 use spikenas_host::board_app::uf2;
 use spikenas_host::board_app::{BoardAppError, TestSet};
 use spikenas_host::boards::{Catalog, Profile};
-use spikenas_host::memory;
+use spikenas_host::{latency, memory};
 
 use crate::common::{
     build, build_plain, fresh_temp_dir, generate, load_board, print_estimate_error, repo_root,
@@ -37,6 +37,9 @@ use crate::common::{
 };
 
 const IMAGES: usize = 200;
+/// Largest relative error of the latency model on these networks (their shapes are in
+/// the calibration set of `scripts/calibrate-latency`, with other weights and images).
+const LATENCY_TOLERANCE: f64 = 0.15;
 const CELL: &str = "cell=0301.0003.0000.0000";
 /// The small 8x8 network of the real-board tests (after [`CELL`]).
 const SMALL: &str = "ch=4,stages=2,fc=32,t=4";
@@ -105,6 +108,27 @@ fn check_cell(board_name: &str, cell: &str, arch: &str, input: &str, seed: u64, 
     // The networks must exercise the device: spikes vary, synops are counted.
     assert!(run.spikes.iter().any(|&s| s != run.spikes[0]));
     assert!(run.instructions_per_inference.iter().all(|&n| n > 0));
+    // The latency model (targets.yaml `latency`) predicts an int8 network's count from
+    // its synaptic operations: a kernel change without a new calibration fails here.
+    if arch.weight_bits == 8 {
+        let costs = catalog
+            .targets()
+            .get(&board.target)
+            .and_then(|t| t.latency.as_ref())
+            .expect("every emulated target is calibrated");
+        let work = latency::Work::of(&arch, &input);
+        let predicted = costs.instructions(&work, Some(run.mean_synops()));
+        let error = predicted / run.mean_instructions() - 1.0;
+        println!(
+            "latency model: {predicted:.0} instructions/inference predicted ({:+.1}%)",
+            100.0 * error
+        );
+        assert!(
+            error.abs() <= LATENCY_TOLERANCE,
+            "latency model off by {:+.1}% on {arch} ({board_name}); re-run scripts/calibrate-latency and update targets.yaml",
+            100.0 * error
+        );
+    }
 
     // The same ELF measured against a board with less RAM fails naming the region.
     let mut small = board.clone();
