@@ -80,45 +80,53 @@ impl Work {
     /// The work of a network of shape `shape`: the stem and the input pooling once,
     /// every other layer at each timestep.
     pub fn of_shape(shape: &NetworkShape) -> Work {
-        let stem_macs = shape.stem_macs();
+        // One pass over the layers (the search calls this for every candidate).
+        let mut w = Work::default();
+        let _ = shape.for_each_layer::<()>(|l| {
+            if let LayerShape::Stem { .. } = l {
+                w.stem_macs += l.macs();
+                return Ok(());
+            }
+            let macs = l.macs();
+            w.spike_macs += macs;
+            if let Some((_, cols)) = l.weights() {
+                w.spike_rows += macs / cols.max(1) as u64;
+            }
+            w.neuron_updates += l.lif_neurons();
+            match l {
+                LayerShape::Nodes { .. } => {}
+                LayerShape::Edge {
+                    edge:
+                        EdgeShape {
+                            op: OpShape::Skip | OpShape::AvgPool3,
+                            ..
+                        },
+                    g,
+                    ..
+                } => {
+                    w.map_elems += g.n() as u64;
+                    w.layer_steps += 1;
+                }
+                _ => w.layer_steps += 1,
+            }
+            w.channel_steps += l.requants().iter().sum::<usize>() as u64;
+            Ok(())
+        });
         let t = shape.timesteps.max(1) as u64;
-        let rows = shape.sum(|l| match (l, l.weights()) {
-            (LayerShape::Stem { .. }, _) | (_, None) => 0,
-            (_, Some((_, cols))) => l.macs() / cols.max(1) as u64,
-        });
-        let elems = shape.sum(|l| match *l {
-            LayerShape::Edge {
-                edge:
-                    EdgeShape {
-                        op: OpShape::Skip | OpShape::AvgPool3,
-                        ..
-                    },
-                g,
-                ..
-            } => g.n() as u64,
-            _ => 0,
-        });
-        let layers =
-            shape.sum(|l| !matches!(l, LayerShape::Stem { .. } | LayerShape::Nodes { .. }) as u64);
-        let channels = shape.sum(|l| match l {
-            LayerShape::Stem { .. } => 0,
-            _ => l.requants().iter().sum::<usize>() as u64,
-        });
-        let pool_pixels = if shape.input_pool > 1 {
-            (shape.channels * shape.height * shape.width) as u64
-        } else {
-            0
-        };
-        Work {
-            stem_macs,
-            spike_macs: (shape.macs() - stem_macs) * t,
-            spike_rows: rows * t,
-            neuron_updates: shape.lif_neurons() * t,
-            pool_pixels,
-            map_elems: elems * t,
-            layer_steps: layers * t,
-            channel_steps: channels * t,
+        for per_step in [
+            &mut w.spike_macs,
+            &mut w.spike_rows,
+            &mut w.neuron_updates,
+            &mut w.map_elems,
+            &mut w.layer_steps,
+            &mut w.channel_steps,
+        ] {
+            *per_step *= t;
         }
+        if shape.input_pool > 1 {
+            w.pool_pixels = (shape.channels * shape.height * shape.width) as u64;
+        }
+        w
     }
 
     /// The model's terms for `synops` executed synaptic operations (the rows in
