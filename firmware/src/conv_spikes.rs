@@ -706,7 +706,7 @@ pub fn scatter_packed_pooled(
     let half = cout / 2;
     let row = pw * half;
     let a = acc.as_mut_ptr() as *mut u32;
-    let e = kern.as_ptr() as *const u32;
+    let e = kern.as_ptr();
     let mut taps = 0usize;
     for c in 0..cin {
         let mut summed = false;
