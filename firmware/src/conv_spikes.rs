@@ -760,6 +760,7 @@ pub fn scatter_packed_pooled(
 /// `packed_index_i4(j)`, times 16), entry `K[r][col] = sum of w[ky][kx]` over `ky` in
 /// row group `r` and `kx` in column group `col` of that parity. A word of weights at a
 /// time: its lanes sign-extended as the tap-by-tap kernels do (`SXTB16`), summed lane-wise.
+#[inline(never)]
 fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]) {
     let half = cout / 2;
     let kern = &mut kern[..8 * cout];
@@ -792,10 +793,14 @@ fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]
 }
 
 /// Word `q` (lanes `2q`, `2q + 1`) of every block of [`sum_pooled_kernels`] from the same
-/// word `t[ky * 3 + kx]` of the nine taps.
-#[inline(always)]
+/// word `t[ky * 3 + kx]` of the nine taps. Not inlined: one copy serves every call (flash).
+#[inline(never)]
 fn put_pooled(kern: &mut [u32], half: usize, q: usize, t: &[u32; 9]) {
-    let kern = &mut kern[..16 * half];
+    assert!(
+        q < half && kern.len() >= 16 * half,
+        "kernel words out of range"
+    );
+    let k = kern.as_mut_ptr().wrapping_add(q);
     // Per kernel row, the column groups of each parity: [px][A, B].
     let g = |ky: usize| {
         let (t0, t1, t2) = (t[ky * 3], t[ky * 3 + 1], t[ky * 3 + 2]);
@@ -803,16 +808,26 @@ fn put_pooled(kern: &mut [u32], half: usize, q: usize, t: &[u32; 9]) {
     };
     let (r0, r1, r2) = (g(0), g(1), g(2));
     for px in 0..2 {
-        let b0 = px * 4 * half + q;
-        kern[b0] = r2[px][0];
-        kern[b0 + half] = r2[px][1];
-        kern[b0 + 2 * half] = add16(r0[px][0], r1[px][0]);
-        kern[b0 + 3 * half] = add16(r0[px][1], r1[px][1]);
-        let b1 = (2 + px) * 4 * half + q;
-        kern[b1] = add16(r1[px][0], r2[px][0]);
-        kern[b1 + half] = add16(r1[px][1], r2[px][1]);
-        kern[b1 + 2 * half] = r0[px][0];
-        kern[b1 + 3 * half] = r0[px][1];
+        let blk0 = [
+            r2[px][0],
+            r2[px][1],
+            add16(r0[px][0], r1[px][0]),
+            add16(r0[px][1], r1[px][1]),
+        ];
+        let blk1 = [
+            add16(r1[px][0], r2[px][0]),
+            add16(r1[px][1], r2[px][1]),
+            r0[px][0],
+            r0[px][1],
+        ];
+        for (i, (&a, &b)) in blk0.iter().zip(&blk1).enumerate() {
+            // SAFETY: word q + (px * 4 + i) * half (and (8 + px * 4 + i) * half) lies below
+            // 16 * half <= kern.len() (checked above, q < half).
+            unsafe {
+                *k.add((px * 4 + i) * half) = a;
+                *k.add((8 + px * 4 + i) * half) = b;
+            }
+        }
     }
 }
 
