@@ -760,7 +760,6 @@ pub fn scatter_packed_pooled(
 /// `packed_index_i4(j)`, times 16), entry `K[r][col] = sum of w[ky][kx]` over `ky` in
 /// row group `r` and `kx` in column group `col` of that parity. A word of weights at a
 /// time: its lanes sign-extended as the tap-by-tap kernels do (`SXTB16`), summed lane-wise.
-#[inline(never)]
 fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]) {
     let half = cout / 2;
     let kern = &mut kern[..8 * cout];
