@@ -10,6 +10,31 @@ use crate::bits;
 /// `counts[c][h/2][w/2]`.
 pub fn count_spikes(spikes: &[u32], c: usize, h: usize, w: usize, counts: &mut [u8]) {
     let (ph, pw) = (h / 2, w / 2);
+    if (1..=32).contains(&w) && pw > 0 {
+        // A pair of input rows at a time, as words: the 2-bit fields of `u` (`v`) hold the
+        // spikes of the upper (lower) row's pairs of columns (0..=2 each).
+        const M: u32 = 0x5555_5555;
+        let counts = &mut counts[..c * ph * pw];
+        for (ci, out) in counts.chunks_exact_mut(ph * pw).enumerate() {
+            for (py, out) in out.chunks_exact_mut(pw).enumerate() {
+                let base = (ci * h + 2 * py) * w;
+                let (r0, r1) = (bits::row(spikes, base, w), bits::row(spikes, base + w, w));
+                let (mut u, mut v) = ((r0 & M) + ((r0 >> 1) & M), (r1 & M) + ((r1 >> 1) & M));
+                for o in out.iter_mut() {
+                    *o = ((u & 3) + (v & 3)) as u8;
+                    u >>= 2;
+                    v >>= 2;
+                }
+            }
+        }
+        return;
+    }
+    count_spikes_bits(spikes, c, h, w, counts);
+}
+
+/// [`count_spikes`] a bit at a time (maps wider than 32 columns).
+fn count_spikes_bits(spikes: &[u32], c: usize, h: usize, w: usize, counts: &mut [u8]) {
+    let (ph, pw) = (h / 2, w / 2);
     for ci in 0..c {
         for py in 0..ph {
             for px in 0..pw {
@@ -61,6 +86,34 @@ mod tests {
         m = [0; 2];
         count_spikes(&m, 2, 4, 5, &mut c);
         assert_eq!(c, [0; 8]);
+    }
+
+    #[test]
+    fn word_rows_match_bit_reads() {
+        let mut seed = 0x1234_5678u32;
+        for (c, h, w) in [
+            (1, 2, 2),
+            (3, 5, 7),
+            (2, 8, 8),
+            (4, 7, 31),
+            (2, 6, 32),
+            (1, 4, 33),
+        ] {
+            let n = c * h * w;
+            let mut map = [0u32; 32];
+            for word in &mut map[..bits::words(n)] {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                *word = seed;
+            }
+            if n % 32 != 0 {
+                map[n / 32] &= (1 << (n % 32)) - 1;
+            }
+            let len = c * (h / 2) * (w / 2);
+            let (mut a, mut b) = ([0u8; 256], [0u8; 256]);
+            count_spikes(&map, c, h, w, &mut a[..len]);
+            count_spikes_bits(&map, c, h, w, &mut b[..len]);
+            assert_eq!(a[..len], b[..len], "{c}x{h}x{w}");
+        }
     }
 
     #[test]

@@ -75,14 +75,21 @@ fn pool_plane_narrow<const ACC: bool>(s: &[i32], h: usize, w: usize, d: &mut [i3
         } else {
             (mid, 0)
         };
-        row_narrow::<ACC>(up, mid, down, mu, md, &mut d[y * w..(y + 1) * w]);
+        let out = &mut d[y * w..(y + 1) * w];
+        if mu & md != 0 {
+            // Interior rows (most of them) with no mask to apply.
+            row_narrow::<ACC, false>(up, mid, down, mu, md, out);
+        } else {
+            row_narrow::<ACC, true>(up, mid, down, mu, md, out);
+        }
     }
 }
 
 /// One output row of [`pool_plane_narrow`]: the rows above and below count where their
-/// mask (`mu`, `md`) is all ones and not where it is zero.
+/// mask (`mu`, `md`) is all ones and not where it is zero (`MASKED`; without it both
+/// count).
 #[inline(always)]
-fn row_narrow<const ACC: bool>(
+fn row_narrow<const ACC: bool, const MASKED: bool>(
     up: &[i32],
     mid: &[i32],
     down: &[i32],
@@ -92,7 +99,13 @@ fn row_narrow<const ACC: bool>(
 ) {
     let w = out.len();
     let (up, mid, down) = (&up[..w], &mid[..w], &down[..w]);
-    let col = |x: usize| -> i32 { mid[x] + (up[x] & mu) + (down[x] & md) };
+    let col = |x: usize| -> i32 {
+        if MASKED {
+            mid[x] + (up[x] & mu) + (down[x] & md)
+        } else {
+            mid[x] + up[x] + down[x]
+        }
+    };
     let put = |o: &mut i32, sum: i32| {
         let q = div9_floor_narrow(sum);
         *o = if ACC { o.saturating_add(q) } else { q };

@@ -657,6 +657,275 @@ fn scatter_lanes(
     taps as u64 * shape.cout as u64
 }
 
+/// `i16` lanes of the pre-summed 2 x 2 kernels one input channel takes in
+/// [`scatter_packed_pooled`]: four parities, each a 2 x 2 block of `cout` lanes.
+pub const fn pooled_kernel_lanes(cout: usize) -> usize {
+    16 * cout
+}
+
+/// True when [`scatter_packed_pooled`] applies to a 2x2-pooled layer: a 3 x 3 kernel,
+/// rows of at most 32 columns, and the lanes and one input channel's pre-summed kernels
+/// fit in `scratch_len` words.
+pub fn pooled_fits(shape: &ConvShape, scratch_len: usize) -> bool {
+    shape.k == 3
+        && (1..=32).contains(&shape.w)
+        && shape.cout % 8 == 0
+        && shape.acc_len(true) / 2 + pooled_kernel_lanes(shape.cout) / 2 <= scratch_len
+}
+
+/// [`scatter_packed`] (int8) or [`scatter_packed_i4`] (int4: the lanes hold 16 times the
+/// sums) of a 3 x 3 convolution with the 2x2 sum pool, in the same lanes and lane order,
+/// through pre-summed kernels: a spike at `(y, x)` reaches at most 2 x 2 pooled outputs,
+/// and which taps land on which of them depends only on the parity of `y` and `x`
+/// (pooled row A = `(y + 1) / 2 - 1` takes kernel rows `{2}` for an even `y`, `{1, 2}`
+/// for an odd one, row B = A + 1 takes `{0, 1}` or `{0}`; columns the same). So the
+/// up to 9 taps of a spike are at most two runs of `2 cout` lanes, the kernels of one
+/// input channel being summed once (when its first spike arrives) into `scratch` behind
+/// the lanes. Synaptic operations count every tap that lands, as [`scatter`] does. The
+/// lanes wrap as the tap-by-tap kernels' do: exact where those are. Needs
+/// [`pooled_fits`]; returns the synaptic operations executed.
+pub fn scatter_packed_pooled(
+    spikes: &[u32],
+    shape: &ConvShape,
+    weights: Weights,
+    scratch: &mut [i32],
+) -> u64 {
+    let (cin, cout, h, w) = (shape.cin, shape.cout, shape.h, shape.w);
+    assert!(pooled_fits(shape, scratch.len()), "layer or scratch unfit");
+    assert!(
+        weights.len() >= weights.storage_len(shape.rows(), cout),
+        "weights hold too few rows"
+    );
+    let words = shape.acc_len(true) / 2;
+    let (acc, rest) = scratch.split_at_mut(words);
+    crate::fill::zero(acc);
+    let kw = pooled_kernel_lanes(cout) / 2;
+    // SAFETY: the words behind the lanes, `kw` of them (checked by `pooled_fits`), as u32.
+    let kern = unsafe { core::slice::from_raw_parts_mut(rest.as_mut_ptr() as *mut u32, kw) };
+    let (oh, ow, pw) = (h & !1, w & !1, w / 2);
+    let half = cout / 2;
+    let row = pw * half;
+    let a = acc.as_mut_ptr() as *mut u32;
+    let e = kern.as_ptr();
+    let mut taps = 0usize;
+    for c in 0..cin {
+        let mut summed = false;
+        for y in 0..h {
+            let mut r = crate::bits::row(spikes, (c * h + y) * w, w);
+            if r == 0 {
+                continue;
+            }
+            if !summed {
+                summed = true;
+                sum_pooled_kernels(&weights, c, cout, kern);
+            }
+            let py = y & 1;
+            let a_ok = (y > 0) as usize;
+            let b_ok = if py == 0 { y < oh } else { y + 1 < oh } as usize;
+            let row_taps = a_ok * (1 + py) + b_ok * (2 - py);
+            let nr = a_ok + b_ok;
+            // Block of parity (py, px): [A: cA, cB][B: cA, cB], `half` words each.
+            let er = (py * 8 + (1 - a_ok) * 2) * half;
+            let ar = (((y + 1) >> 1) - a_ok) * row;
+            while r != 0 {
+                let x = r.trailing_zeros() as usize;
+                r &= r - 1;
+                let px = x & 1;
+                let ca_ok = (x > 0) as usize;
+                let cb_ok = if px == 0 { x < ow } else { x + 1 < ow } as usize;
+                taps += row_taps * (ca_ok * (1 + px) + cb_ok * (2 - px));
+                let nc = ca_ok + cb_ok;
+                if nr == 0 || nc == 0 {
+                    continue;
+                }
+                let col = ((x + 1) >> 1) - ca_ok;
+                let ex = er + (px * 4 + 1 - ca_ok) * half;
+                let ax = ar + col * half;
+                for i in 0..nr {
+                    // SAFETY: run i reads words `ex + i * cout..+ nc * half` of the kernels
+                    // (inside the block of its parity) and writes the lanes of pooled row
+                    // `A + (1 - a_ok) + i`, columns `col..col + nc`, inside the ph x pw map
+                    // by the flags above.
+                    unsafe { add16_words(e.add(ex + i * cout), a.add(ax + i * row), nc * half) };
+                }
+            }
+        }
+    }
+    taps as u64 * cout as u64
+}
+
+/// The pre-summed kernels of input channel `c` (see [`scatter_packed_pooled`]): for each
+/// parity `(py, px)` at word `(py * 2 + px) * 2 * cout`, the 2 x 2 block `[r][col]` of
+/// `cout / 2` words (`cout` lanes) each (channel `j` at lane `packed_index(j)`, int4:
+/// `packed_index_i4(j)`, times 16), entry `K[r][col] = sum of w[ky][kx]` over `ky` in
+/// row group `r` and `kx` in column group `col` of that parity. A word of weights at a
+/// time: its lanes sign-extended as the tap-by-tap kernels do (`SXTB16`), summed lane-wise.
+fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]) {
+    let half = cout / 2;
+    let kern = &mut kern[..8 * cout];
+    let word = |w: &[u8], i: usize| u32::from_le_bytes([w[i], w[i + 1], w[i + 2], w[i + 3]]);
+    match weights {
+        Weights::I8(w) => {
+            // SAFETY: i8 and u8 have the same layout.
+            let w = unsafe { core::slice::from_raw_parts(w.as_ptr() as *const u8, w.len()) };
+            let base = c * 9 * cout;
+            for g in 0..cout / 4 {
+                let u: [u32; 9] = core::array::from_fn(|k| word(w, base + k * cout + 4 * g));
+                put_pooled(kern, half, 2 * g, &u.map(sxtb16));
+                put_pooled(kern, half, 2 * g + 1, &u.map(|u| sxtb16(u.rotate_right(8))));
+            }
+        }
+        Weights::I4(w) => {
+            let base = c * 9 * half;
+            for g in 0..cout / 8 {
+                let u: [u32; 9] = core::array::from_fn(|k| word(w, base + k * half + 4 * g));
+                // Each byte of `e` (`o`) holds an even (odd) nibble in its high half: 16 w.
+                let e = u.map(|u| (u << 4) & 0xf0f0_f0f0);
+                let o = u.map(|u| u & 0xf0f0_f0f0);
+                put_pooled(kern, half, 4 * g, &e.map(sxtb16));
+                put_pooled(kern, half, 4 * g + 1, &o.map(sxtb16));
+                put_pooled(kern, half, 4 * g + 2, &e.map(|e| sxtb16(e.rotate_right(8))));
+                put_pooled(kern, half, 4 * g + 3, &o.map(|o| sxtb16(o.rotate_right(8))));
+            }
+        }
+    }
+}
+
+/// Word `q` (lanes `2q`, `2q + 1`) of every block of [`sum_pooled_kernels`] from the same
+/// word `t[ky * 3 + kx]` of the nine taps. Not inlined: one copy serves every call (flash).
+#[inline(never)]
+fn put_pooled(kern: &mut [u32], half: usize, q: usize, t: &[u32; 9]) {
+    assert!(
+        q < half && kern.len() >= 16 * half,
+        "kernel words out of range"
+    );
+    let k = kern.as_mut_ptr().wrapping_add(q);
+    // Per kernel row, the column groups of each parity: [px][A, B].
+    let g = |ky: usize| {
+        let (t0, t1, t2) = (t[ky * 3], t[ky * 3 + 1], t[ky * 3 + 2]);
+        [[t2, add16(t0, t1)], [add16(t1, t2), t0]]
+    };
+    let (r0, r1, r2) = (g(0), g(1), g(2));
+    for px in 0..2 {
+        let blk0 = [
+            r2[px][0],
+            r2[px][1],
+            add16(r0[px][0], r1[px][0]),
+            add16(r0[px][1], r1[px][1]),
+        ];
+        let blk1 = [
+            add16(r1[px][0], r2[px][0]),
+            add16(r1[px][1], r2[px][1]),
+            r0[px][0],
+            r0[px][1],
+        ];
+        for (i, (&a, &b)) in blk0.iter().zip(&blk1).enumerate() {
+            // SAFETY: word q + (px * 4 + i) * half (and (8 + px * 4 + i) * half) lies below
+            // 16 * half <= kern.len() (checked above, q < half).
+            unsafe {
+                *k.add((px * 4 + i) * half) = a;
+                *k.add((8 + px * 4 + i) * half) = b;
+            }
+        }
+    }
+}
+
+/// Bytes 0 and 2 of `u`, sign-extended into the two `i16` lanes (`SXTB16`).
+#[inline(always)]
+fn sxtb16(u: u32) -> u32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: u32;
+        // SAFETY: register-only arithmetic.
+        unsafe {
+            core::arch::asm!("sxtb16 {r}, {u}", r = out(reg) r, u = in(reg) u,
+                options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        (u as u8 as i8 as i16 as u16 as u32) | ((u >> 16) as u8 as i8 as i16 as u16 as u32) << 16
+    }
+}
+
+/// Lane-wise wrapping `i16` sum of two words (`SADD16`).
+#[inline(always)]
+fn add16(x: u32, y: u32) -> u32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: u32;
+        // SAFETY: register-only arithmetic (SADD16 sets the GE flags, which nothing reads).
+        unsafe {
+            core::arch::asm!("sadd16 {r}, {x}, {y}", r = out(reg) r, x = in(reg) x, y = in(reg) y,
+                options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let lo = (x as u16).wrapping_add(y as u16) as u32;
+        let hi = ((x >> 16) as u16).wrapping_add((y >> 16) as u16) as u32;
+        lo | hi << 16
+    }
+}
+
+/// `a[i] += e[i]` lane-wise (two wrapping `i16` lanes per word) for `n` words, `n % 4 == 0`
+/// (on ARMv7E-M four `SADD16` per four words).
+///
+/// # Safety
+/// `e..e + n` readable, `a..a + n` writable, both word-aligned.
+#[inline(always)]
+unsafe fn add16_words(e: *const u32, a: *mut u32, n: usize) {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    // SAFETY: the caller guarantees both ranges; the loop ends when `a` reaches `a + n`.
+    unsafe {
+        macro_rules! group {
+            () => {
+                concat!(
+                    "ldm {e}!, {{r0, r1, r2, r3}}\n",
+                    "ldm {a}, {{r4, r5, r8, r12}}\n",
+                    "sadd16 r4, r4, r0\n",
+                    "sadd16 r5, r5, r1\n",
+                    "sadd16 r8, r8, r2\n",
+                    "sadd16 r12, r12, r3\n",
+                    "stm {a}!, {{r4, r5, r8, r12}}\n",
+                )
+            };
+        }
+        // Four words a group (9 instructions; unrolling further costs more on the short
+        // runs of 8-channel layers than it saves).
+        core::arch::asm!(
+            "2:",
+            group!(),
+            "cmp {a}, {end}",
+            "bne 2b",
+            e = inout(reg) e => _,
+            a = inout(reg) a => _,
+            end = in(reg) a.add(n),
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r12") _,
+            options(nostack),
+        );
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    // SAFETY: the caller guarantees both ranges.
+    unsafe {
+        for i in 0..n {
+            let (x, y) = (*a.add(i), *e.add(i));
+            let lo = (x as u16).wrapping_add(y as u16) as u32;
+            let hi = ((x >> 16) as u16).wrapping_add((y >> 16) as u16) as u32;
+            *a.add(i) = lo | hi << 16;
+        }
+    }
+}
+
 /// The `i16` lanes of packed accumulators (see [`scatter_packed`]).
 pub fn as_i16(acc: &[i32]) -> &[i16] {
     // SAFETY: the same memory as two i16 per word (i32 alignment suffices for i16, and
@@ -877,6 +1146,66 @@ pub(crate) mod tests {
         assert!(big.fits_i4_lanes(&Weights::I4(&w4), false));
         assert!(!big.fits_i4_lanes(&Weights::I4(&w4), true));
         assert!(!big.fits_i4_lanes(&Weights::I8(&[0; 256 * 8]), false));
+    }
+
+    /// The pre-summed pooled kernels give the tap-by-tap packed scatters' lanes (int8 and
+    /// int4, odd and even maps, every border case) and their synaptic operations.
+    #[test]
+    fn pooled_kernels_match_the_i32_scatter() {
+        for (cin, cout, h, w) in [
+            (2, 8, 5, 7),
+            (3, 8, 6, 6),
+            (2, 16, 4, 5),
+            (1, 8, 3, 3),
+            (2, 8, 2, 32),
+            (1, 16, 7, 9),
+        ] {
+            let s = ConvShape {
+                cin,
+                cout,
+                k: 3,
+                h,
+                w,
+            };
+            let words = s.acc_len(true) / 2;
+            let need = words + pooled_kernel_lanes(cout) / 2;
+            assert!(pooled_fits(&s, need) && !pooled_fits(&s, need - 1), "{s:?}");
+            let run = |weights: Weights, map: &[u32], acc: &mut [i32]| {
+                let mut scratch = vec![7; need];
+                let ops = scatter_packed_pooled(map, &s, weights, &mut scratch);
+                acc[..words].copy_from_slice(&scratch[..words]);
+                ops
+            };
+            let wq = weights(s.rows() * cout, 127);
+            let w8 = Weights::I8(&wq);
+            let packed = |map: &[u32], acc: &mut [i32]| run(w8, map, acc);
+            check_lanes(&s, true, w8, packed, crate::weights::packed_index, 1);
+            let vals: Vec<i8> = weights(s.rows() * cout, 8)
+                .iter()
+                .map(|&v| v.clamp(-8, 7))
+                .collect();
+            let mut w4 = vec![0u8; s.rows() * cout / 2];
+            pack_i4(&vals, cout, &mut w4).unwrap();
+            let w4 = Weights::I4(&w4);
+            let packed = |map: &[u32], acc: &mut [i32]| run(w4, map, acc);
+            check_lanes(&s, true, w4, packed, crate::weights::packed_index_i4, 16);
+        }
+        let wide = ConvShape {
+            cin: 1,
+            cout: 8,
+            k: 3,
+            h: 4,
+            w: 34,
+        };
+        assert!(!pooled_fits(&wide, 1 << 16));
+        let narrow = ConvShape {
+            cin: 1,
+            cout: 4,
+            k: 3,
+            h: 4,
+            w: 4,
+        };
+        assert!(!pooled_fits(&narrow, 1 << 16));
     }
 
     /// The pooled bound is reached: spikes exactly where an offset's tap sum is positive

@@ -434,6 +434,32 @@ fn spike_conv(
             requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
             ops
         }
+        weights
+            if packed
+                && pool2
+                && conv_spikes::PACKED_BUILT
+                && conv_spikes::pooled_fits(shape, scratch.len()) =>
+        {
+            // The pre-summed 2 x 2 kernels: the lanes of `scatter_packed(_i4)`.
+            let ops = conv_spikes::scatter_packed_pooled(spikes, shape, weights, scratch);
+            let acc = &conv_spikes::as_i16(scratch)[..n];
+            match weights {
+                Weights::I8(_) => {
+                    let index = crate::weights::packed_index;
+                    requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
+                }
+                Weights::I4(_) => {
+                    let rq16 = Requant {
+                        shift: rq.shift + 4,
+                        ..*rq
+                    };
+                    let (bound, index) =
+                        (bound.saturating_mul(16), crate::weights::packed_index_i4);
+                    requant::hwc16_to_chw_bounded(acc, &rq16, c, bound, index, dst, mode);
+                }
+            }
+            ops
+        }
         Weights::I8(w) if packed && conv_spikes::PACKED_BUILT => {
             let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
