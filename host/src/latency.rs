@@ -5,6 +5,9 @@
 //! `instructions = per_pixel_mac * stem MACs (dense, once per image: direct encoding)
 //!               + per_synop * synaptic operations (spike-driven, all timesteps)
 //!               + per_row * weight rows (one per input spike and kernel tap)
+//!               + per_reduction_synop * synaptic operations of the reductions
+//!                 (the pooled convolutions that start a stage, instead of the two
+//!                 terms above: on the ARMv7E-M they add pre-summed 2x2 kernels)
 //!               + per_neuron * LIF neuron updates (all timesteps)
 //!               + per_pool_pixel * pixels read by the input pooling (once per image)
 //!               + per_elem * elements of skip and average-pool edges (all timesteps)
@@ -39,9 +42,12 @@ pub struct Work {
     /// MACs of every spike-driven layer (convolutions and linear layers), all timesteps:
     /// the synaptic operations if every input spiked.
     pub spike_macs: u64,
-    /// Weight rows of every spike-driven layer, all timesteps, if every input spiked:
-    /// input neurons times kernel taps (convolutions), inputs (linear layers).
+    /// Weight rows of every spike-driven layer but the reductions, all timesteps, if
+    /// every input spiked: input neurons times kernel taps (convolutions), inputs
+    /// (linear layers).
     pub spike_rows: u64,
+    /// The part of `spike_macs` in the reductions (pooled convolutions).
+    pub reduction_macs: u64,
     /// LIF neuron updates, all timesteps.
     pub neuron_updates: u64,
     /// Pixels the input pooling reads (once per image; 0 without pooling).
@@ -57,13 +63,14 @@ pub struct Work {
 
 /// The number of terms of the latency model (see the module docs), in the order of
 /// [`Work::terms`] and [`Costs::per_term`].
-pub const TERMS: usize = 8;
+pub const TERMS: usize = 9;
 
 /// The names of the model's terms, as `targets.yaml` spells the costs.
 pub const TERM_NAMES: [&str; TERMS] = [
     "per_pixel_mac",
     "per_synop",
     "per_row",
+    "per_reduction_synop",
     "per_neuron",
     "per_pool_pixel",
     "per_elem",
@@ -89,8 +96,10 @@ impl Work {
             }
             let macs = l.macs();
             w.spike_macs += macs;
-            if let Some((_, cols)) = l.weights() {
-                w.spike_rows += macs / cols.max(1) as u64;
+            match (l, l.weights()) {
+                (LayerShape::Reduction { .. }, _) => w.reduction_macs += macs,
+                (_, Some((_, cols))) => w.spike_rows += macs / cols.max(1) as u64,
+                _ => {}
             }
             w.neuron_updates += l.lif_neurons();
             match l {
@@ -116,6 +125,7 @@ impl Work {
         for per_step in [
             &mut w.spike_macs,
             &mut w.spike_rows,
+            &mut w.reduction_macs,
             &mut w.neuron_updates,
             &mut w.map_elems,
             &mut w.layer_steps,
@@ -129,18 +139,22 @@ impl Work {
         w
     }
 
-    /// The model's terms for `synops` executed synaptic operations (the rows in
-    /// proportion), in [`TERM_NAMES`] order.
+    /// The model's terms for `synops` executed synaptic operations (spread over the
+    /// layers in proportion to their MACs), in [`TERM_NAMES`] order.
     pub fn terms(&self, synops: f64) -> [f64; TERMS] {
-        let rows = if self.spike_macs > 0 {
-            synops * self.spike_rows as f64 / self.spike_macs as f64
-        } else {
-            0.0
+        let share = |part: u64| {
+            if self.spike_macs > 0 {
+                synops * part as f64 / self.spike_macs as f64
+            } else {
+                0.0
+            }
         };
+        let reduction = share(self.reduction_macs);
         [
             self.stem_macs as f64,
-            synops,
-            rows,
+            synops - reduction,
+            share(self.spike_rows),
+            reduction,
             self.neuron_updates as f64,
             self.pool_pixels as f64,
             self.map_elems as f64,
@@ -160,6 +174,8 @@ pub struct Costs {
     pub per_synop: f64,
     /// Instructions per weight row reached (input spike and kernel tap).
     pub per_row: f64,
+    /// Instructions per synaptic operation of a reduction (rows included).
+    pub per_reduction_synop: f64,
     /// Instructions per LIF neuron update (decay, threshold, reset, requantisation and
     /// the loops around them).
     pub per_neuron: f64,
@@ -186,6 +202,7 @@ impl Costs {
             self.per_pixel_mac,
             self.per_synop,
             self.per_row,
+            self.per_reduction_synop,
             self.per_neuron,
             self.per_pool_pixel,
             self.per_elem,
@@ -200,11 +217,12 @@ impl Costs {
             per_pixel_mac: c[0],
             per_synop: c[1],
             per_row: c[2],
-            per_neuron: c[3],
-            per_pool_pixel: c[4],
-            per_elem: c[5],
-            per_layer: c[6],
-            per_channel: c[7],
+            per_reduction_synop: c[3],
+            per_neuron: c[4],
+            per_pool_pixel: c[5],
+            per_elem: c[6],
+            per_layer: c[7],
+            per_channel: c[8],
             activity,
             measured_with,
         }
@@ -352,6 +370,7 @@ impl Costs {
             per_pixel_mac: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
             per_synop: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
             per_row: 0.0,
+            per_reduction_synop: UNCALIBRATED_INSTRUCTIONS_PER_MAC,
             per_neuron: 0.0,
             per_pool_pixel: 0.0,
             per_elem: 0.0,
@@ -502,18 +521,21 @@ mod tests {
                 if let Some(z) = zero {
                     x[z] = 0;
                 }
-                let synops = x[1] as f64;
+                // synops x[1] + x[3], of which x[3] in reductions; rows x[2]; MACs
+                // k = x[9] times the synops.
+                let (synops, k) = (x[1] + x[3], x[9]);
                 let work = Work {
                     stem_macs: x[0],
-                    // rows = synops * spike_rows / spike_macs = x[2] exactly.
-                    spike_macs: x[1] * x[8],
-                    spike_rows: x[2] * x[8],
-                    neuron_updates: x[3],
-                    pool_pixels: x[4],
-                    map_elems: x[5],
-                    layer_steps: x[6],
-                    channel_steps: x[7],
+                    spike_macs: synops * k,
+                    spike_rows: x[2] * k,
+                    reduction_macs: x[3] * k,
+                    neuron_updates: x[4],
+                    pool_pixels: x[5],
+                    map_elems: x[6],
+                    layer_steps: x[7],
+                    channel_steps: x[8],
                 };
+                let synops = synops as f64;
                 let instructions = work
                     .terms(synops)
                     .iter()
@@ -531,7 +553,7 @@ mod tests {
 
     #[test]
     fn fit_recovers_known_costs_and_refuses_too_few_samples() {
-        let costs = [2.0, 1.5, 9.0, 40.0, 3.0, 20.0, 100.0, 60.0];
+        let costs = [2.0, 1.5, 9.0, 4.0, 40.0, 3.0, 20.0, 100.0, 60.0];
         let all = samples(12, costs, None);
         let got = fit(&all).unwrap();
         for (g, c) in got.iter().zip(costs) {
@@ -539,23 +561,23 @@ mod tests {
         }
         assert_eq!(fit(&all[..TERMS - 1]), None, "fewer networks than costs");
         // A term no network exercises is not determined: it gets 0, the rest still fit.
-        let no_pool = samples(12, costs, Some(4));
+        let no_pool = samples(12, costs, Some(5));
         let got = fit(&no_pool).unwrap();
-        assert_eq!(got[4], 0.0);
-        assert!((got[6] - 100.0).abs() < 1e-6, "{got:?}");
+        assert_eq!(got[5], 0.0);
+        assert!((got[7] - 100.0).abs() < 1e-6, "{got:?}");
     }
 
     #[test]
     fn fit_never_returns_a_negative_cost() {
         // Instructions that a negative per-layer cost would fit best: the constrained
         // fit sets it to 0 and refits the rest.
-        let mut s = samples(12, [2.0, 1.5, 9.0, 40.0, 3.0, 20.0, 0.0, 60.0], None);
+        let mut s = samples(12, [2.0, 1.5, 9.0, 4.0, 40.0, 3.0, 20.0, 0.0, 60.0], None);
         for x in &mut s {
             x.instructions -= 50.0 * x.work.layer_steps as f64;
         }
         let got = fit(&s).unwrap();
         assert!(got.iter().all(|&c| c >= 0.0), "{got:?}");
-        assert_eq!(got[6], 0.0, "{got:?}");
+        assert_eq!(got[7], 0.0, "{got:?}");
     }
 
     #[test]
