@@ -38,12 +38,12 @@ pub struct Fit {
 }
 
 /// Decides whether a candidate fits the board (the memory model, in microseconds).
-pub trait MemoryCheck {
+pub trait MemoryCheck: Sync {
     /// The verdict for `arch`.
     fn check(&self, arch: &Arch) -> Fit;
 }
 
-impl<F: Fn(&Arch) -> Fit> MemoryCheck for F {
+impl<F: Fn(&Arch) -> Fit + Sync> MemoryCheck for F {
     fn check(&self, arch: &Arch) -> Fit {
         self(arch)
     }
@@ -131,40 +131,34 @@ impl Feasible {
         memory: &dyn MemoryCheck,
         latency: &Budget,
     ) -> Feasible {
+        use rayon::prelude::*;
+        // Each cell on its own (in parallel: the search waits for this), then merged
+        // in cell order, so that the candidates come in the same order as one pass
+        // over the cells would give.
+        let per_cell: Vec<(Feasible, Vec<Candidate>)> = cells
+            .par_iter()
+            .map(|&cell| Feasible::enumerate_cell(space, cell, input, memory, latency))
+            .collect();
         let mut out = Feasible::default();
-        let mut fits8 = std::collections::HashSet::new();
         let mut fours = Vec::new();
-        for &cell in cells {
-            for arch in space.macro_archs(cell) {
-                out.generated += 1;
-                if input.head_features(&arch) == 0 || !pooling_keeps_detail(&arch, input) {
-                    out.pruned_by_detail += 1;
-                    continue;
-                }
-                let m = macs(&arch, input);
-                let instructions = latency.instructions(&arch);
-                if instructions > latency.max_instructions {
-                    out.pruned_by_compute += 1;
-                    if out.fastest.is_none_or(|(_, f)| instructions < f) {
-                        out.fastest = Some((arch, instructions));
-                    }
-                    continue;
-                }
-                let fit = memory.check(&arch);
-                if !fit.fits {
-                    out.pruned_by_memory += 1;
-                    super::keep_smallest(&mut out.smallest, arch, fit);
-                    continue;
-                }
-                let c = Candidate { arch, macs: m, fit };
-                if arch.weight_bits == 8 {
-                    fits8.insert(arch);
-                    out.candidates.push(c);
-                } else {
-                    fours.push(c);
+        for (part, four) in per_cell {
+            out.generated += part.generated;
+            out.pruned_by_detail += part.pruned_by_detail;
+            out.pruned_by_compute += part.pruned_by_compute;
+            out.pruned_by_memory += part.pruned_by_memory;
+            if let Some((arch, fit)) = part.smallest {
+                super::keep_smallest(&mut out.smallest, arch, fit);
+            }
+            if let Some((arch, instructions)) = part.fastest {
+                if out.fastest.is_none_or(|(_, f)| instructions < f) {
+                    out.fastest = Some((arch, instructions));
                 }
             }
+            out.candidates.extend(part.candidates);
+            fours.extend(four);
         }
+        let fits8: std::collections::HashSet<Arch> =
+            out.candidates.iter().map(|c| c.arch).collect();
         for c in fours {
             if fits8.contains(&Arch {
                 weight_bits: 8,
@@ -176,6 +170,49 @@ impl Feasible {
             }
         }
         out
+    }
+
+    /// The checks of [`Feasible::enumerate`] on one cell: the 8-bit candidates that
+    /// pass, with the tallies, and the 4-bit ones (judged against every cell's 8-bit
+    /// ones afterwards).
+    fn enumerate_cell(
+        space: &SearchSpace,
+        cell: Cell,
+        input: &InputShape,
+        memory: &dyn MemoryCheck,
+        latency: &Budget,
+    ) -> (Feasible, Vec<Candidate>) {
+        let mut out = Feasible::default();
+        let mut fours = Vec::new();
+        for arch in space.macro_archs(cell) {
+            out.generated += 1;
+            if input.head_features(&arch) == 0 || !pooling_keeps_detail(&arch, input) {
+                out.pruned_by_detail += 1;
+                continue;
+            }
+            let m = macs(&arch, input);
+            let instructions = latency.instructions(&arch);
+            if instructions > latency.max_instructions {
+                out.pruned_by_compute += 1;
+                if out.fastest.is_none_or(|(_, f)| instructions < f) {
+                    out.fastest = Some((arch, instructions));
+                }
+                continue;
+            }
+            let fit = memory.check(&arch);
+            if !fit.fits {
+                out.pruned_by_memory += 1;
+                super::keep_smallest(&mut out.smallest, arch, fit);
+                continue;
+            }
+            let c = Candidate { arch, macs: m, fit };
+            if arch.weight_bits == 8 {
+                out.candidates.push(c);
+            } else {
+                fours.push(c);
+            }
+        }
+        (out, fours)
     }
 
     /// Keep the candidates whose whole recipe trains within `budget` at the costs of
@@ -297,6 +334,39 @@ mod tests {
                 + f.pruned_by_dominance
         );
         assert_eq!(f.generated, cells.len() * s.macro_archs(cells[0]).len());
+    }
+
+    #[test]
+    fn candidates_come_in_cell_order_as_one_pass_gives_them() {
+        // The benchmark draws by index from this list: the parallel enumeration must
+        // give the order of a plain loop over the cells and their macro configurations.
+        let s = space();
+        let cells = cells::enumerate(&s.ops, false);
+        let latency = Budget {
+            max_instructions: 4e6,
+            ..Budget::unlimited(INPUT)
+        };
+        let memory = cap(20_000);
+        let f = Feasible::enumerate(&s, &cells, &INPUT, &memory, &latency);
+        let fits = |a: &Arch| {
+            a.weight_bits == 8
+                || !memory(&Arch {
+                    weight_bits: 8,
+                    ..*a
+                })
+                .fits
+        };
+        let input_ok = |a: &Arch| INPUT.head_features(a) > 0 && pooling_keeps_detail(a, &INPUT);
+        let passes = |a: &Arch| input_ok(a) && latency.allows(a) && memory(a).fits && fits(a);
+        let all: Vec<Arch> = cells.iter().flat_map(|&c| s.macro_archs(c)).collect();
+        let mut expected: Vec<Arch> = all
+            .iter()
+            .filter(|a| a.weight_bits == 8 && passes(a))
+            .copied()
+            .collect();
+        expected.extend(all.iter().filter(|a| a.weight_bits == 4 && passes(a)));
+        let got: Vec<Arch> = f.candidates.iter().map(|c| c.arch).collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
