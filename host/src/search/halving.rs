@@ -24,7 +24,7 @@
 //!    stops there, and later pool members of its shape are skipped in that rung
 //!    ([`LOOK_AT_EIGHTHS`]). The final decision goes to the cheapest network within
 //!    noise of the best ([`TIE_ERRORS`]). The budget of the whole search is
-//!    a fixed share of the job's training time (`search_fraction`, 1% by default),
+//!    a fixed share of the job's training time (`search_fraction`, 0.5% by default),
 //!    planned with the calibrated costs; a short job whose share cannot pay for three
 //!    candidates at the smallest rung gets that much, or what [`MAX_SEARCH_SHARE`] of
 //!    its training pays for (then fewer candidates).
