@@ -743,8 +743,7 @@ mod tests {
         );
         // 2.6 points at 986 images: 1.3 errors of the difference (2.0), a tie; so is
         // the main job's 3.3 points after 1,198 images (1.7 errors of 1.9 on 1,000
-        // evaluation images); 4.5 points at
-        // 1,000 images: 2.3 errors (2.0), no tie.
+        // evaluation images); 4.5 points at 1,000 images: 2.3 errors (2.0), no tie.
         let leads = vec![r(0.741), r(0.715)];
         assert_eq!(
             tie_break(&[0, 1], &leads, &[2.0, 1.0], 986, &never),
