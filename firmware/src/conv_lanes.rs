@@ -35,7 +35,7 @@
 //! whether a layer's expansion fits there (the `i32` path runs otherwise).
 
 use crate::bits;
-use crate::conv_spikes::{for_each_spike, ConvShape, DivBy, HW_DIV};
+use crate::conv_spikes::{for_each_spike, pooled_reach, ConvShape, DivBy, HW_DIV};
 
 /// True where [`scatter`] is faster than the `i32` scatter (ARMv6-M, which has neither
 /// `SXTAB16` nor word loads of unaligned weights).
@@ -527,13 +527,8 @@ pub fn scatter(
                         unsafe { expand_pooled(wp.add(c * 9 * cout), e, cout) };
                     }
                     let py = y & 1;
-                    // Pooled row A = (y + 1) / 2 - 1 takes kernel rows {2} (y even) or
-                    // {1, 2} (y odd), row B = A + 1 takes {0, 1} or {0}; A exists unless
-                    // y = 0, B where its output rows lie above the pool's dropped last row
-                    // (columns the same).
-                    let a_ok = (y > 0) as usize;
-                    let b_ok = if py == 0 { y < oh } else { y + 1 < oh } as usize;
-                    let row_taps = a_ok * (1 + py) + b_ok * (2 - py);
+                    // Pooled rows A and B (see `pooled_reach`; columns the same).
+                    let (a_ok, b_ok, row_taps) = pooled_reach(y, oh);
                     let nr = a_ok + b_ok;
                     // Block of parity (py, px): [A: cA, cB][B: cA, cB], `half` words each.
                     let er = unsafe { e.add(9 * half + (py * 8 + (1 - a_ok) * 2) * half) };
@@ -542,9 +537,8 @@ pub fn scatter(
                         let x = r.trailing_zeros() as usize;
                         r &= r - 1;
                         let px = x & 1;
-                        let ca_ok = (x > 0) as usize;
-                        let cb_ok = if px == 0 { x < ow } else { x + 1 < ow } as usize;
-                        taps += row_taps * (ca_ok * (1 + px) + cb_ok * (2 - px));
+                        let (ca_ok, cb_ok, col_taps) = pooled_reach(x, ow);
+                        taps += row_taps * col_taps;
                         let nc = ca_ok + cb_ok;
                         if nr == 0 || nc == 0 {
                             continue;

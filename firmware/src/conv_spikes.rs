@@ -663,6 +663,20 @@ pub const fn pooled_kernel_lanes(cout: usize) -> usize {
     16 * cout
 }
 
+/// Where a spike at input coordinate `y` lands along one axis of a 3x3 convolution
+/// followed by the 2x2 pool, `oh` being the axis' pooled extent in input pixels (the
+/// size floored to even): `(a, b, taps)`, `a` and `b` 1 where pooled position A =
+/// `(y + 1) / 2 - 1` (kernel rows `{2}` for an even `y`, `{1, 2}` for an odd one) and
+/// B = A + 1 (`{0, 1}` or `{0}`) exist, and the kernel taps they take together. The
+/// same for rows and columns, and for every kernel that pools this way.
+#[inline(always)]
+pub(crate) const fn pooled_reach(y: usize, oh: usize) -> (usize, usize, usize) {
+    let p = y & 1;
+    let a = (y > 0) as usize;
+    let b = if p == 0 { y < oh } else { y + 1 < oh } as usize;
+    (a, b, a * (1 + p) + b * (2 - p))
+}
+
 /// True when [`scatter_packed_pooled`] applies to a 2x2-pooled layer: a 3 x 3 kernel,
 /// rows of at most 32 columns, and the lanes and one input channel's pre-summed kernels
 /// fit in `scratch_len` words.
@@ -720,9 +734,7 @@ pub fn scatter_packed_pooled(
                 sum_pooled_kernels(&weights, c, cout, kern);
             }
             let py = y & 1;
-            let a_ok = (y > 0) as usize;
-            let b_ok = if py == 0 { y < oh } else { y + 1 < oh } as usize;
-            let row_taps = a_ok * (1 + py) + b_ok * (2 - py);
+            let (a_ok, b_ok, row_taps) = pooled_reach(y, oh);
             let nr = a_ok + b_ok;
             // Block of parity (py, px): [A: cA, cB][B: cA, cB], `half` words each.
             let er = (py * 8 + (1 - a_ok) * 2) * half;
@@ -731,9 +743,8 @@ pub fn scatter_packed_pooled(
                 let x = r.trailing_zeros() as usize;
                 r &= r - 1;
                 let px = x & 1;
-                let ca_ok = (x > 0) as usize;
-                let cb_ok = if px == 0 { x < ow } else { x + 1 < ow } as usize;
-                taps += row_taps * (ca_ok * (1 + px) + cb_ok * (2 - px));
+                let (ca_ok, cb_ok, col_taps) = pooled_reach(x, ow);
+                taps += row_taps * col_taps;
                 let nc = ca_ok + cb_ok;
                 if nr == 0 || nc == 0 {
                     continue;
