@@ -774,22 +774,29 @@ pub fn scatter_packed_pooled(
 fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]) {
     let half = cout / 2;
     let kern = &mut kern[..8 * cout];
-    let word = |w: &[u8], i: usize| u32::from_le_bytes([w[i], w[i + 1], w[i + 2], w[i + 3]]);
+    // One word of the channel's nine weight rows (`w`: the channel's bytes, checked once
+    // per channel); a word load where unaligned loads are allowed (ARMv7-M).
+    let word = |w: &[u8], i: usize| {
+        debug_assert!(i + 4 <= w.len());
+        // SAFETY: every caller's `i + 4 <= w.len()` (the group loops stay inside the
+        // channel's `9 * row` bytes, which `w` holds by the slicing below).
+        u32::from_le(unsafe { (w.as_ptr().add(i) as *const u32).read_unaligned() })
+    };
     match weights {
         Weights::I8(w) => {
             // SAFETY: i8 and u8 have the same layout.
             let w = unsafe { core::slice::from_raw_parts(w.as_ptr() as *const u8, w.len()) };
-            let base = c * 9 * cout;
+            let w = &w[c * 9 * cout..(c + 1) * 9 * cout];
             for g in 0..cout / 4 {
-                let u: [u32; 9] = core::array::from_fn(|k| word(w, base + k * cout + 4 * g));
+                let u: [u32; 9] = core::array::from_fn(|k| word(w, k * cout + 4 * g));
                 put_pooled(kern, half, 2 * g, &u.map(sxtb16));
                 put_pooled(kern, half, 2 * g + 1, &u.map(|u| sxtb16(u.rotate_right(8))));
             }
         }
         Weights::I4(w) => {
-            let base = c * 9 * half;
+            let w = &w[c * 9 * half..(c + 1) * 9 * half];
             for g in 0..cout / 8 {
-                let u: [u32; 9] = core::array::from_fn(|k| word(w, base + k * half + 4 * g));
+                let u: [u32; 9] = core::array::from_fn(|k| word(w, k * half + 4 * g));
                 // Each byte of `e` (`o`) holds an even (odd) nibble in its high half: 16 w.
                 let e = u.map(|u| (u << 4) & 0xf0f0_f0f0);
                 let o = u.map(|u| u & 0xf0f0_f0f0);

@@ -244,12 +244,37 @@ fn conv_edges(cell: &Cell) -> usize {
 
 /// `(&buf[src], &mut buf[dst])` for non-overlapping ranges.
 fn split(buf: &mut [i32], src: Range<usize>, dst: Range<usize>) -> (&[i32], &mut [i32]) {
-    if src.start >= dst.end {
-        let (lo, hi) = buf.split_at_mut(src.start);
-        (&hi[..src.len()], &mut lo[dst])
-    } else {
-        let (lo, hi) = buf.split_at_mut(dst.start);
-        (&lo[src], &mut hi[..dst.len()])
+    let (others, dst) = carve(buf, dst);
+    (others.get(src), dst)
+}
+
+/// `buf[dst]`, mutable, beside read access to every range that does not overlap it.
+fn carve(buf: &mut [i32], dst: Range<usize>) -> (Others<'_>, &mut [i32]) {
+    let (lo, rest) = buf.split_at_mut(dst.start);
+    let (mid, hi) = rest.split_at_mut(dst.len());
+    let others = Others {
+        lo,
+        hi,
+        hi_start: dst.end,
+    };
+    (others, mid)
+}
+
+/// The parts of a buffer around a range carved out of it ([`carve`]).
+struct Others<'a> {
+    lo: &'a [i32],
+    hi: &'a [i32],
+    hi_start: usize,
+}
+
+impl<'a> Others<'a> {
+    /// `buf[r]`, which lies wholly below or above the carved range.
+    fn get(&self, r: Range<usize>) -> &'a [i32] {
+        if r.start >= self.hi_start {
+            &self.hi[r.start - self.hi_start..r.end - self.hi_start]
+        } else {
+            &self.lo[r]
+        }
     }
 }
 
@@ -405,7 +430,9 @@ fn is_packed(mask: u64, layer: u32) -> bool {
 /// (storing or accumulating), in packed `i16` accumulators when `packed` (the caller
 /// has checked that they are exact, see [`Network::packed_layers`]): carry lanes
 /// ([`conv_lanes::scatter`]) when `lanes` and the scratch holds them, `SXTAB16` lanes
-/// otherwise. Returns the synaptic operations.
+/// otherwise. With `base`, `dst = sat_i32(base + conv)` element by element (`mode` is
+/// then ignored): a node's skip edge from `base` folded into its next edge. Returns the
+/// synaptic operations.
 #[allow(clippy::too_many_arguments)]
 fn spike_conv(
     spikes: &[u32],
@@ -417,10 +444,25 @@ fn spike_conv(
     scratch: &mut [i32],
     dst: &mut [i32],
     mode: Mode,
+    base: Option<&[i32]>,
 ) -> u64 {
     let n = shape.acc_len(pool2);
     let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
     let (rq, c) = (&conv.requant, shape.cout);
+    // The int8 lanes' transposition adds `base` itself; the others onto a copy of it.
+    let lanes16 = |acc: &[i16], rq: &Requant, bound, index: fn(usize) -> usize, dst: &mut [i32]| {
+        match base {
+            Some(b) => requant::hwc16_to_chw_onto(acc, rq, c, bound, index, b, dst),
+            None => requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode),
+        }
+    };
+    let copied = |dst: &mut [i32]| match base {
+        Some(b) => {
+            dst.copy_from_slice(b);
+            Mode::Accumulate
+        }
+        None => mode,
+    };
     match conv.weights {
         Weights::I8(w)
             if packed
@@ -430,8 +472,7 @@ fn spike_conv(
         {
             let ops = conv_lanes::scatter(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
-            let index = crate::weights::packed_index;
-            requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
+            lanes16(acc, rq, bound, crate::weights::packed_index, dst);
             ops
         }
         weights
@@ -444,10 +485,7 @@ fn spike_conv(
             let ops = conv_spikes::scatter_packed_pooled(spikes, shape, weights, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
             match weights {
-                Weights::I8(_) => {
-                    let index = crate::weights::packed_index;
-                    requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
-                }
+                Weights::I8(_) => lanes16(acc, rq, bound, crate::weights::packed_index, dst),
                 Weights::I4(_) => {
                     let rq16 = Requant {
                         shift: rq.shift + 4,
@@ -455,6 +493,7 @@ fn spike_conv(
                     };
                     let (bound, index) =
                         (bound.saturating_mul(16), crate::weights::packed_index_i4);
+                    let mode = copied(dst);
                     requant::hwc16_to_chw_bounded(acc, &rq16, c, bound, index, dst, mode);
                 }
             }
@@ -463,8 +502,7 @@ fn spike_conv(
         Weights::I8(w) if packed && conv_spikes::PACKED_BUILT => {
             let ops = conv_spikes::scatter_packed(spikes, shape, w, pool2, scratch);
             let acc = &conv_spikes::as_i16(scratch)[..n];
-            let index = crate::weights::packed_index;
-            requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode);
+            lanes16(acc, rq, bound, crate::weights::packed_index, dst);
             ops
         }
         Weights::I4(w) if packed && conv_spikes::PACKED_BUILT => {
@@ -476,11 +514,13 @@ fn spike_conv(
                 ..*rq
             };
             let (bound, index) = (bound.saturating_mul(16), crate::weights::packed_index_i4);
+            let mode = copied(dst);
             requant::hwc16_to_chw_bounded(acc, &rq16, c, bound, index, dst, mode);
             ops
         }
         weights => {
             let ops = conv_spikes::scatter(spikes, shape, weights, pool2, scratch);
+            let mode = copied(dst);
             requant::hwc_to_chw_bounded(&scratch[..n], rq, c, bound, dst, mode);
             ops
         }
@@ -863,7 +903,7 @@ impl<'a> Network<'a> {
                     layer += 1;
                     let mode = Mode::Store;
                     synops += spike_conv(
-                        ws.spikes, &shape, &r.conv, true, p, lanes, ws.scratch, dst, mode,
+                        ws.spikes, &shape, &r.conv, true, p, lanes, ws.scratch, dst, mode, None,
                     );
                 }
                 let edge_base = layer;
@@ -880,6 +920,10 @@ impl<'a> Network<'a> {
                     // The first edge into the node stores (sat(0 + x) = x), the others
                     // accumulate; a node without edges is zero.
                     let mut written = false;
+                    // A first edge that is a skip is not copied at once: the next
+                    // convolution edge adds onto its source directly (the same sums in the
+                    // same order); any other next edge, or none, copies it first.
+                    let mut skip_from: Option<u8> = None;
                     let mut conv_index = 0;
                     for e in st.cell.edges {
                         let v_off = mem + conv_index * n;
@@ -891,16 +935,24 @@ impl<'a> Network<'a> {
                         if matches!(e.op, Op::Zero) {
                             continue;
                         }
-                        let (src, dst) = split(ws.currents, node(e.from), dst_range.clone());
                         let mode = if written {
                             Mode::Accumulate
                         } else {
                             Mode::Store
                         };
                         written = true;
+                        if matches!(e.op, Op::Skip) && mode == Mode::Store {
+                            skip_from = Some(e.from);
+                            continue;
+                        }
+                        let (others, dst) = carve(ws.currents, dst_range.clone());
+                        let src = others.get(node(e.from));
+                        let base = skip_from.take().map(|f| others.get(node(f)));
+                        if let (Some(b), false) = (base, matches!(e.op, Op::Conv { .. })) {
+                            dst.copy_from_slice(b);
+                        }
                         match &e.op {
                             Op::Zero => {}
-                            Op::Skip if mode == Mode::Store => dst.copy_from_slice(src),
                             Op::Skip => add::accumulate(src, dst),
                             Op::AvgPool3 => avgpool3::pool(src, g.c, g.h, g.w, dst, mode),
                             Op::Conv { lif, conv } => {
@@ -918,9 +970,14 @@ impl<'a> Network<'a> {
                                 let p = is_packed(packed, edge_layer);
                                 synops += spike_conv(
                                     ws.spikes, &shape, conv, false, p, lanes, ws.scratch, dst, mode,
+                                    base,
                                 );
                             }
                         }
+                    }
+                    if let Some(f) = skip_from {
+                        let (others, dst) = carve(ws.currents, dst_range.clone());
+                        dst.copy_from_slice(others.get(node(f)));
                     }
                     if !written {
                         crate::fill::zero(&mut ws.currents[dst_range]);

@@ -302,6 +302,21 @@ fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
     b: i32,
     out: &mut [i32],
 ) {
+    channel_onto::<R, T, ACC>(r, acc, stride, m, b, None, out);
+}
+
+/// [`channel`], accumulating onto `base` instead of `out` itself when it is given
+/// (`out[i] = sat_i32(base[i] + r(acc[i * stride]))`, `ACC` true, `base.len() >= out.len()`).
+#[inline(always)]
+fn channel_onto<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
+    r: R,
+    acc: &[T],
+    stride: usize,
+    m: i32,
+    b: i32,
+    base: Option<&[i32]>,
+    out: &mut [i32],
+) {
     if out.is_empty() {
         return;
     }
@@ -315,24 +330,49 @@ fn channel<R: Requantizer, T: Copy + Into<i32>, const ACC: bool>(
         src = src.wrapping_add(stride);
         r.apply(a, m, b)
     };
-    // Two elements per iteration (one loop test per pair) where registers are plenty;
-    // ARMv6-M's eight low registers make the pair slower there.
-    if NO_LONG_MUL {
+    if NO_LONG_MUL && base.is_none() {
+        // ARMv6-M's eight low registers make the pairs below slower there.
         for o in out.iter_mut() {
             let v = next();
             *o = if ACC { o.saturating_add(v) } else { v };
         }
         return;
     }
-    let mut pairs = out.chunks_exact_mut(2);
-    for o in &mut pairs {
-        let (v0, v1) = (next(), next());
-        o[0] = if ACC { o[0].saturating_add(v0) } else { v0 };
-        o[1] = if ACC { o[1].saturating_add(v1) } else { v1 };
-    }
-    for o in pairs.into_remainder() {
-        let v = next();
-        *o = if ACC { o.saturating_add(v) } else { v };
+    // Two elements per iteration (one loop test per pair), through pointers (the
+    // compiler's indexed loop over `chunks_exact_mut` took 10 instructions an element
+    // accumulating, this one 8). Accumulating reads `base`, or `out` itself.
+    let n = out.len();
+    let o0 = out.as_mut_ptr();
+    let p0 = match base {
+        Some(base) => {
+            assert!(ACC && base.len() >= n);
+            base.as_ptr()
+        }
+        None => o0 as *const i32,
+    };
+    let (mut o, mut p) = (o0, p0);
+    // SAFETY: `o` and `p` step over the first `n` elements of `out` and of `base` (or
+    // `out`), two at a time, then the last one when `n` is odd; `p` is read only where
+    // accumulating, before `o` (possibly the same element) is written.
+    unsafe {
+        let end = o.add(n & !1);
+        while o != end {
+            let (v0, v1) = (next(), next());
+            if ACC {
+                let (p0, p1) = (*p, *p.add(1));
+                *o = p0.saturating_add(v0);
+                *o.add(1) = p1.saturating_add(v1);
+            } else {
+                *o = v0;
+                *o.add(1) = v1;
+            }
+            o = o.add(2);
+            p = p.add(2);
+        }
+        if n % 2 == 1 {
+            let v = next();
+            *o = if ACC { (*p).saturating_add(v) } else { v };
+        }
     }
 }
 
@@ -374,6 +414,38 @@ pub fn hwc16_to_chw_bounded(
     out: &mut [i32],
     mode: Mode,
 ) {
+    hwc16_onto(acc, rq, channels, bound, index, None, out, mode);
+}
+
+/// [`hwc16_to_chw_bounded`] onto another current map: `out = sat_i32(base + value)`
+/// element by element (a cell node whose first edge is a skip from `base` and whose next
+/// is this convolution: the same sums, in the same order, as copying `base` into `out`
+/// and accumulating, without the copy where the transposition can read `base` itself).
+#[allow(clippy::too_many_arguments)]
+pub fn hwc16_to_chw_onto(
+    acc: &[i16],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    index: fn(usize) -> usize,
+    base: &[i32],
+    out: &mut [i32],
+) {
+    hwc16_onto(acc, rq, channels, bound, index, Some(base), out, Mode::Accumulate);
+}
+
+/// The body of [`hwc16_to_chw_bounded`] and [`hwc16_to_chw_onto`].
+#[allow(clippy::too_many_arguments)]
+fn hwc16_onto(
+    acc: &[i16],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    index: fn(usize) -> usize,
+    base: Option<&[i32]>,
+    out: &mut [i32],
+    mode: Mode,
+) {
     assert!(
         channels % 4 == 0,
         "packed accumulators need channels % 4 == 0"
@@ -397,8 +469,30 @@ pub fn hwc16_to_chw_bounded(
     let bound = bound.min(i16::MAX as u32 + 1);
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
+        if let Some(base) = base {
+            let base = &base[..out.len()];
+            for (c, (dst, from)) in out
+                .chunks_exact_mut(plane.max(1))
+                .zip(base.chunks_exact(plane.max(1)))
+                .enumerate()
+            {
+                let src = &acc[index(c)..];
+                channel_onto::<_, _, true>(r, src, channels, mult[c], bias[c], Some(from), dst);
+            }
+            return;
+        }
         transpose(r, acc, index, mult, bias, plane, out, mode);
-    } else if NO_LONG_MUL && (17..=46).contains(&s) {
+        return;
+    }
+    // The other paths accumulate onto a copy of `base`.
+    let mode = match base {
+        Some(base) => {
+            out.copy_from_slice(&base[..out.len()]);
+            Mode::Accumulate
+        }
+        None => mode,
+    };
+    if NO_LONG_MUL && (17..=46).contains(&s) {
         // i16 lanes are narrow (|acc| <= 2^15): 32-bit multiplies only.
         transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
