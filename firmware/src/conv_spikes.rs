@@ -739,6 +739,31 @@ pub fn scatter_packed_pooled(
             // Block of parity (py, px): [A: cA, cB][B: cA, cB], `half` words each.
             let er = (py * 8 + (1 - a_ok) * 2) * half;
             let ar = (((y + 1) >> 1) - a_ok) * row;
+            // Interior columns (1 <= x, x + 1 < ow: both pooled columns, three taps):
+            // one test, a shift and two runs of `2 half` words when both rows land (most
+            // spikes); the rest take the general path below.
+            if nr == 2 {
+                let interior = if ow > 2 {
+                    ((1u32 << (ow - 1)) - 1) & !1
+                } else {
+                    0
+                };
+                let mut inner = r & interior;
+                r &= !interior;
+                taps += row_taps * 3 * inner.count_ones() as usize;
+                while inner != 0 {
+                    let x = inner.trailing_zeros() as usize;
+                    inner &= inner - 1;
+                    let ex = er + (x & 1) * 4 * half;
+                    let ax = ar + ((x - 1) >> 1) * half;
+                    // SAFETY: as for the general path below with ca_ok = cb_ok = 1,
+                    // a_ok = b_ok = 1 (nr = 2) and col = (x - 1) / 2.
+                    unsafe {
+                        add16_words(e.add(ex), a.add(ax), 2 * half);
+                        add16_words(e.add(ex + cout), a.add(ax + row), 2 * half);
+                    }
+                }
+            }
             while r != 0 {
                 let x = r.trailing_zeros() as usize;
                 r &= r - 1;
