@@ -394,6 +394,8 @@ unsafe fn add_block3<const HALF: usize>(e: *const u32, a: *mut u32, a_step: isiz
 /// [`crate::weights::packed_index`] order, as [`crate::conv_spikes::scatter_packed`]
 /// leaves them) followed by the expanded weights of one input channel. Exact where
 /// [`ConvShape::fits_i16`] holds; needs [`fits`]. Returns the synaptic operations.
+/// Not inlined: its loops keep their registers apart from the caller's (ARMv6-M has eight).
+#[inline(never)]
 pub fn scatter(
     spikes: &[u32],
     shape: &ConvShape,

@@ -434,6 +434,9 @@ fn is_packed(mask: u64, layer: u32) -> bool {
 /// then ignored): a node's skip edge from `base` folded into its next edge. Returns the
 /// synaptic operations.
 #[allow(clippy::too_many_arguments)]
+// Inlined into its two callers on ARMv6-M (its arguments would pass on the stack);
+// ARMv7E-M runs faster with the compiler's choice.
+#[cfg_attr(all(target_arch = "arm", not(target_feature = "thumb2")), inline(always))]
 fn spike_conv(
     spikes: &[u32],
     shape: &ConvShape,
