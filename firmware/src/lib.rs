@@ -97,18 +97,22 @@
 //!   ([`conv_spikes::scatter_packed_pooled`], int8 and int4) sums each input channel's
 //!   taps once into four parity kernels of 2 x 2 blocks in `i16` lanes (`SXTB16`,
 //!   `SADD16`), so a spike adds at most two runs of lanes (`LDM`, four `SADD16`, `STM`
-//!   per 8 lanes) instead of nine taps. Requantisation is `SMMULR` (or `SMMUL`, an add
+//!   per 8 lanes) instead of nine taps; interior columns of rows whose two pooled rows
+//!   exist take a loop without tests. Requantisation is `SMMULR` (or `SMMUL`, an add
 //!   and a shift for shifts >= 33) and a `QADD`, with no range test where the layer's
-//!   accumulator bound allows it, two outputs per loop iteration. SNASNet's neuron
+//!   accumulator bound allows it, two outputs per loop iteration. A cell node whose
+//!   first edge is a skip is not copied: the next convolution's requantisation adds
+//!   onto the skip's source directly (the same saturating sums in the same order).
+//!   SNASNet's neuron
 //!   (shift decay, hard reset) runs in assembly, 32 neurons per spike word, in pairs
 //!   (one word load and store of two membranes, `LDRD` of two currents, `QADD`, `SSAT`,
 //!   a conditional reset and spike bit: 11 instructions per neuron); a BatchNorm before
 //!   it is requantised into the scratch first. Conv edges that read the same node with
 //!   the same neuron in a row share one LIF layer. The main job's network shape (16
-//!   channels, two stages, fc 256, pool 2) costs 2.17 instructions per synaptic
-//!   operation (4.69 before issue 13), the 32-channel bench network 1.80 (3.40), the
-//!   8-channel ones 3.72 and 3.13 (5.51, 5.27), the int4 network with skip and average
-//!   pool edges 3.96 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
+//!   channels, two stages, fc 256, pool 2) costs 2.09 instructions per synaptic
+//!   operation (4.69 before issue 13), the 32-channel bench network 1.60 (3.40), the
+//!   8-channel ones 3.45 and 2.92 (5.51, 5.27), the int4 network with skip and average
+//!   pool edges 3.81 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads, eight low registers. Spike convolutions with int8 weights whose
 //!   accumulators fit `i16` ([`conv_spikes::ConvShape::fits_i16`]) run in *carry lanes*
@@ -133,8 +137,8 @@
 //!   weights, one flip and two masks, a `MULS` per two outputs for counts above 1)
 //!   where the counts sum to at most 257, and weight expansions read aligned words (the
 //!   generated firmware aligns its weights). About 11.4 instructions per synaptic
-//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.25
-//!   and 22.5 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
+//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.28
+//!   and 22.59 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
 //!   convolution into the map with a one-pixel border (no per-tap tests) was measured
 //!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps
 //!   and the larger zeroing cost more).

@@ -436,7 +436,10 @@ fn is_packed(mask: u64, layer: u32) -> bool {
 #[allow(clippy::too_many_arguments)]
 // Inlined into its two callers on ARMv6-M (its arguments would pass on the stack);
 // ARMv7E-M runs faster with the compiler's choice.
-#[cfg_attr(all(target_arch = "arm", not(target_feature = "thumb2")), inline(always))]
+#[cfg_attr(
+    all(target_arch = "arm", not(target_feature = "thumb2")),
+    inline(always)
+)]
 fn spike_conv(
     spikes: &[u32],
     shape: &ConvShape,
@@ -453,12 +456,11 @@ fn spike_conv(
     let bound = shape.acc_bound(&conv.weights, if pool2 { 4 } else { 1 });
     let (rq, c) = (&conv.requant, shape.cout);
     // The int8 lanes' transposition adds `base` itself; the others onto a copy of it.
-    let lanes16 = |acc: &[i16], rq: &Requant, bound, index: fn(usize) -> usize, dst: &mut [i32]| {
-        match base {
+    let lanes16 =
+        |acc: &[i16], rq: &Requant, bound, index: fn(usize) -> usize, dst: &mut [i32]| match base {
             Some(b) => requant::hwc16_to_chw_onto(acc, rq, c, bound, index, b, dst),
             None => requant::hwc16_to_chw_bounded(acc, rq, c, bound, index, dst, mode),
-        }
-    };
+        };
     let copied = |dst: &mut [i32]| match base {
         Some(b) => {
             dst.copy_from_slice(b);
@@ -972,8 +974,8 @@ impl<'a> Network<'a> {
                                 let shape = conv_shape(conv, g);
                                 let p = is_packed(packed, edge_layer);
                                 synops += spike_conv(
-                                    ws.spikes, &shape, conv, false, p, lanes, ws.scratch, dst, mode,
-                                    base,
+                                    ws.spikes, &shape, conv, false, p, lanes, ws.scratch, dst,
+                                    mode, base,
                                 );
                             }
                         }

@@ -431,7 +431,16 @@ pub fn hwc16_to_chw_onto(
     base: &[i32],
     out: &mut [i32],
 ) {
-    hwc16_onto(acc, rq, channels, bound, index, Some(base), out, Mode::Accumulate);
+    hwc16_onto(
+        acc,
+        rq,
+        channels,
+        bound,
+        index,
+        Some(base),
+        out,
+        Mode::Accumulate,
+    );
 }
 
 /// The body of [`hwc16_to_chw_bounded`] and [`hwc16_to_chw_onto`].
@@ -1072,6 +1081,29 @@ mod tests {
                 hwc_to_chw(&acc, &rq, channels, &mut a, mode);
                 hwc16_to_chw_bounded(&lanes, &rq, channels, 32768, packed_index, &mut b, mode);
                 assert_eq!(a, b, "shift {shift}");
+            }
+            // Onto another map: a copy of it, accumulated (saturating at both ends).
+            let base: Vec<i32> = (0..acc.len())
+                .map(|i| match i % 5 {
+                    0 => i32::MAX - 7,
+                    1 => i32::MIN + 7,
+                    _ => i as i32 * 1000 - 9000,
+                })
+                .collect();
+            for bound in [32768, 255] {
+                let mut b = vec![3; acc.len()];
+                let small: Vec<i16> = lanes.iter().map(|&v| v.clamp(-255, 255)).collect();
+                let lanes = if bound == 255 { &small } else { &lanes };
+                let mut a = base.clone();
+                let acc32: Vec<i32> = (0..acc.len())
+                    .map(|i| {
+                        let (p, c) = (i / channels, i % channels);
+                        lanes[p * channels + packed_index(c)] as i32
+                    })
+                    .collect();
+                hwc_to_chw(&acc32, &rq, channels, &mut a, Mode::Accumulate);
+                hwc16_to_chw_onto(lanes, &rq, channels, bound, packed_index, &base, &mut b);
+                assert_eq!(a, b, "onto, shift {shift}, bound {bound}");
             }
         }
     }
