@@ -414,47 +414,6 @@ pub fn hwc16_to_chw_bounded(
     out: &mut [i32],
     mode: Mode,
 ) {
-    hwc16_onto(acc, rq, channels, bound, index, None, out, mode);
-}
-
-/// [`hwc16_to_chw_bounded`] onto another current map: `out = sat_i32(base + value)`
-/// element by element (a cell node whose first edge is a skip from `base` and whose next
-/// is this convolution: the same sums, in the same order, as copying `base` into `out`
-/// and accumulating, without the copy where the transposition can read `base` itself).
-#[allow(clippy::too_many_arguments)]
-pub fn hwc16_to_chw_onto(
-    acc: &[i16],
-    rq: &Requant,
-    channels: usize,
-    bound: u32,
-    index: fn(usize) -> usize,
-    base: &[i32],
-    out: &mut [i32],
-) {
-    hwc16_onto(
-        acc,
-        rq,
-        channels,
-        bound,
-        index,
-        Some(base),
-        out,
-        Mode::Accumulate,
-    );
-}
-
-/// The body of [`hwc16_to_chw_bounded`] and [`hwc16_to_chw_onto`].
-#[allow(clippy::too_many_arguments)]
-fn hwc16_onto(
-    acc: &[i16],
-    rq: &Requant,
-    channels: usize,
-    bound: u32,
-    index: fn(usize) -> usize,
-    base: Option<&[i32]>,
-    out: &mut [i32],
-    mode: Mode,
-) {
     assert!(
         channels % 4 == 0,
         "packed accumulators need channels % 4 == 0"
@@ -478,30 +437,8 @@ fn hwc16_onto(
     let bound = bound.min(i16::MAX as u32 + 1);
     if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
         let r = ShiftLowBounded(s as u32);
-        if let Some(base) = base {
-            let base = &base[..out.len()];
-            for (c, (dst, from)) in out
-                .chunks_exact_mut(plane.max(1))
-                .zip(base.chunks_exact(plane.max(1)))
-                .enumerate()
-            {
-                let src = &acc[index(c)..];
-                channel_onto::<_, _, true>(r, src, channels, mult[c], bias[c], Some(from), dst);
-            }
-            return;
-        }
         transpose(r, acc, index, mult, bias, plane, out, mode);
-        return;
-    }
-    // The other paths accumulate onto a copy of `base`.
-    let mode = match base {
-        Some(base) => {
-            out.copy_from_slice(&base[..out.len()]);
-            Mode::Accumulate
-        }
-        None => mode,
-    };
-    if NO_LONG_MUL && (17..=46).contains(&s) {
+    } else if NO_LONG_MUL && (17..=46).contains(&s) {
         // i16 lanes are narrow (|acc| <= 2^15): 32-bit multiplies only.
         transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
@@ -515,6 +452,47 @@ fn hwc16_onto(
                 };
             }
         }
+    }
+}
+
+/// [`hwc16_to_chw_bounded`] onto another current map: `out = sat_i32(base + value)`
+/// element by element (a cell node whose first edge is a skip from `base` and whose next
+/// is this convolution: the same sums, in the same order, as copying `base` into `out`
+/// and accumulating). Where the transposition takes the `SMMULR` path it reads `base`
+/// itself; elsewhere it accumulates onto a copy.
+#[allow(clippy::too_many_arguments)]
+pub fn hwc16_to_chw_onto(
+    acc: &[i16],
+    rq: &Requant,
+    channels: usize,
+    bound: u32,
+    index: fn(usize) -> usize,
+    base: &[i32],
+    out: &mut [i32],
+) {
+    let s = rq.shift;
+    let fused = !NO_LONG_MUL
+        && channels % 4 == 0
+        && channels > 0
+        && (1..=31).contains(&s)
+        && (bound.min(i16::MAX as u32 + 1) as u64) < 1u64 << (s - 1);
+    if !fused {
+        let n = out.len().min(base.len());
+        out[..n].copy_from_slice(&base[..n]);
+        return hwc16_to_chw_bounded(acc, rq, channels, bound, index, out, Mode::Accumulate);
+    }
+    let plane = acc.len() / channels;
+    let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
+    let out = &mut out[..channels * plane];
+    let base = &base[..out.len()];
+    let r = ShiftLowBounded(s as u32);
+    for (c, (dst, from)) in out
+        .chunks_exact_mut(plane.max(1))
+        .zip(base.chunks_exact(plane.max(1)))
+        .enumerate()
+    {
+        let src = &acc[index(c)..];
+        channel_onto::<_, _, true>(r, src, channels, mult[c], bias[c], Some(from), dst);
     }
 }
 
