@@ -469,15 +469,7 @@ unsafe fn scatter_rows<K: RowKernel>(
             // consecutive and tap (ky, kx) writes output (y + 1 - ky, x + 1 - kx): no
             // per-tap test, one pointer step per tap.
             taps += 9;
-            let mut wr = wc;
-            let mut ar = acc.add((pix + wd + 1) * cout);
-            for _ in 0..3 {
-                kern.add(wr, ar);
-                kern.add(wr.add(stride), ar.sub(cout));
-                kern.add(wr.add(2 * stride), ar.sub(2 * cout));
-                wr = wr.add(3 * stride);
-                ar = ar.wrapping_sub(ay);
-            }
+            kern.add3x3(wc, acc.add((pix + wd - 1) * cout), cout, ay);
         } else if k3 || p3 {
             // The three rows and columns of taps: ky = 0, 1, 2 land on output row y + 1, y,
             // y - 1 (kx the same for columns); with the pool, on pooled row (y + 1) / 2,

@@ -196,6 +196,28 @@ pub(crate) trait RowKernel: Copy {
     /// # Safety
     /// As [`RowKernel::add`].
     unsafe fn mla(self, w: *const u8, x: i32, acc: *mut Self::Acc);
+    /// The nine taps of an interior spike of a 3 x 3 convolution: for kernel row `ky`
+    /// and `j < 3`, row `ky * 3 + 2 - j` of `w` into the accumulators at
+    /// `a + j * n - ky * ay` (`a`: the output left of and below the spike, `ay`: the
+    /// accumulators of one output row).
+    ///
+    /// # Safety
+    /// `w..w + 9 stride` readable, every accumulator run above writable.
+    #[inline(always)]
+    unsafe fn add3x3(self, w: *const u8, a: *mut Self::Acc, n: usize, ay: usize) {
+        let stride = self.stride();
+        // SAFETY: the caller guarantees every row and run.
+        unsafe {
+            let (mut wr, mut ar) = (w, a);
+            for _ in 0..3 {
+                self.add(wr.add(2 * stride), ar);
+                self.add(wr.add(stride), ar.add(n));
+                self.add(wr, ar.add(2 * n));
+                wr = wr.add(3 * stride);
+                ar = ar.wrapping_sub(ay);
+            }
+        }
+    }
 }
 
 /// `*a = *a + v` (wrapping).
@@ -862,7 +884,7 @@ unsafe fn add4_i8_x2_dsp(_w: *const u8, _acc: *mut i16) {
 /// `impl RowKernel` for a packed kernel pair: `$fixed<N>` (rows of `N` weights, unrolled)
 /// and `$any(n)`, rows of `$bytes(n)` bytes, `$add` and `$mla` the row functions.
 macro_rules! packed_row_kernels {
-    ($fixed:ident, $any:ident, $bytes:expr, $add:ident, $mla:ident) => {
+    ($fixed:ident, $any:ident, $bytes:expr, $add:ident, $mla:ident, $add3x3:ident) => {
         impl<const N: usize> RowKernel for $fixed<N> {
             type Acc = i16;
             #[inline(always)]
@@ -878,6 +900,23 @@ macro_rules! packed_row_kernels {
             unsafe fn mla(self, w: *const u8, x: i32, acc: *mut i16) {
                 // SAFETY: the caller upholds this function's contract.
                 unsafe { $mla(w, x, acc, N) }
+            }
+            #[inline(always)]
+            unsafe fn add3x3(self, w: *const u8, a: *mut i16, n: usize, ay: usize) {
+                // SAFETY: the caller upholds this function's contract.
+                unsafe {
+                    if !$add3x3(w, a, N, ay) {
+                        let stride = self.stride();
+                        let (mut wr, mut ar) = (w, a);
+                        for _ in 0..3 {
+                            self.add(wr.add(2 * stride), ar);
+                            self.add(wr.add(stride), ar.add(n));
+                            self.add(wr, ar.add(2 * n));
+                            wr = wr.add(3 * stride);
+                            ar = ar.wrapping_sub(ay);
+                        }
+                    }
+                }
             }
         }
 
@@ -901,7 +940,279 @@ macro_rules! packed_row_kernels {
     };
 }
 
-packed_row_kernels!(I8x2Fixed, I8x2Any, |n: usize| n, add_i8_x2, mla_i8_x2);
+packed_row_kernels!(
+    I8x2Fixed,
+    I8x2Any,
+    |n: usize| n,
+    add_i8_x2,
+    mla_i8_x2,
+    add3x3_i8_x2_fast
+);
+
+/// [`add3x3_i8_x2`] where it exists (`n` = 8 or 16 on ARMv7E-M); false elsewhere, for the
+/// caller's tap-by-tap loop.
+///
+/// # Safety
+/// As [`RowKernel::add3x3`] with rows of `n` int8 weights and `a` word-aligned.
+#[inline(always)]
+unsafe fn add3x3_i8_x2_fast(w: *const u8, a: *mut i16, n: usize, ay: usize) -> bool {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        match n {
+            8 => {
+                add3x3_i8_x2::<8>(w, a, ay);
+                return true;
+            }
+            16 => {
+                add3x3_i8_x2::<16>(w, a, ay);
+                return true;
+            }
+            _ => {}
+        }
+    }
+    let _ = (w, a, n, ay);
+    false
+}
+
+/// [`RowKernel::add3x3`] of the packed int8 kernels on ARMv7E-M for `N` = 8 or 16: the
+/// three taps of a kernel row land on three adjacent pixels, so one pointer runs over
+/// their lanes (`LDM`/`STM` with write-back) while the weights are read at constant
+/// offsets (`LDRD`): 7 instructions per 8 lanes of a tap, two to step to the next row.
+///
+/// # Safety
+/// As [`RowKernel::add3x3`]; `a` word-aligned.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn add3x3_i8_x2<const N: usize>(w: *const u8, a: *mut i16, ay: usize) {
+    // After the three pixels of a row `a` has moved 3 N lanes on: the next row starts
+    // `ay + 3 N` lanes (2 bytes each) below.
+    let step = 2 * (ay + 3 * N);
+    // SAFETY: the caller guarantees the 9 weight rows and the 9 accumulator runs; the
+    // asm touches only them and r0-r3.
+    unsafe {
+        match N {
+            8 => core::arch::asm!(
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #16]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #8]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #0]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "sub {a}, {a}, {step}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #40]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #32]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #24]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "sub {a}, {a}, {step}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #64]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #56]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #48]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                w = in(reg) w,
+                a = inout(reg) a => _,
+                step = in(reg) step,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(nostack, preserves_flags),
+            ),
+            16 => core::arch::asm!(
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #32]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #40]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #16]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #24]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #0]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #8]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "sub {a}, {a}, {step}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #80]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #88]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #64]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #72]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #48]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #56]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "sub {a}, {a}, {step}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #128]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #136]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #112]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #120]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #96]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                "ldm {a}, {{r0, r1, r2, r3}}",
+                "ldrd {t0}, {t1}, [{w}, #104]",
+                "sxtab16 r0, r0, {t0}",
+                "sxtab16 r1, r1, {t0}, ror #8",
+                "sxtab16 r2, r2, {t1}",
+                "sxtab16 r3, r3, {t1}, ror #8",
+                "stm {a}!, {{r0, r1, r2, r3}}",
+                w = in(reg) w,
+                a = inout(reg) a => _,
+                step = in(reg) step,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(nostack, preserves_flags),
+            ),
+            _ => unreachable!(),
+        }
+    }
+}
 
 /// Where output channel `j` of a *packed int4* accumulator row lives (the packed int4 row
 /// kernels, [`crate::conv_spikes::scatter_packed_i4`]): each
@@ -1007,7 +1318,20 @@ unsafe fn add8_i4_x2_dsp(_w: &mut *const u8, _acc: &mut *mut i16) {
     unreachable!("add8_i4_x2_dsp is only called on ARMv7E-M")
 }
 
-packed_row_kernels!(I4x2Fixed, I4x2Any, |n: usize| n / 2, add_i4_x2, mla_i4_x2);
+packed_row_kernels!(
+    I4x2Fixed,
+    I4x2Any,
+    |n: usize| n / 2,
+    add_i4_x2,
+    mla_i4_x2,
+    no_add3x3
+);
+
+/// No nine-tap kernel for packed int4 rows: the caller's tap-by-tap loop.
+#[inline(always)]
+unsafe fn no_add3x3(_: *const u8, _: *mut i16, _: usize, _: usize) -> bool {
+    false
+}
 
 /// As [`with_kernel!`] with one kernel per storage format and no fixed-length ones: for
 /// layers that run once per image or once per step (stem, linear layers), where the
