@@ -424,6 +424,86 @@ unsafe fn tap_row<K: RowKernel>(
     }
 }
 
+/// True where packed int8 3 x 3 layers take [`scatter_rows3`] (ARMv7E-M, whose nine-tap
+/// kernel is in assembly; the host, whose tests compare it with the float convolution).
+const ROWS3: bool = !cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// [`scatter_rows`] for a 3 x 3 kernel without the pool on rows of at most 32 columns, a
+/// spike row at a time: the kernel rows that land, and where, are worked out once per
+/// row instead of per spike (no division), and the columns `1..w - 1` of rows inside
+/// the map take [`RowKernel::add3x3`] with no test. Not inlined (one copy per width).
+/// Returns the taps executed.
+///
+/// # Safety
+/// As [`scatter_rows`], with `s.k == 3` and `s.w <= 32`.
+#[inline(never)]
+unsafe fn scatter_rows3<K: RowKernel>(
+    spikes: &[u32],
+    s: &ConvShape,
+    kern: K,
+    w: *const u8,
+    acc: *mut K::Acc,
+) -> usize {
+    let (cin, h, wd, cout, stride) = (s.cin, s.h, s.w, s.cout, kern.stride());
+    let ay = wd * cout;
+    let interior = if wd > 2 {
+        ((1u32 << (wd - 1)) - 1) & !1
+    } else {
+        0
+    };
+    let mut taps = 0usize;
+    // SAFETY (every pointer below): tap (ky, kx) of input (c, y, x) reads weight row
+    // (c * 3 + ky) * 3 + kx and writes output (y + 1 - ky, x + 1 - kx), which the ranges
+    // keep inside the h x w map; pointers stepped past the last tap are never used.
+    unsafe {
+        for c in 0..cin {
+            let wc = w.add(c * 9 * stride);
+            for y in 0..h {
+                let mut r = crate::bits::row(spikes, (c * h + y) * wd, wd);
+                if r == 0 {
+                    continue;
+                }
+                if y >= 1 && y + 1 < h {
+                    // Output rows y + 1, y, y - 1 all exist: the interior columns take the
+                    // nine taps, from the output left of and below the spike.
+                    let mut inner = r & interior;
+                    r &= !interior;
+                    let a_row = acc.add((y + 1) * ay).wrapping_sub(cout);
+                    while inner != 0 {
+                        let x = inner.trailing_zeros() as usize;
+                        inner &= inner - 1;
+                        taps += 9;
+                        kern.add3x3(wc, a_row.add(x * cout), cout, ay);
+                    }
+                }
+                // The other spikes: kernel row ky lands on output row y + 1 - ky where
+                // it exists (flags per row), column kx on x + 1 - kx (flags per spike).
+                let rows = [y + 1 < h, true, y > 0];
+                let nky = 1 + rows[0] as usize + rows[2] as usize;
+                let a_row = acc.add(y * ay);
+                while r != 0 {
+                    let x = r.trailing_zeros() as usize;
+                    r &= r - 1;
+                    let cols = [x + 1 < wd, true, x > 0];
+                    taps += nky * (1 + cols[0] as usize + cols[2] as usize);
+                    let c_off = [
+                        (x + 1) * cout,
+                        x * cout,
+                        x.wrapping_sub(1).wrapping_mul(cout),
+                    ];
+                    for (ky, &land) in rows.iter().enumerate() {
+                        if land {
+                            let a = a_row.wrapping_add(ay).wrapping_sub(ky * ay);
+                            tap_row(kern, wc.add(3 * ky * stride), a, cols, c_off);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    taps
+}
+
 /// The scatter loop for one row kernel (see [`scatter`]); returns the taps executed.
 ///
 /// # Safety
@@ -591,8 +671,11 @@ pub fn scatter_packed(
     let len = shape.rows() * cout;
     // SAFETY (every arm): the weights hold `rows` rows of `cout` bytes (checked by
     // `scatter_lanes`), and the kernel's rows hold `cout` weights.
+    let rows3 = ROWS3 && shape.k == 3 && !pool2 && shape.w <= 32;
     scatter_lanes(shape, pool2, acc, weights.len() >= len, |acc| unsafe {
         match cout {
+            8 if rows3 => scatter_rows3(spikes, shape, I8x2Fixed::<8>, w, acc),
+            16 if rows3 => scatter_rows3(spikes, shape, I8x2Fixed::<16>, w, acc),
             8 => scatter_rows(spikes, shape, I8x2Fixed::<8>, w, pool2, acc),
             16 => scatter_rows(spikes, shape, I8x2Fixed::<16>, w, pool2, acc),
             32 => scatter_rows(spikes, shape, I8x2Fixed::<32>, w, pool2, acc),
