@@ -887,6 +887,23 @@ fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]
             // SAFETY: i8 and u8 have the same layout.
             let w = unsafe { core::slice::from_raw_parts(w.as_ptr() as *const u8, w.len()) };
             let w = &w[c * 9 * cout..(c + 1) * 9 * cout];
+            #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+            {
+                let (wp, kp) = (w.as_ptr(), kern.as_mut_ptr());
+                // SAFETY: group g reads bytes 4g.. of the nine rows of `w` (9 cout bytes)
+                // and writes words 2g.. of the 16 blocks of `half` words (8 cout words).
+                let run = |f: unsafe fn(*const u8, *mut u32)| unsafe {
+                    for g in 0..cout / 4 {
+                        f(wp.add(4 * g), kp.add(2 * g));
+                    }
+                };
+                match cout {
+                    8 => return run(pooled_group_i8::<8>),
+                    16 => return run(pooled_group_i8::<16>),
+                    32 => return run(pooled_group_i8::<32>),
+                    _ => {}
+                }
+            }
             for g in 0..cout / 4 {
                 let u: [u32; 9] = core::array::from_fn(|k| word(w, k * cout + 4 * g));
                 put_pooled(kern, half, 2 * g, &u.map(sxtb16));
@@ -906,6 +923,176 @@ fn sum_pooled_kernels(weights: &Weights, c: usize, cout: usize, kern: &mut [u32]
                 put_pooled(kern, half, 4 * g + 3, &o.map(|o| sxtb16(o.rotate_right(8))));
             }
         }
+    }
+}
+
+/// Words `2g` and `2g + 1` (output channels `4g..4g + 4`) of every block of
+/// [`sum_pooled_kernels`] for int8 rows of `C` weights (`C` = 8, 16 or 32) on ARMv7E-M: the
+/// nine weight words of the group sign-extended (`SXTB16`, then with `ROR #8`), each
+/// kernel row's column groups summed (`SADD16`) and the row groups of each parity, every
+/// word stored at a constant offset: 96 instructions per group, no call, no spill
+/// (against about 240 for the compiler's code).
+///
+/// # Safety
+/// `w` holds the channel's nine rows of `C` bytes from the group's first byte on,
+/// `k..k + 16 * C / 2` words (the kernels, offset by `2g` words) writable, word-aligned.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn pooled_group_i8<const C: usize>(w: *const u8, k: *mut u32) {
+    // SAFETY: the caller guarantees the nine words read (any alignment: LDR may be
+    // unaligned on ARMv7-M) and the 32 words written; registers only otherwise.
+    unsafe {
+        core::arch::asm!(
+            "ldr {a0}, [{w}, #{c0}]",
+            "ldr {a1}, [{w}, #{c1}]",
+            "ldr {a2}, [{w}, #{c2}]",
+            "sxtb16 {a0}, {a0}",
+            "sxtb16 {a1}, {a1}",
+            "sxtb16 {a2}, {a2}",
+            "sadd16 {a3}, {a0}, {a1}",
+            "sadd16 {a1}, {a1}, {a2}",
+            "str {a2}, [{k}, #{h10}]",
+            "str {a3}, [{k}, #{h11}]",
+            "str {a1}, [{k}, #{h14}]",
+            "str {a0}, [{k}, #{h15}]",
+            "ldr {b0}, [{w}, #{c3}]",
+            "ldr {b1}, [{w}, #{c4}]",
+            "ldr {b2}, [{w}, #{c5}]",
+            "sxtb16 {b0}, {b0}",
+            "sxtb16 {b1}, {b1}",
+            "sxtb16 {b2}, {b2}",
+            "sadd16 {b3}, {b0}, {b1}",
+            "sadd16 {b1}, {b1}, {b2}",
+            "sadd16 {t}, {a2}, {b2}",
+            "str {t}, [{k}, #{h2}]",
+            "sadd16 {t}, {a3}, {b3}",
+            "str {t}, [{k}, #{h3}]",
+            "sadd16 {t}, {a1}, {b1}",
+            "str {t}, [{k}, #{h6}]",
+            "sadd16 {t}, {a0}, {b0}",
+            "str {t}, [{k}, #{h7}]",
+            "ldr {a0}, [{w}, #{c6}]",
+            "ldr {a1}, [{w}, #{c7}]",
+            "ldr {a2}, [{w}, #{c8}]",
+            "sxtb16 {a0}, {a0}",
+            "sxtb16 {a1}, {a1}",
+            "sxtb16 {a2}, {a2}",
+            "sadd16 {a3}, {a0}, {a1}",
+            "sadd16 {a1}, {a1}, {a2}",
+            "str {a2}, [{k}, #{h0}]",
+            "str {a3}, [{k}, #{h1}]",
+            "str {a1}, [{k}, #{h4}]",
+            "str {a0}, [{k}, #{h5}]",
+            "sadd16 {t}, {a2}, {b2}",
+            "str {t}, [{k}, #{h8}]",
+            "sadd16 {t}, {a3}, {b3}",
+            "str {t}, [{k}, #{h9}]",
+            "sadd16 {t}, {a1}, {b1}",
+            "str {t}, [{k}, #{h12}]",
+            "sadd16 {t}, {a0}, {b0}",
+            "str {t}, [{k}, #{h13}]",
+            "ldr {a0}, [{w}, #{c0}]",
+            "ldr {a1}, [{w}, #{c1}]",
+            "ldr {a2}, [{w}, #{c2}]",
+            "sxtb16 {a0}, {a0}, ror #8",
+            "sxtb16 {a1}, {a1}, ror #8",
+            "sxtb16 {a2}, {a2}, ror #8",
+            "sadd16 {a3}, {a0}, {a1}",
+            "sadd16 {a1}, {a1}, {a2}",
+            "str {a2}, [{k}, #{h10x}]",
+            "str {a3}, [{k}, #{h11x}]",
+            "str {a1}, [{k}, #{h14x}]",
+            "str {a0}, [{k}, #{h15x}]",
+            "ldr {b0}, [{w}, #{c3}]",
+            "ldr {b1}, [{w}, #{c4}]",
+            "ldr {b2}, [{w}, #{c5}]",
+            "sxtb16 {b0}, {b0}, ror #8",
+            "sxtb16 {b1}, {b1}, ror #8",
+            "sxtb16 {b2}, {b2}, ror #8",
+            "sadd16 {b3}, {b0}, {b1}",
+            "sadd16 {b1}, {b1}, {b2}",
+            "sadd16 {t}, {a2}, {b2}",
+            "str {t}, [{k}, #{h2x}]",
+            "sadd16 {t}, {a3}, {b3}",
+            "str {t}, [{k}, #{h3x}]",
+            "sadd16 {t}, {a1}, {b1}",
+            "str {t}, [{k}, #{h6x}]",
+            "sadd16 {t}, {a0}, {b0}",
+            "str {t}, [{k}, #{h7x}]",
+            "ldr {a0}, [{w}, #{c6}]",
+            "ldr {a1}, [{w}, #{c7}]",
+            "ldr {a2}, [{w}, #{c8}]",
+            "sxtb16 {a0}, {a0}, ror #8",
+            "sxtb16 {a1}, {a1}, ror #8",
+            "sxtb16 {a2}, {a2}, ror #8",
+            "sadd16 {a3}, {a0}, {a1}",
+            "sadd16 {a1}, {a1}, {a2}",
+            "str {a2}, [{k}, #{h0x}]",
+            "str {a3}, [{k}, #{h1x}]",
+            "str {a1}, [{k}, #{h4x}]",
+            "str {a0}, [{k}, #{h5x}]",
+            "sadd16 {t}, {a2}, {b2}",
+            "str {t}, [{k}, #{h8x}]",
+            "sadd16 {t}, {a3}, {b3}",
+            "str {t}, [{k}, #{h9x}]",
+            "sadd16 {t}, {a1}, {b1}",
+            "str {t}, [{k}, #{h12x}]",
+            "sadd16 {t}, {a0}, {b0}",
+            "str {t}, [{k}, #{h13x}]",
+            w = in(reg) w,
+            k = in(reg) k,
+            a0 = out(reg) _,
+            a1 = out(reg) _,
+            a2 = out(reg) _,
+            a3 = out(reg) _,
+            b0 = out(reg) _,
+            b1 = out(reg) _,
+            b2 = out(reg) _,
+            b3 = out(reg) _,
+            t = out(reg) _,
+            c0 = const 0 * C,
+            c1 = const 1 * C,
+            c2 = const 2 * C,
+            c3 = const 3 * C,
+            c4 = const 4 * C,
+            c5 = const 5 * C,
+            c6 = const 6 * C,
+            c7 = const 7 * C,
+            c8 = const 8 * C,
+            h0 = const 0 * 2 * C,
+            h1 = const 1 * 2 * C,
+            h2 = const 2 * 2 * C,
+            h3 = const 3 * 2 * C,
+            h4 = const 4 * 2 * C,
+            h5 = const 5 * 2 * C,
+            h6 = const 6 * 2 * C,
+            h7 = const 7 * 2 * C,
+            h8 = const 8 * 2 * C,
+            h9 = const 9 * 2 * C,
+            h10 = const 10 * 2 * C,
+            h11 = const 11 * 2 * C,
+            h12 = const 12 * 2 * C,
+            h13 = const 13 * 2 * C,
+            h14 = const 14 * 2 * C,
+            h15 = const 15 * 2 * C,
+            h0x = const 0 * 2 * C + 4,
+            h1x = const 1 * 2 * C + 4,
+            h2x = const 2 * 2 * C + 4,
+            h3x = const 3 * 2 * C + 4,
+            h4x = const 4 * 2 * C + 4,
+            h5x = const 5 * 2 * C + 4,
+            h6x = const 6 * 2 * C + 4,
+            h7x = const 7 * 2 * C + 4,
+            h8x = const 8 * 2 * C + 4,
+            h9x = const 9 * 2 * C + 4,
+            h10x = const 10 * 2 * C + 4,
+            h11x = const 11 * 2 * C + 4,
+            h12x = const 12 * 2 * C + 4,
+            h13x = const 13 * 2 * C + 4,
+            h14x = const 14 * 2 * C + 4,
+            h15x = const 15 * 2 * C + 4,
+            options(nostack, preserves_flags),
+        );
     }
 }
 
