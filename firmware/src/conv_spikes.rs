@@ -428,6 +428,14 @@ unsafe fn tap_row<K: RowKernel>(
 /// kernel is in assembly; the host, whose tests compare it with the float convolution).
 const ROWS3: bool = !cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
 
+/// True for the packed int8 convolutions [`scatter_packed`] takes a spike row at a time
+/// on ARMv7E-M ([`scatter_rows3`]): 3 x 3 kernels without the pool, 8 or 16 output
+/// channels, maps at most 32 wide. Their weight rows cost little beyond their synaptic
+/// operations there; the host's latency model counts them apart.
+pub const fn row_wise(k: usize, cout: usize, w: usize, pool2: bool) -> bool {
+    k == 3 && !pool2 && (cout == 8 || cout == 16) && w <= 32
+}
+
 /// [`scatter_rows`] for a 3 x 3 kernel without the pool on rows of at most 32 columns, a
 /// spike row at a time: the kernel rows that land, and where, are worked out once per
 /// row instead of per spike (no division), and the columns `1..w - 1` of rows inside
@@ -671,7 +679,7 @@ pub fn scatter_packed(
     let len = shape.rows() * cout;
     // SAFETY (every arm): the weights hold `rows` rows of `cout` bytes (checked by
     // `scatter_lanes`), and the kernel's rows hold `cout` weights.
-    let rows3 = ROWS3 && shape.k == 3 && !pool2 && shape.w <= 32;
+    let rows3 = ROWS3 && row_wise(shape.k, cout, shape.w, pool2);
     scatter_lanes(shape, pool2, acc, weights.len() >= len, |acc| unsafe {
         match cout {
             8 if rows3 => scatter_rows3(spikes, shape, I8x2Fixed::<8>, w, acc),

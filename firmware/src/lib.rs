@@ -91,28 +91,34 @@
 //!   per 8 accumulates) and the requantisation takes the lanes with its shift raised by 4
 //!   (exact; [`conv_spikes::ConvShape::fits_i4_lanes`] proves `|acc| <= 2047`). The 3x3
 //!   average pool sums in `i32` with a reciprocal-multiply division where every input
-//!   lies within `+-2^27`. [`conv_spikes::scatter`] decodes each spike with one `UDIV`; an
-//!   interior spike of a 3x3 convolution runs its 9 taps with no test, a border one
-//!   tests flags computed once per spike. A 3x3 convolution fused with the 2x2 pool
+//!   lies within `+-2^27`. Packed int8 3x3 convolutions of 8 and 16 channels on maps at
+//!   most 32 wide take the spikes a row at a time: the kernel rows that land, and where,
+//!   are worked out once per row, an interior spike runs its nine taps in one assembly
+//!   block (three pixel runs of lanes, `LDRD` weights at constant offsets: 7 instructions
+//!   per 8 lanes of a tap), a border one tests per-row and per-spike flags. Elsewhere
+//!   [`conv_spikes::scatter`] decodes each spike with one `UDIV`; an interior spike of a
+//!   3x3 convolution runs its 9 taps with no test, a border one tests flags computed once
+//!   per spike. A 3x3 convolution fused with the 2x2 pool
 //!   ([`conv_spikes::scatter_packed_pooled`], int8 and int4) sums each input channel's
 //!   taps once into four parity kernels of 2 x 2 blocks in `i16` lanes (`SXTB16`,
-//!   `SADD16`), so a spike adds at most two runs of lanes (`LDM`, four `SADD16`, `STM`
+//!   `SADD16`; one assembly block of 96 instructions per 4 int8 channels), so a spike adds at most two runs of lanes (`LDM`, four `SADD16`, `STM`
 //!   per 8 lanes) instead of nine taps; interior columns of rows whose two pooled rows
 //!   exist take a loop without tests. Requantisation is `SMMULR` (or `SMMUL`, an add
 //!   and a shift for shifts >= 33) and a `QADD`, with no range test where the layer's
 //!   accumulator bound allows it, two outputs per loop iteration. A cell node whose
 //!   first edge is a skip is not copied: the next convolution's requantisation adds
 //!   onto the skip's source directly (the same saturating sums in the same order).
-//!   SNASNet's neuron
-//!   (shift decay, hard reset) runs in assembly, 32 neurons per spike word, in pairs
-//!   (one word load and store of two membranes, `LDRD` of two currents, `QADD`, `SSAT`,
-//!   a conditional reset and spike bit: 11 instructions per neuron); a BatchNorm before
-//!   it is requantised into the scratch first. Conv edges that read the same node with
-//!   the same neuron in a row share one LIF layer. The main job's network shape (16
-//!   channels, two stages, fc 256, pool 2) costs 2.09 instructions per synaptic
-//!   operation (4.69 before issue 13), the 32-channel bench network 1.60 (3.40), the
-//!   8-channel ones 3.45 and 2.92 (5.51, 5.27), the int4 network with skip and average
-//!   pool edges 3.81 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
+//!   SNASNet's neuron (shift decay, hard reset) runs in assembly, 32 neurons per spike
+//!   word, in pairs (one word load and store of two membranes, `LDRD` of two currents,
+//!   `QADD`, `SSAT`, then with the decay shift of 2 the threshold tested in both 16-bit
+//!   lanes by one `SSUB16`, the reset and the spike bits by two `SEL` and one rotating
+//!   `ORR`: 8.5 instructions per neuron; other shifts a conditional reset and spike bit
+//!   each, 10.5); a BatchNorm before it is requantised into the scratch first. Conv edges
+//!   that read the same node with the same neuron in a row share one LIF layer. The main
+//!   job's network shape (16 channels, two stages, fc 256, pool 2) costs 1.93
+//!   instructions per synaptic operation (4.69 before issue 13), the 32-channel bench
+//!   network 1.56 (3.40), the 8-channel ones 2.95 and 2.50 (5.51, 5.27), the int4
+//!   network with skip and average pool edges 3.72 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads, eight low registers. Spike convolutions with int8 weights whose
 //!   accumulators fit `i16` ([`conv_spikes::ConvShape::fits_i16`]) run in *carry lanes*

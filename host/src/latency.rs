@@ -42,9 +42,9 @@ pub struct Work {
     /// MACs of every spike-driven layer (convolutions and linear layers), all timesteps:
     /// the synaptic operations if every input spiked.
     pub spike_macs: u64,
-    /// Weight rows of every spike-driven layer but the reductions, all timesteps, if
-    /// every input spiked: input neurons times kernel taps (convolutions), inputs
-    /// (linear layers).
+    /// Weight rows of every spike-driven layer but the reductions and the row-wise
+    /// convolutions (see `row_wise`), all timesteps, if every input spiked: input neurons
+    /// times kernel taps (convolutions), inputs (linear layers).
     pub spike_rows: u64,
     /// The part of `spike_macs` in the reductions (pooled convolutions).
     pub reduction_macs: u64,
@@ -98,6 +98,7 @@ impl Work {
             w.spike_macs += macs;
             match (l, l.weights()) {
                 (LayerShape::Reduction { .. }, _) => w.reduction_macs += macs,
+                (l, _) if row_wise(&l) => {}
                 (_, Some((_, cols))) => w.spike_rows += macs / cols.max(1) as u64,
                 _ => {}
             }
@@ -161,6 +162,26 @@ impl Work {
             self.layer_steps as f64,
             self.channel_steps as f64,
         ]
+    }
+}
+
+/// True for the cell convolutions that ARMv7E-M scatters a spike row at a time
+/// ([`spikenas_firmware::conv_spikes::row_wise`], assuming packed int8 weights, as the
+/// search does): their weight rows are not counted in [`Work::spike_rows`], the nine taps
+/// of a spike costing about their synaptic operations there. (ARMv6-M's fitted cost
+/// per row is 0, so the split does not matter there.)
+fn row_wise(l: &LayerShape) -> bool {
+    match l {
+        LayerShape::Edge {
+            edge:
+                EdgeShape {
+                    op: OpShape::Conv { k },
+                    ..
+                },
+            g,
+            ..
+        } => spikenas_firmware::conv_spikes::row_wise(*k, g.c, g.w, false),
+        _ => false,
     }
 }
 
