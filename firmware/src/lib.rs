@@ -143,8 +143,8 @@
 //!   weights, one flip and two masks, a `MULS` per two outputs for counts above 1)
 //!   where the counts sum to at most 257, and weight expansions read aligned words (the
 //!   generated firmware aligns its weights). About 11.4 instructions per synaptic
-//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.28
-//!   and 22.59 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
+//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.27
+//!   and 22.57 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
 //!   convolution into the map with a one-pixel border (no per-tap tests) was measured
 //!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps
 //!   and the larger zeroing cost more).
