@@ -476,6 +476,21 @@ pub fn hwc16_to_chw_onto(
         && channels > 0
         && (1..=31).contains(&s)
         && (bound.min(i16::MAX as u32 + 1) as u64) < 1u64 << (s - 1);
+    if NO_LONG_MUL && channels % 4 == 0 && channels > 0 && (17..=46).contains(&s) {
+        // ARMv6-M's narrow transposition (as in `hwc16_to_chw_bounded`) onto `base`.
+        let plane = if channels.is_power_of_two() {
+            acc.len() >> channels.trailing_zeros()
+        } else {
+            acc.len() / channels
+        };
+        let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
+        let out = &mut out[..channels * plane];
+        let base = &base[..out.len()];
+        let m = Mode::Accumulate;
+        return transpose_narrow_onto::<_, true>(
+            acc, index, mult, bias, plane, out, m, s as u32, base,
+        );
+    }
     if !fused {
         let n = out.len().min(base.len());
         out[..n].copy_from_slice(&base[..n]);
@@ -556,7 +571,7 @@ fn transpose<R: Requantizer, T: Copy + Into<i32>>(
 /// where that term stays below `2^30 - 2^16` (then no sum overflows `i32` and nothing
 /// saturates: two multiplies, two shifts and two adds per element). Other channels take
 /// the formula.
-#[inline(never)]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transpose_narrow<T: Copy + Into<i32>>(
     acc: &[T],
@@ -568,6 +583,25 @@ fn transpose_narrow<T: Copy + Into<i32>>(
     mode: Mode,
     s: u32,
 ) {
+    transpose_narrow_onto::<T, false>(acc, index, mult, bias, plane, out, mode, s, &[]);
+}
+
+/// [`transpose_narrow`], accumulating onto `base` (`[c][plane]`, as `out`) instead of
+/// `out` itself when `ONTO` (`mode` is then ignored).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
+    acc: &[T],
+    index: impl Fn(usize) -> usize,
+    mult: &[i32],
+    bias: &[i32],
+    plane: usize,
+    out: &mut [i32],
+    mode: Mode,
+    s: u32,
+    base: &[i32],
+) {
+    let mode = if ONTO { Mode::Accumulate } else { mode };
     let channels = mult.len();
     let k = s - 16;
     // Channel by channel without `chunks_exact_mut` (its length is a division, which
@@ -579,6 +613,16 @@ fn transpose_narrow<T: Copy + Into<i32>>(
         let round = (1i64 << (s - 17)) + ((b as i64) << k);
         if dst.is_empty() {
             continue;
+        }
+        // Onto `base`: the ARMv6-M loop reads it in place of `dst`; the other loops add
+        // onto a copy of it.
+        let from = &base[if ONTO {
+            c * plane..(c + 1) * plane
+        } else {
+            0..0
+        }];
+        if ONTO && !(NO_LONG_MUL && round.unsigned_abs() < (1 << 30) - (1 << 16)) {
+            dst.copy_from_slice(from);
         }
         // One check for the whole channel instead of one per element.
         assert!((dst.len() - 1) * channels < src.len());
@@ -604,7 +648,13 @@ fn transpose_narrow<T: Copy + Into<i32>>(
         if NO_LONG_MUL {
             let params = [k as i32, round, mh, ml];
             // SAFETY: `dst.len()` elements `channels` apart from `src` (checked above).
-            unsafe { narrow_run_v6m(src.as_ptr(), channels, dst, &params, mode) };
+            unsafe {
+                if ONTO {
+                    narrow_run_v6m::<T, true>(src.as_ptr(), channels, dst, &params, mode, from)
+                } else {
+                    narrow_run_v6m::<T, false>(src.as_ptr(), channels, dst, &params, mode, &[])
+                }
+            };
             continue;
         }
         let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
@@ -628,13 +678,15 @@ fn transpose_narrow<T: Copy + Into<i32>>(
 /// # Safety
 /// `src + i * stride` readable for `i < out.len()`.
 #[inline(always)]
-unsafe fn narrow_run_v6m<T: Copy + Into<i32>>(
+unsafe fn narrow_run_v6m<T: Copy + Into<i32>, const ONTO: bool>(
     src: *const T,
     stride: usize,
     out: &mut [i32],
     params: &[i32; 4],
     mode: Mode,
+    base: &[i32],
 ) {
+    assert!(!ONTO || base.len() >= out.len());
     #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
     {
         if out.is_empty() {
@@ -646,13 +698,21 @@ unsafe fn narrow_run_v6m<T: Copy + Into<i32>>(
         let p = (src as *const u8).wrapping_sub(s);
         let o = out.as_mut_ptr();
         let end = o.wrapping_add(out.len());
-        // In the loop r0 = a, r1 = t, r2 = p, r3 = s, r4 = mh, r5 = ml, r6 = k, r7 = o.
+        // Onto `base`: its byte offset from `out` (brought in r5, kept in r12).
+        let off = if ONTO {
+            (base.as_ptr() as isize).wrapping_sub(o as isize)
+        } else {
+            0
+        };
+        // In the loop r0 = a, r1 = t, r2 = p, r3 = s, r4 = mh, r5 = ml, r6 = k, r7 = o;
+        // r8 = round, r10 = end, r12 = the offset of `base`.
         macro_rules! run {
             ($load:literal, $acc:literal) => {
                 // SAFETY: reads `out.len()` elements `s` bytes apart from `src` (the
                 // caller's range) and writes `out`; r6/r7 are restored before the end.
                 unsafe {
                     core::arch::asm!(
+                        "mov r12, r5",
                         "push {{r6, r7}}",
                         "ldr r6, [r1, #4]",
                         "mov r8, r6",
@@ -681,14 +741,29 @@ unsafe fn narrow_run_v6m<T: Copy + Into<i32>>(
                         inout("r2") p => _,
                         inout("r3") s => _,
                         inout("r4") o => _,
-                        out("r5") _,
+                        inout("r5") off => _,
                         out("r8") _,
                         out("r10") _,
+                        out("r12") _,
                     );
                 }
             };
         }
-        // Accumulate: an i32 overflow (V) saturates towards the old value's sign.
+        // Accumulate: an i32 overflow (V) saturates towards the old value's sign. Onto
+        // `base`: the old value from [o + r12] (one more instruction).
+        if ONTO {
+            match size == 2 {
+                true => run!(
+                    "ldrsh r0, [r2, r3]",
+                    "mov r1, r12\nldr r1, [r7, r1]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
+                ),
+                false => run!(
+                    "ldr r0, [r2, r3]",
+                    "mov r1, r12\nldr r1, [r7, r1]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
+                ),
+            }
+            return;
+        }
         match (size == 2, mode) {
             (true, Mode::Store) => run!("ldrsh r0, [r2, r3]", ""),
             (false, Mode::Store) => run!("ldr r0, [r2, r3]", ""),
@@ -710,6 +785,7 @@ unsafe fn narrow_run_v6m<T: Copy + Into<i32>>(
             let a: i32 = unsafe { *src.add(i * stride) }.into();
             let v = (a * mh + ((a * ml) >> 16) + round) >> k;
             *o = match mode {
+                _ if ONTO => base[i].saturating_add(v),
                 Mode::Store => v,
                 Mode::Accumulate => o.saturating_add(v),
             };
