@@ -15,17 +15,23 @@ pub fn count_spikes(spikes: &[u32], c: usize, h: usize, w: usize, counts: &mut [
         // spikes of the upper (lower) row's pairs of columns (0..=2 each).
         const M: u32 = 0x5555_5555;
         let counts = &mut counts[..c * ph * pw];
-        for (ci, out) in counts.chunks_exact_mut(ph * pw).enumerate() {
-            for (py, out) in out.chunks_exact_mut(pw).enumerate() {
-                let base = (ci * h + 2 * py) * w;
+        // Running offsets instead of chunks (whose lengths are divisions, in software on
+        // ARMv6-M): `base` is the bit of the row pair, `o` its first count.
+        let (mut base, mut o) = (0, 0);
+        for _ in 0..c {
+            for _ in 0..ph {
                 let (r0, r1) = (bits::row(spikes, base, w), bits::row(spikes, base + w, w));
                 let (mut u, mut v) = ((r0 & M) + ((r0 >> 1) & M), (r1 & M) + ((r1 >> 1) & M));
-                for o in out.iter_mut() {
-                    *o = ((u & 3) + (v & 3)) as u8;
+                for out in &mut counts[o..o + pw] {
+                    *out = ((u & 3) + (v & 3)) as u8;
                     u >>= 2;
                     v >>= 2;
                 }
+                base += 2 * w;
+                o += pw;
             }
+            // An odd last row belongs to no window.
+            base += (h - 2 * ph) * w;
         }
         return;
     }
