@@ -134,7 +134,8 @@
 //!   counts and pixels). Spike coordinates and /9 are multiplies. Requantisation has a
 //!   32-bit path for `|acc| <= 2^15` (two `MULS` on the halves of the multiplier) with the
 //!   bias folded into the rounding term where nothing can overflow, in assembly for
-//!   transposing layers (12 instructions per element stored, 15 accumulated).
+//!   transposing layers (12 instructions per element stored, 15 accumulated, 16 onto a
+//!   skip edge's source, which it reads in place of a copy).
 //!   SNASNet's neuron with decay shift 2 runs in assembly (10 instructions per neuron
 //!   that does not fire: one unsigned compare sends firing, underflowing and overflowing
 //!   neurons to a slow path; partial spike words included), a BatchNorm before it
@@ -143,8 +144,8 @@
 //!   weights, one flip and two masks, a `MULS` per two outputs for counts above 1)
 //!   where the counts sum to at most 257, and weight expansions read aligned words (the
 //!   generated firmware aligns its weights). About 11.4 instructions per synaptic
-//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.27
-//!   and 22.57 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
+//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.10
+//!   and 22.19 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
 //!   convolution into the map with a one-pixel border (no per-tap tests) was measured
 //!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps
 //!   and the larger zeroing cost more).
