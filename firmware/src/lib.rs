@@ -117,7 +117,7 @@
 //!   that read the same node with the same neuron in a row share one LIF layer. The main
 //!   job's network shape (16 channels, two stages, fc 256, pool 2) costs 1.93
 //!   instructions per synaptic operation (4.69 before issue 13), the 32-channel bench
-//!   network 1.56 (3.40), the 8-channel ones 2.95 and 2.50 (5.51, 5.27), the int4
+//!   network 1.56 (3.40), the 8-channel ones 2.96 and 2.50 (5.51, 5.27), the int4
 //!   network with skip and average pool edges 3.72 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads, eight low registers. Spike convolutions with int8 weights whose
@@ -144,7 +144,7 @@
 //!   weights, one flip and two masks, a `MULS` per two outputs for counts above 1)
 //!   where the counts sum to at most 257, and weight expansions read aligned words (the
 //!   generated firmware aligns its weights). About 11.4 instructions per synaptic
-//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.10
+//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.09
 //!   and 22.19 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
 //!   convolution into the map with a one-pixel border (no per-tap tests) was measured
 //!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps

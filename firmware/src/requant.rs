@@ -414,32 +414,16 @@ pub fn hwc16_to_chw_bounded(
     out: &mut [i32],
     mode: Mode,
 ) {
-    assert!(
-        channels % 4 == 0,
-        "packed accumulators need channels % 4 == 0"
-    );
-    if channels == 0 {
+    let Some((plane, path)) = lanes16_path(acc.len(), rq, channels, bound) else {
         return;
-    }
-    // Layers have 4, 8, 16, ... channels: a shift where ARMv6-M would divide in software
-    // (cores that divide in hardware keep the division, which compiles to faster code
-    // around it there).
-    let plane = if !crate::conv_spikes::HW_DIV && channels.is_power_of_two() {
-        acc.len() >> channels.trailing_zeros()
-    } else {
-        acc.len() / channels
     };
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
     let out = &mut out[..channels * plane];
     let s = rq.shift;
-    // |acc| <= 2^15: shifts 17..=31 always take the SMMULR path. Other shifts (which
-    // `Network::prepare` does not pack) take the formula in a plain loop: little flash.
-    let bound = bound.min(i16::MAX as u32 + 1);
-    if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
+    if path == Lanes16::Smmulr {
         let r = ShiftLowBounded(s as u32);
         transpose(r, acc, index, mult, bias, plane, out, mode);
-    } else if NO_LONG_MUL && (17..=46).contains(&s) {
-        // i16 lanes are narrow (|acc| <= 2^15): 32-bit multiplies only.
+    } else if path == Lanes16::Narrow {
         transpose_narrow(acc, index, mult, bias, plane, out, mode, s as u32);
     } else {
         for (c, dst) in out.chunks_exact_mut(plane.max(1)).enumerate() {
@@ -453,6 +437,48 @@ pub fn hwc16_to_chw_bounded(
             }
         }
     }
+}
+
+/// How [`hwc16_to_chw_bounded`] transposes a layer's lanes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes16 {
+    /// `|acc| <= 2^15` below `2^(shift-1)`, shifts 1..=31 with a long multiply: SMMULR.
+    Smmulr,
+    /// ARMv6-M, shifts 17..=46: 32-bit multiplies only ([`transpose_narrow`]).
+    Narrow,
+    /// The formula in a plain loop (shifts `Network::prepare` does not pack: little flash).
+    Formula,
+}
+
+/// The plane (pixels per channel) of `len` packed lanes of `channels` channels and the
+/// path their transposition takes; `None` for no channels. Layers have 4, 8, 16, ...
+/// channels: a shift where ARMv6-M would divide in software (cores that divide in
+/// hardware keep the division, which compiles to faster code around it there).
+#[inline(always)]
+fn lanes16_path(len: usize, rq: &Requant, channels: usize, bound: u32) -> Option<(usize, Lanes16)> {
+    assert!(
+        channels % 4 == 0,
+        "packed accumulators need channels % 4 == 0"
+    );
+    if channels == 0 {
+        return None;
+    }
+    let plane = if !crate::conv_spikes::HW_DIV && channels.is_power_of_two() {
+        len >> channels.trailing_zeros()
+    } else {
+        len / channels
+    };
+    let s = rq.shift;
+    // |acc| <= 2^15: shifts 17..=31 always take the SMMULR path.
+    let bound = bound.min(i16::MAX as u32 + 1);
+    let path = if !NO_LONG_MUL && (1..=31).contains(&s) && (bound as u64) < 1u64 << (s - 1) {
+        Lanes16::Smmulr
+    } else if NO_LONG_MUL && (17..=46).contains(&s) {
+        Lanes16::Narrow
+    } else {
+        Lanes16::Formula
+    };
+    Some((plane, path))
 }
 
 /// [`hwc16_to_chw_bounded`] onto another current map: `out = sat_i32(base + value)`
@@ -470,36 +496,26 @@ pub fn hwc16_to_chw_onto(
     base: &[i32],
     out: &mut [i32],
 ) {
-    let s = rq.shift;
-    let fused = !NO_LONG_MUL
-        && channels % 4 == 0
-        && channels > 0
-        && (1..=31).contains(&s)
-        && (bound.min(i16::MAX as u32 + 1) as u64) < 1u64 << (s - 1);
-    if NO_LONG_MUL && channels % 4 == 0 && channels > 0 && (17..=46).contains(&s) {
-        // ARMv6-M's narrow transposition (as in `hwc16_to_chw_bounded`) onto `base`.
-        let plane = if channels.is_power_of_two() {
-            acc.len() >> channels.trailing_zeros()
-        } else {
-            acc.len() / channels
-        };
-        let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
-        let out = &mut out[..channels * plane];
-        let base = &base[..out.len()];
-        let m = Mode::Accumulate;
-        return transpose_narrow_onto::<_, true>(
-            acc, index, mult, bias, plane, out, m, s as u32, base,
-        );
-    }
-    if !fused {
-        let n = out.len().min(base.len());
-        out[..n].copy_from_slice(&base[..n]);
-        return hwc16_to_chw_bounded(acc, rq, channels, bound, index, out, Mode::Accumulate);
-    }
-    let plane = acc.len() / channels;
+    let Some((plane, path)) = lanes16_path(acc.len(), rq, channels, bound) else {
+        return;
+    };
     let (mult, bias) = (&rq.mult[..channels], &rq.bias[..channels]);
     let out = &mut out[..channels * plane];
     let base = &base[..out.len()];
+    let s = rq.shift;
+    match path {
+        Lanes16::Narrow => {
+            let m = Mode::Accumulate;
+            return transpose_narrow_onto::<_, true>(
+                acc, index, mult, bias, plane, out, m, s as u32, base,
+            );
+        }
+        Lanes16::Formula => {
+            out.copy_from_slice(base);
+            return hwc16_to_chw_bounded(acc, rq, channels, bound, index, out, Mode::Accumulate);
+        }
+        Lanes16::Smmulr => {}
+    }
     let r = ShiftLowBounded(s as u32);
     for (c, (dst, from)) in out
         .chunks_exact_mut(plane.max(1))

@@ -205,17 +205,27 @@ pub(crate) trait RowKernel: Copy {
     /// `w..w + 9 stride` readable, every accumulator run above writable.
     #[inline(always)]
     unsafe fn add3x3(self, w: *const u8, a: *mut Self::Acc, n: usize, ay: usize) {
-        let stride = self.stride();
-        // SAFETY: the caller guarantees every row and run.
-        unsafe {
-            let (mut wr, mut ar) = (w, a);
-            for _ in 0..3 {
-                self.add(wr.add(2 * stride), ar);
-                self.add(wr.add(stride), ar.add(n));
-                self.add(wr, ar.add(2 * n));
-                wr = wr.add(3 * stride);
-                ar = ar.wrapping_sub(ay);
-            }
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { add3x3_taps(self, w, a, n, ay) }
+    }
+}
+
+/// [`RowKernel::add3x3`] tap by tap, with the kernel's row function.
+///
+/// # Safety
+/// As [`RowKernel::add3x3`].
+#[inline(always)]
+unsafe fn add3x3_taps<K: RowKernel>(kern: K, w: *const u8, a: *mut K::Acc, n: usize, ay: usize) {
+    let stride = kern.stride();
+    // SAFETY: the caller guarantees every row and run.
+    unsafe {
+        let (mut wr, mut ar) = (w, a);
+        for _ in 0..3 {
+            kern.add(wr.add(2 * stride), ar);
+            kern.add(wr.add(stride), ar.add(n));
+            kern.add(wr, ar.add(2 * n));
+            wr = wr.add(3 * stride);
+            ar = ar.wrapping_sub(ay);
         }
     }
 }
@@ -906,15 +916,7 @@ macro_rules! packed_row_kernels {
                 // SAFETY: the caller upholds this function's contract.
                 unsafe {
                     if !$add3x3(w, a, N, ay) {
-                        let stride = self.stride();
-                        let (mut wr, mut ar) = (w, a);
-                        for _ in 0..3 {
-                            self.add(wr.add(2 * stride), ar);
-                            self.add(wr.add(stride), ar.add(n));
-                            self.add(wr, ar.add(2 * n));
-                            wr = wr.add(3 * stride);
-                            ar = ar.wrapping_sub(ay);
-                        }
+                        add3x3_taps(self, w, a, n, ay);
                     }
                 }
             }
