@@ -621,6 +621,21 @@ mod tests {
     }
 
     #[test]
+    fn row_wise_convolutions_count_no_rows() {
+        // One 3x3 conv edge 0->3 on 4x4 maps (pool 2 of 8x8), output 8*2*2 -> 10; T 2.
+        // With 8 channels ARMv7E-M scatters it a spike row at a time: only the output
+        // layer's 32 inputs count as rows. With 12 channels it counts its 12 x 16 x 9.
+        let rows = |ch: usize| {
+            let arch: Arch = format!("cell=0003.0000.0000.0000,ch={ch},stages=1,fc=0,t=2,pool=2")
+                .parse()
+                .unwrap();
+            Work::of(&arch, &input(1, 8)).spike_rows
+        };
+        assert_eq!(rows(8), 2 * 8 * 4);
+        assert_eq!(rows(12), 2 * (12 * 16 * 9 + 12 * 4));
+    }
+
+    #[test]
     fn budget_uses_activity_before_training() {
         let catalog = crate::boards::Catalog::discover().unwrap();
         let board = catalog.board("microbit").unwrap();
