@@ -626,10 +626,10 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
         let dst = &mut out[c * plane..(c + 1) * plane];
         let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
         let (mh, ml) = (m >> 16, m & 0xffff);
-        let round = (1i64 << (s - 17)) + ((b as i64) << k);
         if dst.is_empty() {
             continue;
         }
+        let round = folded_round(s, b);
         // Onto `base`: the ARMv6-M loop reads it in place of `dst`; the other loops add
         // onto a copy of it.
         let from = &base[if ONTO {
@@ -637,7 +637,7 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
         } else {
             0..0
         }];
-        if ONTO && !(NO_LONG_MUL && round.unsigned_abs() < (1 << 30) - (1 << 16)) {
+        if ONTO && !(NO_LONG_MUL && round.is_some()) {
             dst.copy_from_slice(from);
         }
         // One check for the whole channel instead of one per element.
@@ -650,7 +650,7 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
             p = p.wrapping_add(channels);
             a
         };
-        if round.unsigned_abs() >= (1 << 30) - (1 << 16) {
+        let Some(round) = round else {
             for o in dst.iter_mut() {
                 let v = requantize_narrow(next(), m, s, b);
                 *o = match mode {
@@ -659,8 +659,7 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
                 };
             }
             continue;
-        }
-        let round = round as i32;
+        };
         if NO_LONG_MUL {
             let params = [k as i32, round, mh, ml];
             // SAFETY: `dst.len()` elements `channels` apart from `src` (checked above).
@@ -682,6 +681,20 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
                 .for_each(|o| *o = o.saturating_add(f(next()))),
         }
     }
+}
+
+/// The rounding term of [`transpose_narrow`] with the bias folded in, `2^(s-17) + b 2^(s-16)`,
+/// where its magnitude stays below `2^30 - 2^16`, else `None`. Per channel, in 32-bit
+/// arithmetic where `|b| <= 2^(44-s)` proves the bound (then `|round| <= 2^28 + 2^29`):
+/// ARMv6-M has no 64-bit shift instruction (a library call each).
+#[inline(always)]
+fn folded_round(s: u32, b: i32) -> Option<i32> {
+    let k = s - 16;
+    if k <= 28 && (b.wrapping_add(1 << (28 - k)) as u32) <= 1 << (29 - k) {
+        return Some((1 << (k - 1)) + (b << k));
+    }
+    let round = (1i64 << (s - 17)) + ((b as i64) << k);
+    (round.unsigned_abs() < (1 << 30) - (1 << 16)).then_some(round as i32)
 }
 
 /// The folded-bias loop of [`transpose_narrow`] on ARMv6-M: `out[i] (=|+=)
@@ -900,6 +913,29 @@ fn affine_chw_with(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32], s
 mod tests {
     use super::*;
     use crate::weights::packed_index;
+
+    /// The 32-bit rounding term equals the 64-bit one wherever that one is in range, and
+    /// is `None` exactly where it is not, around every boundary of the fast test.
+    #[test]
+    fn folded_round_matches_64_bit_arithmetic() {
+        for s in 17..=46u32 {
+            let k = s - 16;
+            let mut biases = vec![0, 1, -1, i32::MAX, i32::MIN, 12345, -54321];
+            for e in [28i32 - k as i32, 29 - k as i32, 30 - k as i32] {
+                if (0..31).contains(&e) {
+                    for d in -2..=2 {
+                        biases.push((1i32 << e) + d);
+                        biases.push(-(1i32 << e) + d);
+                    }
+                }
+            }
+            for b in biases {
+                let wide = (1i64 << (s - 17)) + ((b as i64) << k);
+                let want = (wide.unsigned_abs() < (1 << 30) - (1 << 16)).then_some(wide as i32);
+                assert_eq!(folded_round(s, b), want, "s {s} b {b}");
+            }
+        }
+    }
 
     /// Every decoded requantiser equals the formula, near every boundary of every shift.
     #[test]
