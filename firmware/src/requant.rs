@@ -822,6 +822,80 @@ unsafe fn narrow_run_v6m<T: Copy + Into<i32>, const ONTO: bool>(
     }
 }
 
+/// `out[i] = (a mh + ((a ml) >> 16) + round) >> k` for `a = src[i]` while `a` is narrow
+/// (`params = [k, round, mh, ml]`, `|round| < 2^30 - 2^16` as [`folded_round`] gives):
+/// returns how many elements it wrote, `out.len()` unless it stopped before the first
+/// wide accumulator (which the caller requantises by the formula). On ARMv6-M 13
+/// instructions per element: the narrow test is `SXTH` and a compare, whose result is
+/// also the copy of `a` the multiply by `mh` needs.
+#[inline(always)]
+fn narrow_affine_run(src: &[i32], out: &mut [i32], params: &[i32; 4]) -> usize {
+    let n = src.len().min(out.len());
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    {
+        if n == 0 {
+            return 0;
+        }
+        let o = out.as_mut_ptr();
+        let end = o.wrapping_add(n);
+        let stop: *mut i32;
+        // In the loop r0 = a, r1 = sxth(a), r2 = src, r4 = mh, r5 = ml, r6 = k, r7 = o;
+        // r8 = round, r10 = end. r7 leaves in r3.
+        // SAFETY: reads `src[..n]` and writes `out[..n]` (n = the shorter length);
+        // r6/r7 are restored before the end.
+        unsafe {
+            core::arch::asm!(
+                "push {{r6, r7}}",
+                "ldr r6, [r1, #4]",
+                "mov r8, r6",
+                "mov r10, r0",
+                "mov r7, r3",
+                "ldr r6, [r1, #0]",
+                "ldr r4, [r1, #8]",
+                "ldr r5, [r1, #12]",
+                "2:",
+                "ldm r2!, {{r0}}",
+                "sxth r1, r0",
+                "cmp r1, r0",
+                "bne 4f",
+                "muls r1, r4, r1",
+                "muls r0, r5, r0",
+                "asrs r0, r0, #16",
+                "adds r0, r0, r1",
+                "add r0, r8",
+                "asrs r0, r6",
+                "stm r7!, {{r0}}",
+                "cmp r7, r10",
+                "bne 2b",
+                "4:",
+                "mov r3, r7",
+                "pop {{r6, r7}}",
+                inout("r0") end => _,
+                inout("r1") params.as_ptr() => _,
+                inout("r2") src.as_ptr() => _,
+                inout("r3") o => stop,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r10") _,
+            );
+        }
+        (stop as usize - o as usize) / 4
+    }
+    #[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+    {
+        let [k, round, mh, ml] = *params;
+        for i in 0..n {
+            let a = src[i];
+            if !narrow(a) {
+                return i;
+            }
+            out[i] = (a * mh + ((a * ml) >> 16) + round) >> k;
+        }
+        n
+    }
+}
+
 /// `1 <= shift <= 31` for accumulators with `|acc| < 2^(shift-1)` on cores with a long
 /// multiply: always the SMMULR path of [`ShiftLow`].
 #[derive(Clone, Copy)]
@@ -894,6 +968,22 @@ fn affine_chw_with(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32], s
     if small {
         let k = rq.shift as u32 - 16;
         for ((o, x), (&m, &b)) in out.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
+            let n = o.len().min(x.len());
+            let (o, x) = (&mut o[..n], &x[..n]);
+            if let Some(round) = folded_round(rq.shift as u32, b) {
+                // Runs of narrow elements in the folded loop; a wide one by the formula.
+                let params = [k as i32, round, m >> 16, m & 0xffff];
+                let mut i = 0;
+                loop {
+                    i += narrow_affine_run(&x[i..], &mut o[i..], &params);
+                    if i == n {
+                        break;
+                    }
+                    o[i] = requantize_small(x[i], m, k, b);
+                    i += 1;
+                }
+                continue;
+            }
             for (o, &x) in o.iter_mut().zip(x) {
                 *o = requantize_small(x, m, k, b);
             }
@@ -1141,8 +1231,15 @@ mod tests {
                     }
                 }
             }
-            let n = 12;
-            let vals: Vec<i32> = (0..n).map(|_| (rnd() as i32) >> (rnd() % 20)).collect();
+            let n = 24;
+            // Runs of narrow values broken by wide ones, both ends of the i16 range.
+            let edges = [-32769, -32768, 32767, 32768];
+            let vals: Vec<i32> = (0..n)
+                .map(|i| match i % 7 {
+                    3 => edges[i % 4],
+                    _ => (rnd() as i32) >> (rnd() % 20),
+                })
+                .collect();
             let mult: Vec<i32> = (0..n).map(|i| mults[i % mults.len()]).collect();
             let bias: Vec<i32> = (0..n).map(|i| biases[i % biases.len()]).collect();
             let rq = Requant {
@@ -1154,10 +1251,12 @@ mod tests {
             in_place_with(&mut a, &rq, false);
             in_place_with(&mut b, &rq, true);
             assert_eq!(a, b, "shift {shift}");
-            let (mut a, mut b) = (vec![0; n], vec![0; n]);
-            affine_chw_with(&vals, &rq, 2, &mut a, false);
-            affine_chw_with(&vals, &rq, 2, &mut b, true);
-            assert_eq!(a, b, "shift {shift}");
+            for plane in [2, 6] {
+                let (mut a, mut b) = (vec![0; n], vec![0; n]);
+                affine_chw_with(&vals, &rq, plane, &mut a, false);
+                affine_chw_with(&vals, &rq, plane, &mut b, true);
+                assert_eq!(a, b, "shift {shift} plane {plane}");
+            }
         }
     }
 
