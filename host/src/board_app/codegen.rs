@@ -563,7 +563,8 @@ impl Emitter {
              static mut SPIKES: [u32; SPIKES_U32] = [0; SPIKES_U32];\n\
              static mut SCRATCH: [i32; SCRATCH_I32] = [0; SCRATCH_I32];\n\
              static mut BYTES: [u8; BYTES_U8] = [0; BYTES_U8];\n\
-             static mut IMAGE: [u8; INPUT_LEN] = [0; INPUT_LEN];\n\n\
+             // On a word boundary: the input pooling reads the pixels by words.\n\
+             static mut IMAGE: Words<[u8; INPUT_LEN]> = Words([0; INPUT_LEN]);\n\n\
              /// The workspace and the input image buffer.\n\
              ///\n\
              /// # Safety\n\
@@ -581,7 +582,7 @@ impl Emitter {
              scratch: &mut *addr_of_mut!(SCRATCH),\n            \
              bytes: &mut *addr_of_mut!(BYTES),\n        \
              }};\n        \
-             (ws, &mut *addr_of_mut!(IMAGE))\n    \
+             (ws, &mut (*addr_of_mut!(IMAGE)).0)\n    \
              }}\n}}\n",
             layout.membranes_i16,
             layout.currents_i32,
