@@ -205,21 +205,30 @@ fn words_shift_hard(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32])
     }
     #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
     if let (Decay::Shift(2), Reset::Hard) = (lif.decay, lif.reset) {
-        // Every neuron, the last spike word partial.
+        // Every neuron: the whole words in one call, then the partial last word.
         let n = v.len().min(input.len());
-        let (vp, mut xp) = (v.as_mut_ptr(), input.as_ptr());
-        let mut fired = 0;
-        for (k, s) in spikes[..n.div_ceil(32)].iter_mut().enumerate() {
-            let m = (n - 32 * k).min(32);
-            // SAFETY: word k reads input[32k..32k + m] and updates v[32k..32k + m],
-            // inside both (m <= n - 32k); `v` is i16-aligned, `input` i32-aligned.
-            let b = unsafe {
-                let end = vp.add(32 * k + m);
-                word_shift_hard_v6m::<2>(end, m, &mut xp, lif.threshold as i32)
-            } >> (32 - m);
-            *s = b;
-            fired += b.count_ones();
+        let (full, rest) = (n / 32, n % 32);
+        let spikes = &mut spikes[..n.div_ceil(32)];
+        let mut xp = input.as_ptr();
+        let thr = lif.threshold as i32;
+        // SAFETY: word k reads input[32k..32k + m] and updates v[32k..32k + m] (m = 32
+        // for the whole words, `rest` for the last), inside both; `spikes` holds
+        // `n.div_ceil(32)` words; `v` is i16-aligned, `input` i32-aligned.
+        unsafe {
+            let vp = v.as_mut_ptr();
+            if full > 0 {
+                words_shift_hard_v6m::<2>(vp.add(32), 32, full, &mut xp, thr, spikes.as_mut_ptr());
+            }
+            if rest > 0 {
+                let s = &mut spikes[full];
+                words_shift_hard_v6m::<2>(vp.add(n), rest, 1, &mut xp, thr, s);
+                *s >>= 32 - rest;
+            }
         }
+        let fired = spikes[..n.div_ceil(32)]
+            .iter()
+            .map(|s| s.count_ones())
+            .sum();
         return (n, fired);
     }
     let _ = (lif, v, input, spikes);
@@ -227,42 +236,50 @@ fn words_shift_hard(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32])
 }
 
 /// [`word_shift_hard`] for ARMv6-M (Thumb-1, no saturating instructions), decay
-/// `v >> N`: the `m <= 32` neurons ending at `v_end` (membranes read and written at a
-/// negative offset that counts up to 0, which ends the loop), returning their spike bits
-/// in the *top* `m` bits (neuron `j` at bit `32 - m + j`). 10 instructions per neuron on
-/// the common path (against 14 for a compare per bound, 25 for the compiler's loop): one
-/// unsigned compare of `u + 2^15` against `thr + 2^15` sends every neuron that fires or
-/// leaves the `i16` range below to the slow path, an `i32` overflow of `(v >> N) + x`
-/// included (its wrapped sum lies outside both); there a neuron that fires stores 0, one
-/// below the range `i16::MIN`, and an overflow saturates as `QADD` does. Advances `x` by
-/// `m` currents.
+/// `v >> N`: `groups` groups of `m <= 32` neurons, the first ending at `v_end`, the next
+/// `m` neurons on (membranes read and written at a negative offset that counts up to 0,
+/// which ends a group), storing each group's spike bits as one word of `spikes` in its
+/// *top* `m` bits (neuron `j` at bit `32 - m + j`). 10 instructions per neuron on the
+/// common path (against 14 for a compare per bound, 25 for the compiler's loop), 9 per
+/// group: one unsigned compare of `u + 2^15` against `thr + 2^15` sends every neuron
+/// that fires or leaves the `i16` range below to the slow path, an `i32` overflow of
+/// `(v >> N) + x` included (its wrapped sum lies outside both); there a neuron that fires
+/// stores 0, one below the range `i16::MIN`, and an overflow saturates as `QADD` does.
+/// Advances `x` by `groups * m` currents.
 ///
 /// # Safety
-/// `v_end - m..v_end` (i16, aligned) writable, `*x..*x + m` (i32, aligned) readable,
+/// `v_end - m..v_end + (groups - 1) m` (i16, aligned) writable, `*x..*x + groups m` (i32,
+/// aligned) readable, `spikes..spikes + groups` (u32) writable, `groups >= 1`,
 /// `1 <= m <= 32`, `N <= 15`, `1 <= thr <= i16::MAX`.
 #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
 #[inline(always)]
-unsafe fn word_shift_hard_v6m<const N: u32>(
+unsafe fn words_shift_hard_v6m<const N: u32>(
     v_end: *mut i16,
     m: usize,
+    groups: usize,
     x: &mut *const i32,
     thr: i32,
-) -> u32 {
-    let bits: u32;
-    // SAFETY: the caller guarantees both ranges; r6/r7 are restored before the end (the
+    spikes: *mut u32,
+) {
+    // SAFETY: the caller guarantees every range; r6/r7 are restored before the end (the
     // flags are clobbered, which `asm!` assumes without `preserves_flags`).
     unsafe {
         core::arch::asm!(
             // r0 = u, r1 = x, r2 = t, r3 = 2^15, r4 = x pointer, r5 = v_end, r6 = byte
-            // offset (-2m..0), r7 = bits; r8 = thr + 2^15, r10 = thr.
+            // offset (-2m..0), r7 = bits; r8 = thr + 2^15, r10 = thr, r11 = -2m,
+            // r12 = spikes, lr = the end of spikes (brought in r2, r3).
             "push {{r6, r7}}",
-            "mov r6, r0",
-            "movs r7, #0",
+            "mov r11, r0",
+            "mov r12, r2",
+            "mov lr, r3",
             "movs r3, #1",
             "lsls r3, r3, #15",
             "mov r10, r1",
             "adds r2, r1, r3",
             "mov r8, r2",
+            "1:",
+            "mov r6, r11",
+            "movs r7, #0",
             "2:",
             "ldrsh r0, [r5, r6]",
             "asrs r0, r0, #{n}",
@@ -275,7 +292,15 @@ unsafe fn word_shift_hard_v6m<const N: u32>(
             "3:",
             "adds r6, #2",
             "bne 2b",
-            "b 9f",
+            "9:",
+            "mov r0, r12",
+            "stm r0!, {{r7}}",
+            "mov r12, r0",
+            "mov r0, r11",
+            "subs r5, r5, r0",
+            "cmp r12, lr",
+            "bne 1b",
+            "b 8f",
             // Fires, leaves the range below, or the i32 sum overflowed (recomputed: V).
             "5:",
             "subs r2, r0, r1",
@@ -302,21 +327,22 @@ unsafe fn word_shift_hard_v6m<const N: u32>(
             "lsls r0, r2",
             "orrs r7, r0",
             "b 3b",
-            "9:",
-            "mov r0, r7",
+            "8:",
             "pop {{r6, r7}}",
             n = const N,
-            inout("r0") -2 * m as isize => bits,
+            inout("r0") -2 * m as isize => _,
             inout("r1") thr => _,
-            out("r2") _,
-            out("r3") _,
+            inout("r2") spikes => _,
+            inout("r3") spikes.add(groups) => _,
             inout("r4") *x,
-            in("r5") v_end,
+            inout("r5") v_end => _,
             out("r8") _,
             out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("lr") _,
         );
     }
-    bits
 }
 
 /// 32 SNASNet-type neurons (`v = sat_i16(sat_i32((v >> n) + x))`, spike iff
