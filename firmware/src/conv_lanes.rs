@@ -63,8 +63,12 @@ pub const fn expanded_words(k: usize, cout: usize, pool2: bool) -> Option<usize>
 }
 
 /// True when [`scatter`] applies to the layer and its accumulators and expanded weights
-/// fit in `scratch_len` `i32` words.
+/// fit in `scratch_len` `i32` words. A 3 x 3 layer reads its spikes a row at a time:
+/// rows of at most 32 columns.
 pub fn fits(shape: &ConvShape, pool2: bool, scratch_len: usize) -> bool {
+    if shape.k == 3 && shape.w > 32 {
+        return false;
+    }
     match expanded_words(shape.k, shape.cout, pool2) {
         Some(e) => shape.acc_len(pool2) / 2 + e <= scratch_len,
         None => false,
@@ -749,6 +753,10 @@ mod tests {
             (2, 8, 3, 1, 5),
             (1, 4, 3, 2, 2),
             (3, 4, 1, 7, 7),
+            // Rows of 31 and 32 columns: spike rows that straddle words.
+            (2, 4, 3, 3, 32),
+            (1, 8, 3, 4, 31),
+            (2, 4, 1, 3, 40),
         ] {
             let s = ConvShape { cin, cout, k, h, w };
             let wq = weights(s.rows() * cout, 127);
@@ -782,6 +790,21 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// 3 x 3 layers read spike rows of at most 32 columns: wider maps take other kernels.
+    #[test]
+    fn wide_maps_do_not_fit() {
+        for (k, w, fit) in [(3, 32, true), (3, 33, false), (1, 33, true)] {
+            let s = ConvShape {
+                cin: 1,
+                cout: 4,
+                k,
+                h: 3,
+                w,
+            };
+            assert_eq!(fits(&s, false, 1 << 16), fit, "k {k} w {w}");
         }
     }
 
