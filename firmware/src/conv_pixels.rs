@@ -20,6 +20,9 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
     if cout == 0 || shape.k == 0 {
         return 0;
     }
+    if let Some(taps) = rows3_v6m(pixels, shape, weights, acc) {
+        return taps as u64 * cout as u64;
+    }
     let acc = acc.as_mut_ptr();
     let taps = with_any_kernel!(weights, shape.rows(), cout, |kern, w| {
         each_tap(pixels, shape, |r, off, p| {
@@ -30,6 +33,192 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
         })
     });
     taps as u64 * cout as u64
+}
+
+/// The int8 3 x 3 stem with 4 or 8 output channels on maps at least 3 wide, on ARMv6-M:
+/// output-row by output-row in assembly ([`row3_i8_v6m`]), the accumulators of an output
+/// pixel in registers while its three taps of one kernel row add on, a zero pixel
+/// skipped by one compare. `None` (nothing done) for other layers and cores. Returns the
+/// taps executed: per input row and kernel row that lands, three per non-zero pixel,
+/// one fewer for each of the two end columns.
+#[inline(always)]
+fn rows3_v6m(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i32]) -> Option<usize> {
+    let (h, w, cout) = (shape.h, shape.w, shape.cout);
+    let Weights::I8(wq) = weights else {
+        return None;
+    };
+    if !cfg!(all(target_arch = "arm", not(target_feature = "thumb2")))
+        || shape.k != 3
+        || w < 3
+        || !(cout == 4 || cout == 8)
+    {
+        return None;
+    }
+    assert!(wq.len() >= shape.rows() * cout && acc.len() >= h * w * cout);
+    assert!(pixels.len() >= shape.cin * h * w);
+    let mut taps = 0;
+    let mut rows = pixels.chunks_exact(w);
+    for ci in 0..shape.cin {
+        for (iy, row) in (0..h).zip(&mut rows) {
+            let nz = row.iter().filter(|&&p| p != 0).count();
+            if nz == 0 {
+                continue;
+            }
+            let ends = (row[0] != 0) as usize + (row[w - 1] != 0) as usize;
+            for ky in 0..3 {
+                // Output row iy + 1 - ky.
+                let oy = (iy + 1).wrapping_sub(ky);
+                if oy >= h {
+                    continue;
+                }
+                taps += 3 * nz - ends;
+                let wk = &wq[(ci * 3 + ky) * 3 * cout..][..3 * cout];
+                let out = &mut acc[oy * w * cout..][..w * cout];
+                // SAFETY: `row` holds w >= 3 pixels, `wk` the 3 taps of `cout` weights
+                // and `out` the w pixels of `cout` accumulators of the output row.
+                unsafe {
+                    if cout == 4 {
+                        row3_i8_v6m::<4>(row, wk.as_ptr(), out.as_mut_ptr());
+                    } else {
+                        row3_i8_v6m::<8>(row, wk.as_ptr(), out.as_mut_ptr());
+                        row3_i8_v6m::<8>(row, wk.as_ptr().add(4), out.as_mut_ptr().add(4));
+                    }
+                }
+            }
+        }
+    }
+    Some(taps)
+}
+
+/// One kernel row of the int8 3 x 3 stem over one input row `row` (`w >= 3` pixels) on
+/// ARMv6-M: `out[ox][0..4] += sum_kx row[ox - 1 + kx] * wk[kx][0..4]` for every output
+/// column `ox` (the taps inside the row), `C` the accumulators' and weights' channel
+/// stride (4 or 8; one group of 4 channels per call). Per output pixel: one `LDM` and
+/// one `STM` of its four accumulators and per tap a load and a compare, and for a
+/// non-zero pixel `LDRB`, `SXTB`, `MULS`, `ADDS` per channel.
+///
+/// # Safety
+/// `wk..wk + 2C + 4` readable, `out..out + (w - 1) C + 4` (i32, aligned) writable.
+#[inline(always)]
+#[allow(unused_variables)]
+unsafe fn row3_i8_v6m<const C: usize>(row: &[u8], wk: *const i8, out: *mut i32) {
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    {
+        // One tap: pixel at byte `px` from r5, weights at byte `wo` from r4.
+        macro_rules! tap {
+            ($px:literal, $wo:literal) => {
+                concat!(
+                    "ldrb r7, [r5, #",
+                    $px,
+                    "]\n",
+                    "cmp r7, #0\n",
+                    "beq 1f\n",
+                    "ldrb r6, [r4, #",
+                    $wo,
+                    "]\n",
+                    "sxtb r6, r6\n",
+                    "muls r6, r7, r6\n",
+                    "adds r0, r0, r6\n",
+                    "ldrb r6, [r4, #",
+                    $wo,
+                    "+1]\n",
+                    "sxtb r6, r6\n",
+                    "muls r6, r7, r6\n",
+                    "adds r1, r1, r6\n",
+                    "ldrb r6, [r4, #",
+                    $wo,
+                    "+2]\n",
+                    "sxtb r6, r6\n",
+                    "muls r6, r7, r6\n",
+                    "adds r2, r2, r6\n",
+                    "ldrb r6, [r4, #",
+                    $wo,
+                    "+3]\n",
+                    "sxtb r6, r6\n",
+                    "muls r6, r7, r6\n",
+                    "adds r3, r3, r6\n",
+                    "1:\n",
+                )
+            };
+        }
+        // Load and store the accumulators of the output pixel at r8, then step it by C
+        // (`STM` steps 4).
+        macro_rules! load {
+            () => {
+                "mov r6, r8\nldm r6!, {{r0, r1, r2, r3}}\n"
+            };
+        }
+        macro_rules! store {
+            () => {
+                "mov r6, r8\nstm r6!, {{r0, r1, r2, r3}}\nmov r8, r6\n"
+            };
+            ($step:literal) => {
+                concat!(
+                    "mov r6, r8\nstm r6!, {{r0, r1, r2, r3}}\nadds r6, #",
+                    $step,
+                    "\nmov r8, r6\n"
+                )
+            };
+        }
+        let w = row.len();
+        // r5 = the pixel left of the output column (column -1 for the first, never read).
+        let p = row.as_ptr().wrapping_sub(1);
+        let end = row.as_ptr().wrapping_add(w - 2);
+        // SAFETY: reads pixels 0..w of `row`, weights `wk..wk + 2C + 4` and writes the w
+        // output pixels; r6/r7 are restored before the end.
+        unsafe {
+            if C == 4 {
+                core::arch::asm!(
+                    "push {{r6, r7}}",
+                    "mov r8, r0",
+                    "mov r10, r1",
+                    // Column 0: taps kx = 1, 2.
+                    load!(), tap!("1", "4"), tap!("2", "8"), store!(),
+                    "adds r5, #1",
+                    // Columns 1..w - 1: kx = 0, 1, 2.
+                    "2:",
+                    load!(), tap!("0", "0"), tap!("1", "4"), tap!("2", "8"), store!(),
+                    "adds r5, #1",
+                    "cmp r5, r10",
+                    "bne 2b",
+                    // Column w - 1: kx = 0, 1.
+                    load!(), tap!("0", "0"), tap!("1", "4"), store!(),
+                    "pop {{r6, r7}}",
+                    inout("r0") out => _,
+                    inout("r1") end => _,
+                    out("r2") _,
+                    out("r3") _,
+                    inout("r4") wk => _,
+                    inout("r5") p => _,
+                    out("r8") _,
+                    out("r10") _,
+                );
+            } else {
+                core::arch::asm!(
+                    "push {{r6, r7}}",
+                    "mov r8, r0",
+                    "mov r10, r1",
+                    load!(), tap!("1", "8"), tap!("2", "16"), store!("16"),
+                    "adds r5, #1",
+                    "2:",
+                    load!(), tap!("0", "0"), tap!("1", "8"), tap!("2", "16"), store!("16"),
+                    "adds r5, #1",
+                    "cmp r5, r10",
+                    "bne 2b",
+                    load!(), tap!("0", "0"), tap!("1", "8"), store!("16"),
+                    "pop {{r6, r7}}",
+                    inout("r0") out => _,
+                    inout("r1") end => _,
+                    out("r2") _,
+                    out("r3") _,
+                    inout("r4") wk => _,
+                    inout("r5") p => _,
+                    out("r8") _,
+                    out("r10") _,
+                );
+            }
+        }
+    }
 }
 
 /// Calls `f(row, acc_offset, pixel)` for every tap of every non-zero pixel (channel, row
