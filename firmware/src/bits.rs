@@ -61,6 +61,51 @@ pub fn row(map: &[u32], start: usize, n: usize) -> u32 {
     v
 }
 
+/// `32 / w` for `w <= 32` (0 for 0): rows of `w` bits per word, without a division
+/// (in software on ARMv6-M).
+const ROWS_PER_WORD: [u8; 33] = {
+    let mut t = [0u8; 33];
+    let mut w = 1;
+    while w <= 32 {
+        t[w] = (32 / w) as u8;
+        w += 1;
+    }
+    t
+};
+
+/// Calls `f(y, row)` for every non-zero row `y < rows` of `w` bits (`1 <= w <= 32`, bit
+/// `start` the first of row 0; [`row`] gives a row), reading the rows `32 / w` at a time:
+/// a group of empty rows costs one read and one test.
+#[inline(always)]
+pub fn for_each_row(
+    map: &[u32],
+    start: usize,
+    rows: usize,
+    w: usize,
+    mut f: impl FnMut(usize, u32),
+) {
+    assert!((1..=32).contains(&w), "a row holds 1 to 32 bits");
+    let per = ROWS_PER_WORD[w] as usize;
+    let mask = if w == 32 { u32::MAX } else { (1 << w) - 1 };
+    let (mut y, mut bit) = (0, start);
+    while y < rows {
+        let n = per.min(rows - y);
+        let mut g = row(map, bit, n * w);
+        bit += n * w;
+        let mut yy = y;
+        while g != 0 {
+            let r = g & mask;
+            if r != 0 {
+                f(yy, r);
+            }
+            // Two shifts: `w` may be 32.
+            g = (g >> (w - 1)) >> 1;
+            yy += 1;
+        }
+        y += n;
+    }
+}
+
 /// Calls `f(i)` for every set bit `i < n`, in increasing order.
 #[inline(always)]
 pub fn for_each_set(map: &[u32], n: usize, mut f: impl FnMut(usize)) {
@@ -166,6 +211,27 @@ mod tests {
             for n in 1..=32.min(100 - start) {
                 let expect = (0..n).fold(0u32, |a, k| a | (v[start + k] as u32) << k);
                 assert_eq!(row(&m, start, n), expect, "start {start} n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_rows_visit_every_non_zero_row() {
+        let v: Vec<u8> = (0..300)
+            .map(|i| (i % 11 == 0 || i % 17 == 3) as u8)
+            .collect();
+        let mut m = [0u32; 10];
+        pack(&v, &mut m);
+        for w in 1..=32 {
+            for start in [0, 5, 31, 32] {
+                let rows = (300 - start) / w;
+                let mut got = Vec::new();
+                for_each_row(&m, start, rows, w, |y, r| got.push((y, r)));
+                let want: Vec<(usize, u32)> = (0..rows)
+                    .map(|y| (y, row(&m, start + y * w, w)))
+                    .filter(|&(_, r)| r != 0)
+                    .collect();
+                assert_eq!(got, want, "w {w} start {start}");
             }
         }
     }

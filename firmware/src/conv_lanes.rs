@@ -447,11 +447,7 @@ pub fn scatter(
             let row = (w * half) as isize;
             for c in 0..cin {
                 let mut expanded = false;
-                for y in 0..h {
-                    let r = bits::row(spikes, (c * h + y) * w, w);
-                    if r == 0 {
-                        continue;
-                    }
+                bits::for_each_row(spikes, c * h * w, h, w, |y, r| {
                     if !expanded {
                         expanded = true;
                         unsafe { expand3(wp.add(c * 9 * cout), e, cout) };
@@ -490,7 +486,7 @@ pub fn scatter(
                             }
                         }
                     }
-                }
+                });
             }
         }
         (3, false) => {
@@ -523,11 +519,7 @@ pub fn scatter(
             let row = (pw * half) as isize;
             for c in 0..cin {
                 let mut expanded = false;
-                for y in 0..h {
-                    let mut r = bits::row(spikes, (c * h + y) * w, w);
-                    if r == 0 {
-                        continue;
-                    }
+                bits::for_each_row(spikes, c * h * w, h, w, |y, mut r| {
                     if !expanded {
                         expanded = true;
                         unsafe { expand_pooled(wp.add(c * 9 * cout), e, cout) };
@@ -555,7 +547,7 @@ pub fn scatter(
                             add_cols::<2>(ex, ar.add(col * half), row, nr, nc, half);
                         }
                     }
-                }
+                });
             }
         }
         _ => unreachable!("checked by fits"),
