@@ -466,11 +466,7 @@ unsafe fn scatter_rows3<K: RowKernel>(
     unsafe {
         for c in 0..cin {
             let wc = w.add(c * 9 * stride);
-            for y in 0..h {
-                let mut r = crate::bits::row(spikes, (c * h + y) * wd, wd);
-                if r == 0 {
-                    continue;
-                }
+            crate::bits::for_each_row(spikes, c * h * wd, h, wd, |y, mut r| {
                 if y >= 1 && y + 1 < h {
                     // Output rows y + 1, y, y - 1 all exist: the interior columns take the
                     // nine taps, from the output left of and below the spike.
@@ -506,7 +502,7 @@ unsafe fn scatter_rows3<K: RowKernel>(
                         }
                     }
                 }
-            }
+            });
         }
     }
     taps
@@ -807,11 +803,7 @@ pub fn scatter_packed_pooled(
     let mut taps = 0usize;
     for c in 0..cin {
         let mut summed = false;
-        for y in 0..h {
-            let mut r = crate::bits::row(spikes, (c * h + y) * w, w);
-            if r == 0 {
-                continue;
-            }
+        crate::bits::for_each_row(spikes, c * h * w, h, w, |y, mut r| {
             if !summed {
                 summed = true;
                 sum_pooled_kernels(&weights, c, cout, kern);
@@ -868,7 +860,7 @@ pub fn scatter_packed_pooled(
                     unsafe { add16_words(e.add(ex + i * cout), a.add(ax + i * row), nc * half) };
                 }
             }
-        }
+        });
     }
     taps as u64 * cout as u64
 }
