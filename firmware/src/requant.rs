@@ -620,28 +620,35 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
     let mode = if ONTO { Mode::Accumulate } else { mode };
     let channels = mult.len();
     let k = s - 16;
-    // Channel by channel without `chunks_exact_mut` (its length is a division, which
-    // ARMv6-M does in software): `out` holds `channels * plane` elements.
-    for c in 0..channels {
-        let dst = &mut out[c * plane..(c + 1) * plane];
-        let (m, b, src) = (mult[c], bias[c], &acc[index(c)..]);
-        let (mh, ml) = (m >> 16, m & 0xffff);
-        if dst.is_empty() {
-            continue;
-        }
-        let round = folded_round(s, b);
+    if plane == 0 {
+        return;
+    }
+    // A channel's accumulators span `span + 1` elements from its first.
+    let span = (plane - 1) * channels;
+    // Channel by channel, `out` (and `base`) split a plane at a time: no multiply, and no
+    // division as `chunks_exact_mut` has (in software on ARMv6-M), per channel.
+    let mut out_rest = &mut out[..channels * plane];
+    let mut base_rest = if ONTO { &base[..channels * plane] } else { &[][..] };
+    for (c, (&m, &b)) in mult.iter().zip(bias).enumerate() {
+        let (dst, rest) = core::mem::take(&mut out_rest).split_at_mut(plane);
+        out_rest = rest;
         // Onto `base`: the ARMv6-M loop reads it in place of `dst`; the other loops add
         // onto a copy of it.
-        let from = &base[if ONTO {
-            c * plane..(c + 1) * plane
+        let from = if ONTO {
+            let (from, rest) = base_rest.split_at(plane);
+            base_rest = rest;
+            from
         } else {
-            0..0
-        }];
+            &[][..]
+        };
+        let src = &acc[index(c)..];
+        let (mh, ml) = (m >> 16, m & 0xffff);
+        let round = folded_round(s, b);
         if ONTO && !(NO_LONG_MUL && round.is_some()) {
             dst.copy_from_slice(from);
         }
         // One check for the whole channel instead of one per element.
-        assert!((dst.len() - 1) * channels < src.len());
+        assert!(span < src.len());
         let mut p = src.as_ptr();
         let mut next = || {
             // SAFETY: element i is read at i * channels <= (len - 1) * channels < src.len(),
@@ -693,7 +700,15 @@ fn folded_round(s: u32, b: i32) -> Option<i32> {
     if k <= 28 && (b.wrapping_add(1 << (28 - k)) as u32) <= 1 << (29 - k) {
         return Some((1 << (k - 1)) + (b << k));
     }
-    let round = (1i64 << (s - 17)) + ((b as i64) << k);
+    folded_round_wide(s, b)
+}
+
+/// [`folded_round`] in 64-bit arithmetic, out of line (rare: not hoisted into the callers'
+/// loops, whose every call would pay the 64-bit shift of ARMv6-M's library).
+#[inline(never)]
+#[cold]
+fn folded_round_wide(s: u32, b: i32) -> Option<i32> {
+    let round = (1i64 << (s - 17)) + ((b as i64) << (s - 16));
     (round.unsigned_abs() < (1 << 30) - (1 << 16)).then_some(round as i32)
 }
 
