@@ -61,6 +61,17 @@ pub fn row(map: &[u32], start: usize, n: usize) -> u32 {
     v
 }
 
+/// `events * per` as a count of synaptic operations: a 32-bit multiply where both fit 16
+/// bits (ARMv6-M has no long multiply; the 64-bit one is a library call), else the wide one.
+#[inline(always)]
+pub fn synops(events: usize, per: usize) -> u64 {
+    if events < 1 << 16 && per < 1 << 16 {
+        (events as u32 * per as u32) as u64
+    } else {
+        events as u64 * per as u64
+    }
+}
+
 /// `32 / w` for `w <= 32` (0 for 0): rows of `w` bits per word, without a division
 /// (in software on ARMv6-M).
 const ROWS_PER_WORD: [u8; 33] = {
@@ -234,6 +245,14 @@ mod tests {
                 assert_eq!(got, want, "w {w} start {start}");
             }
         }
+    }
+
+    #[test]
+    fn synops_multiply_narrow_and_wide() {
+        assert_eq!(synops(3, 5), 15);
+        assert_eq!(synops(65535, 65535), 65535 * 65535);
+        assert_eq!(synops(70_000, 3), 210_000);
+        assert_eq!(synops(1 << 16, 1 << 16), 1 << 32);
     }
 
     #[test]

@@ -555,7 +555,7 @@ pub fn scatter(
     for v in acc.iter_mut() {
         *v ^= BIAS as i32;
     }
-    taps as u64 * cout as u64
+    bits::synops(taps, cout)
 }
 
 /// The expanded weights of one input channel of a 3x3 convolution: tap `(ky, kx)` at run

@@ -21,7 +21,7 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
         return 0;
     }
     if let Some(taps) = rows3_v6m(pixels, shape, weights, acc) {
-        return taps as u64 * cout as u64;
+        return crate::bits::synops(taps, cout);
     }
     let acc = acc.as_mut_ptr();
     let taps = with_any_kernel!(weights, shape.rows(), cout, |kern, w| {
@@ -32,7 +32,7 @@ pub fn scatter(pixels: &[u8], shape: &ConvShape, weights: Weights, acc: &mut [i3
             unsafe { kern.mla(w.add(r * kern.stride()), p, acc.add(off)) };
         })
     });
-    taps as u64 * cout as u64
+    crate::bits::synops(taps, cout)
 }
 
 /// The int8 3 x 3 stem with 4 or 8 output channels on maps at least 3 wide, on ARMv6-M:

@@ -653,7 +653,7 @@ pub fn scatter(
         // and the kernel's row length is `cout`.
         unsafe { scatter_rows(spikes, shape, kern, w, pool2, acc) }
     });
-    taps as u64 * cout as u64
+    bits::synops(taps, cout)
 }
 
 /// [`scatter`] into *packed* `i16` accumulators: `acc` holds `shape.acc_len(pool2) / 2`
@@ -733,7 +733,7 @@ fn scatter_lanes(
     }
     assert!(weights_fit, "weights hold too few rows");
     let taps = run(acc.as_mut_ptr() as *mut i16);
-    taps as u64 * shape.cout as u64
+    bits::synops(taps, shape.cout)
 }
 
 /// `i16` lanes of the pre-summed 2 x 2 kernels one input channel takes in
@@ -862,7 +862,7 @@ pub fn scatter_packed_pooled(
             }
         });
     }
-    taps as u64 * cout as u64
+    bits::synops(taps, cout)
 }
 
 /// The pre-summed kernels of input channel `c` (see [`scatter_packed_pooled`]): for each

@@ -26,7 +26,7 @@ pub fn from_spikes(spikes: &[u32], inputs: usize, weights: Weights, acc: &mut [i
         });
         active
     });
-    active as u64 * n as u64
+    bits::synops(active, n)
 }
 
 /// `acc = W^T x` for small non-negative inputs (spike counts); `acc.len()` = outputs
@@ -67,7 +67,7 @@ pub fn from_counts(counts: &[u8], weights: Weights, acc: &mut [i32]) -> u64 {
         }
         active
     });
-    active as u64 * n as u64
+    bits::synops(active, n)
 }
 
 /// True where [`from_counts`] tries [`from_counts_lanes`]: ARMv6-M, where it pays (no

@@ -628,7 +628,11 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
     // Channel by channel, `out` (and `base`) split a plane at a time: no multiply, and no
     // division as `chunks_exact_mut` has (in software on ARMv6-M), per channel.
     let mut out_rest = &mut out[..channels * plane];
-    let mut base_rest = if ONTO { &base[..channels * plane] } else { &[][..] };
+    let mut base_rest = if ONTO {
+        &base[..channels * plane]
+    } else {
+        &[][..]
+    };
     for (c, (&m, &b)) in mult.iter().zip(bias).enumerate() {
         let (dst, rest) = core::mem::take(&mut out_rest).split_at_mut(plane);
         out_rest = rest;
@@ -982,7 +986,18 @@ fn affine_chw_with(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32], s
     let params = rq.mult.iter().zip(rq.bias);
     if small {
         let k = rq.shift as u32 - 16;
-        for ((o, x), (&m, &b)) in out.chunks_mut(plane).zip(input.chunks(plane)).zip(params) {
+        // A plane at a time by splitting (what `chunks` gives without the division its
+        // length takes, in software on ARMv6-M).
+        let (mut o_rest, mut x_rest) = (out, input);
+        for (&m, &b) in params {
+            if o_rest.is_empty() || x_rest.is_empty() {
+                break;
+            }
+            let (no, nx) = (plane.min(o_rest.len()), plane.min(x_rest.len()));
+            let (o, rest) = core::mem::take(&mut o_rest).split_at_mut(no);
+            o_rest = rest;
+            let (x, rest) = x_rest.split_at(nx);
+            x_rest = rest;
             let n = o.len().min(x.len());
             let (o, x) = (&mut o[..n], &x[..n]);
             if let Some(round) = folded_round(rq.shift as u32, b) {
