@@ -960,8 +960,15 @@ fn in_place_with(values: &mut [i32], rq: &Requant, small: bool) {
     let (mult, bias) = (&rq.mult[..n], &rq.bias[..n]);
     if small {
         let k = rq.shift as u32 - 16;
-        for ((v, &m), &b) in values.iter_mut().zip(mult).zip(bias) {
-            *v = requantize_small(*v, m, k, b);
+        // Runs of elements the folded loop takes; any other by the formula.
+        let mut i = 0;
+        loop {
+            i += small_in_place_run(&mut values[i..], &mult[i..], &bias[i..], k);
+            if i == n {
+                break;
+            }
+            values[i] = requantize_small(values[i], mult[i], k, bias[i]);
+            i += 1;
         }
         return;
     }
@@ -970,6 +977,99 @@ fn in_place_with(values: &mut [i32], rq: &Requant, small: bool) {
             *v = r.apply(*v, m, b);
         }
     })
+}
+
+/// [`requantize_small`] of `values[i]` with `mult[i]` and `bias[i]` in place (`1 <= k <=
+/// 28`), while the element is narrow and its bias folds into the rounding term (the
+/// first branch of `requantize_small`): returns how many elements it wrote, all of them
+/// unless it stopped before one that needs the formula. On ARMv6-M 26 instructions per
+/// element, against 37 for the compiler's loop (which spills).
+#[inline(always)]
+fn small_in_place_run(values: &mut [i32], mult: &[i32], bias: &[i32], k: u32) -> usize {
+    let n = values.len().min(mult.len()).min(bias.len());
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    {
+        if n == 0 {
+            return 0;
+        }
+        let done: usize;
+        // SAFETY: reads `mult[..n]`, `bias[..n]` and updates `values[..n]` (byte offset
+        // r7 runs 0..4n); r6/r7 are restored before the end.
+        unsafe {
+            core::arch::asm!(
+                // r0 = v, r1 = m, r2 = b, r3 = t, r4 = values, r5 = mult, r6 = bias,
+                // r7 = byte offset; r8 = k, r10 = 2^(28-k), r11 = 2^(29-k), r12 = 4n,
+                // lr = 2^(k-1). The four constants come in r0-r3.
+                "push {{r6, r7}}",
+                "mov r6, r3",
+                "mov r8, r0",
+                "movs r7, #1",
+                "lsls r7, r1",
+                "mov r10, r7",
+                "lsls r7, r7, #1",
+                "mov r11, r7",
+                "mov r12, r2",
+                "movs r7, #1",
+                "subs r0, r0, #1",
+                "lsls r7, r0",
+                "mov lr, r7",
+                "movs r7, #0",
+                "2:",
+                "ldr r0, [r4, r7]",
+                "sxth r3, r0",
+                "cmp r3, r0",
+                "bne 9f",
+                "ldr r2, [r6, r7]",
+                "mov r3, r10",
+                "adds r3, r3, r2",
+                "cmp r3, r11",
+                "bhs 9f",
+                "ldr r1, [r5, r7]",
+                "mov r3, r8",
+                "lsls r2, r3",
+                "add r2, lr",
+                "asrs r3, r1, #16",
+                "muls r3, r0, r3",
+                "uxth r1, r1",
+                "muls r1, r0, r1",
+                "asrs r1, r1, #16",
+                "adds r3, r3, r1",
+                "adds r3, r3, r2",
+                "mov r1, r8",
+                "asrs r3, r1",
+                "str r3, [r4, r7]",
+                "adds r7, #4",
+                "cmp r7, r12",
+                "bne 2b",
+                "9:",
+                "lsrs r3, r7, #2",
+                "pop {{r6, r7}}",
+                inout("r0") k => _,
+                inout("r1") 28 - k => _,
+                inout("r2") 4 * n => _,
+                inout("r3") bias.as_ptr() => done,
+                in("r4") values.as_mut_ptr(),
+                in("r5") mult.as_ptr(),
+                out("r8") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                out("lr") _,
+            );
+        }
+        done
+    }
+    #[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+    {
+        for i in 0..n {
+            let (a, m, b) = (values[i], mult[i], bias[i]);
+            if !narrow(a) || (b.wrapping_add(1 << (28 - k)) as u32) >= 1 << (29 - k) {
+                return i;
+            }
+            values[i] = requantize_small(a, m, k, b);
+        }
+        n
+    }
 }
 
 /// Per-channel affine on a `[c][plane]` current map: `out[c][i] = requantize(input[c][i])`
