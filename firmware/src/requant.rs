@@ -625,6 +625,9 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
     }
     // A channel's accumulators span `span + 1` elements from its first.
     let span = (plane - 1) * channels;
+    if NO_LONG_MUL && all_fold(s, bias) {
+        return transpose_narrow_v6m::<T, ONTO>(acc, &index, mult, bias, plane, out, mode, s, base);
+    }
     // Channel by channel, `out` (and `base`) split a plane at a time: no multiply, and no
     // division as `chunks_exact_mut` has (in software on ARMv6-M), per channel.
     let mut out_rest = &mut out[..channels * plane];
@@ -714,6 +717,233 @@ fn folded_round(s: u32, b: i32) -> Option<i32> {
 fn folded_round_wide(s: u32, b: i32) -> Option<i32> {
     let round = (1i64 << (s - 17)) + ((b as i64) << (s - 16));
     (round.unsigned_abs() < (1 << 30) - (1 << 16)).then_some(round as i32)
+}
+
+/// True when every bias of the layer folds into the rounding term by [`folded_round`]'s
+/// 32-bit test (`|b| <= 2^(44-s)`, `s <= 44`).
+#[inline(always)]
+fn all_fold(s: u32, bias: &[i32]) -> bool {
+    if s > 44 {
+        return false;
+    }
+    let lim = 1i32 << (44 - s);
+    let span = 2 * lim as u32;
+    bias.iter().all(|&b| (b.wrapping_add(lim) as u32) <= span)
+}
+
+/// [`transpose_narrow_onto`] on ARMv6-M where every bias folds into the rounding term
+/// ([`all_fold`]): the channels are queued a batch at a time, each as the six words one
+/// `LDM` of [`narrow_runs_v6m`] reads, by a loop with few live values and no branch (a
+/// channel through its own call took 86 instructions of Rust around it, the compiler
+/// spilling the loop's state).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transpose_narrow_v6m<T: Copy + Into<i32>, const ONTO: bool>(
+    acc: &[T],
+    index: &impl Fn(usize) -> usize,
+    mult: &[i32],
+    bias: &[i32],
+    plane: usize,
+    out: &mut [i32],
+    mode: Mode,
+    s: u32,
+    base: &[i32],
+) {
+    let mode = if ONTO { Mode::Accumulate } else { mode };
+    let channels = mult.len().min(bias.len());
+    let n = channels * plane;
+    let out = &mut out[..n];
+    let base = if ONTO { &base[..n] } else { &[][..] };
+    // Channel c's accumulators are index(c) + i * channels, i < plane: index(c) < lim.
+    let span = (plane - 1) * channels;
+    assert!(acc.len() > span);
+    let lim = acc.len() - span;
+    // Onto `base`: its byte offset from `out`, the same for every channel.
+    let onto_off = (base.as_ptr() as isize).wrapping_sub(out.as_ptr() as isize);
+    let k = s - 16;
+    let half = 1i32 << (k - 1);
+    let mut runs = [core::mem::MaybeUninit::<NarrowRun>::uninit(); RUN_BATCH + 1];
+    let mut dst = out.as_mut_ptr();
+    let mut c = 0;
+    while c < channels {
+        let batch = (channels - c).min(RUN_BATCH);
+        for (run, (&m, &b)) in runs[..batch]
+            .iter_mut()
+            .zip(mult[c..].iter().zip(&bias[c..]))
+        {
+            let idx = index(c);
+            assert!(idx < lim);
+            let end = dst.wrapping_add(plane);
+            run.write(NarrowRun {
+                round: (b << k) + half,
+                end,
+                // One stride early: the loop reads [p + s] before stepping p.
+                src: acc.as_ptr().wrapping_add(idx).wrapping_sub(channels) as *const u8,
+                mh: m >> 16,
+                ml: m & 0xffff,
+                dst,
+            });
+            dst = end;
+            c += 1;
+        }
+        // SAFETY: `batch` runs were written; each reads idx + i * channels < acc.len()
+        // and writes (and onto `base`, reads) its own plane of `out` (inside `n`).
+        unsafe { narrow_runs_v6m::<T, ONTO>(&mut runs, batch, channels, k, mode, onto_off) };
+    }
+}
+
+/// One channel of [`transpose_narrow_v6m`] queued for [`narrow_runs_v6m`]: its folded
+/// rounding term and split multiplier, the end and start of its output plane, and its
+/// first accumulator minus one stride. Six words in the order one `LDM` reads them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NarrowRun {
+    round: i32,
+    end: *mut i32,
+    src: *const u8,
+    mh: i32,
+    ml: i32,
+    dst: *mut i32,
+}
+
+/// Channels per [`narrow_runs_v6m`] call (the queue lives on the stack, one more entry
+/// for the end marker).
+const RUN_BATCH: usize = 8;
+
+/// The folded-bias loop of [`transpose_narrow`] on ARMv6-M over the first `n` queued
+/// channels of `runs` (written; entry `n` is overwritten as the end marker): `out[i]
+/// (=|+=) (a mh + ((a ml) >> 16) + round) >> k` for `a = src[i * stride]` (`i32` or
+/// `i16`), onto `base` (at byte offset `onto_off` from each output) when `ONTO`. 12
+/// instructions per element (15 accumulating, whose `i32` overflow saturates as
+/// `saturating_add` does), against about 20 for the compiler's loop; about 12 per
+/// channel, whose parameters one `LDM` brings. All eight low registers hold loop values
+/// (r6/r7 saved and restored), the rounding term, the plane's end, the onto offset, `k`
+/// and the queue in high registers.
+///
+/// # Safety
+/// Runs `0..n` written; each reads `end - dst >= 1` elements `stride` apart from one
+/// stride past its `src` and writes `dst..end` (reading `base` there when `ONTO`);
+/// `n <= RUN_BATCH`.
+#[inline(always)]
+#[allow(unused_variables)]
+unsafe fn narrow_runs_v6m<T: Copy + Into<i32>, const ONTO: bool>(
+    runs: &mut [core::mem::MaybeUninit<NarrowRun>; RUN_BATCH + 1],
+    n: usize,
+    stride: usize,
+    k: u32,
+    mode: Mode,
+    onto_off: isize,
+) {
+    // The end marker: a run whose end is null (the only field read of it).
+    // SAFETY: `end` is the second word of the entry.
+    unsafe {
+        (runs[n].as_mut_ptr() as *mut *mut i32)
+            .add(1)
+            .write(core::ptr::null_mut())
+    };
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    {
+        let s = stride * core::mem::size_of::<T>();
+        // Per run: lr = the queue, r11 = k, r12 = the onto offset; in the loop r0 = a,
+        // r1 = t, r2 = p, r3 = s, r4 = mh, r5 = ml, r6 = k, r7 = o, r8 = round,
+        // r10 = end.
+        macro_rules! run {
+            ($load:literal, $($acc:tt)*) => {
+                // SAFETY: the caller guarantees every queued run; r6/r7 are restored
+                // before the end.
+                unsafe {
+                    core::arch::asm!(
+                        "push {{r6, r7}}",
+                        "mov lr, r0",
+                        "mov r11, r1",
+                        "mov r12, r5",
+                        "1:",
+                        "mov r6, lr",
+                        "ldm r6!, {{r0, r1, r2, r4, r5, r7}}",
+                        "mov lr, r6",
+                        "cmp r1, #0",
+                        "beq 8f",
+                        "mov r8, r0",
+                        "mov r10, r1",
+                        "mov r6, r11",
+                        "2:",
+                        $load,
+                        "adds r2, r2, r3",
+                        "movs r1, r0",
+                        "muls r1, r4, r1",
+                        "muls r0, r5, r0",
+                        "asrs r0, r0, #16",
+                        "adds r0, r0, r1",
+                        "add r0, r8",
+                        "asrs r0, r6",
+                        $($acc)*,
+                        "stm r7!, {{r0}}",
+                        "cmp r7, r10",
+                        "bne 2b",
+                        "b 1b",
+                        "8:",
+                        "pop {{r6, r7}}",
+                        inout("r0") runs.as_ptr() => _,
+                        inout("r1") k => _,
+                        out("r2") _,
+                        inout("r3") s => _,
+                        out("r4") _,
+                        inout("r5") onto_off => _,
+                        out("r8") _,
+                        out("r10") _,
+                        out("r11") _,
+                        out("r12") _,
+                        out("lr") _,
+                    );
+                }
+            };
+        }
+        // Accumulate: an i32 overflow (V) saturates towards the old value's sign. Onto
+        // `base`: the old value from [o + r12] (one more instruction).
+        macro_rules! sat {
+            ($old:literal) => {
+                concat!(
+                    $old,
+                    "adds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\n",
+                    "lsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
+                )
+            };
+        }
+        let half = core::mem::size_of::<T>() == 2;
+        match (half, ONTO, mode) {
+            (true, true, _) => run!(
+                "ldrsh r0, [r2, r3]",
+                sat!("mov r1, r12\nldr r1, [r7, r1]\n")
+            ),
+            (false, true, _) => run!("ldr r0, [r2, r3]", sat!("mov r1, r12\nldr r1, [r7, r1]\n")),
+            (true, false, Mode::Store) => run!("ldrsh r0, [r2, r3]", ""),
+            (false, false, Mode::Store) => run!("ldr r0, [r2, r3]", ""),
+            (true, false, Mode::Accumulate) => run!("ldrsh r0, [r2, r3]", sat!("ldr r1, [r7]\n")),
+            (false, false, Mode::Accumulate) => run!("ldr r0, [r2, r3]", sat!("ldr r1, [r7]\n")),
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+    for run in &runs[..n] {
+        // SAFETY: the caller wrote runs 0..n and guarantees their ranges.
+        unsafe {
+            let run = run.assume_init_ref();
+            let len = run.end.offset_from(run.dst) as usize;
+            let src = (run.src as *const T).add(stride);
+            for i in 0..len {
+                let a: i32 = (*src.add(i * stride)).into();
+                let v = (a * run.mh + ((a * run.ml) >> 16) + run.round) >> k;
+                let o = run.dst.add(i);
+                *o = match mode {
+                    _ if ONTO => {
+                        let b = (o as *const u8).offset(onto_off) as *const i32;
+                        (*b).saturating_add(v)
+                    }
+                    Mode::Store => v,
+                    Mode::Accumulate => (*o).saturating_add(v),
+                };
+            }
+        }
+    }
 }
 
 /// The folded-bias loop of [`transpose_narrow`] on ARMv6-M: `out[i] (=|+=)
@@ -1312,6 +1542,79 @@ mod tests {
                 assert_eq!(a, b, "shift {s}");
             }
         }
+    }
+
+    /// The ARMv6-M transposition's queue (batches and their end marker, onto a base)
+    /// gives the generic loop's currents; on the host its runs take the portable loop,
+    /// on the device the assembly (the device tests).
+    #[test]
+    fn queued_runs_match_the_transposition() {
+        let mut x = 0x2468_ace1u32;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mults = [-(1 << 30) - 5, 65536, (1 << 30) + 4321, -77_777, i32::MAX];
+        for (channels, plane) in [(3, 5), (8, 1), (11, 4), (20, 3)] {
+            let mult: Vec<i32> = (0..channels).map(|c| mults[c % mults.len()]).collect();
+            let acc: Vec<i16> = (0..channels * plane).map(|_| rnd() as i16).collect();
+            let base: Vec<i32> = (0..channels * plane).map(|_| (rnd() as i32) >> 3).collect();
+            let index = |c: usize| {
+                if channels % 4 == 0 {
+                    packed_index(c)
+                } else {
+                    c
+                }
+            };
+            for s in [17u32, 24, 33, 44] {
+                // Biases at both ends of what folds.
+                let lim = 1i32 << (44 - s);
+                let edge = [0, lim / 2, -lim, lim, -(lim / 3), 1];
+                let bias: Vec<i32> = (0..channels).map(|c| edge[c % edge.len()]).collect();
+                assert!(
+                    all_fold(s, &bias) && !all_fold(s, &[lim + 1]) && !all_fold(s, &[-lim - 1])
+                );
+                for mode in [Mode::Store, Mode::Accumulate] {
+                    let init: Vec<i32> = (0..acc.len()).map(|i| [0, i32::MAX, -5][i % 3]).collect();
+                    let (mut a, mut b) = (init.clone(), init);
+                    transpose_narrow_onto::<i16, false>(
+                        &acc,
+                        index,
+                        &mult,
+                        &bias,
+                        plane,
+                        &mut a,
+                        mode,
+                        s,
+                        &[],
+                    );
+                    transpose_narrow_v6m::<i16, false>(
+                        &acc,
+                        &index,
+                        &mult,
+                        &bias,
+                        plane,
+                        &mut b,
+                        mode,
+                        s,
+                        &[],
+                    );
+                    assert_eq!(a, b, "channels {channels} plane {plane} shift {s}");
+                }
+                let (mut a, mut b) = (vec![1; acc.len()], vec![2; acc.len()]);
+                let m = Mode::Store;
+                transpose_narrow_onto::<i16, true>(
+                    &acc, index, &mult, &bias, plane, &mut a, m, s, &base,
+                );
+                transpose_narrow_v6m::<i16, true>(
+                    &acc, &index, &mult, &bias, plane, &mut b, m, s, &base,
+                );
+                assert_eq!(a, b, "onto: channels {channels} plane {plane} shift {s}");
+            }
+        }
+        assert!(!all_fold(45, &[0]));
     }
 
     /// The 32-bit requantisation of cores without a long multiply (and the vector and
