@@ -150,6 +150,9 @@ pub fn layer(lif: &Lif, v: &mut [i16], input: &[i32], spikes: &mut [u32]) -> u32
     let input = &input[..v.len()];
     // Whole spike words of SNASNet's neuron in assembly where there is one.
     let (done, fired) = words_shift_hard(lif, v, input, spikes);
+    if done == v.len() {
+        return fired;
+    }
     let (v, input) = (&mut v[done..], &input[done..]);
     let mut out = BitWriter::new(&mut spikes[done / 32..], v.len());
     with_neuron!(lif, |decay, reset| neurons(
