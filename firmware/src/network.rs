@@ -835,7 +835,7 @@ impl<'a> Network<'a> {
             });
         }
         let l = &plan.layout;
-        ws.membranes[..l.membranes_i16].fill(0);
+        crate::fill::zero_i16(&mut ws.membranes[..l.membranes_i16]);
         // Every other current is written before it is read in each step: only the
         // backward-edge nodes (read at t = 0) and the class scores start at zero.
         crate::fill::zero(&mut ws.currents[plan.persistent_off..plan.reduction_off]);
