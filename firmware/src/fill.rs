@@ -61,7 +61,10 @@ mod tests {
                 let mut v = vec![7i16; n + 5];
                 zero_i16(&mut v[off..off + n]);
                 assert!(v[off..off + n].iter().all(|&x| x == 0), "n = {n}");
-                assert!(v[..off].iter().chain(&v[off + n..]).all(|&x| x == 7), "n = {n}");
+                assert!(
+                    v[..off].iter().chain(&v[off + n..]).all(|&x| x == 7),
+                    "n = {n}"
+                );
             }
         }
     }

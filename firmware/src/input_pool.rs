@@ -7,14 +7,13 @@ const LANES: u32 = 0x00ff_00ff;
 /// (`1, 2, 4, ...`; the divide is a shift).
 ///
 /// Rows of a word-aligned image whose width is a multiple of 4 are summed a word (four
-/// pixels) at a time, two 16-bit lanes per word ([`pool_words`]), for `p` from 2 to 16
-/// (at 16 a lane sums at most 16 rows of 4 words of two pixels: 32,640 < 2^16); other
-/// images byte by byte.
+/// pixels) at a time, two 16-bit lanes per word ([`pool_words`]), for `p` = 2 and 4 (the
+/// sizes the architectures use); other images and sizes byte by byte.
 pub fn pool(image: &[u8], c: usize, h: usize, w: usize, p: usize, out: &mut [u8]) {
     let (ph, pw) = (h / p, w / p);
     // SAFETY: every bit pattern is a valid u32; only an empty prefix is used.
     let (prefix, words, _) = unsafe { image.align_to::<u32>() };
-    if prefix.is_empty() && w % 4 == 0 && (2..=16).contains(&p) && words.len() * 4 >= c * h * w {
+    if prefix.is_empty() && w % 4 == 0 && (p == 2 || p == 4) && words.len() * 4 >= c * h * w {
         return pool_words(words, c, h, w, p, out);
     }
     let sh = 2 * p.trailing_zeros();
@@ -34,17 +33,16 @@ pub fn pool(image: &[u8], c: usize, h: usize, w: usize, p: usize, out: &mut [u8]
     }
 }
 
-/// [`pool`] over little-endian words, `w % 4 == 0`, `2 <= p <= 16`. A word adds its even
+/// [`pool`] over little-endian words, `w % 4 == 0`, `p` = 2 or 4. A word adds its even
 /// and odd bytes into two 16-bit lanes: at `p = 2` the lanes are two output pixels, at
-/// `p >= 4` one output pixel spans `p / 4` words of each row, its lanes added at the end.
+/// `p = 4` one output pixel, its lanes added at the end.
 fn pool_words(words: &[u32], c: usize, h: usize, w: usize, p: usize, out: &mut [u8]) {
     let lanes = |x: u32| {
         let x = u32::from_le(x);
         (x & LANES) + ((x >> 8) & LANES)
     };
     let wpr = w / 4;
-    let (ph, pw) = (h / p, w / p);
-    let sh = 2 * p.trailing_zeros();
+    let ph = h / p;
     let mut o = out.iter_mut();
     for ci in 0..c {
         for py in 0..ph {
@@ -60,10 +58,8 @@ fn pool_words(words: &[u32], c: usize, h: usize, w: usize, p: usize, out: &mut [
                         }
                     }
                 }
-                continue;
-            }
-            if p == 4 {
-                // One word of each of the four rows per output pixel.
+            } else {
+                // p = 4: one word of each of the four rows per output pixel.
                 let (r0, rest) = band.split_at(wpr);
                 let (r1, rest) = rest.split_at(wpr);
                 let (r2, r3) = rest.split_at(wpr);
@@ -72,21 +68,6 @@ fn pool_words(words: &[u32], c: usize, h: usize, w: usize, p: usize, out: &mut [
                     if let Some(o) = o.next() {
                         *o = (((s & 0xffff) + (s >> 16)) >> 4) as u8;
                     }
-                }
-                continue;
-            }
-            let q = p / 4;
-            for px in 0..pw {
-                let mut s = 0;
-                let mut row = px * q;
-                for _ in 0..p {
-                    for &x in &band[row..row + q] {
-                        s += lanes(x);
-                    }
-                    row += wpr;
-                }
-                if let Some(o) = o.next() {
-                    *o = (((s & 0xffff) + (s >> 16)) >> sh) as u8;
                 }
             }
         }
@@ -129,7 +110,7 @@ mod tests {
     #[test]
     fn word_path_matches_the_byte_path() {
         let mut seed = 12345u32;
-        for p in [2usize, 4, 8, 16] {
+        for p in [2usize, 4] {
             for (c, h, w) in [(1, 9, 8), (2, p * 2 + 1, 4 * p), (3, p, 8 * p), (1, 34, 36)] {
                 let n = c * h * w;
                 for fill in [None, Some(255u8)] {

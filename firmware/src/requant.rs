@@ -603,7 +603,9 @@ fn transpose_narrow<T: Copy + Into<i32>>(
 }
 
 /// [`transpose_narrow`], accumulating onto `base` (`[c][plane]`, as `out`) instead of
-/// `out` itself when `ONTO` (`mode` is then ignored).
+/// `out` itself when `ONTO` (`mode` is then ignored). On ARMv6-M a layer whose biases
+/// all fold into the rounding term ([`all_fold`]) takes the queued assembly runs of
+/// [`transpose_narrow_v6m`]; any other layer, and other cores, the loop below.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
@@ -639,8 +641,7 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
     for (c, (&m, &b)) in mult.iter().zip(bias).enumerate() {
         let (dst, rest) = core::mem::take(&mut out_rest).split_at_mut(plane);
         out_rest = rest;
-        // Onto `base`: the ARMv6-M loop reads it in place of `dst`; the other loops add
-        // onto a copy of it.
+        // Onto `base`: added onto a copy of it.
         let from = if ONTO {
             let (from, rest) = base_rest.split_at(plane);
             base_rest = rest;
@@ -651,7 +652,7 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
         let src = &acc[index(c)..];
         let (mh, ml) = (m >> 16, m & 0xffff);
         let round = folded_round(s, b);
-        if ONTO && !(NO_LONG_MUL && round.is_some()) {
+        if ONTO {
             dst.copy_from_slice(from);
         }
         // One check for the whole channel instead of one per element.
@@ -674,18 +675,6 @@ fn transpose_narrow_onto<T: Copy + Into<i32>, const ONTO: bool>(
             }
             continue;
         };
-        if NO_LONG_MUL {
-            let params = [k as i32, round, mh, ml];
-            // SAFETY: `dst.len()` elements `channels` apart from `src` (checked above).
-            unsafe {
-                if ONTO {
-                    narrow_run_v6m::<T, true>(src.as_ptr(), channels, dst, &params, mode, from)
-                } else {
-                    narrow_run_v6m::<T, false>(src.as_ptr(), channels, dst, &params, mode, &[])
-                }
-            };
-            continue;
-        }
         let f = |a: i32| (a * mh + ((a * ml) >> 16) + round) >> k;
         // |a * mh| <= 2^30, |(a * ml) >> 16| <= 2^15, |round| < 2^30 - 2^16: no overflow.
         match mode {
@@ -942,131 +931,6 @@ unsafe fn narrow_runs_v6m<T: Copy + Into<i32>, const ONTO: bool>(
                     Mode::Accumulate => (*o).saturating_add(v),
                 };
             }
-        }
-    }
-}
-
-/// The folded-bias loop of [`transpose_narrow`] on ARMv6-M: `out[i] (=|+=)
-/// (a mh + ((a ml) >> 16) + round) >> k` for `a = src[i * stride]` (`i32` or `i16`),
-/// `params = [k, round, mh, ml]`: 12 instructions per element (15 accumulating, whose
-/// `i32` overflow saturates as `saturating_add` does), against about 20 for the
-/// compiler's loop, which spills its eight live values. All eight low registers hold
-/// loop values (r6/r7 saved and restored), the rounding term and the end in r8/r10.
-///
-/// # Safety
-/// `src + i * stride` readable for `i < out.len()`.
-#[inline(always)]
-unsafe fn narrow_run_v6m<T: Copy + Into<i32>, const ONTO: bool>(
-    src: *const T,
-    stride: usize,
-    out: &mut [i32],
-    params: &[i32; 4],
-    mode: Mode,
-    base: &[i32],
-) {
-    assert!(!ONTO || base.len() >= out.len());
-    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
-    {
-        if out.is_empty() {
-            return;
-        }
-        let size = core::mem::size_of::<T>();
-        let s = stride * size;
-        // The loop reads [p + s] before stepping p by s: p starts one stride early.
-        let p = (src as *const u8).wrapping_sub(s);
-        let o = out.as_mut_ptr();
-        let end = o.wrapping_add(out.len());
-        // Onto `base`: its byte offset from `out` (brought in r5, kept in r12).
-        let off = if ONTO {
-            (base.as_ptr() as isize).wrapping_sub(o as isize)
-        } else {
-            0
-        };
-        // In the loop r0 = a, r1 = t, r2 = p, r3 = s, r4 = mh, r5 = ml, r6 = k, r7 = o;
-        // r8 = round, r10 = end, r12 = the offset of `base`.
-        macro_rules! run {
-            ($load:literal, $acc:literal) => {
-                // SAFETY: reads `out.len()` elements `s` bytes apart from `src` (the
-                // caller's range) and writes `out`; r6/r7 are restored before the end.
-                unsafe {
-                    core::arch::asm!(
-                        "mov r12, r5",
-                        "push {{r6, r7}}",
-                        "ldr r6, [r1, #4]",
-                        "mov r8, r6",
-                        "mov r10, r0",
-                        "mov r7, r4",
-                        "ldr r6, [r1, #0]",
-                        "ldr r4, [r1, #8]",
-                        "ldr r5, [r1, #12]",
-                        "2:",
-                        $load,
-                        "adds r2, r2, r3",
-                        "movs r1, r0",
-                        "muls r1, r4, r1",
-                        "muls r0, r5, r0",
-                        "asrs r0, r0, #16",
-                        "adds r0, r0, r1",
-                        "add r0, r8",
-                        "asrs r0, r6",
-                        $acc,
-                        "stm r7!, {{r0}}",
-                        "cmp r7, r10",
-                        "bne 2b",
-                        "pop {{r6, r7}}",
-                        inout("r0") end => _,
-                        inout("r1") params.as_ptr() => _,
-                        inout("r2") p => _,
-                        inout("r3") s => _,
-                        inout("r4") o => _,
-                        inout("r5") off => _,
-                        out("r8") _,
-                        out("r10") _,
-                        out("r12") _,
-                    );
-                }
-            };
-        }
-        // Accumulate: an i32 overflow (V) saturates towards the old value's sign. Onto
-        // `base`: the old value from [o + r12] (one more instruction).
-        if ONTO {
-            match size == 2 {
-                true => run!(
-                    "ldrsh r0, [r2, r3]",
-                    "mov r1, r12\nldr r1, [r7, r1]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
-                ),
-                false => run!(
-                    "ldr r0, [r2, r3]",
-                    "mov r1, r12\nldr r1, [r7, r1]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
-                ),
-            }
-            return;
-        }
-        match (size == 2, mode) {
-            (true, Mode::Store) => run!("ldrsh r0, [r2, r3]", ""),
-            (false, Mode::Store) => run!("ldr r0, [r2, r3]", ""),
-            (true, Mode::Accumulate) => run!(
-                "ldrsh r0, [r2, r3]",
-                "ldr r1, [r7]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
-            ),
-            (false, Mode::Accumulate) => run!(
-                "ldr r0, [r2, r3]",
-                "ldr r1, [r7]\nadds r0, r0, r1\nbvc 3f\nasrs r0, r1, #31\nmovs r1, #1\nlsls r1, r1, #31\nsubs r1, r1, #1\neors r0, r1\n3:"
-            ),
-        }
-    }
-    #[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
-    {
-        let [k, round, mh, ml] = *params;
-        for (i, o) in out.iter_mut().enumerate() {
-            // SAFETY: the caller guarantees element i.
-            let a: i32 = unsafe { *src.add(i * stride) }.into();
-            let v = (a * mh + ((a * ml) >> 16) + round) >> k;
-            *o = match mode {
-                _ if ONTO => base[i].saturating_add(v),
-                Mode::Store => v,
-                Mode::Accumulate => o.saturating_add(v),
-            };
         }
     }
 }
