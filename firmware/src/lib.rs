@@ -115,10 +115,10 @@
 //!   `ORR`: 8.5 instructions per neuron; other shifts a conditional reset and spike bit
 //!   each, 10.5); a BatchNorm before it is requantised into the scratch first. Conv edges
 //!   that read the same node with the same neuron in a row share one LIF layer. The main
-//!   job's network shape (16 channels, two stages, fc 256, pool 2) costs 1.93
+//!   job's network shape (16 channels, two stages, fc 256, pool 2) costs 1.90
 //!   instructions per synaptic operation (4.69 before issue 13), the 32-channel bench
-//!   network 1.56 (3.40), the 8-channel ones 2.96 and 2.50 (5.51, 5.27), the int4
-//!   network with skip and average pool edges 3.72 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
+//!   network 1.55 (3.40), the 8-channel ones 2.88 and 2.46 (5.51, 5.27), the int4
+//!   network with skip and average pool edges 3.70 (9.22). The Cortex-M7 (mps2-an500) runs the same code, same counts.
 //! * **ARMv6-M** (`thumbv6m-none-eabi`, Cortex-M0/M0+): no divide, no 64-bit multiply,
 //!   no unaligned loads, eight low registers. Spike convolutions with int8 weights whose
 //!   accumulators fit `i16` ([`conv_spikes::ConvShape::fits_i16`]) run in *carry lanes*
@@ -131,21 +131,31 @@
 //!   pooled output (four parity kernels per channel). Other layers use the Thumb-1
 //!   assembly row kernels: per 4 output channels one `LDM` and one `STM` of the
 //!   accumulators and `LDRB`, `SXTB`, `ADDS` per weight (`MULS` in addition for spike
-//!   counts and pixels). Spike coordinates and /9 are multiplies. Requantisation has a
+//!   counts and pixels). The int8 3x3 stem of 4 or 8 channels runs an output row at a
+//!   time in assembly, a pixel's accumulators in registers across its three taps of a
+//!   kernel row and a zero pixel skipped by one compare. Spike rows are read `32 / w` at
+//!   a time ([`bits::for_each_row`]): a group of empty rows costs one read and one test.
+//!   Spike coordinates and /9 are multiplies. Requantisation has a
 //!   32-bit path for `|acc| <= 2^15` (two `MULS` on the halves of the multiplier) with the
 //!   bias folded into the rounding term where nothing can overflow, in assembly for
 //!   transposing layers (12 instructions per element stored, 15 accumulated, 16 onto a
-//!   skip edge's source, which it reads in place of a copy).
+//!   skip edge's source, which it reads in place of a copy), their channels queued eight
+//!   per call (one `LDM` of six words per channel); the BatchNorm affine the same way, a
+//!   current outside the `i16` range stopping its run for the formula; the linear
+//!   outputs in runs of 26 instructions per element.
 //!   SNASNet's neuron with decay shift 2 runs in assembly (10 instructions per neuron
 //!   that does not fire: one unsigned compare sends firing, underflowing and overflowing
-//!   neurons to a slow path; partial spike words included), a BatchNorm before it
-//!   requantised into the scratch first. Linear layers over 2x2 spike counts add
+//!   neurons to a slow path, which also counts the spike; a whole layer per call, partial
+//!   spike word included), a BatchNorm before it
+//!   requantised into the scratch first. Input pooling reads aligned images by words (two
+//!   16-bit lanes). Linear layers over 2x2 spike counts add
 //!   `w + 128` in unsigned 16-bit lanes ([`linear::from_counts_lanes`]: a word of four
 //!   weights, one flip and two masks, a `MULS` per two outputs for counts above 1)
 //!   where the counts sum to at most 257, and weight expansions read aligned words (the
-//!   generated firmware aligns its weights). About 11.4 instructions per synaptic
-//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 11.09
-//!   and 22.19 on the two 4-channel fc-32 networks (21.52 and 35.33). Accumulating a 3x3
+//!   generated firmware aligns its weights). About 9.95 instructions per synaptic
+//!   operation on the main job's 4-channel digits network (20.67 before issue 13), 9.67
+//!   and 17.60 on the two 4-channel fc-32 networks (21.52 and 35.33): 2.23 and 2.01
+//!   times fewer instructions per inference. Accumulating a 3x3
 //!   convolution into the map with a one-pixel border (no per-tap tests) was measured
 //!   slower on every core at these map sizes (8x8 and smaller: the wasted border taps
 //!   and the larger zeroing cost more).
