@@ -429,7 +429,7 @@ unsafe fn tap_row<K: RowKernel>(
 const ROWS3: bool = !cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
 
 /// True for the packed int8 convolutions [`scatter_packed`] takes a spike row at a time
-/// on ARMv7E-M ([`scatter_rows3`]): 3 x 3 kernels without the pool, 8 or 16 output
+/// on ARMv7E-M (`scatter_rows3`): 3 x 3 kernels without the pool, 8 or 16 output
 /// channels, maps at most 32 wide. Their weight rows cost little beyond their synaptic
 /// operations there; the host's latency model counts them apart.
 pub const fn row_wise(k: usize, cout: usize, w: usize, pool2: bool) -> bool {

@@ -7,7 +7,7 @@ const LANES: u32 = 0x00ff_00ff;
 /// (`1, 2, 4, ...`; the divide is a shift).
 ///
 /// Rows of a word-aligned image whose width is a multiple of 4 are summed a word (four
-/// pixels) at a time, two 16-bit lanes per word ([`pool_words`]), for `p` = 2 and 4 (the
+/// pixels) at a time, two 16-bit lanes per word (`pool_words`), for `p` = 2 and 4 (the
 /// sizes the architectures use); other images and sizes byte by byte.
 pub fn pool(image: &[u8], c: usize, h: usize, w: usize, p: usize, out: &mut [u8]) {
     let (ph, pw) = (h / p, w / p);
