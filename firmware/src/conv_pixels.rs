@@ -164,25 +164,25 @@ unsafe fn row3_i8_v6m<const C: usize>(row: &[u8], wk: *const i8, out: *mut i32) 
         // r5 = the pixel left of the output column (column -1 for the first, never read).
         let p = row.as_ptr().wrapping_sub(1);
         let end = row.as_ptr().wrapping_add(w - 2);
-        // SAFETY: reads pixels 0..w of `row`, weights `wk..wk + 2C + 4` and writes the w
-        // output pixels; r6/r7 are restored before the end.
-        unsafe {
-            if C == 4 {
+        // The row with the weights of kx = 1 and 2 at byte offsets `w1`, `w2` (kx = 0 at 0)
+        // and the accumulators stepped by `STM` and `step` more bytes per pixel.
+        macro_rules! row {
+            ($w1:literal, $w2:literal $(, $step:literal)?) => {
                 core::arch::asm!(
                     "push {{r6, r7}}",
                     "mov r8, r0",
                     "mov r10, r1",
                     // Column 0: taps kx = 1, 2.
-                    load!(), tap!("1", "4"), tap!("2", "8"), store!(),
+                    load!(), tap!("1", $w1), tap!("2", $w2), store!($($step)?),
                     "adds r5, #1",
                     // Columns 1..w - 1: kx = 0, 1, 2.
                     "2:",
-                    load!(), tap!("0", "0"), tap!("1", "4"), tap!("2", "8"), store!(),
+                    load!(), tap!("0", "0"), tap!("1", $w1), tap!("2", $w2), store!($($step)?),
                     "adds r5, #1",
                     "cmp r5, r10",
                     "bne 2b",
                     // Column w - 1: kx = 0, 1.
-                    load!(), tap!("0", "0"), tap!("1", "4"), store!(),
+                    load!(), tap!("0", "0"), tap!("1", $w1), store!($($step)?),
                     "pop {{r6, r7}}",
                     inout("r0") out => _,
                     inout("r1") end => _,
@@ -192,30 +192,16 @@ unsafe fn row3_i8_v6m<const C: usize>(row: &[u8], wk: *const i8, out: *mut i32) 
                     inout("r5") p => _,
                     out("r8") _,
                     out("r10") _,
-                );
+                )
+            };
+        }
+        // SAFETY: reads pixels 0..w of `row`, weights `wk..wk + 2C + 4` and writes the w
+        // output pixels; r6/r7 are restored before the end.
+        unsafe {
+            if C == 4 {
+                row!("4", "8");
             } else {
-                core::arch::asm!(
-                    "push {{r6, r7}}",
-                    "mov r8, r0",
-                    "mov r10, r1",
-                    load!(), tap!("1", "8"), tap!("2", "16"), store!("16"),
-                    "adds r5, #1",
-                    "2:",
-                    load!(), tap!("0", "0"), tap!("1", "8"), tap!("2", "16"), store!("16"),
-                    "adds r5, #1",
-                    "cmp r5, r10",
-                    "bne 2b",
-                    load!(), tap!("0", "0"), tap!("1", "8"), store!("16"),
-                    "pop {{r6, r7}}",
-                    inout("r0") out => _,
-                    inout("r1") end => _,
-                    out("r2") _,
-                    out("r3") _,
-                    inout("r4") wk => _,
-                    inout("r5") p => _,
-                    out("r8") _,
-                    out("r10") _,
-                );
+                row!("8", "16", "16");
             }
         }
     }

@@ -708,6 +708,43 @@ fn folded_round_wide(s: u32, b: i32) -> Option<i32> {
     (round.unsigned_abs() < (1 << 30) - (1 << 16)).then_some(round as i32)
 }
 
+/// The folded-bias requantisation of one element in ARMv6-M assembly: `r0 = (a mh +
+/// ((a ml) >> 16) + round) >> k` for `a` in r0 and r1, `mh` in r4, `ml` in r5, `k` in r6
+/// and `round` in r8 (two multiplies, two shifts, two adds); r1 is clobbered.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+macro_rules! folded_v6m {
+    () => {
+        concat!(
+            "muls r1, r4, r1\n",
+            "muls r0, r5, r0\n",
+            "asrs r0, r0, #16\n",
+            "adds r0, r0, r1\n",
+            "add r0, r8\n",
+            "asrs r0, r6\n",
+        )
+    };
+}
+
+/// The head of a queued run in ARMv6-M assembly ([`NarrowRun`], label `1`): its six
+/// words from the queue at lr (which steps on), to label `8` at the end marker, else
+/// `round` into r8, the plane's end into r10 and `k` from r11 into r6.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+macro_rules! next_run_v6m {
+    () => {
+        concat!(
+            "1:\n",
+            "mov r6, lr\n",
+            "ldm r6!, {{r0, r1, r2, r4, r5, r7}}\n",
+            "mov lr, r6\n",
+            "cmp r1, #0\n",
+            "beq 8f\n",
+            "mov r8, r0\n",
+            "mov r10, r1\n",
+            "mov r6, r11\n",
+        )
+    };
+}
+
 /// True when every bias of the layer folds into the rounding term by [`folded_round`]'s
 /// 32-bit test (`|b| <= 2^(44-s)`, `s <= 44`).
 #[inline(always)]
@@ -715,6 +752,8 @@ fn all_fold(s: u32, bias: &[i32]) -> bool {
     if s > 44 {
         return false;
     }
+    // The bounds once for the layer (the compiler does not hoist them out of a per-bias
+    // call of that test on ARMv6-M).
     let lim = 1i32 << (44 - s);
     let span = 2 * lim as u32;
     bias.iter().all(|&b| (b.wrapping_add(lim) as u32) <= span)
@@ -846,25 +885,12 @@ unsafe fn narrow_runs_v6m<T: Copy + Into<i32>, const ONTO: bool>(
                         "mov lr, r0",
                         "mov r11, r1",
                         "mov r12, r5",
-                        "1:",
-                        "mov r6, lr",
-                        "ldm r6!, {{r0, r1, r2, r4, r5, r7}}",
-                        "mov lr, r6",
-                        "cmp r1, #0",
-                        "beq 8f",
-                        "mov r8, r0",
-                        "mov r10, r1",
-                        "mov r6, r11",
+                        next_run_v6m!(),
                         "2:",
                         $load,
                         "adds r2, r2, r3",
                         "movs r1, r0",
-                        "muls r1, r4, r1",
-                        "muls r0, r5, r0",
-                        "asrs r0, r0, #16",
-                        "adds r0, r0, r1",
-                        "add r0, r8",
-                        "asrs r0, r6",
+                        folded_v6m!(),
                         $($acc)*,
                         "stm r7!, {{r0}}",
                         "cmp r7, r10",
@@ -971,12 +997,7 @@ fn narrow_affine_run(src: &[i32], out: &mut [i32], params: &[i32; 4]) -> usize {
                 "sxth r1, r0",
                 "cmp r1, r0",
                 "bne 4f",
-                "muls r1, r4, r1",
-                "muls r0, r5, r0",
-                "asrs r0, r0, #16",
-                "adds r0, r0, r1",
-                "add r0, r8",
-                "asrs r0, r6",
+                folded_v6m!(),
                 "stm r7!, {{r0}}",
                 "cmp r7, r10",
                 "bne 2b",
@@ -1249,26 +1270,13 @@ unsafe fn affine_runs(start: *mut NarrowRun, k: u32) -> (*mut i32, *mut NarrowRu
                 "push {{r6, r7}}",
                 "mov lr, r0",
                 "mov r11, r1",
-                "1:",
-                "mov r6, lr",
-                "ldm r6!, {{r0, r1, r2, r4, r5, r7}}",
-                "mov lr, r6",
-                "cmp r1, #0",
-                "beq 8f",
-                "mov r8, r0",
-                "mov r10, r1",
-                "mov r6, r11",
+                next_run_v6m!(),
                 "2:",
                 "ldm r2!, {{r0}}",
                 "sxth r1, r0",
                 "cmp r1, r0",
                 "bne 7f",
-                "muls r1, r4, r1",
-                "muls r0, r5, r0",
-                "asrs r0, r0, #16",
-                "adds r0, r0, r1",
-                "add r0, r8",
-                "asrs r0, r6",
+                folded_v6m!(),
                 "stm r7!, {{r0}}",
                 "cmp r7, r10",
                 "bne 2b",
@@ -1382,6 +1390,16 @@ fn affine_chw_with(input: &[i32], rq: &Requant, plane: usize, out: &mut [i32], s
 mod tests {
     use super::*;
     use crate::weights::packed_index;
+
+    /// A xorshift32 stream from `x` (test data).
+    fn xorshift(mut x: u32) -> impl FnMut() -> u32 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        }
+    }
 
     /// The 32-bit rounding term equals the 64-bit one wherever that one is in range, and
     /// is `None` exactly where it is not, around every boundary of the fast test.
@@ -1524,13 +1542,7 @@ mod tests {
     #[test]
     fn narrow_transposition_matches_the_formula() {
         let (channels, plane) = (6, 7);
-        let mut x = 0x1357_9bdfu32;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd = xorshift(0x1357_9bdfu32);
         for s in 17..=46u8 {
             let acc: Vec<i32> = (0..channels * plane)
                 .map(|i| match i {
@@ -1568,13 +1580,7 @@ mod tests {
     /// on the device the assembly (the device tests).
     #[test]
     fn queued_runs_match_the_transposition() {
-        let mut x = 0x2468_ace1u32;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd = xorshift(0x2468_ace1u32);
         let mults = [-(1 << 30) - 5, 65536, (1 << 30) + 4321, -77_777, i32::MAX];
         for (channels, plane) in [(3, 5), (8, 1), (11, 4), (20, 3)] {
             let mult: Vec<i32> = (0..channels).map(|c| mults[c % mults.len()]).collect();
@@ -1640,13 +1646,7 @@ mod tests {
     /// end) equals the formula; maps it does not take fall back.
     #[test]
     fn queued_affine_matches_the_formula() {
-        let mut x = 0x1234_5679u32;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd = xorshift(0x1234_5679u32);
         let mults = [
             -(1 << 30) - 5,
             65536,
@@ -1698,13 +1698,7 @@ mod tests {
     /// affine loops that use it) equals the formula.
     #[test]
     fn small_path_matches_the_formula() {
-        let mut x = 0x0bad_f00du32;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd = xorshift(0x0bad_f00du32);
         let mults = [
             i32::MIN,
             -(1 << 30) - 5,
